@@ -35,13 +35,17 @@ class RootExited(RuntimeError):
     """The root supervisor of a worker exited on its own (gave up)."""
 
 
-async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event) -> None:
+async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
+                          started: asyncio.Event | None = None) -> None:
     """Run the worker's tree until ``stopping`` is set, then shut it down in
-    order. Raises ``RootExited`` if the root supervisor gives up first, so the
-    worker process exits and its node supervisor restarts it."""
+    order; ``started`` is set once every child has started. Raises
+    ``RootExited`` if the root supervisor gives up first, so the worker
+    process exits and its node supervisor restarts it."""
     async with System() as system:
         root = await system.spawn(Supervisor, ROOT_FLAGS, ROOT_CHILDREN, name="root")
         log.info("worker tree started: %d actors", len(system))
+        if started is not None:
+            started.set()
         stop = asyncio.ensure_future(stopping.wait())
         died = asyncio.ensure_future(root.join())
         await asyncio.wait({stop, died}, return_when=asyncio.FIRST_COMPLETED)

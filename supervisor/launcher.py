@@ -1,0 +1,256 @@
+"""Start a node: the Thespian ActorSystem, the NodeSupervisor and its workers.
+
+``run_node(args)`` is ``run.py node``: it confines every Thespian listener to
+``args.bind`` (loopback by default, see ``thespian_loopback``), starts the
+ActorSystem (``multiprocTCPBase``, ``fork`` start method, admin port
+``args.admin_port`` or a free one), creates the ``NodeSupervisor`` and asks it
+to start ``args.workers`` workers, logs that the node is up, then waits for
+Ctrl-C or SIGTERM. Meanwhile it listens for ``NodeSupervisorStopped``
+(escalation) and checks every few seconds that the supervisor still answers;
+either ending the wait returns 1. Shutdown stops the workers in reverse start
+order (``StopWorkers``), shuts the ActorSystem down, and makes sure none of
+the node's processes is left: the Admin runs detached (``setsid`` and a double
+fork), so the launcher records its process tree while it is up and
+SIGKILLs whatever of it outlives the shutdown.
+
+``start_actor_system``, ``start_workers``, ``ask_for`` and ``stop_node`` are
+the same steps for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from supervisor import thespian_loopback
+from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSupervisorStopped,
+                                        ReportWorkers, StartWorkers, StopWorkers,
+                                        WorkersReported, WorkersStarted, WorkersStopped,
+                                        pid_alive)
+from supervisor.spec import SupFlags
+from supervisor.worker_process import LOG_FORMAT
+
+__all__ = ["run_node", "start_actor_system", "start_workers", "ask_for", "stop_node",
+           "free_port", "process_tree", "listener_pids", "reap"]
+
+log = logging.getLogger("switchboard.launcher")
+
+HEALTH_CHECK_EVERY = 5.0      # seconds between "are you there?" asks to the supervisor
+ASK_TIMEOUT = 5.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_actor_system(bind: str = "127.0.0.1", admin_port: int = 0):
+    """Start a multiprocTCPBase ActorSystem whose listeners all bind ``bind``;
+    returns ``(actor_system, admin_port)``."""
+    thespian_loopback.tune_transport_environment()
+    thespian_loopback.confine_listeners(bind)
+    from thespian.actors import ActorSystem
+
+    port = admin_port or free_port(bind if bind not in ("", "0.0.0.0") else "127.0.0.1")
+    capabilities = {"Admin Port": port, "Process Startup Method": "fork"}
+    # logDefs stays None: logDefs=False breaks actor creation on this base.
+    return ActorSystem("multiprocTCPBase", capabilities, transientUnique=True), port
+
+
+def ask_for(asys, address, message, reply_types: tuple[type, ...], timeout: float):
+    """``ask`` and keep listening until a reply of one of ``reply_types``
+    arrives (an ask returns whatever reaches this client first); None on
+    timeout."""
+    deadline = time.monotonic() + timeout
+    reply = asys.ask(address, message, timeout)
+    while not isinstance(reply, reply_types):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        if reply is not None:
+            log.debug("ignored while waiting for %s: %r", reply_types, reply)
+        reply = asys.listen(remaining)
+    return reply
+
+
+def start_workers(asys, count: int, config: dict[str, Any], flags: SupFlags = DEFAULT_FLAGS,
+                  owner_pid: int | None = None, timeout: float | None = None):
+    """Create a NodeSupervisor and have it start ``count`` workers; returns
+    ``(supervisor_address, reply)`` where reply is ``WorkersStarted``,
+    ``NodeSupervisorStopped`` or None (timed out)."""
+    supervisor = asys.createActor(NodeSupervisor)
+    timeout = timeout or 30.0 + 20.0 * count
+    reply = ask_for(asys, supervisor, StartWorkers(count, config, flags, owner_pid),
+                    (WorkersStarted, NodeSupervisorStopped), timeout)
+    return supervisor, reply
+
+
+def stop_node(asys, supervisor, timeout: float = 30.0) -> bool:
+    """Stop the workers in reverse start order; True if they all stopped."""
+    reply = ask_for(asys, supervisor, StopWorkers(), (WorkersStopped, NodeSupervisorStopped),
+                    timeout)
+    return reply is not None
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every live descendant of it, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid_alive(pid):
+            tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def listener_pids(port: int) -> list[int]:
+    """Pids of the processes holding a TCP socket listening on ``port`` (the
+    Admin, and whatever inherited its socket), read from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def reap(pids: list[int], timeout: float = 5.0) -> list[int]:
+    """Wait up to ``timeout`` for ``pids`` to exit, SIGKILL the rest; returns
+    the pids that had to be killed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    killed = [p for p in pids if pid_alive(p)]
+    for pid in killed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
+class _StopRequested:
+    """SIGTERM / SIGINT handlers that only raise a flag, restored on exit."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequested":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+
+def _wait(asys, supervisor, stop: _StopRequested) -> int:
+    """Until a stop signal (0) or the supervisor escalates or vanishes (1)."""
+    next_check = time.monotonic() + HEALTH_CHECK_EVERY
+    while stop.signal is None:
+        msg = asys.listen(0.25)
+        if isinstance(msg, NodeSupervisorStopped):
+            log.error("node supervisor stopped (%s): exiting", msg.reason)
+            return 1
+        if time.monotonic() >= next_check:
+            reply = ask_for(asys, supervisor, ReportWorkers(),
+                            (WorkersReported, NodeSupervisorStopped), ASK_TIMEOUT)
+            if isinstance(reply, NodeSupervisorStopped):
+                log.error("node supervisor stopped (%s): exiting", reply.reason)
+                return 1
+            if reply is None and stop.signal is None:
+                log.error("node supervisor does not answer: exiting")
+                return 1
+            next_check = time.monotonic() + HEALTH_CHECK_EVERY
+    log.info("got %s: shutting down", signal.Signals(stop.signal).name)
+    return 0
+
+
+def _node_processes(admin_port: int) -> list[int]:
+    """The node's processes now: the Admin (found by its listener) and its
+    descendants (logger, node supervisor, workers). Never this process."""
+    pids = {p for admin in listener_pids(admin_port) for p in process_tree(admin)}
+    pids.discard(os.getpid())
+    return sorted(pids)
+
+
+def run_node(args) -> int:
+    """``run.py node``: start a node, wait for Ctrl-C / SIGTERM, stop it."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
+    if args.workers < 1:
+        log.error("--workers must be >= 1")
+        return 2
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asys, admin_port = start_actor_system(args.bind, args.admin_port)
+    except Exception as exc:  # noqa: BLE001 - report and exit non-zero
+        log.error("could not start the Thespian ActorSystem on %s:%s: %s",
+                  args.bind, args.admin_port, exc)
+        return 1
+    config = {"data_dir": str(data_dir), "bind": args.bind, "admin_port": admin_port,
+              "log_level": logging.getLevelName(logging.getLogger().level)}
+    node_pids = _node_processes(admin_port)
+    rc = 1
+    try:
+        with _StopRequested() as stop:
+            supervisor, reply = start_workers(asys, args.workers, config, owner_pid=os.getpid())
+            if isinstance(reply, WorkersStarted):
+                log.info("node up: admin %s:%d (pid %d), node supervisor pid %d, "
+                         "%d workers (pids %s), data dir %s",
+                         args.bind, admin_port, reply.admin_pid, reply.supervisor_pid,
+                         len(reply.pids), " ".join(map(str, reply.pids)), data_dir)
+                rc = _wait(asys, supervisor, stop)
+                node_pids = sorted(set(node_pids) | set(_node_processes(admin_port)))
+                if rc == 0 and not stop_node(asys, supervisor,
+                                             timeout=10.0 + 6.0 * args.workers):
+                    log.warning("workers did not all stop in time")
+            elif isinstance(reply, NodeSupervisorStopped):
+                log.error("node supervisor stopped while starting workers (%s)", reply.reason)
+            else:
+                log.error("workers did not start in time")
+    finally:
+        asys.shutdown()
+        leftovers = reap(node_pids)
+        if leftovers:
+            log.warning("killed processes left after shutdown: %s", leftovers)
+        log.info("node stopped (exit status %d)", rc)
+    return rc

@@ -1,0 +1,243 @@
+"""The Thespian process layer, with real processes: NodeSupervisor starting
+worker processes, restarting them (crash, hard exit, SIGKILL), escalating past
+its restart intensity, and ``run.py node`` stopping without leftovers and
+listening on loopback only.
+
+The workers run small trees defined here (named by ``config["tree"]``, the
+OTP ``{M, F, A}`` of a worker); the children are forked from this process, so
+this module is already imported there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from supervisor.launcher import free_port
+from supervisor.node_supervisor import pid_alive
+from supervisor.spec import SupFlags
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- trees the workers run -------------------------------------------------------
+
+async def idle_tree(config, stopping):
+    await stopping.wait()
+
+
+async def slow_start_tree(config, stopping, started):
+    """Takes 0.3 s to come up, then says so."""
+    await asyncio.sleep(0.3)
+    started.set()
+    await stopping.wait()
+
+
+async def on_request_tree(config, stopping):
+    """Crashes when the test creates ``crash-<pid>`` in the data dir; leaves
+    the process with ``os._exit(3)`` on ``exit-<pid>`` (no ActorExitRequest)."""
+    data_dir, pid = Path(config["data_dir"]), os.getpid()
+    while not stopping.is_set():
+        if (data_dir / f"crash-{pid}").exists():
+            raise RuntimeError("asked to crash")
+        if (data_dir / f"exit-{pid}").exists():
+            os._exit(3)
+        try:
+            await asyncio.wait_for(stopping.wait(), 0.02)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def first_crashes_tree(config, stopping):
+    """Worker 0 crashes 0.2 s after each start; the others idle."""
+    if config["worker_index"] == 0:
+        await asyncio.sleep(0.2)
+        raise RuntimeError("crash loop")
+    await stopping.wait()
+
+
+def tree(fn) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+# -- NodeSupervisor in this process's ActorSystem --------------------------------------
+
+@pytest.mark.timeout(30)
+def test_starts_n_workers_one_after_another(node):
+    # Step 1: three workers whose tree takes 0.3 s to report started.
+    started = node.start(3, tree(slow_start_tree))
+    # Step 2: three distinct, live worker processes, none of them the supervisor.
+    assert len(set(started.pids)) == 3
+    assert all(pid_alive(pid) for pid in started.pids)
+    assert started.supervisor_pid not in started.pids
+    # Step 3: each started only after the previous one reported started.
+    times = [w.started_at for w in node.report().workers]
+    assert all(later - earlier >= 0.25 for earlier, later in zip(times, times[1:])), times
+
+
+@pytest.mark.timeout(30)
+def test_permanent_worker_crash_is_restarted(node):
+    # Step 1: two workers; the tree of worker 0 raises.
+    old = node.start(2, tree(on_request_tree)).pids
+    (node.data_dir / f"crash-{old[0]}").touch()
+    # Step 2: worker 0 comes back as a new process; worker 1 is untouched.
+    new = node.wait_for_new_pid(0, old[0])
+    assert not pid_alive(old[0])
+    assert node.pids() == [new, old[1]]
+    assert node.report().restarts == 1
+
+
+@pytest.mark.timeout(30)
+def test_worker_process_exit_is_restarted(node):
+    # A worker leaving with os._exit: no ActorExitRequest, no Python clean-up.
+    old = node.start(1, tree(on_request_tree)).pids[0]
+    (node.data_dir / f"exit-{old}").touch()
+    new = node.wait_for_new_pid(0, old)
+    assert new != old and pid_alive(new)
+
+
+@pytest.mark.timeout(30)
+def test_sigkilled_worker_comes_back_with_new_pid(node):
+    old = node.start(2, tree(idle_tree)).pids
+    killed_at = time.monotonic()
+    os.kill(old[1], signal.SIGKILL)
+    new = node.wait_for_new_pid(1, old[1], timeout=10.0)
+    elapsed = time.monotonic() - killed_at
+    assert new != old[1] and pid_alive(new)
+    assert elapsed < 2.0, f"restart after SIGKILL took {elapsed:.2f}s"
+    assert node.pids()[0] == old[0]
+
+
+@pytest.mark.timeout(30)
+def test_one_for_one_escalation(node, wait_until):
+    # Step 1: intensity 2 in 30 s; worker 0 crashes 0.2 s after every start.
+    started = node.start(2, tree(first_crashes_tree),
+                         flags=SupFlags("one_for_one", intensity=2, period=30))
+    # Step 2: two restarts are allowed, the third exit escalates.
+    stopped = node.wait_for_stopped(timeout=15.0)
+    assert stopped.reason == "reached_max_restart_intensity"
+    # Step 3: every worker was stopped and the supervisor itself exited.
+    wait_until(lambda: not any(pid_alive(p) for p in node.seen_pids), timeout=10.0)
+    assert not pid_alive(started.supervisor_pid)
+
+
+@pytest.mark.timeout(30)
+def test_workers_exit_when_their_supervisor_is_killed(node, wait_until):
+    started = node.start(2, tree(idle_tree))
+    os.kill(started.supervisor_pid, signal.SIGKILL)
+    wait_until(lambda: not any(pid_alive(p) for p in started.pids), timeout=5.0)
+
+
+# -- run.py node as a subprocess --------------------------------------------------------
+
+def _tagged_pids(tag: bytes) -> set[int]:
+    """Every process whose environment carries ``tag`` (forks inherit it)."""
+    pids = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if tag in f.read().split(b"\0"):
+                    pids.add(int(entry))
+        except OSError:
+            continue
+    return {p for p in pids if pid_alive(p)}
+
+
+def _listeners(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP listeners held by ``pids`` (ss -ltnp)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=10).stdout
+    return [line.split()[3] for line in out.splitlines()
+            if {int(p) for p in re.findall(r"pid=(\d+)", line)} & pids]
+
+
+@contextlib.contextmanager
+def launched_node(tmp_path, workers: int):
+    """``run.py node`` as a subprocess, its environment tagged so that every
+    process of the node can be found; whatever is left is SIGKILLed after."""
+    tag = f"SWITCHBOARD_TEST_TAG={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("THESPIAN_BASE_IPADDR", "SWITCHBOARD_THESPIAN_BIND")}
+    env["SWITCHBOARD_TEST_TAG"] = tag.split("=")[1]
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log_file:
+        launcher = subprocess.Popen(
+            [sys.executable, "run.py", "node", "--data-dir", str(tmp_path / "data"),
+             "--workers", str(workers), "--admin-port", str(free_port())],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        yield launcher, log_path, tag.encode()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait(timeout=10)
+        for pid in _tagged_pids(tag.encode()):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _node_up(log_path: Path, wait_until) -> list[int]:
+    up = wait_until(lambda: re.search(r"node up: .*\(pids ([\d ]+)\)", log_path.read_text()),
+                    timeout=30.0, interval=0.05)
+    return [int(p) for p in up.group(1).split()]
+
+
+@pytest.mark.timeout(60)
+def test_run_node_binds_loopback_and_leaves_no_process(tmp_path, wait_until):
+    with launched_node(tmp_path, workers=2) as (launcher, log_path, tag):
+        # Step 1: the node comes up with its two workers, and its data dir.
+        workers = set(_node_up(log_path, wait_until))
+        assert (tmp_path / "data").is_dir()
+        # Step 2: launcher, admin, logger, supervisor, workers all listen on loopback only.
+        node_pids = _tagged_pids(tag)
+        assert workers <= node_pids and launcher.pid in node_pids and len(node_pids) >= 6
+        listeners = _listeners(node_pids)
+        assert len(listeners) >= 5, listeners
+        assert all(addr.startswith("127.0.0.1:") for addr in listeners), listeners
+        # Step 3: SIGTERM: a clean exit, and not one of its processes is left.
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0, log_path.read_text()
+        wait_until(lambda: not _tagged_pids(tag), timeout=5.0)
+        assert "killed processes left" not in log_path.read_text()
+
+
+@pytest.mark.timeout(60)
+def test_run_node_exits_nonzero_when_a_worker_keeps_dying(tmp_path, wait_until):
+    with launched_node(tmp_path, workers=1) as (launcher, log_path, tag):
+        pid = _node_up(log_path, wait_until)[0]
+        # Step 1: SIGKILL worker 0 four times: the default intensity is 3 in 30 s.
+        for kill in range(4):
+            os.kill(pid, signal.SIGKILL)
+            if kill < 3:
+                pid = wait_until(lambda: _restarted_pid(log_path, pid), timeout=10.0)
+        # Step 2: the node supervisor gives up, the launcher says why and exits 1.
+        assert launcher.wait(timeout=30) == 1
+        log = log_path.read_text()
+        assert "reached maximum restart intensity" in log
+        assert "node supervisor stopped (reached_max_restart_intensity): exiting" in log
+        wait_until(lambda: not _tagged_pids(tag), timeout=5.0)
+
+
+@pytest.mark.timeout(60)
+def test_killed_launcher_takes_its_node_down(tmp_path, wait_until):
+    with launched_node(tmp_path, workers=1) as (launcher, log_path, tag):
+        _node_up(log_path, wait_until)
+        launcher.kill()
+        launcher.wait(timeout=10)
+        # The node supervisor notices its owner is gone and shuts the node down.
+        wait_until(lambda: not _tagged_pids(tag), timeout=10.0)
+        assert "owner process" in log_path.read_text()
+
+
+def _restarted_pid(log_path: Path, old: int) -> int | None:
+    pids = re.findall(r"node_supervisor\[\d+\]: worker 0 started \(pid (\d+)\)",
+                      log_path.read_text())
+    return int(pids[-1]) if pids and int(pids[-1]) != old else None
