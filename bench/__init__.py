@@ -1,0 +1,14 @@
+"""Benchmarks, run by ``python run.py bench SUITE``. Each suite prints medians
+over several rounds (these machines are shared and noisy) and the targets
+they are held to; docs/benchmarks.md records the figures."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    if args.suite == "actors":
+        from bench.actors import main
+        return main(quick=args.quick)
+    raise SystemExit(f"unknown suite {args.suite!r}")
