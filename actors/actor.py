@@ -25,8 +25,10 @@ Runtime messages: ``Down`` (``handle_down``) for monitors and ``Exit``
 (``handle_exit``) for links when ``trap_exit`` is set.
 
 Class attributes choose spawn options: ``mailbox_size`` (bound),
-``overflow`` (``"reject"``: the send raises ``MailboxFull``; ``"crash"``: the
-actor exits with ``MailboxOverflow``), and ``trap_exit``.
+``overflow`` (``"reject"``: the send raises ``MailboxFull`` and the actor goes
+on; ``"crash"``: the actor exits with ``MailboxOverflow`` and the send raises
+``MailboxFull`` too, so neither side loses the fact silently), and
+``trap_exit``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from actors.signals import MonitorRef
     from actors.system import System
 
-__all__ = ["Actor", "handler_for"]
+__all__ = ["Actor", "Deferred", "handler_for"]
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -78,6 +80,15 @@ class Actor:
         """Stop after the current message (OTP: ``{stop, Reason, State}``)."""
         self.ref._stop_reason = reason
 
+    def defer_reply(self) -> "Deferred":
+        """Answer the current call later (OTP: ``{noreply, State}`` then
+        ``gen_server:reply/2``): the handler's return value is ignored and
+        the caller waits for ``deferred.reply(value)``."""
+        reply, self.ref._current = self.ref._current, None
+        if reply is None:
+            raise RuntimeError("defer_reply() outside the handling of a call")
+        return Deferred(reply)
+
     def link(self, other: "ActorRef") -> None:
         self.ref._link(other)
 
@@ -96,6 +107,23 @@ class Actor:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'ref', None)!r}>"
+
+
+class Deferred:
+    """A reply owed to a caller; see ``Actor.defer_reply``."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Any):
+        self._future = future
+
+    def reply(self, value: Any) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(error)
 
 
 def handler_for(actor_cls: type, msg_cls: type) -> tuple[Callable, bool]:

@@ -86,7 +86,7 @@ class ActorRef:
         self.name = name
         self.system = system
         self._actor: Actor | None = None
-        self._queue: deque = deque()
+        self._queue: deque | None = None        # allocated while non-empty: idle actors stay small
         self._max_len = mailbox_size
         self._overflow = overflow
         self._waiter: asyncio.Future | None = None
@@ -114,7 +114,8 @@ class ActorRef:
 
     @property
     def mailbox_len(self) -> int:
-        return len(self._queue)
+        queue = self._queue
+        return 0 if queue is None else len(queue)
 
     @property
     def exit_reason(self) -> Any:
@@ -128,7 +129,9 @@ class ActorRef:
             self.system.dead_letters += 1
             return
         queue = self._queue
-        if len(queue) >= self._max_len:
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self._max_len:
             self._overflowed()
         queue.append(msg)
         waiter = self._waiter
@@ -211,21 +214,24 @@ class ActorRef:
         self._finalize(reason)
 
     async def _receive_loop(self, actor: Actor) -> None:
-        queue = self._queue
         cls = type(actor)
         loop = asyncio.get_running_loop()
         budget = _BUDGET
+        queue = self._queue                        # what was sent while init ran
         while self._stop_reason is None:
             if not queue:
                 budget = _BUDGET
+                self._queue = None                 # give the empty deque back while idle
                 waiter = self._waiter = loop.create_future()
                 await waiter
+                queue = self._queue
+                continue
+            budget -= 1
+            if budget == 0:                  # yield before taking the message: an exit
+                budget = _BUDGET             # signal at this await must not lose a call
+                await asyncio.sleep(0)
                 continue
             msg = queue.popleft()
-            budget -= 1
-            if budget == 0:
-                budget = _BUDGET
-                await asyncio.sleep(0)
             if type(msg) is _Call:
                 reply = self._current = msg.reply
                 fn, is_async = handler_for(cls, type(msg.msg))
@@ -237,9 +243,9 @@ class ActorRef:
                     if not reply.done():
                         reply.set_exception(ActorExited(self._pending_reason(error)))
                     raise
+                if self._current is reply and not reply.done():
+                    reply.set_result(result)     # else the handler deferred its reply
                 self._current = None
-                if not reply.done():
-                    reply.set_result(result)
             else:
                 fn, is_async = handler_for(cls, type(msg))
                 if is_async:
@@ -276,8 +282,8 @@ class ActorRef:
             self._kill()
         elif self._trap_exit and (sender is None or sender is not self._parent):
             self._deliver(Exit(sender, reason))
-        elif reason == NORMAL and sender is not self:
-            return
+        elif reason == NORMAL and sender is not self and not self._trap_exit:
+            return                               # (a trapping actor here has heard its parent)
         else:
             self._terminate_with(reason)
 
@@ -308,6 +314,8 @@ class ActorRef:
 
     def _deliver(self, msg: Any) -> None:
         """Append a runtime message, bypassing the bound."""
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(msg)
         waiter = self._waiter
         if waiter is not None:
@@ -367,7 +375,7 @@ class ActorRef:
         failure = ActorExited(reason)
         if self._current is not None and not self._current.done():
             self._current.set_exception(failure)
-        queue = self._queue
+        queue, self._queue = self._queue, None
         while queue:
             msg = queue.popleft()
             if type(msg) is _Call and not msg.reply.done():

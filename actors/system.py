@@ -34,6 +34,7 @@ class System:
         self.clock = clock
         self.registry = Registry()
         self.dead_letters = 0          # sends to actors that had already exited
+        self.env: dict[str, Any] = {}  # shared services and config (OTP's application env)
         self._pids = itertools.count(1)
         self._live: dict[int, ActorRef] = {}
 

@@ -167,9 +167,11 @@ class Supervisor(Actor):
         for other in reversed(group):
             if other != key and self.children[other].ref is not None:
                 await self._shutdown(self.children[other])
+            if other != key and self.children[other].spec.restart == "temporary":
+                del self.children[other]          # OTP: a temporary bystander is not restarted
         for member in group:
-            child = self.children[member]
-            if child.ref is not None:
+            child = self.children.get(member)
+            if child is None or child.ref is not None:
                 continue
             try:
                 await self._start(member, child)
@@ -226,6 +228,8 @@ class Supervisor(Actor):
         if self.dynamic:
             spec, args = self.template, (*self.template.args, *msg.spec_or_args)
             key = object()
+        elif not isinstance(msg.spec_or_args, ChildSpec):
+            return SupervisorError(f"bad child spec: {msg.spec_or_args!r}")
         else:
             spec, args = msg.spec_or_args, msg.spec_or_args.args
             key = spec.id
@@ -251,7 +255,9 @@ class Supervisor(Actor):
         return None
 
     async def handle_restart_child(self, msg: RestartChild) -> Any:
-        child = None if self.dynamic else self.children.get(msg.id)
+        if self.dynamic:
+            return SupervisorError("simple_one_for_one: children have no ids to restart")
+        child = self.children.get(msg.id)
         if child is None:
             return SupervisorError(f"not_found: {msg.id!r}")
         if child.ref is not None:
@@ -262,7 +268,9 @@ class Supervisor(Actor):
             return SupervisorError(f"failed to start {msg.id!r}: {error.reason!r}")
 
     def handle_delete_child(self, msg: DeleteChild) -> Any:
-        child = None if self.dynamic else self.children.get(msg.id)
+        if self.dynamic:
+            return SupervisorError("simple_one_for_one: children have no ids to delete")
+        child = self.children.get(msg.id)
         if child is None:
             return SupervisorError(f"not_found: {msg.id!r}")
         if child.ref is not None:

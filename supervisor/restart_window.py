@@ -11,8 +11,8 @@ its parent). The clock is passed in, so tests need no sleeps.
     (True, (0.0,))
     >>> add_restart(w, now=4.0, intensity=1, period=5)[0]
     False
-    >>> add_restart(w, now=6.0, intensity=1, period=5)
-    (True, (6.0,))
+    >>> add_restart(w, now=5.5, intensity=1, period=5)
+    (True, (5.5,))
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ def add_restart(
     """Record a restart at ``now``; return ``(within_intensity, restarts')``.
 
     ``restarts`` is newest first. Restarts older than ``now - period`` fall out
-    of the window, exactly as OTP's ``add_restart/3`` and ``inPeriod/3`` do.
+    of the window; one exactly ``period`` old stays, as in OTP's
+    ``add_restart/3`` (``R >= Threshold``).
     """
     threshold = now - period
-    kept = tuple(t for t in restarts if t > threshold)
+    kept = tuple(t for t in restarts if t >= threshold)
     window = (now, *kept)
     return len(window) <= intensity, window
