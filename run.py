@@ -1,7 +1,7 @@
 """Switchboard command line: wiring only.
 
     python run.py node [--data-dir DIR] [--workers N]   start a node
-    python run.py bench actors [--quick]                 light-actor benchmarks
+    python run.py bench actors|storage [--quick]         benchmarks (docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--bind", default="127.0.0.1", help="address every listener binds (default: loopback)")
 
     bench = commands.add_parser("bench", help="run a benchmark")
-    bench.add_argument("suite", choices=["actors"])
+    bench.add_argument("suite", choices=["actors", "storage"])
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
 
     args = parser.parse_args(argv)

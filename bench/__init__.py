@@ -11,4 +11,7 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.suite == "actors":
         from bench.actors import main
         return main(quick=args.quick)
+    if args.suite == "storage":
+        from bench.storage import main
+        return main(quick=args.quick)
     raise SystemExit(f"unknown suite {args.suite!r}")

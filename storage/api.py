@@ -1,0 +1,135 @@
+"""``Storage``: the one object the actor layer holds, over either backend.
+
+Writes are submitted the moment they are called (so one caller's writes
+keep their order: the writer is FIFO) and return an ``asyncio.Future`` that
+settles after the op's batch is committed: a result in hand means it is
+durable, so the caller may acknowledge it. ``await`` the future, or give it
+an ``add_done_callback`` from a handler that must not wait. Reads are plain
+calls that run a short read-only transaction at once. ``open_storage``
+picks the backend.
+
+Holds ``Storage`` and ``open_storage``; the transactions themselves live in
+``storage.accounts`` and ``storage.mailbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Iterable
+
+from storage import accounts, mailbox
+from storage.errors import BadCode
+from storage.kv import Store, StoreStats
+from storage.records import (Account, CodeCheck, Confirmation, InboxItem, InboxMeta,
+                             RoutedReceipt, Stored)
+
+__all__ = ["Storage", "open_storage"]
+
+Future = asyncio.Future
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Storage:
+    """Typed calls for every domain transaction; ``store`` is the backend."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    # -- accounts --------------------------------------------------------------
+    def put_code(self, phone: str, code_hash: bytes, expires_at_ms: int) -> Future[None]:
+        return self.store.submit(accounts.PutCode(phone, code_hash, expires_at_ms))
+
+    def check_code(self, phone: str, code: str, now_ms: int) -> Future[CodeCheck]:
+        return self.store.submit(accounts.CheckCode(phone, code, now_ms))
+
+    def confirm_device(self, phone: str, code_hash: bytes, verify_key: bytes,
+                       now_ms: int) -> Future[int]:
+        """The new device id, or ``BadCode`` (the attempt is still counted)."""
+        confirmed = self.store.submit(
+            accounts.ConfirmDevice(phone, code_hash, verify_key, now_ms))
+        outcome = confirmed.get_loop().create_future()
+
+        def settle(done: Future[Confirmation]) -> None:
+            if outcome.done():
+                return
+            if done.cancelled():
+                outcome.cancel()
+            elif done.exception() is not None:
+                outcome.set_exception(done.exception())
+            elif done.result().device_id is None:
+                check = done.result().check
+                outcome.set_exception(BadCode(check.status, check.attempts))
+            else:
+                outcome.set_result(done.result().device_id)
+
+        confirmed.add_done_callback(settle)
+        return outcome
+
+    def register_device(self, phone: str, verify_key: bytes, now_ms: int) -> Future[int]:
+        return self.store.submit(accounts.RegisterDevice(phone, verify_key, now_ms))
+
+    def get_account(self, phone: str) -> Account | None:
+        return self.store.read(lambda txn: accounts.get_account(txn, phone))
+
+    # -- inbox -----------------------------------------------------------------
+    def store_message(self, sender: str, client_id: str, to: str, body: bytes,
+                      ts_ms: int, cap: int) -> Future[Stored]:
+        return self.store.submit(
+            mailbox.StoreMessage(sender, client_id, to, body, ts_ms, cap))
+
+    def ack_inbox(self, user: str, seqs: Iterable[int], ts_ms: int | None = None
+                  ) -> Future[list[RoutedReceipt]]:
+        """``ts_ms`` (the receipts' time) defaults to now."""
+        ts = _now_ms() if ts_ms is None else ts_ms
+        return self.store.submit(mailbox.AckInbox(user, tuple(seqs), ts))
+
+    def store_read(self, reader: str, peer: str, ids: Iterable[str], ts_ms: int | None = None
+                   ) -> Future[list[RoutedReceipt]]:
+        ts = _now_ms() if ts_ms is None else ts_ms
+        return self.store.submit(mailbox.StoreRead(reader, peer, tuple(ids), ts))
+
+    def inbox_after(self, user: str, after_seq: int = 0, limit: int | None = 100
+                    ) -> list[InboxItem]:
+        return self.store.read(lambda txn: mailbox.inbox_after(txn, user, after_seq, limit))
+
+    def inbox_count(self, user: str) -> int:
+        return self.store.read(lambda txn: mailbox.inbox_count(txn, user))
+
+    def inbox_meta(self, user: str) -> InboxMeta:
+        return self.store.read(lambda txn: mailbox.inbox_meta(txn, user))
+
+    # -- presence and housekeeping ---------------------------------------------
+    def set_last_seen(self, user: str, ts_ms: int) -> Future[int]:
+        return self.store.submit(mailbox.SetLastSeen(user, ts_ms))
+
+    def get_last_seen(self, user: str) -> int | None:
+        return self.store.read(lambda txn: mailbox.get_last_seen(txn, user))
+
+    def prune_dedup(self, before_ms: int, limit: int = 10_000) -> Future[int]:
+        return self.store.submit(mailbox.PruneDedup(before_ms, limit))
+
+    def stats(self) -> StoreStats:
+        return self.store.stats()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_storage(backend: str = "lmdb", path: str | os.PathLike | None = None,
+                 **options) -> Storage:
+    """``backend`` is ``"lmdb"`` (``path``: the node's LMDB directory;
+    ``options`` go to ``LmdbStore``) or ``"memory"``."""
+    if backend == "lmdb":
+        if path is None:
+            raise ValueError("the lmdb backend needs a path")
+        from storage.kv_lmdb import LmdbStore
+        return Storage(LmdbStore(path, **options))
+    if backend == "memory":
+        from storage.kv_memory import MemoryStore
+        return Storage(MemoryStore(**options))
+    raise ValueError(f"unknown storage backend {backend!r}")

@@ -1,0 +1,72 @@
+"""Exceptions raised by the storage layer.
+
+Every exception a domain transaction raises on purpose derives from
+``StorageError``, so a caller can tell "the store refused this" from a bug.
+An op that raises is rolled back alone; its future carries the exception.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull",
+    "DuplicateId", "BadCode", "CommitFailed", "StoreClosed",
+]
+
+
+class StorageError(Exception):
+    """Base class of every error the storage layer raises on purpose."""
+
+
+class InvalidArgument(StorageError, ValueError):
+    """An argument cannot be stored: a malformed phone number, a key that is
+    not 32 bytes, a client id that is empty or too long, ..."""
+
+
+class UnknownUser(StorageError):
+    """The user (a phone number) has no account."""
+
+    def __init__(self, phone: str):
+        super().__init__(f"no account for {phone}")
+        self.phone = phone
+
+
+class OfflineFull(StorageError):
+    """The recipient already holds ``cap`` undelivered messages."""
+
+    def __init__(self, phone: str, cap: int):
+        super().__init__(f"inbox of {phone} is full ({cap} undelivered messages)")
+        self.phone = phone
+        self.cap = cap
+
+
+class DuplicateId(StorageError):
+    """A sender reused a client id for a different recipient: the first
+    message keeps the id and the new one is refused, not silently dropped."""
+
+    def __init__(self, sender: str, client_id: str, first_to: str, to: str):
+        super().__init__(f"{sender} already used client id {client_id!r} for a message "
+                         f"to {first_to}, not {to}")
+        self.sender, self.client_id, self.first_to, self.to = sender, client_id, first_to, to
+
+
+class BadCode(StorageError):
+    """``confirm_device`` refused: ``status`` is ``"bad"``, ``"expired"`` or
+    ``"missing"`` (no pending code); ``attempts`` counts checks of the
+    current code, this one included (0 when missing)."""
+
+    _TEXT = {"bad": "wrong code", "expired": "the code has expired",
+             "missing": "no code was requested for this number"}
+
+    def __init__(self, status: str, attempts: int):
+        text = self._TEXT.get(status, status)
+        super().__init__(f"{text} (attempt {attempts})" if status == "bad" else text)
+        self.status, self.attempts = status, attempts
+
+
+class CommitFailed(StorageError):
+    """The batch's write transaction could not be committed; nothing of the
+    batch was stored. ``__cause__`` holds the backend's exception."""
+
+
+class StoreClosed(StorageError):
+    """``submit`` after ``close()``."""

@@ -1,0 +1,97 @@
+"""Key layout: the only module that builds or parses key bytes.
+
+Keys are designed for range scans in LMDB's byte order:
+
+- user ids are phone numbers in E.164 form (``+`` then 8-15 ASCII digits,
+  the first not ``0``), stored as their UTF-8 bytes; they never contain
+  ``b"\\x00"``, so ``b"\\x00"`` separates key parts and ``phone + b"\\x00"``
+  is a prefix that matches that user only (``+1234\\x00`` is not a prefix of
+  ``+12345\\x00``);
+- integers are unsigned big-endian, 8 bytes, so byte order is numeric order.
+
+docs/storage.md has the full table (database, key, value).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from storage.errors import InvalidArgument
+
+__all__ = [
+    "SEP", "MAX_CLIENT_ID", "phone_bytes", "client_id_bytes", "u64", "from_u64",
+    "inbox_key", "inbox_prefix", "inbox_seq", "dedup_key", "dedup_ttl_key",
+    "dedup_key_of_ttl", "prefix_end",
+]
+
+SEP = b"\x00"
+MAX_CLIENT_ID = 64                      # bytes of UTF-8
+
+_PHONE = re.compile(r"\+[1-9][0-9]{7,14}")     # [0-9], not \d: ASCII digits only
+_U64 = struct.Struct(">Q")
+
+
+def phone_bytes(phone: str) -> bytes:
+    """The key bytes of a user id; raises ``InvalidArgument`` unless E.164."""
+    if type(phone) is not str or not _PHONE.fullmatch(phone):
+        raise InvalidArgument(f"not an E.164 phone number: {phone!r}")
+    return phone.encode()
+
+
+def client_id_bytes(client_id: str) -> bytes:
+    """A client-chosen message id as key bytes: 1 to ``MAX_CLIENT_ID`` bytes."""
+    if type(client_id) is not str:
+        raise InvalidArgument(f"client id must be a str, not {type(client_id).__name__}")
+    raw = client_id.encode()
+    if not 0 < len(raw) <= MAX_CLIENT_ID:
+        raise InvalidArgument(f"client id must be 1..{MAX_CLIENT_ID} bytes: {client_id!r}")
+    return raw
+
+
+def u64(n: int) -> bytes:
+    """``n`` as 8 big-endian bytes (sorts numerically)."""
+    return _U64.pack(n)
+
+
+def from_u64(raw: bytes) -> int:
+    return _U64.unpack(raw)[0]
+
+
+def inbox_prefix(user: bytes) -> bytes:
+    """Every inbox key of ``user`` starts with this."""
+    return user + SEP
+
+
+def inbox_key(user: bytes, seq: int) -> bytes:
+    """``inbox``: ``phone \\x00 seq(u64)``."""
+    return user + SEP + _U64.pack(seq)
+
+
+def inbox_seq(key: bytes) -> int:
+    """The sequence number at the end of an inbox key."""
+    return _U64.unpack_from(key, len(key) - 8)[0]
+
+
+def dedup_key(sender: bytes, client_id: bytes) -> bytes:
+    """``dedup``: ``sender \\x00 client_id`` (the first ``\\x00`` ends the
+    phone, so a client id may hold any bytes)."""
+    return sender + SEP + client_id
+
+
+def dedup_ttl_key(ts_ms: int, dedup: bytes) -> bytes:
+    """``dedup_ttl``: ``ts(u64) dedup_key``, the time index used to prune."""
+    return _U64.pack(ts_ms) + dedup
+
+
+def dedup_key_of_ttl(key: bytes) -> bytes:
+    return key[8:]
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix``
+    (``None`` when there is none: the prefix is all ``0xff``)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])

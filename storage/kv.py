@@ -1,0 +1,148 @@
+"""The key-value contract both backends implement, so the domain
+transactions (``storage.accounts``, ``storage.mailbox``) are written once.
+
+Holds:
+
+- ``DBS``: the named databases (sorted byte-keyed tables) of a store;
+- ``Txn``: what a transaction offers an op: ``get``/``put``/``delete``,
+  ordered ``range`` scans over ``[start, end)`` and ``last`` (highest key
+  with a prefix);
+- ``Store``: ``submit(op)`` (a write, grouped with others into one
+  committed batch; its future resolves only after the commit), ``read(fn)``
+  (a synchronous read-only transaction on the caller's thread), ``write``
+  (a blocking submit for code outside the event loop), ``stats()`` and
+  ``close()``;
+- ``StoreStats`` and ``CommitClock``, the bookkeeping behind ``stats()``;
+- ``resolve``: hands a finished batch's results to its futures.
+
+An *op* is any callable taking a ``Txn``; the domain ops are frozen
+dataclasses with ``__call__``. An op must be deterministic given the
+transaction's contents (a backend may run it again) and must not write to a
+database while iterating a ``range`` over it (collect first, with
+``limit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Protocol, TypeVar
+
+__all__ = ["DBS", "Txn", "Store", "Op", "StoreStats", "CommitClock", "resolve"]
+
+DBS: tuple[str, ...] = (
+    "users",        # phone -> account
+    "codes",        # phone -> pending registration code
+    "inbox",        # phone \0 seq -> message or receipt owed to phone
+    "inbox_meta",   # phone -> next_seq and counts
+    "dedup",        # sender \0 client_id -> where that message went
+    "dedup_ttl",    # ts \0 sender \0 client_id -> b"" (prunes dedup by age)
+    "lastseen",     # phone -> ts
+)
+
+T = TypeVar("T")
+Op = Callable[["Txn"], T]
+
+
+class Txn(Protocol):
+    """A transaction as an op sees it. Keys and values are ``bytes``."""
+
+    def get(self, db: str, key: bytes) -> bytes | None: ...
+
+    def put(self, db: str, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, db: str, key: bytes) -> bool:
+        """True if the key existed."""
+
+    def range(self, db: str, start: bytes, end: bytes | None = None,
+              reverse: bool = False, limit: int | None = None
+              ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs with ``start <= key < end`` (``end=None``: to
+        the last key), ascending, or descending with ``reverse``."""
+
+    def last(self, db: str, prefix: bytes) -> tuple[bytes, bytes] | None:
+        """The pair with the highest key starting with ``prefix``, if any."""
+
+
+class Store(Protocol):
+    """A node's store; ``storage.kv_lmdb.LmdbStore`` and
+    ``storage.kv_memory.MemoryStore`` implement it."""
+
+    def submit(self, op: Op[T]) -> asyncio.Future[T]: ...
+
+    def write(self, op: Op[T], timeout: float | None = None) -> T: ...
+
+    def read(self, fn: Callable[[Txn], T]) -> T: ...
+
+    def stats(self) -> StoreStats: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counters since the store opened. A batch is one write transaction;
+    its latency runs from ``begin`` to the end of the (fsync'd) commit.
+    Latency figures cover the last ``CommitClock.WINDOW`` batches."""
+    batches: int = 0
+    ops: int = 0                # ops committed
+    failed_ops: int = 0         # ops rolled back (their own exception or a failed commit)
+    failed_commits: int = 0
+    pending: int = 0            # submitted, not yet taken by a batch
+    last_batch_size: int = 0
+    max_batch_size: int = 0
+    last_commit_ms: float = 0.0
+    median_commit_ms: float = 0.0
+    p99_commit_ms: float = 0.0
+
+
+class CommitClock:
+    """Mutable counters behind ``StoreStats``; updated by the one thread
+    that commits, read by any (a snapshot may be a batch behind)."""
+
+    WINDOW = 1024
+
+    def __init__(self) -> None:
+        self.batches = self.ops = self.failed_ops = self.failed_commits = 0
+        self.last_batch_size = self.max_batch_size = 0
+        self.latencies: deque[float] = deque(maxlen=self.WINDOW)
+
+    def record(self, size: int, failed: int, seconds: float, committed: bool) -> None:
+        self.last_batch_size = size
+        self.max_batch_size = max(self.max_batch_size, size)
+        if committed:
+            self.batches += 1
+            self.ops += size - failed
+            self.failed_ops += failed
+            self.latencies.append(seconds * 1000.0)
+        else:
+            self.failed_commits += 1
+            self.failed_ops += size
+
+    def snapshot(self, pending: int) -> StoreStats:
+        lat = sorted(self.latencies)
+        return StoreStats(
+            batches=self.batches, ops=self.ops, failed_ops=self.failed_ops,
+            failed_commits=self.failed_commits, pending=pending,
+            last_batch_size=self.last_batch_size, max_batch_size=self.max_batch_size,
+            last_commit_ms=self.latencies[-1] if lat else 0.0,
+            median_commit_ms=statistics.median(lat) if lat else 0.0,
+            p99_commit_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+        )
+
+
+def resolve(entries: list[tuple[Any, bool, Any]]) -> None:
+    """Settle ``(future, ok, value_or_exception)`` entries of one batch; runs
+    on the futures' loop. A future its caller cancelled is left alone (the
+    op itself has been committed or rolled back all the same)."""
+    for fut, ok, value in entries:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            if isinstance(value, StopIteration):    # a Future refuses it as is
+                value = RuntimeError(f"op raised {value!r}")
+            fut.set_exception(value)

@@ -1,0 +1,268 @@
+"""Inbox: every message and receipt owed to a user, until the user acks it.
+
+Transactions (plain functions over a ``Txn``) and their ops (frozen
+dataclasses to ``submit``):
+
+- ``store_message`` / ``StoreMessage``: idempotent on (sender, client id);
+  appends a ``message`` item to the recipient's inbox unless it holds
+  ``cap`` messages already (``OfflineFull``);
+- ``ack_inbox`` / ``AckInbox``: deletes acked items (idempotent) and, for
+  each message deleted, appends a ``delivered`` receipt to its sender's
+  inbox in the same transaction;
+- ``store_read`` / ``StoreRead``: appends ``read`` receipts to a peer's inbox;
+- ``set_last_seen`` / ``SetLastSeen``; ``prune_dedup`` / ``PruneDedup``;
+- reads: ``inbox_after``, ``inbox_count``, ``inbox_meta``,
+  ``get_last_seen``, ``recount_inbox`` (an audit by full scan).
+
+Sequence numbers are per user, start at 1, and are assigned inside the
+write transaction from ``inbox_meta`` (never from a process-local cache:
+several worker processes share one environment and LMDB serializes their
+writers). Only messages count toward ``cap``; receipts do not, because a
+receipt is the consequence of *another* user's ack or read, and refusing it
+would either fail that user's ack (their inbox could never drain) or lose
+the receipt silently. Receipts stay bounded all the same: each message
+yields at most one ``delivered`` receipt, and ``read`` receipts are limited
+per call (the session layer rate-limits calls).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
+from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key,
+                          inbox_key, inbox_prefix, inbox_seq, phone_bytes, prefix_end, u64)
+from storage.kv import Txn
+from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedReceipt, Stored,
+                             pack, pack_item, unpack, unpack_item)
+
+__all__ = [
+    "store_message", "ack_inbox", "store_read", "inbox_after", "inbox_count",
+    "inbox_meta", "recount_inbox", "set_last_seen", "get_last_seen", "prune_dedup",
+    "StoreMessage", "AckInbox", "StoreRead", "SetLastSeen", "PruneDedup",
+    "MAX_READ_IDS",
+]
+
+MAX_READ_IDS = 1000
+
+
+# -- inbox_meta: a mutable dict per user while a transaction runs ---------------
+def _load_meta(txn: Txn, user: bytes) -> dict:
+    raw = txn.get("inbox_meta", user)
+    return {"next": 1, "msgs": 0, "rcpts": 0} if raw is None else unpack(raw)
+
+
+class _Metas(dict):
+    """The inbox_meta of each user a transaction touches, written back once."""
+
+    def __init__(self, txn: Txn):
+        super().__init__()
+        self.txn = txn
+
+    def __missing__(self, user: bytes) -> dict:
+        meta = self[user] = _load_meta(self.txn, user)
+        return meta
+
+    def append(self, user: bytes, payload: Message | Receipt) -> int:
+        meta = self[user]
+        seq = meta["next"]
+        meta["next"] = seq + 1
+        meta["msgs" if isinstance(payload, Message) else "rcpts"] += 1
+        self.txn.put("inbox", inbox_key(user, seq), pack_item(payload))
+        return seq
+
+    def save(self) -> None:
+        for user, meta in self.items():
+            self.txn.put("inbox_meta", user, pack(meta))
+
+
+def _require_user(txn: Txn, user: bytes, phone: str) -> None:
+    if txn.get("users", user) is None:
+        raise UnknownUser(phone)
+
+
+# -- writes ---------------------------------------------------------------------
+def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
+                  ts_ms: int, cap: int) -> Stored:
+    sb, tb, cid = phone_bytes(sender), phone_bytes(to), client_id_bytes(client_id)
+    if type(body) is not bytes:
+        raise InvalidArgument("message body must be bytes")
+    dk = dedup_key(sb, cid)
+    raw = txn.get("dedup", dk)
+    if raw is not None:
+        first = unpack(raw)
+        if first["to"] != to:
+            raise DuplicateId(sender, client_id, first["to"], to)
+        return Stored(first["seq"], first["ts"], duplicate=True)
+    _require_user(txn, tb, to)
+    metas = _Metas(txn)
+    if metas[tb]["msgs"] >= cap:
+        raise OfflineFull(to, cap)
+    seq = metas.append(tb, Message(client_id, sender, ts_ms, body))
+    metas.save()
+    txn.put("dedup", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
+    txn.put("dedup_ttl", dedup_ttl_key(ts_ms, dk), b"")
+    return Stored(seq, ts_ms)
+
+
+def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int) -> list[RoutedReceipt]:
+    """Delete ``user``'s items ``seqs`` (those already gone are skipped) and
+    route a ``delivered`` receipt to the sender of each message deleted."""
+    ub = phone_bytes(user)
+    metas = _Metas(txn)
+    routed: list[RoutedReceipt] = []
+    for seq in sorted(set(seqs)):
+        key = inbox_key(ub, seq)
+        raw = txn.get("inbox", key)
+        if raw is None:
+            continue
+        txn.delete("inbox", key)
+        item = unpack_item(seq, raw)
+        if item.kind == "receipt":
+            metas[ub]["rcpts"] -= 1
+            continue
+        metas[ub]["msgs"] -= 1
+        msg = item.payload
+        receipt = Receipt("delivered", msg.id, user, ts_ms)
+        routed.append(RoutedReceipt(msg.sender, metas.append(phone_bytes(msg.sender), receipt),
+                                    receipt))
+    metas.save()
+    return routed
+
+
+def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int
+               ) -> list[RoutedReceipt]:
+    """Append a ``read`` receipt for each of ``peer``'s message ids."""
+    ids = list(ids)
+    phone_bytes(reader)
+    pb = phone_bytes(peer)
+    if len(ids) > MAX_READ_IDS:
+        raise InvalidArgument(f"at most {MAX_READ_IDS} ids per read receipt call")
+    for cid in ids:
+        client_id_bytes(cid)
+    _require_user(txn, pb, peer)
+    metas = _Metas(txn)
+    routed = []
+    for cid in ids:
+        receipt = Receipt("read", cid, reader, ts_ms)
+        routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
+    metas.save()
+    return routed
+
+
+def set_last_seen(txn: Txn, user: str, ts_ms: int) -> int:
+    """Record that ``user`` was seen at ``ts_ms``; last seen never goes back
+    (two workers may report out of order). Returns the stored value."""
+    key = phone_bytes(user)
+    raw = txn.get("lastseen", key)
+    if raw is not None and unpack(raw) >= ts_ms:
+        return unpack(raw)
+    txn.put("lastseen", key, pack(ts_ms))
+    return ts_ms
+
+
+def prune_dedup(txn: Txn, before_ms: int, limit: int = 10_000) -> int:
+    """Forget the client ids of messages stored before ``before_ms`` (at most
+    ``limit`` per call, oldest first); returns how many were forgotten. A
+    resend older than that would be stored again: run this with a cut-off
+    well past any client's retry window."""
+    stale = [k for k, _ in txn.range("dedup_ttl", u64(0), u64(before_ms), limit=limit)]
+    for key in stale:
+        txn.delete("dedup_ttl", key)
+        txn.delete("dedup", dedup_key_of_ttl(key))
+    return len(stale)
+
+
+# -- reads ----------------------------------------------------------------------
+def inbox_after(txn: Txn, user: str, after_seq: int = 0, limit: int | None = 100
+                ) -> list[InboxItem]:
+    """``user``'s items with seq > ``after_seq``, in seq order."""
+    ub = phone_bytes(user)
+    start = inbox_key(ub, after_seq + 1)
+    end = prefix_end(inbox_prefix(ub))
+    return [unpack_item(inbox_seq(k), v) for k, v in txn.range("inbox", start, end, limit=limit)]
+
+
+def inbox_meta(txn: Txn, user: str) -> InboxMeta:
+    m = _load_meta(txn, phone_bytes(user))
+    return InboxMeta(m["next"], m["msgs"], m["rcpts"])
+
+
+def inbox_count(txn: Txn, user: str) -> int:
+    """Items (messages and receipts) ``user`` has not acked."""
+    return inbox_meta(txn, user).count
+
+
+def recount_inbox(txn: Txn, user: str) -> InboxMeta:
+    """What ``inbox_meta`` should say, from a full scan of the inbox: an
+    audit for tests and repair tools (O(items))."""
+    ub = phone_bytes(user)
+    msgs = rcpts = 0
+    for _, raw in txn.range("inbox", inbox_prefix(ub), prefix_end(inbox_prefix(ub))):
+        if unpack(raw)["type"] == "message":
+            msgs += 1
+        else:
+            rcpts += 1
+    last = txn.last("inbox", inbox_prefix(ub))
+    top = inbox_seq(last[0]) + 1 if last else 1
+    return InboxMeta(max(top, _load_meta(txn, ub)["next"]), msgs, rcpts)
+
+
+def get_last_seen(txn: Txn, user: str) -> int | None:
+    raw = txn.get("lastseen", phone_bytes(user))
+    return None if raw is None else unpack(raw)
+
+
+# -- ops ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StoreMessage:
+    sender: str
+    client_id: str
+    to: str
+    body: bytes
+    ts_ms: int
+    cap: int
+
+    def __call__(self, txn: Txn) -> Stored:
+        return store_message(txn, self.sender, self.client_id, self.to, self.body,
+                             self.ts_ms, self.cap)
+
+
+@dataclass(frozen=True, slots=True)
+class AckInbox:
+    user: str
+    seqs: tuple[int, ...]
+    ts_ms: int
+
+    def __call__(self, txn: Txn) -> list[RoutedReceipt]:
+        return ack_inbox(txn, self.user, self.seqs, self.ts_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRead:
+    reader: str
+    peer: str
+    ids: tuple[str, ...]
+    ts_ms: int
+
+    def __call__(self, txn: Txn) -> list[RoutedReceipt]:
+        return store_read(txn, self.reader, self.peer, self.ids, self.ts_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class SetLastSeen:
+    user: str
+    ts_ms: int
+
+    def __call__(self, txn: Txn) -> int:
+        return set_last_seen(txn, self.user, self.ts_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneDedup:
+    before_ms: int
+    limit: int = 10_000
+
+    def __call__(self, txn: Txn) -> int:
+        return prune_dedup(txn, self.before_ms, self.limit)
