@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     node.add_argument("--admin-port", type=int, default=0, help="Thespian admin port (default: a free one)")
     node.add_argument("--bind", default="127.0.0.1", help="address every listener binds (default: loopback)")
+    node.add_argument("--port", type=int, default=5222, help="client TCP port (default: 5222; 0: a free one)")
 
     bench = commands.add_parser("bench", help="run a benchmark")
     bench.add_argument("suite", choices=["actors", "storage"])

@@ -226,16 +226,17 @@ def run_node(args) -> int:
         log.error("could not start the Thespian ActorSystem on %s:%s: %s",
                   args.bind, args.admin_port, exc)
         return 1
+    port = args.port or free_port(args.bind if args.bind not in ("", "0.0.0.0") else "127.0.0.1")
     config = {"data_dir": str(data_dir), "bind": args.bind, "admin_port": admin_port,
-              "log_level": logging.getLevelName(logging.getLogger().level)}
+              "port": port, "log_level": logging.getLevelName(logging.getLogger().level)}
     node_pids = _node_processes(admin_port)
     rc = 1
     try:
         with _StopRequested() as stop:
             supervisor, reply = start_workers(asys, args.workers, config, owner_pid=os.getpid())
             if isinstance(reply, WorkersStarted):
-                log.info("node up: admin %s:%d (pid %d), node supervisor pid %d, "
-                         "%d workers (pids %s), data dir %s",
+                log.info("node up: clients %s:%d, admin %s:%d (pid %d), node supervisor pid %d, "
+                         "%d workers (pids %s), data dir %s", args.bind, port,
                          args.bind, admin_port, reply.admin_pid, reply.supervisor_pid,
                          len(reply.pids), " ".join(map(str, reply.pids)), data_dir)
                 rc = _wait(asys, supervisor, stop)

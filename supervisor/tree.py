@@ -1,38 +1,91 @@
 """THE supervision tree of a worker process: the first file to open.
 
-Start order is top to bottom; shutdown is the reverse. The node level above
-this (the Thespian ``NodeSupervisor`` starting worker processes) is in
-``supervisor/node_supervisor.py``; ``docs/design.md`` draws both.
+Start order is top to bottom; shutdown is the reverse. The level above this
+(the Thespian ``NodeSupervisor`` starting worker processes) is in
+``supervisor/node_supervisor.py``; ``docs/design.md`` draws both
+(``python -m supervisor.draw``).
+
+- ``registrar``: registration codes, device keys, login rate limits. It holds
+  no state the others need, so its crash touches nothing else.
+- ``chat`` (``rest_for_one``): each child depends on the ones above it. The
+  presence hub and the session registry hold in-memory tables the sessions
+  use; the listener's connections point at sessions. If one of them dies,
+  everything after it restarts: connections close, clients reconnect, and
+  every session re-reads its inbox from LMDB, so nothing is lost.
+- ``sessions`` (``simple_one_for_one``): one ``Session`` per logged-in user,
+  ``transient`` (a session that stops after its user left is not restarted;
+  one that crashed is, and re-attaches to the user's connection).
 
 Intensity and period, after OTP's "Tuning the intensity and period": the
-root tolerates 3 restarts in 30 s. A crash loop faster than that is not
-going to heal by itself, so the root gives up, the worker process exits, and
-the node supervisor (which counts its own restarts) starts a fresh process.
+root and ``chat`` tolerate 3 restarts in 30 s; a crash loop faster than that
+will not heal by itself, so the worker process exits and the node supervisor
+starts a fresh one. Sessions crash one user at a time: 50 in 10 s means
+something systemic, so ``sessions`` gives up and ``chat`` restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from actors import SHUTDOWN, System
+from actors.presence import PRESENCE_NAME
+from actors.registration import REGISTRAR_NAME
+from actors.session_registry import REGISTRY_NAME, SESSIONS_SUP_NAME
 from supervisor.base import Supervisor
-from supervisor.spec import SupFlags, worker
+from supervisor.spec import SupFlags, supervisor, worker
 
-__all__ = ["ROOT_FLAGS", "ROOT_CHILDREN", "run_worker_tree", "RootExited"]
+__all__ = ["ROOT_FLAGS", "ROOT_CHILDREN", "run_worker_tree", "RootExited", "worker_env"]
 
 log = logging.getLogger("switchboard.tree")
 
 ROOT_FLAGS = SupFlags(strategy="one_for_one", intensity=3, period=30)
+CHAT_FLAGS = SupFlags(strategy="rest_for_one", intensity=3, period=30)
+SESSIONS_FLAGS = SupFlags(strategy="simple_one_for_one", intensity=50, period=10)
 
-ROOT_CHILDREN = [                                   # start order; stop is reverse
-    worker("actors.worker_status.WorkerStatus", 1.0, shutdown=1.0),
+SESSION = worker("actors.session.Session", restart="transient", shutdown=2.0)
+
+CHAT_CHILDREN = [                                   # start order; stop is reverse
+    worker("actors.presence.PresenceHub", id="presence", name=PRESENCE_NAME),
+    worker("actors.session_registry.SessionRegistry", id="session_registry", name=REGISTRY_NAME),
+    supervisor(Supervisor, SESSIONS_FLAGS, [SESSION], id="sessions", name=SESSIONS_SUP_NAME),
+    worker("transport.tcp.Listener", id="listener", name="listener", shutdown=5.0),
+]
+
+ROOT_CHILDREN = [
+    worker("actors.registration.Registrar", id="registrar", name=REGISTRAR_NAME),
+    supervisor(Supervisor, CHAT_FLAGS, CHAT_CHILDREN, id="chat"),
+    worker("actors.worker_status.WorkerStatus", 1.0, id="worker_status", shutdown=1.0),
 ]
 
 
 class RootExited(RuntimeError):
     """The root supervisor of a worker exited on its own (gave up)."""
+
+
+def worker_env(config: dict[str, Any]) -> dict[str, Any]:
+    """The services the tree's actors find in ``system.env`` (OTP's
+    application environment), from the node's config. Opens the store."""
+    from storage import open_storage
+    from transport.code_sender import FileCodeSender
+    from transport.tcp import ListenerConfig
+
+    data_dir = config.get("data_dir", "data")
+    if config.get("storage", "lmdb") == "memory":
+        mailbox = open_storage("memory")
+    else:
+        mailbox = open_storage("lmdb", os.path.join(data_dir, "lmdb"))
+    return {
+        "config": config,
+        "mailbox": mailbox,
+        "code_sender": config.get("code_sender") or FileCodeSender(data_dir),
+        "offline_cap": int(config.get("offline_cap", 10_000)),
+        "linger": float(config.get("linger", 5.0)),
+        "listener": ListenerConfig(host=config.get("bind", "127.0.0.1"),
+                                   port=int(config.get("port", 5222))),
+    }
 
 
 async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
@@ -41,17 +94,23 @@ async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
     order; ``started`` is set once every child has started. Raises
     ``RootExited`` if the root supervisor gives up first, so the worker
     process exits and its node supervisor restarts it."""
-    async with System() as system:
-        root = await system.spawn(Supervisor, ROOT_FLAGS, ROOT_CHILDREN, name="root")
-        log.info("worker tree started: %d actors", len(system))
-        if started is not None:
-            started.set()
-        stop = asyncio.ensure_future(stopping.wait())
-        died = asyncio.ensure_future(root.join())
-        await asyncio.wait({stop, died}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if died.done():
-            raise RootExited(f"root supervisor exited: {died.result()!r}")
-        died.cancel()
-        await root.stop(SHUTDOWN, timeout=None)
-        log.info("worker tree stopped")
+    env = worker_env(config)
+    try:
+        async with System() as system:
+            system.env.update(env)
+            root = await system.spawn(Supervisor, ROOT_FLAGS, ROOT_CHILDREN, name="root")
+            log.info("worker tree started: %d actors, port %s", len(system),
+                     system.env.get("tcp_port"))
+            if started is not None:
+                started.set()
+            stop = asyncio.ensure_future(stopping.wait())
+            died = asyncio.ensure_future(root.join())
+            await asyncio.wait({stop, died}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if died.done():
+                raise RootExited(f"root supervisor exited: {died.result()!r}")
+            died.cancel()
+            await root.stop(SHUTDOWN, timeout=None)
+            log.info("worker tree stopped")
+    finally:
+        env["mailbox"].close()

@@ -1,0 +1,166 @@
+"""Internal commands and events of the messaging server.
+
+Separate from the wire frames in ``transport/wire.py``: only
+``transport/tcp.py`` translates between the two. Commands are imperative
+(``SendMessage``), events past tense (``Acked``). All are plain module-level
+frozen dataclasses, so they can cross a process boundary by pickle.
+
+Fields are documented the pykka way, on the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# -- reasons a request fails (transport maps them to wire error codes) ---------
+UNKNOWN_USER = "unknown_user"
+OFFLINE_FULL = "offline_full"
+RATE_LIMITED = "rate_limited"
+BAD_CODE = "bad_code"
+LOGIN_FAILED = "login_failed"
+INVALID = "invalid"
+INTERNAL = "internal"
+SESSION_REPLACED = "session_replaced"
+
+
+class ClientPort(Protocol):
+    """What a session sees of its client connection (``transport.tcp``)."""
+
+    def push(self, event: Any) -> None:
+        """Send one of the events below to the client."""
+
+    def close(self, reason: str, text: str) -> None:
+        """Tell the client why (a fatal error) and close the connection."""
+
+    def bind(self, session: Any) -> None:
+        """``session`` now serves this client; requests sent to an earlier
+        incarnation that crashed are failed so the client retries them."""
+
+
+# -- commands from the connection to its session ------------------------------
+@dataclass(frozen=True)
+class Attach:
+    """Take ``client`` as this session's connection (replacing any other)."""
+    client: Any
+
+
+@dataclass(frozen=True)
+class Detach:
+    """``client`` is gone; linger, then stop if nobody attaches again."""
+    client: Any
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    """Store ``body`` for ``to`` under the sender's ``id``; ack ``ref`` after commit."""
+    ref: int
+    id: str
+    to: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class AckInbox:
+    """The client holds inbox items ``seqs``: delete them (sends delivered receipts)."""
+    ref: int
+    seqs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    """The user read messages ``ids`` from ``peer``: send read receipts."""
+    ref: int
+    peer: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    """Send presence of ``users`` now and whenever it changes."""
+    ref: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetTyping:
+    """Tell ``to`` whether this user is typing (routed, never stored)."""
+    ref: int
+    to: str
+    typing: bool
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The client is alive (a PING)."""
+    ref: int
+
+
+# -- between actors -----------------------------------------------------------------
+@dataclass(frozen=True)
+class InboxAppended:
+    """Inbox item ``seq`` was committed for this user: push what is new."""
+    seq: int
+
+
+@dataclass(frozen=True)
+class MessageStored:
+    """The write for ``request`` (a ``SendMessage``) committed or failed."""
+    request: SendMessage
+    future: Any
+
+
+@dataclass(frozen=True)
+class InboxAcked:
+    """The write for ``request`` (an ``AckInbox``) committed or failed."""
+    request: AckInbox
+    future: Any
+
+
+@dataclass(frozen=True)
+class ReadStored:
+    """The write for ``request`` (a ``MarkRead``) committed or failed."""
+    request: MarkRead
+    future: Any
+
+
+@dataclass(frozen=True)
+class FlushInbox:
+    """Push the next page of the inbox to the client."""
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    """``user`` went on- or offline; ``last_seen`` in ms when offline."""
+    user: str
+    online: bool
+    last_seen: int | None
+
+
+@dataclass(frozen=True)
+class TypingChanged:
+    """``sender`` started or stopped typing to this user."""
+    sender: str
+    typing: bool
+
+
+@dataclass(frozen=True)
+class LingerExpired:
+    """The session's linger timer ran out (``token`` tells stale timers apart)."""
+    token: int
+
+
+# -- events from the session to its client (``ClientPort.push``) ---------------------
+@dataclass(frozen=True)
+class Acked:
+    """Request ``ref`` succeeded with ``value``."""
+    ref: int
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Request ``ref`` failed with ``reason`` (one of the constants above)."""
+    ref: int
+    reason: str
+    text: str

@@ -1,0 +1,94 @@
+"""``PresenceHub``: who is online, and who asked to know (cf. mod_last and
+ejabberd's presence subscriptions, much simplified).
+
+Sessions report ``UserOnline`` when a client attaches and ``UserOffline``
+(with the last-seen time, already stored) when it goes. A session that
+``Watch``es users gets their current presence at once and every change
+after, as ``PresenceChanged`` sent to its session. Subscriptions live as long
+as the watching session; they are not stored (clients subscribe again on
+login).
+
+Messages: ``UserOnline``, ``UserOffline``, ``Watch`` (call), ``Unwatch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from actors.actor import Actor
+from actors.messages import PresenceChanged
+from actors.router import route
+
+__all__ = ["PresenceHub", "UserOnline", "UserOffline", "Watch", "Unwatch", "PRESENCE_NAME"]
+
+PRESENCE_NAME = "presence"
+
+
+@dataclass(frozen=True)
+class UserOnline:
+    user: str
+
+
+@dataclass(frozen=True)
+class UserOffline:
+    user: str
+    last_seen: int
+
+
+@dataclass(frozen=True)
+class Watch:
+    """``watcher`` wants the presence of ``users``; returns their current state."""
+    watcher: str
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    """``watcher``'s session ended: drop all its subscriptions."""
+    watcher: str
+
+
+class PresenceHub(Actor):
+    def __init__(self, last_seen: Callable[[str], int | None] | None = None):
+        self.online: set[str] = set()
+        self.watchers: dict[str, set[str]] = {}    # watched user -> watching users
+        self.watching: dict[str, set[str]] = {}    # watching user -> watched users
+        self._last_seen = last_seen
+
+    def init(self) -> None:
+        if self._last_seen is None:
+            mailbox = self.system.env.get("mailbox")
+            self._last_seen = mailbox.get_last_seen if mailbox is not None else (lambda user: None)
+
+    def handle_user_online(self, msg: UserOnline) -> None:
+        self.online.add(msg.user)
+        self._tell(msg.user, PresenceChanged(msg.user, True, None))
+
+    def handle_user_offline(self, msg: UserOffline) -> None:
+        self.online.discard(msg.user)
+        self._tell(msg.user, PresenceChanged(msg.user, False, msg.last_seen))
+
+    def handle_watch(self, msg: Watch) -> list[PresenceChanged]:
+        mine = self.watching.setdefault(msg.watcher, set())
+        for user in msg.users:
+            mine.add(user)
+            self.watchers.setdefault(user, set()).add(msg.watcher)
+        return [self.presence_of(user) for user in msg.users]
+
+    def handle_unwatch(self, msg: Unwatch) -> None:
+        for user in self.watching.pop(msg.watcher, ()):
+            watchers = self.watchers.get(user)
+            if watchers is not None:
+                watchers.discard(msg.watcher)
+                if not watchers:
+                    del self.watchers[user]
+
+    def presence_of(self, user: str) -> PresenceChanged:
+        if user in self.online:
+            return PresenceChanged(user, True, None)
+        return PresenceChanged(user, False, self._last_seen(user))
+
+    def _tell(self, user: str, event: PresenceChanged) -> None:
+        for watcher in self.watchers.get(user, ()):
+            route(self.system, watcher, event)

@@ -1,0 +1,168 @@
+"""``Registrar``: phone registration and the rate limits around login (cf.
+mod_register).
+
+Registration: ``RequestCode(phone)`` stores a fresh one-time code (hashed)
+and hands it to the pluggable code sender (``env["code_sender"]``: the
+default writes it to the log and a file under the data directory; tests keep
+it in memory). ``ConfirmCode(phone, code, device_key)`` checks the code and
+registers the device's Ed25519 verify key; the new device id replaces the old
+one, whose credential stops working at once and whose connection is closed.
+
+Login is challenge-response: the connection asks ``BeginLogin`` for the
+device's verify key, checks the signature itself (crypto lives in
+``transport/``), and reports a bad one with ``LoginFailed``.
+
+Rate limits, per phone number (per connection ones are the connection's):
+code requests, wrong codes, failed logins. A refused request is answered with
+``Refused(reason, text)``, never an exception, so the registrar never crashes
+on bad input. Writes go through group commit and are answered after commit,
+without blocking the registrar (deferred replies).
+
+Messages (all calls): ``RequestCode``, ``ConfirmCode``, ``BeginLogin``;
+cast: ``LoginFailed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from actors.actor import Actor, Deferred
+from actors.messages import BAD_CODE, INTERNAL, LOGIN_FAILED, RATE_LIMITED, SESSION_REPLACED
+from actors.rate_limit import RateLimiter
+from actors.session_registry import clients_of
+from storage import BadCode
+from storage.accounts import hash_code
+
+__all__ = ["Registrar", "RequestCode", "ConfirmCode", "BeginLogin", "LoginFailed", "Refused",
+           "REGISTRAR_NAME"]
+
+log = logging.getLogger("switchboard.registration")
+
+REGISTRAR_NAME = "registrar"
+
+
+@dataclass(frozen=True)
+class RequestCode:
+    phone: str
+
+
+@dataclass(frozen=True)
+class ConfirmCode:
+    phone: str
+    code: str
+    device_key: bytes
+
+
+@dataclass(frozen=True)
+class BeginLogin:
+    user: str
+    device: int
+
+
+@dataclass(frozen=True)
+class LoginFailed:
+    user: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request was turned down; ``reason`` is a constant of actors.messages."""
+    reason: str
+    text: str
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Registrar(Actor):
+    def __init__(self, code_ttl: float = 600.0, code_requests: tuple[int, float] = (3, 600.0),
+                 bad_codes: tuple[int, float] = (5, 600.0), bad_logins: tuple[int, float] = (10, 300.0)):
+        self.code_ttl = code_ttl
+        self.limits = (code_requests, bad_codes, bad_logins)
+
+    def init(self) -> None:
+        clock = self.system.clock
+        (req, bad, logins) = self.limits
+        self.code_requests = RateLimiter(*req, clock=clock)
+        self.bad_codes = RateLimiter(*bad, clock=clock)
+        self.bad_logins = RateLimiter(*logins, clock=clock)
+        self.mail = self.system.env["mailbox"]
+        self.sender = self.system.env["code_sender"]
+
+    # -- registration --------------------------------------------------------------
+    def handle_request_code(self, msg: RequestCode) -> Any:
+        if not self.code_requests.allow(msg.phone):
+            return self._limited(self.code_requests, msg.phone, "code requests")
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        expires = _now_ms() + int(self.code_ttl * 1000)
+        future = self.mail.put_code(msg.phone, hash_code(msg.phone, code), expires)
+        deferred = self.defer_reply()
+        future.add_done_callback(lambda done: self._code_stored(done, msg.phone, code, deferred))
+        return None
+
+    def _code_stored(self, future: Any, phone: str, code: str, deferred: Deferred) -> None:
+        if future.exception() is not None:
+            log.error("storing a code for %s failed: %r", phone, future.exception())
+            deferred.reply(Refused(INTERNAL, "could not store the code"))
+            return
+        try:
+            self.sender.send(phone, code)
+        except Exception as error:             # a broken sender must not take us down
+            log.error("code sender failed for %s: %r", phone, error)
+            deferred.reply(Refused(INTERNAL, "could not send the code"))
+            return
+        deferred.reply(None)
+
+    def handle_confirm_code(self, msg: ConfirmCode) -> Any:
+        if self.bad_codes.exceeded(msg.phone):
+            return self._limited(self.bad_codes, msg.phone, "wrong codes")
+        future = self.mail.confirm_device(
+            msg.phone, hash_code(msg.phone, msg.code), msg.device_key, _now_ms())
+        deferred = self.defer_reply()
+        cast = self.ref.cast
+        future.add_done_callback(lambda done: cast(_Confirmed(msg, done, deferred)))
+        return None
+
+    def handle__confirmed(self, msg: "_Confirmed") -> None:
+        error = msg.future.exception()
+        if isinstance(error, BadCode):
+            self.bad_codes.record(msg.request.phone)
+            msg.deferred.reply(Refused(BAD_CODE, str(error)))
+        elif error is not None:
+            log.error("confirming %s failed: %r", msg.request.phone, error)
+            msg.deferred.reply(Refused(INTERNAL, "could not register the device"))
+        else:
+            old = clients_of(self.system).get(msg.request.phone)
+            if old is not None:
+                old.close(SESSION_REPLACED, "a new device was registered for this number")
+            log.info("registered %s device %d", msg.request.phone, msg.future.result())
+            msg.deferred.reply(msg.future.result())
+
+    # -- login ------------------------------------------------------------------------
+    def handle_begin_login(self, msg: BeginLogin) -> Any:
+        if self.bad_logins.exceeded(msg.user):
+            return self._limited(self.bad_logins, msg.user, "failed logins")
+        account = self.mail.get_account(msg.user)
+        if account is None or account.device_id != msg.device:
+            self.bad_logins.record(msg.user)
+            return Refused(LOGIN_FAILED, "unknown user or device")
+        return account.verify_key
+
+    def handle_login_failed(self, msg: LoginFailed) -> None:
+        self.bad_logins.record(msg.user)
+
+    def _limited(self, limiter: RateLimiter, key: str, what: str) -> Refused:
+        wait = limiter.retry_after(key)
+        return Refused(RATE_LIMITED, f"too many {what} for {key}; retry in {wait:.0f} s")
+
+
+@dataclass(frozen=True)
+class _Confirmed:
+    request: ConfirmCode
+    future: Any
+    deferred: Deferred

@@ -1,0 +1,31 @@
+"""Where a message for a user goes (cf. ejabberd_router).
+
+On one node the answer is the user's live session on this worker, found in
+the session table; with no live session the message is not lost: everything
+that must survive is already committed to the user's inbox in LMDB, and the
+session reads it there when the user logs in. Ephemeral things (typing,
+presence) to an absent user are simply not sent. A session whose mailbox
+overflowed is crashing (its overflow policy is ``crash``) and will re-read
+its inbox when restarted, so a nudge it could not take is not a loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.exits import MailboxFull
+from actors.session_registry import session_of
+
+__all__ = ["route"]
+
+
+def route(system: Any, user: str, msg: Any) -> bool:
+    """Cast ``msg`` to ``user``'s session; True if there was one."""
+    session = session_of(system, user)
+    if session is None:
+        return False
+    try:
+        session.cast(msg)
+    except MailboxFull:       # the session is crashing on overflow; it re-reads LMDB
+        return False
+    return True

@@ -1,0 +1,102 @@
+"""``SessionRegistry``: user id -> live session actor and its client (cf.
+ejabberd_sm, and the seeds' PID table).
+
+Two tables, kept exact across connect, disconnect, crash and restart:
+
+- sessions: the ``System`` name registry under ``("session", user)``. A
+  session registers itself in ``init`` and the runtime drops the name when it
+  exits, so a crashed session is never routed to and its restart is found.
+- clients: user -> the connection (``ClientPort``) currently logged in. The
+  registry is its only writer; sessions read it (in ``init``, to re-attach
+  after a restart) through ``clients_of(system)``, the way an Erlang process
+  reads a protected ETS table.
+
+Only one client per user: opening a session for a user who already has a
+client replaces it (the old connection is closed with ``session_replaced``).
+
+Messages: ``OpenSession`` (call: returns the session ref), ``CloseSession``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from actors.actor import Actor
+from actors.messages import Attach, Detach, SESSION_REPLACED
+from actors.process import ActorRef
+from supervisor.base import SupervisorError, start_child
+
+__all__ = ["SessionRegistry", "OpenSession", "CloseSession", "session_of", "clients_of",
+           "REGISTRY_NAME", "SESSIONS_SUP_NAME"]
+
+log = logging.getLogger("switchboard.sessions")
+
+REGISTRY_NAME = "session_registry"
+SESSIONS_SUP_NAME = "sessions"
+_CLIENTS_ENV = "clients"
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """``client`` logged in as ``user``: find or start its session, attach."""
+    user: str
+    client: Any
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    """``client`` of ``user`` disconnected."""
+    user: str
+    client: Any
+
+
+def session_of(system, user: str) -> ActorRef | None:
+    """The live session actor of ``user`` on this worker, if any."""
+    return system.whereis(("session", user))
+
+
+def clients_of(system) -> dict[str, Any]:
+    """The read-only view of user -> logged-in client."""
+    return system.env.setdefault(_CLIENTS_ENV, {})
+
+
+class SessionRegistry(Actor):
+    def init(self) -> None:
+        self.clients = clients_of(self.system)
+        self.clients.clear()                 # a restarted registry starts from no one
+
+    async def handle_open_session(self, msg: OpenSession) -> ActorRef:
+        old = self.clients.get(msg.user)
+        if old is not None and old is not msg.client:
+            old.close(SESSION_REPLACED, "this account logged in on another connection")
+        self.clients[msg.user] = msg.client
+        session = await self._find_or_start(msg.user)
+        session.cast(Attach(msg.client))
+        return session
+
+    def handle_close_session(self, msg: CloseSession) -> None:
+        if self.clients.get(msg.user) is msg.client:
+            del self.clients[msg.user]
+            session = session_of(self.system, msg.user)
+            if session is not None:
+                session.cast(Detach(msg.client))
+
+    async def _find_or_start(self, user: str) -> ActorRef:
+        error = None
+        for _ in range(3):        # a supervisor restart may register it between our steps
+            session = session_of(self.system, user)
+            if session is not None:
+                return session
+            sup = self.system.whereis(SESSIONS_SUP_NAME)
+            if sup is None:
+                raise RuntimeError("the sessions supervisor is not running")
+            try:
+                return await start_child(sup, (user,))
+            except SupervisorError as failed:
+                error = failed
+        raise RuntimeError(f"could not open a session for {user}: {error}")
+
+    def terminate(self, reason: Any) -> None:
+        self.clients.clear()

@@ -1,0 +1,310 @@
+"""TCP: frames <-> wire <-> session actor (cf. ejabberd_c2s's socket half).
+
+``Listener`` is a light actor in the worker's tree: it binds the port
+(loopback by default, SO_REUSEPORT so several workers can share it), owns
+every ``Connection``, sweeps for connections silent for three heartbeat
+intervals, and on shutdown tells each client ``SHUTTING_DOWN`` and closes.
+
+``Connection`` is an asyncio protocol, one per socket. It reads chunks,
+decodes frames with ``wire.FrameDecoder`` (size checked before the body is
+read), and walks a small state machine: HELLO first, then only
+REGISTER / CONFIRM / LOGIN until a login succeeds, then the chat frames,
+each translated into a command for the user's session. It is the one place
+where wire frames and internal messages meet (``translate.py`` holds the
+tables). Every client frame gets an ACK or an ERROR; a malformed,
+oversized or out-of-order frame gets an ERROR and closes this connection
+only. Writes are gathered and flushed once per event-loop turn.
+
+Messages (Listener): ``Sweep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.actor import Actor
+from actors.exits import ActorError
+from actors.messages import Acked, Rejected
+from actors.registration import (
+    REGISTRAR_NAME, BeginLogin, ConfirmCode, LoginFailed, Refused, RequestCode,
+)
+from actors.session_registry import REGISTRY_NAME, CloseSession, OpenSession
+from transport import wire
+from transport.crypto import verify
+from transport.translate import command_for, frame_for
+
+__all__ = ["Listener", "Connection", "ListenerConfig", "Sweep"]
+
+log = logging.getLogger("switchboard.tcp")
+
+E = wire.ErrorCode
+_PRE_LOGIN = (wire.Register, wire.Confirm, wire.Login)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    host: str = "127.0.0.1"
+    port: int = 5222
+    max_frame: int = wire.MAX_FRAME
+    heartbeat_min: float = 1.0
+    heartbeat_max: float = 300.0
+    max_auth_failures: int = 5          # per connection, then it is closed
+    port_file: str | None = None        # write the bound port here (port 0 picks one)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Close connections silent for more than three heartbeat intervals."""
+
+
+class Listener(Actor):
+    def __init__(self, config: ListenerConfig | None = None):
+        self.config = config
+        self.connections: set[Connection] = set()
+        self.server: asyncio.base_events.Server | None = None
+
+    async def init(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config = self.config or self.system.env.get("listener") or ListenerConfig()
+        self.server = await loop.create_server(
+            lambda: Connection(self.system, cfg, self.connections),
+            cfg.host, cfg.port, reuse_port=True, backlog=4096)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.system.env["tcp_port"] = self.port
+        if cfg.port_file:
+            tmp = f"{cfg.port_file}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{self.port}\n")
+            os.replace(tmp, cfg.port_file)
+        log.info("listening on %s:%d", cfg.host, self.port)
+        self.system.send_after(1.0, self.ref, Sweep())
+
+    def handle_sweep(self, msg: Sweep) -> None:
+        now = asyncio.get_running_loop().time()
+        for conn in list(self.connections):
+            if now - conn.last_heard > wire.SILENT_INTERVALS * conn.heartbeat:
+                conn.fail(0, E.HEARTBEAT_TIMEOUT,
+                          f"nothing heard for {wire.SILENT_INTERVALS} heartbeats of {conn.heartbeat:g} s")
+        self.system.send_after(1.0, self.ref, Sweep())
+
+    async def terminate(self, reason: Any) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.fail(0, E.SHUTTING_DOWN, "the server is shutting down")
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+class Connection(asyncio.Protocol):
+    """One client socket. See the module docstring."""
+
+    def __init__(self, system: Any, config: ListenerConfig, registry: set):
+        self.system, self.config, self.registry = system, config, registry
+        self.decoder = wire.FrameDecoder(wire.Side.CLIENT, max_frame=config.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.state = "new"                  # new -> hello -> logged_in
+        self.closed = False
+        self.heartbeat = 30.0
+        self.nonce = b""
+        self.user: str | None = None
+        self.session: Any = None            # the session actor serving us, once bound
+        self.waiting: list[Any] = []        # commands that arrived before the session bound
+        self.outstanding: set[int] = set()  # refs handed to the session, not yet answered
+        self.auth_failures = 0
+        self.auth_chain: asyncio.Future | None = None
+        self.out: list[bytes] = []
+        self.last_heard = asyncio.get_event_loop().time()
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport          # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.registry.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_heard = asyncio.get_running_loop().time()
+        try:
+            frames = self.decoder.feed(data)
+        except wire.FrameError as error:
+            for frame in error.frames:
+                self.dispatch(frame)
+            self.fail(error.ref, error.code, error.message)
+            return
+        for frame in frames:
+            if self.closed:
+                return
+            self.dispatch(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.discard(self)
+        self.closed = True
+        if self.user is not None:
+            registry = self.system.whereis(REGISTRY_NAME)
+            if registry is not None:
+                registry.cast(CloseSession(self.user, self))
+
+    # -- the state machine ----------------------------------------------------------------
+    def dispatch(self, frame: wire.Frame) -> None:
+        if self.state == "logged_in":
+            if isinstance(frame, wire.Bye):
+                self.send(wire.Ack(ref=frame.ref))
+                self.close_after_flush()
+            elif isinstance(frame, (wire.Hello, *_PRE_LOGIN)):
+                self.fail(frame.ref, E.OUT_OF_ORDER, f"{type(frame).__name__} after login")
+            else:
+                self.to_session(command_for(frame))
+        elif self.state == "hello":
+            if isinstance(frame, _PRE_LOGIN):
+                self.chain(self.authenticate(frame))
+            elif isinstance(frame, wire.Bye):
+                self.send(wire.Ack(ref=frame.ref))
+                self.close_after_flush()
+            else:
+                self.fail(frame.ref, E.OUT_OF_ORDER, f"{type(frame).__name__} before login")
+        elif self.state == "new":
+            if isinstance(frame, wire.Hello):
+                self.hello(frame)
+            else:
+                self.fail(frame.ref, E.OUT_OF_ORDER, "the first frame must be HELLO")
+
+    def hello(self, frame: wire.Hello) -> None:
+        if frame.version != wire.PROTOCOL_VERSION:
+            self.fail(frame.ref, E.UNSUPPORTED_VERSION,
+                      f"server speaks version {wire.PROTOCOL_VERSION}, not {frame.version}")
+            return
+        cfg = self.config
+        self.heartbeat = min(max(frame.heartbeat, cfg.heartbeat_min), cfg.heartbeat_max)
+        self.nonce = os.urandom(32)
+        self.state = "hello"
+        self.send(wire.HelloOk(wire.PROTOCOL_VERSION, self.heartbeat, self.nonce,
+                               cfg.max_frame, ref=frame.ref))
+
+    def chain(self, step: Any) -> None:
+        """Run pre-login requests one after another, in arrival order."""
+        previous = self.auth_chain
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if not self.closed:
+                await step
+            else:
+                step.close()
+        self.auth_chain = asyncio.ensure_future(run())
+
+    async def authenticate(self, frame: wire.Frame) -> None:
+        registrar = self.system.whereis(REGISTRAR_NAME)
+        if registrar is None:
+            self.fail(frame.ref, E.SHUTTING_DOWN, "registration is not running")
+            return
+        try:
+            if isinstance(frame, wire.Register):
+                self.answer(frame.ref, await registrar.call(RequestCode(frame.phone)))
+            elif isinstance(frame, wire.Confirm):
+                result = await registrar.call(ConfirmCode(frame.phone, frame.code, frame.device_key))
+                self.answer(frame.ref, result)
+            else:
+                await self.login(registrar, frame)
+        except ActorError as error:
+            log.warning("registration request failed: %r", error)
+            self.send(wire.Error(E.INTERNAL, "try again", ref=frame.ref))
+
+    async def login(self, registrar: Any, frame: wire.Login) -> None:
+        key = await registrar.call(BeginLogin(frame.user, frame.device))
+        if isinstance(key, Refused):
+            self.answer(frame.ref, key)
+            return
+        if not verify(key, wire.login_challenge(self.nonce, frame.user, frame.device), frame.signature):
+            registrar.cast(LoginFailed(frame.user))
+            self.answer(frame.ref, Refused("login_failed", "bad signature"))
+            return
+        if self.closed:
+            return
+        self.state, self.user = "logged_in", frame.user
+        self.send(wire.Ack(ref=frame.ref))
+        registry = self.system.whereis(REGISTRY_NAME)
+        try:
+            await registry.call(OpenSession(frame.user, self))
+        except Exception as error:
+            log.error("could not open a session for %s: %r", frame.user, error)
+            self.fail(0, E.INTERNAL, "could not open a session; reconnect")
+
+    def answer(self, ref: int, result: Any) -> None:
+        if isinstance(result, Refused):
+            self.send(wire.Error(E[result.reason.upper()], result.text, ref=ref))
+            if result.reason in ("bad_code", "login_failed", "rate_limited"):
+                self.auth_failures += 1
+                if self.auth_failures >= self.config.max_auth_failures:
+                    self.fail(0, E.RATE_LIMITED, "too many failed attempts on this connection")
+        else:
+            self.send(wire.Ack(result, ref=ref))
+
+    # -- the session side (ClientPort) ---------------------------------------------------------
+    def to_session(self, command: Any) -> None:
+        if self.session is None:
+            self.waiting.append(command)
+            return
+        self.outstanding.add(command.ref)
+        try:
+            self.session.cast(command)
+        except ActorError:
+            self.outstanding.discard(command.ref)
+            self.send(wire.Error(E.INTERNAL, "session restarting; resend", ref=command.ref))
+
+    def bind(self, session: Any) -> None:
+        if self.session is not None and session is not self.session:
+            for ref in sorted(self.outstanding):      # the old incarnation lost them
+                self.send(wire.Error(E.INTERNAL, "session restarted; resend", ref=ref))
+            self.outstanding.clear()
+        self.session = session
+        waiting, self.waiting = self.waiting, []
+        for command in waiting:
+            self.to_session(command)
+
+    def push(self, event: Any) -> None:
+        if isinstance(event, (Acked, Rejected)):
+            self.outstanding.discard(event.ref)
+        self.send(frame_for(event))
+
+    def close(self, reason: str, text: str) -> None:
+        self.fail(0, E[reason.upper()], text)
+
+    # -- output ----------------------------------------------------------------------------
+    def send(self, frame: wire.Frame) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.out.append(wire.encode(frame))
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    def fail(self, ref: int, code: wire.ErrorCode, text: str) -> None:
+        """Send an error; a fatal one also closes the connection."""
+        if self.closed:
+            return
+        self.send(wire.Error(code, text[:256], ref=ref))
+        if code in wire.FATAL:
+            log.info("closing %s: %s %s", self.user or "connection", code.name, text)
+            self.close_after_flush()
+
+    def close_after_flush(self) -> None:
+        """Stop reading, write what is queued, close; ``connection_lost``
+        then tells the registry."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()      # sends what is buffered, then closes

@@ -1,0 +1,54 @@
+"""The two tables between wire frames and internal messages.
+
+``command_for(frame)``: a logged-in client's frame -> the command for its
+session. ``frame_for(event)``: what a session pushes -> the frame to send.
+Nothing else in the code base converts between the two vocabularies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from actors.messages import (
+    AckInbox, Acked, Heartbeat, MarkRead, PresenceChanged, Rejected, SendMessage, SetTyping,
+    Subscribe, TypingChanged,
+)
+from storage.records import InboxItem
+from transport import wire
+
+__all__ = ["command_for", "frame_for"]
+
+_COMMANDS: dict[type, Callable[[Any], Any]] = {
+    wire.Send: lambda f: SendMessage(f.ref, f.id, f.to, f.body),
+    wire.Received: lambda f: AckInbox(f.ref, f.seqs),
+    wire.Read: lambda f: MarkRead(f.ref, f.peer, f.ids),
+    wire.Subscribe: lambda f: Subscribe(f.ref, f.users),
+    wire.Typing: lambda f: SetTyping(f.ref, f.to, f.typing),
+    wire.Ping: lambda f: Heartbeat(f.ref),
+}
+
+_RECEIPT_KINDS = {"delivered": wire.ReceiptKind.DELIVERED, "read": wire.ReceiptKind.READ}
+
+
+def _item(item: InboxItem) -> wire.Frame:
+    p = item.payload
+    if item.kind == "message":
+        return wire.Message(item.seq, p.id, p.sender, p.ts, p.body)
+    return wire.Receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts)
+
+
+_FRAMES: dict[type, Callable[[Any], wire.Frame]] = {
+    Acked: lambda e: wire.Ack(e.value, ref=e.ref),
+    Rejected: lambda e: wire.Error(wire.ErrorCode[e.reason.upper()], e.text[:256], ref=e.ref),
+    InboxItem: _item,
+    PresenceChanged: lambda e: wire.Presence(e.user, e.online, e.last_seen),
+    TypingChanged: lambda e: wire.TypingEvent(e.sender, e.typing),
+}
+
+
+def command_for(frame: wire.Frame) -> Any:
+    return _COMMANDS[type(frame)](frame)
+
+
+def frame_for(event: Any) -> wire.Frame:
+    return _FRAMES[type(event)](event)
