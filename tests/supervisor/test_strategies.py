@@ -365,7 +365,11 @@ class CrashLoop(Actor):
         raise RuntimeError("crash loop")
 
 
-async def test_run_worker_tree_starts_and_stops_cleanly(monkeypatch):
+def _config(tmp_path):
+    return {"data_dir": str(tmp_path), "storage": "memory", "port": 0}
+
+
+async def test_run_worker_tree_starts_and_stops_cleanly(monkeypatch, tmp_path):
     # Step 1: run the real tree, keeping a handle on its System.
     systems = []
 
@@ -376,7 +380,7 @@ async def test_run_worker_tree_starts_and_stops_cleanly(monkeypatch):
 
     monkeypatch.setattr(tree, "System", Recording)
     stopping = asyncio.Event()
-    running = asyncio.ensure_future(tree.run_worker_tree({}, stopping))
+    running = asyncio.ensure_future(tree.run_worker_tree(_config(tmp_path), stopping))
     root = await wait_for(lambda: systems and systems[0].whereis("root"))
     # Step 2: every root child is up.
     rows = await which_children(root)
@@ -388,7 +392,7 @@ async def test_run_worker_tree_starts_and_stops_cleanly(monkeypatch):
     assert root.exit_reason == SHUTDOWN and len(systems[0]) == 0
 
 
-async def test_run_worker_tree_raises_root_exited_when_the_root_gives_up(monkeypatch):
+async def test_run_worker_tree_raises_root_exited_when_the_root_gives_up(monkeypatch, tmp_path):
     monkeypatch.setattr(tree, "ROOT_CHILDREN", [worker(CrashLoop)])
     with pytest.raises(tree.RootExited):
-        await asyncio.wait_for(tree.run_worker_tree({}, asyncio.Event()), 5)
+        await asyncio.wait_for(tree.run_worker_tree(_config(tmp_path), asyncio.Event()), 5)
