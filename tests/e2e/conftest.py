@@ -26,13 +26,14 @@ from transport.crypto import DeviceKey
 class Node:
     host: str
     port: int
-    codes: MemoryCodeSender
+    codes: Any                 # phone -> the last code sent to it
     system: Any
     data_dir: str
 
 
 @pytest.fixture
-async def node(tmp_path, monkeypatch):
+async def node(tmp_path, monkeypatch, request):
+    """A running worker tree; ``@pytest.mark.node_config(key=value)`` overrides config."""
     # Step 1: capture the System the tree creates, so tests can reach actors.
     from supervisor import tree
     systems = []
@@ -46,6 +47,9 @@ async def node(tmp_path, monkeypatch):
     codes = MemoryCodeSender()
     config = {"data_dir": str(tmp_path), "bind": "127.0.0.1", "port": 0,
               "code_sender": codes, "linger": 0.2}
+    marker = request.node.get_closest_marker("node_config")
+    if marker is not None:
+        config.update(marker.kwargs)
     # Step 2: start the tree and wait until it is up.
     stopping, started = asyncio.Event(), asyncio.Event()
     running = asyncio.ensure_future(run_worker_tree(config, stopping, started))
@@ -54,7 +58,7 @@ async def node(tmp_path, monkeypatch):
     if running.done():
         running.result()
     system = systems[0]
-    yield Node("127.0.0.1", system.env["tcp_port"], codes, system, str(tmp_path))
+    yield Node("127.0.0.1", system.env["tcp_port"], codes.codes, system, str(tmp_path))
     # Step 3: stop it; the tree must shut down cleanly.
     stopping.set()
     await asyncio.wait_for(running, 10)
@@ -148,7 +152,7 @@ async def register(node: Node, phone: str) -> Account:
         reply = await client.answer(client.send(wire.Register(phone, ref=client.ref())))
         assert isinstance(reply, wire.Ack), reply
         key = DeviceKey()
-        code = node.codes.codes[phone]
+        code = node.codes[phone]
         reply = await client.answer(client.send(wire.Confirm(phone, code, key.public, ref=client.ref())))
         assert isinstance(reply, wire.Ack) and isinstance(reply.value, int), reply
         return Account(phone, reply.value, key)

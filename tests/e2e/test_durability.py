@@ -1,0 +1,101 @@
+"""Nothing acknowledged is lost when the worker process is SIGKILLed: a real
+``run.py node`` subprocess, its worker killed in the middle of a burst of
+sends, the node supervisor restarting it, and the recipient finding every
+acknowledged message in its inbox afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from tests.e2e.conftest import Node, RawClient, login, register
+from tests.launched import _node_up, client_port, launched_node
+from transport import wire
+from transport.code_sender import read_code_file
+
+pytestmark = pytest.mark.timeout(90)
+
+ALICE, BOB = "+15550000011", "+15550000012"
+
+
+class FileCodes:
+    """Codes as the node's FileCodeSender left them under its data dir."""
+
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+
+    def __getitem__(self, phone: str) -> str:
+        return read_code_file(self.data_dir, phone)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s")
+        time.sleep(interval)
+
+
+async def login_when_up(node: Node, account, timeout: float = 20.0) -> RawClient:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await login(node, account)
+        except (OSError, EOFError, AssertionError, asyncio.TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_acked_messages_survive_sigkill_of_the_worker(tmp_path):
+    with launched_node(tmp_path, 1) as (launcher, log_path, tag):
+        # Step 1: a real node; alice and bob register (codes from the code files).
+        worker = _node_up(log_path, wait_until)[0]
+        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
+                    None, str(tmp_path / "data"))
+        alice_acct, bob_acct = await register(node, ALICE), await register(node, BOB)
+        alice = await login(node, alice_acct)
+        # Step 2: alice pipelines 2,000 sends; once 100 are acked, the worker
+        # is SIGKILLed while the rest are in flight.
+        sent = {}
+        for i in range(2000):
+            sent[alice.send(wire.Send(f"k{i}", BOB, b"%d" % i, ref=alice.ref()))] = f"k{i}"
+        await alice.writer.drain()
+        acked, killed = set(), False
+        try:
+            while True:
+                frame = await alice.recv(timeout=5)
+                if isinstance(frame, wire.Ack) and frame.ref in sent:
+                    acked.add(sent[frame.ref])
+                    if len(acked) == 100 and not killed:
+                        os.kill(worker, signal.SIGKILL)
+                        killed = True
+        except (EOFError, ConnectionError, asyncio.TimeoutError):
+            pass
+        assert killed and 100 <= len(acked) < 2000
+        await alice.close()
+        # Step 3: the node supervisor restarts the worker; bob logs in.
+        bob = await login_when_up(node, bob_acct)
+        got = []
+        try:
+            while True:
+                frame = await bob.recv(timeout=1.0)
+                if isinstance(frame, wire.Message):
+                    got.append(frame.id)
+        except asyncio.TimeoutError:
+            pass
+        await bob.close()
+        # Step 4: every acked message is there, none twice, in send order.
+        print(f"acked {len(acked)}, delivered after restart {len(got)}")
+        assert acked <= set(got), sorted(acked - set(got))[:10]
+        assert len(got) == len(set(got))
+        assert got == sorted(got, key=lambda m: int(m[1:]))
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0

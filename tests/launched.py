@@ -1,0 +1,75 @@
+"""``run.py node`` as a real subprocess, for tests that need whole processes
+(SIGTERM, SIGKILL of a worker, what listens where). Every process of the node
+carries a tag in its environment, so the test finds them all and kills what
+is left at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from supervisor.launcher import free_port
+from supervisor.node_supervisor import pid_alive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tagged_pids(tag: bytes) -> set[int]:
+    """Every process whose environment carries ``tag`` (forks inherit it)."""
+    pids = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if tag in f.read().split(b"\0"):
+                    pids.add(int(entry))
+        except OSError:
+            continue
+    return {p for p in pids if pid_alive(p)}
+
+
+def _listeners(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP listeners held by ``pids`` (ss -ltnp)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=10).stdout
+    return [line.split()[3] for line in out.splitlines()
+            if {int(p) for p in re.findall(r"pid=(\d+)", line)} & pids]
+
+
+@contextlib.contextmanager
+def launched_node(tmp_path, workers: int, *extra: str):
+    """``run.py node`` as a subprocess, its environment tagged so that every
+    process of the node can be found; whatever is left is SIGKILLed after."""
+    tag = f"SWITCHBOARD_TEST_TAG={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("THESPIAN_BASE_IPADDR", "SWITCHBOARD_THESPIAN_BIND")}
+    env["SWITCHBOARD_TEST_TAG"] = tag.split("=")[1]
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log_file:
+        launcher = subprocess.Popen(
+            [sys.executable, "run.py", "node", "--data-dir", str(tmp_path / "data"),
+             "--workers", str(workers), "--admin-port", str(free_port()), "--port", "0", *extra],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        yield launcher, log_path, tag.encode()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait(timeout=10)
+        for pid in _tagged_pids(tag.encode()):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _node_up(log_path: Path, wait_until) -> list[int]:
+    up = wait_until(lambda: re.search(r"node up: .*\(pids ([\d ]+)\)", log_path.read_text()),
+                    timeout=30.0, interval=0.05)
+    return [int(p) for p in up.group(1).split()]
+
+
+def client_port(log_path: Path) -> int:
+    """The client port a launched node logged (``node up: clients HOST:PORT``)."""
+    return int(re.search(r"node up: clients [\d.]+:(\d+)", log_path.read_text()).group(1))
