@@ -52,6 +52,7 @@ class Unwatch:
 class PresenceHub(Actor):
     def __init__(self, last_seen: Callable[[str], int | None] | None = None):
         self.online: set[str] = set()
+        self.seen: dict[str, int] = {}             # last seen of users who left while we ran
         self.watchers: dict[str, set[str]] = {}    # watched user -> watching users
         self.watching: dict[str, set[str]] = {}    # watching user -> watched users
         self._last_seen = last_seen
@@ -67,6 +68,7 @@ class PresenceHub(Actor):
 
     def handle_user_offline(self, msg: UserOffline) -> None:
         self.online.discard(msg.user)
+        self.seen[msg.user] = msg.last_seen
         self._tell(msg.user, PresenceChanged(msg.user, False, msg.last_seen))
 
     def handle_watch(self, msg: Watch) -> list[PresenceChanged]:
@@ -87,7 +89,8 @@ class PresenceHub(Actor):
     def presence_of(self, user: str) -> PresenceChanged:
         if user in self.online:
             return PresenceChanged(user, True, None)
-        return PresenceChanged(user, False, self._last_seen(user))
+        seen = self.seen.get(user)          # newer than the store while its write commits
+        return PresenceChanged(user, False, seen if seen is not None else self._last_seen(user))
 
     def _tell(self, user: str, event: PresenceChanged) -> None:
         for watcher in self.watchers.get(user, ()):

@@ -32,7 +32,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.messages import (
-    INTERNAL, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
+    INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
     Detach, FlushInbox, Heartbeat, InboxAcked, InboxAppended, LingerExpired, MarkRead,
     MessageStored, PresenceChanged, ReadStored, Rejected, SendMessage, SetTyping,
     Subscribe, TypingChanged,
@@ -40,7 +40,7 @@ from actors.messages import (
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
 from actors.router import route
 from actors.session_registry import clients_of
-from storage import OfflineFull, UnknownUser
+from storage import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
 
 __all__ = ["Session", "PAGE"]
 
@@ -193,6 +193,8 @@ class Session(Actor):
             return OFFLINE_FULL
         if isinstance(error, UnknownUser):
             return UNKNOWN_USER
+        if isinstance(error, (DuplicateId, InvalidArgument)):
+            return INVALID
         log.error("storage write failed: %r", error, exc_info=error)
         return INTERNAL
 

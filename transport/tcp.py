@@ -51,8 +51,8 @@ class ListenerConfig:
     host: str = "127.0.0.1"
     port: int = 5222
     max_frame: int = wire.MAX_FRAME
-    heartbeat_min: float = 1.0
-    heartbeat_max: float = 300.0
+    heartbeat_min: float = wire.HEARTBEAT_MIN
+    heartbeat_max: float = wire.HEARTBEAT_MAX
     max_auth_failures: int = 5          # per connection, then it is closed
     port_file: str | None = None        # write the bound port here (port 0 picks one)
 
@@ -244,6 +244,7 @@ class Connection(asyncio.Protocol):
                 self.auth_failures += 1
                 if self.auth_failures >= self.config.max_auth_failures:
                     self.fail(0, E.RATE_LIMITED, "too many failed attempts on this connection")
+                    self.close_after_flush()
         else:
             self.send(wire.Ack(result, ref=ref))
 

@@ -1,0 +1,209 @@
+"""Bad input gets a clear error and loses nothing else: every case of the
+protocol's state machine, validation, rate limits and limits, each checked
+alongside a well-behaved client that must keep being served."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from tests.e2e.conftest import RawClient, login, register
+from transport import wire
+from transport.crypto import DeviceKey
+
+pytestmark = pytest.mark.timeout(30)
+
+E = wire.ErrorCode
+ALICE, BOB, CAROL = "+15550000021", "+15550000022", "+15550000023"
+
+
+async def fatal(client: RawClient, code: wire.ErrorCode) -> wire.Error:
+    """The next frame is an ERROR with ``code``, then the server closes."""
+    frame = await client.recv()
+    assert isinstance(frame, wire.Error) and frame.code == code, frame
+    assert await client.closed()
+    return frame
+
+
+async def still_served(node) -> None:
+    """A well-behaved pair still chats through the node."""
+    alice, bob = await login(node, await register(node, ALICE)), await login(node, await register(node, BOB))
+    assert isinstance(await alice.answer(alice.send(wire.Send("ok", BOB, b"fine", ref=alice.ref()))), wire.Ack)
+    msg, _ = await bob.recv_until(lambda f: isinstance(f, wire.Message))
+    assert msg.id == "ok"
+    await alice.close()
+    await bob.close()
+
+
+# -- framing and state machine: an error, then that connection only is closed -----------
+async def test_malformed_frame_closes_only_that_connection(node):
+    bad = await RawClient.connect(node)
+    bad.send_raw(struct.pack(">I", 3) + b"\xc1\xc1\xc1")      # 0xc1 is never valid msgpack
+    await fatal(bad, E.MALFORMED)
+    await still_served(node)
+
+
+async def test_oversized_frame_is_refused_before_its_body(node):
+    bad = await RawClient.connect(node)
+    bad.send_raw(struct.pack(">I", wire.MAX_FRAME + 1))         # the header alone
+    await fatal(bad, E.TOO_LARGE)
+    await still_served(node)
+
+
+async def test_first_frame_must_be_hello(node):
+    bad = await RawClient.connect(node)
+    bad.send(wire.Register(ALICE, ref=1))
+    assert (await fatal(bad, E.OUT_OF_ORDER)).ref == 1
+
+
+async def test_unsupported_version(node):
+    bad = await RawClient.connect(node)
+    bad.send(wire.Hello(99, 30.0, "future", ref=1))
+    await fatal(bad, E.UNSUPPORTED_VERSION)
+
+
+async def test_chat_frames_before_login_are_out_of_order(node):
+    bad = await RawClient.connect(node)
+    await bad.hello()
+    bad.send(wire.Send("m1", BOB, b"sneaky", ref=7))
+    assert (await fatal(bad, E.OUT_OF_ORDER)).ref == 7
+
+
+async def test_login_twice_is_out_of_order(node):
+    account = await register(node, ALICE)
+    client = await login(node, account)
+    client.send(wire.Login(ALICE, account.device, bytes(64), ref=client.ref()))
+    await fatal(client, E.OUT_OF_ORDER)
+
+
+async def test_a_server_frame_from_a_client_is_refused(node):
+    bad = await RawClient.connect(node)
+    await bad.hello()
+    bad.send_raw(wire.encode(wire.Ack(None, ref=5)))
+    await fatal(bad, E.UNKNOWN_TYPE)
+
+
+# -- registration and login ----------------------------------------------------------------
+async def test_wrong_code_is_refused_and_rate_limited_per_phone(node):
+    client = await RawClient.connect(node)
+    await client.hello()
+    assert isinstance(await client.answer(client.send(wire.Register(ALICE, ref=client.ref()))), wire.Ack)
+    right = node.codes[ALICE]
+    wrong = "000000" if right != "000000" else "111111"
+    key = DeviceKey()
+    # Step 1: four wrong codes, each BAD_CODE (non-fatal: the connection stays).
+    for _ in range(4):
+        reply = await client.answer(client.send(wire.Confirm(ALICE, wrong, key.public, ref=client.ref())))
+        assert reply.code == E.BAD_CODE
+    await client.close()
+    # Step 2: on a new connection the fifth wrong code is refused, then even the
+    # right one: the phone is rate limited, whatever the connection.
+    client = await RawClient.connect(node)
+    await client.hello()
+    reply = await client.answer(client.send(wire.Confirm(ALICE, wrong, key.public, ref=client.ref())))
+    assert reply.code == E.BAD_CODE
+    reply = await client.answer(client.send(wire.Confirm(ALICE, right, key.public, ref=client.ref())))
+    assert reply.code == E.RATE_LIMITED
+    await client.close()
+
+
+async def test_too_many_failures_close_the_connection(node):
+    await register(node, ALICE)
+    client = await RawClient.connect(node)
+    await client.hello()
+    for _ in range(4):       # max_auth_failures is 5 per connection
+        reply = await client.answer(client.send(wire.Login(ALICE, 1, bytes(64), ref=client.ref())))
+        assert reply.code == E.LOGIN_FAILED
+    client.send(wire.Login(ALICE, 1, bytes(64), ref=client.ref()))
+    reply = await client.recv()
+    assert reply.code == E.LOGIN_FAILED
+    await fatal(client, E.RATE_LIMITED)
+
+
+async def test_code_requests_are_rate_limited(node):
+    client = await RawClient.connect(node)
+    await client.hello()
+    for _ in range(3):
+        assert isinstance(await client.answer(client.send(wire.Register(CAROL, ref=client.ref()))), wire.Ack)
+    reply = await client.answer(client.send(wire.Register(CAROL, ref=client.ref())))
+    assert reply.code == E.RATE_LIMITED
+    await client.close()
+
+
+async def test_bad_signature_and_unknown_device_fail_login(node):
+    account = await register(node, ALICE)
+    client = await RawClient.connect(node)
+    await client.hello()
+    forged = DeviceKey().sign(wire.login_challenge(client.nonce, ALICE, account.device))
+    reply = await client.answer(client.send(wire.Login(ALICE, account.device, forged, ref=client.ref())))
+    assert reply.code == E.LOGIN_FAILED
+    signed = account.key.sign(wire.login_challenge(client.nonce, ALICE, account.device + 1))
+    reply = await client.answer(client.send(wire.Login(ALICE, account.device + 1, signed, ref=client.ref())))
+    assert reply.code == E.LOGIN_FAILED
+    await client.close()
+
+
+async def test_new_device_revokes_the_old_one_and_closes_its_session(node):
+    # Step 1: alice is logged in on device 1.
+    old = await register(node, ALICE)
+    session = await login(node, old)
+    # Step 2: she registers a new device: the old connection is closed.
+    new = await register(node, ALICE)
+    assert new.device == old.device + 1
+    await fatal(session, E.SESSION_REPLACED)
+    # Step 3: the old credential no longer logs in; the new one does.
+    with pytest.raises(AssertionError):
+        await login(node, old)
+    client = await login(node, new)
+    await client.close()
+
+
+async def test_second_login_replaces_the_first_session(node):
+    account = await register(node, ALICE)
+    first = await login(node, account)
+    second = await login(node, account)
+    await fatal(first, E.SESSION_REPLACED)
+    assert isinstance(await second.answer(second.send(wire.Ping(ref=second.ref()))), wire.Ack)
+    await second.close()
+
+
+# -- chat-level errors keep the connection ----------------------------------------------------
+async def test_send_to_unknown_user_is_an_error_not_a_close(node):
+    alice = await login(node, await register(node, ALICE))
+    reply = await alice.answer(alice.send(wire.Send("x1", "+15559999999", b"?", ref=alice.ref())))
+    assert reply.code == E.UNKNOWN_USER
+    assert isinstance(await alice.answer(alice.send(wire.Ping(ref=alice.ref()))), wire.Ack)
+    await alice.close()
+
+
+async def test_reusing_a_message_id_for_another_recipient_is_invalid(node):
+    await register(node, BOB)
+    await register(node, CAROL)
+    alice = await login(node, await register(node, ALICE))
+    assert isinstance(await alice.answer(alice.send(wire.Send("same", BOB, b"1", ref=alice.ref()))), wire.Ack)
+    reply = await alice.answer(alice.send(wire.Send("same", CAROL, b"2", ref=alice.ref())))
+    assert reply.code == E.INVALID
+    await alice.close()
+
+
+@pytest.mark.node_config(offline_cap=3)
+async def test_offline_cap_at_the_limit_and_one_past(node):
+    await register(node, BOB)
+    alice = await login(node, await register(node, ALICE))
+    for i in range(3):
+        assert isinstance(await alice.answer(alice.send(wire.Send(f"c{i}", BOB, b".", ref=alice.ref()))), wire.Ack)
+    reply = await alice.answer(alice.send(wire.Send("c3", BOB, b".", ref=alice.ref())))
+    assert reply.code == E.OFFLINE_FULL
+    await alice.close()
+
+
+async def test_silent_connection_is_closed_after_three_heartbeats(node):
+    account = await register(node, ALICE)
+    client = await login(node, account, heartbeat=1.0)
+    started = asyncio.get_running_loop().time()
+    frame, _ = await client.recv_until(lambda f: isinstance(f, wire.Error), timeout=5)
+    assert frame.code == E.HEARTBEAT_TIMEOUT
+    assert await client.closed()
+    assert asyncio.get_running_loop().time() - started >= 2.5   # 3 intervals after the last frame

@@ -1,0 +1,61 @@
+"""Presence, last seen and typing over a real node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.e2e.conftest import login, register
+from transport import wire
+
+pytestmark = pytest.mark.timeout(30)
+
+ALICE, BOB = "+15550000031", "+15550000032"
+
+
+async def test_presence_online_then_last_seen_on_disconnect(node):
+    alice_acct, bob_acct = await register(node, ALICE), await register(node, BOB)
+    bob = await login(node, bob_acct)
+    # Step 1: alice has never been online: offline, no last seen.
+    ref = bob.send(wire.Subscribe((ALICE,), ref=bob.ref()))
+    first, _ = await bob.recv_until(lambda f: isinstance(f, wire.Presence))
+    assert (first.user, first.online, first.last_seen) == (ALICE, False, None)
+    assert isinstance(await bob.answer(ref), wire.Ack)
+    # Step 2: alice logs in: bob sees her online.
+    alice = await login(node, alice_acct)
+    online, _ = await bob.recv_until(lambda f: isinstance(f, wire.Presence))
+    assert (online.user, online.online) == (ALICE, True)
+    # Step 3: she disconnects: bob sees her offline, with a last-seen time.
+    before = int(time.time() * 1000)
+    await alice.close()
+    offline, _ = await bob.recv_until(lambda f: isinstance(f, wire.Presence))
+    assert offline.online is False and offline.last_seen is not None and offline.last_seen >= before
+    # Step 4: subscribing again later still reports that last seen (it is stored).
+    ref = bob.send(wire.Subscribe((ALICE,), ref=bob.ref()))
+    again, _ = await bob.recv_until(lambda f: isinstance(f, wire.Presence))
+    assert again.last_seen == offline.last_seen
+    await bob.close()
+
+
+async def test_typing_is_routed_not_stored(node):
+    alice_acct, bob_acct = await register(node, ALICE), await register(node, BOB)
+    alice, bob = await login(node, alice_acct), await login(node, bob_acct)
+    assert isinstance(await alice.answer(alice.send(wire.Typing(BOB, True, ref=alice.ref()))), wire.Ack)
+    event, _ = await bob.recv_until(lambda f: isinstance(f, wire.TypingEvent))
+    assert (event.sender, event.typing) == (ALICE, True)
+    # Bob reconnects: no typing event is replayed (nothing was stored).
+    await bob.close()
+    bob = await login(node, bob_acct)
+    with pytest.raises(asyncio.TimeoutError):
+        await bob.recv(timeout=0.3)
+    await alice.close()
+    await bob.close()
+
+
+async def test_heartbeat_is_answered_with_server_time(node):
+    alice = await login(node, await register(node, ALICE))
+    reply = await alice.answer(alice.send(wire.Ping(ref=alice.ref())))
+    assert isinstance(reply, wire.Ack) and isinstance(reply.value, int) and reply.value > 0
+    await alice.close()
