@@ -1,0 +1,72 @@
+"""The history checker finds what it claims to find (it is the judge of every
+chaos scenario, so it is tested first)."""
+
+from tests.history import History
+
+A, B = "+15550000051", "+15550000052"
+
+
+def history(sends=(), acks=(), deliveries=()):
+    h = History()
+    for msg_id, body in sends:
+        h.send(msg_id, A, B, body)
+    for msg_id in acks:
+        h.ack(msg_id)
+    for msg_id, body in deliveries:
+        h.deliver(msg_id, A, B, body)
+    return h
+
+
+def test_a_clean_run_is_ok():
+    v = history([("1", b"a"), ("2", b"b")], ["1", "2"], [("1", b"a"), ("2", b"b")]).check()
+    assert v.ok and (v.sent, v.acked, v.delivered) == (2, 2, 2)
+
+
+def test_lost_is_acked_but_never_delivered():
+    v = history([("1", b"a"), ("2", b"b")], ["1", "2"], [("1", b"a")]).check()
+    assert v.lost == ["2"] and not v.ok
+
+
+def test_unacked_and_undelivered_is_not_lost():
+    v = history([("1", b"a"), ("2", b"b")], ["1"], [("1", b"a")]).check()
+    assert v.ok and v.lost == []
+
+
+def test_unacked_but_delivered_is_fine_and_counted():
+    v = history([("1", b"a")], [], [("1", b"a")]).check()
+    assert v.ok and v.unacked_delivered == 1
+
+
+def test_duplicated():
+    v = history([("1", b"a")], ["1"], [("1", b"a"), ("1", b"a")]).check()
+    assert v.duplicated == ["1"] and not v.ok
+
+
+def test_unexpected_never_sent_or_altered():
+    v = history([("1", b"a")], ["1"], [("1", b"X"), ("9", b"?")]).check()
+    assert v.unexpected == ["1", "9"]
+
+
+def test_reordered_within_a_conversation():
+    v = history([("1", b"a"), ("2", b"b"), ("3", b"c")], ["1", "2", "3"],
+                [("2", b"b"), ("1", b"a"), ("3", b"c")]).check()
+    assert v.reordered == [("1", "2")] and not v.ok
+
+
+def test_other_conversations_do_not_count_as_reordering():
+    h = History()
+    h.send("1", A, B, b"a")
+    h.send("2", B, A, b"b")
+    h.ack("1")
+    h.ack("2")
+    h.deliver("2", B, A, b"b")
+    h.deliver("1", A, B, b"a")
+    assert h.check().ok
+
+
+def test_a_resend_keeps_its_first_place_in_the_order():
+    h = history([("1", b"a"), ("2", b"b")], ["1", "2"])
+    h.send("1", A, B, b"a")                       # resent after a reconnect
+    h.deliver("1", A, B, b"a")
+    h.deliver("2", A, B, b"b")
+    assert h.check().ok
