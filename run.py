@@ -1,7 +1,9 @@
 """Switchboard command line: wiring only.
 
-    python run.py node [--data-dir DIR] [--workers N]   start a node
-    python run.py bench actors|storage [--quick]         benchmarks (docs/benchmarks.md)
+    python run.py node [--data-dir DIR] [--workers N] [--http-port P]   start a node
+    python run.py top [--host H] [--http-port P]       live terminal view of a node
+    python run.py status [--host H] [--http-port P]    one-shot summary (exit 0 ok, 1 degraded, 2 unreachable)
+    python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -20,15 +22,37 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--admin-port", type=int, default=0, help="Thespian admin port (default: a free one)")
     node.add_argument("--bind", default="127.0.0.1", help="address every listener binds (default: loopback)")
     node.add_argument("--port", type=int, default=5222, help="client TCP port (default: 5222; 0: a free one)")
+    node.add_argument("--http-port", type=int, default=8222,
+                      help="dashboard/metrics port of worker 0; worker N uses it + N (default: 8222; 0: free ports)")
+    node.add_argument("--alert-webhook", metavar="URL", help="POST queue alerts as JSON to URL")
+    node.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                      help="a monitor setting, e.g. alert_actor_high=500 (docs/operations.md)")
+
+    for name, text in (("top", "live terminal view of a node's queues, rates and alerts"),
+                       ("status", "one-shot node summary; exit 0 ok, 1 degraded, 2 unreachable")):
+        view = commands.add_parser(name, help=text)
+        view.add_argument("--host", default="127.0.0.1", help="the node's HTTP address (default: loopback)")
+        view.add_argument("--http-port", type=int, default=8222, help="any worker's HTTP port (default: 8222)")
+        if name == "top":
+            view.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+            view.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: until Ctrl-C)")
 
     bench = commands.add_parser("bench", help="run a benchmark")
-    bench.add_argument("suite", choices=["actors", "storage"])
+    bench.add_argument("suite", choices=["actors", "storage", "monitor"])
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
 
     args = parser.parse_args(argv)
     if args.command == "node":
+        from ops.console import parse_settings
         from supervisor.launcher import run_node
+        try:
+            args.settings = parse_settings(args.settings, webhook=args.alert_webhook)
+        except ValueError as exc:
+            parser.error(str(exc))
         return run_node(args)
+    if args.command in ("top", "status"):
+        from ops import console
+        return console.main(args)
     if args.command == "bench":
         from bench import run_suite
         return run_suite(args)

@@ -1,8 +1,10 @@
 """A ``System``: the light actors of one worker process, on one event loop.
 
 It spawns actors, holds the local name registry and the table of live actors
-(the queue-length monitor iterates it), sends exit signals from outside any
-actor, and shuts everything down in reverse start order on exit::
+(the queue-length monitor reads it: ``kinds`` counts live actors per kind as
+they start and exit, ``backlogged()`` finds the non-empty mailboxes in one
+pass), sends exit signals from outside any actor, and shuts everything down
+in reverse start order on exit::
 
     async with System() as system:
         ref = await system.spawn(Counter, 0, name="counter")
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from typing import Any, Callable, Iterator
 
 from actors.actor import Actor
@@ -35,6 +38,7 @@ class System:
         self.registry = Registry()
         self.dead_letters = 0          # sends to actors that had already exited
         self.env: dict[str, Any] = {}  # shared services and config (OTP's application env)
+        self.kinds: Counter[str] = Counter()   # live actors per kind (class name)
         self._pids = itertools.count(1)
         self._live: dict[int, ActorRef] = {}
 
@@ -56,6 +60,7 @@ class System:
         if name is not None:
             self.registry.register(name, ref)
         self._live[ref.pid] = ref
+        self.kinds[ref.kind] += 1
         if link is not None:
             ref._link(link)
         started = asyncio.get_running_loop().create_future()
@@ -85,11 +90,23 @@ class System:
         """The live actors, oldest first (a snapshot, safe to iterate)."""
         return iter(list(self._live.values()))
 
+    def backlogged(self) -> list[ActorRef]:
+        """The live actors whose mailbox is not empty, in one pass and
+        without copying the table: an idle actor holds no queue at all
+        (``ActorRef._queue is None``), so this costs ~35 ns per actor
+        (docs/benchmarks.md, "Queue-length monitor")."""
+        return [ref for ref in self._live.values() if ref._queue]
+
     def __len__(self) -> int:
         return len(self._live)
 
     def _forget(self, ref: ActorRef) -> None:
-        self._live.pop(ref.pid, None)
+        if self._live.pop(ref.pid, None) is not None:
+            left = self.kinds[ref.kind] - 1
+            if left > 0:
+                self.kinds[ref.kind] = left
+            else:
+                del self.kinds[ref.kind]
         self.registry.forget(ref)
 
     async def shutdown(self, timeout: float = 5.0) -> None:

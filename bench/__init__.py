@@ -14,4 +14,7 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.suite == "storage":
         from bench.storage import main
         return main(quick=args.quick)
+    if args.suite == "monitor":
+        from bench.monitor import main
+        return main(quick=args.quick)
     raise SystemExit(f"unknown suite {args.suite!r}")

@@ -148,6 +148,9 @@ class Supervisor(Actor):
             if self.dynamic or child.spec.restart == "temporary":
                 del self.children[key]
             return
+        counters = self.system.env.get("counters")      # the operator's restart count
+        if counters is not None:
+            counters.note_restart(self.ref, child.spec.id, msg.reason)
         await self._restart(key)
 
     async def handle_try_again_restart(self, msg: TryAgainRestart) -> None:

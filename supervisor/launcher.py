@@ -36,7 +36,7 @@ from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSuper
 from supervisor.spec import SupFlags
 from supervisor.worker_process import LOG_FORMAT
 
-__all__ = ["run_node", "start_actor_system", "start_workers", "ask_for", "stop_node",
+__all__ = ["run_node", "http_ports", "start_actor_system", "start_workers", "ask_for", "stop_node",
            "free_port", "process_tree", "listener_pids", "reap"]
 
 log = logging.getLogger("switchboard.launcher")
@@ -50,6 +50,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def http_ports(bind: str, base: int, workers: int) -> list[int]:
+    """One HTTP port per worker slot: ``base``, ``base + 1``, ... (``base`` 0:
+    free ports)."""
+    if base:
+        return [base + slot for slot in range(workers)]
+    return [free_port(bind if bind not in ("", "0.0.0.0") else "127.0.0.1")
+            for _ in range(workers)]
 
 
 def start_actor_system(bind: str = "127.0.0.1", admin_port: int = 0):
@@ -228,7 +237,9 @@ def run_node(args) -> int:
         return 1
     port = args.port or free_port(args.bind if args.bind not in ("", "0.0.0.0") else "127.0.0.1")
     config = {"data_dir": str(data_dir), "bind": args.bind, "admin_port": admin_port,
-              "port": port, "log_level": logging.getLevelName(logging.getLogger().level)}
+              "port": port, "log_level": logging.getLevelName(logging.getLogger().level),
+              "http_ports": http_ports(args.bind, getattr(args, "http_port", 8222), args.workers),
+              **dict(getattr(args, "settings", None) or {})}
     node_pids = _node_processes(admin_port)
     rc = 1
     try:
@@ -239,6 +250,8 @@ def run_node(args) -> int:
                          "%d workers (pids %s), data dir %s", args.bind, port,
                          args.bind, admin_port, reply.admin_pid, reply.supervisor_pid,
                          len(reply.pids), " ".join(map(str, reply.pids)), data_dir)
+                log.info("dashboard: http://%s:%d/ (worker HTTP ports %s)", args.bind,
+                         config["http_ports"][0], " ".join(map(str, config["http_ports"])))
                 rc = _wait(asys, supervisor, stop)
                 node_pids = sorted(set(node_pids) | set(_node_processes(admin_port)))
                 if rc == 0 and not stop_node(asys, supervisor,

@@ -15,6 +15,12 @@ Start order is top to bottom; shutdown is the reverse. The level above this
 - ``sessions`` (``simple_one_for_one``): one ``Session`` per logged-in user,
   ``transient`` (a session that stops after its user left is not restarted;
   one that crashed is, and re-attaches to the user's connection).
+- ``ops`` (``one_for_one``): the operator's side, after the chat so that a
+  failure to bind the dashboard port cannot stop chat from starting first.
+  The ``QueueMonitor`` samples every mailbox and raises queue alerts; the
+  ``HttpListener`` serves the dashboard, ``/metrics`` and the status API
+  from what the monitor publishes (``system.env["board"]``, which outlives
+  restarts of either). Neither holds state the other needs.
 
 Intensity and period, after OTP's "Tuning the intensity and period": the
 root and ``chat`` tolerate 3 restarts in 30 s; a crash loop faster than that
@@ -31,6 +37,8 @@ import os
 from typing import Any
 
 from actors import SHUTDOWN, System
+from actors.counters import Counters
+from actors.monitor import MONITOR_NAME, Board
 from actors.presence import PRESENCE_NAME
 from actors.registration import REGISTRAR_NAME
 from actors.session_registry import REGISTRY_NAME, SESSIONS_SUP_NAME
@@ -44,6 +52,7 @@ log = logging.getLogger("switchboard.tree")
 ROOT_FLAGS = SupFlags(strategy="one_for_one", intensity=3, period=30)
 CHAT_FLAGS = SupFlags(strategy="rest_for_one", intensity=3, period=30)
 SESSIONS_FLAGS = SupFlags(strategy="simple_one_for_one", intensity=50, period=10)
+OPS_FLAGS = SupFlags(strategy="one_for_one", intensity=3, period=30)
 
 SESSION = worker("actors.session.Session", restart="transient", shutdown=2.0)
 
@@ -54,10 +63,15 @@ CHAT_CHILDREN = [                                   # start order; stop is rever
     worker("transport.tcp.Listener", id="listener", name="listener", shutdown=5.0),
 ]
 
+OPS_CHILDREN = [
+    worker("actors.monitor.QueueMonitor", id="monitor", name=MONITOR_NAME, shutdown=2.0),
+    worker("transport.http.HttpListener", id="http", name="http", shutdown=5.0),
+]
+
 ROOT_CHILDREN = [
     worker("actors.registration.Registrar", id="registrar", name=REGISTRAR_NAME),
-    supervisor(Supervisor, CHAT_FLAGS, CHAT_CHILDREN, id="chat"),
-    worker("actors.worker_status.WorkerStatus", 1.0, id="worker_status", shutdown=1.0),
+    supervisor(Supervisor, CHAT_FLAGS, CHAT_CHILDREN, id="chat", name="chat"),
+    supervisor(Supervisor, OPS_FLAGS, OPS_CHILDREN, id="ops", name="ops"),
 ]
 
 
@@ -71,6 +85,7 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
     from storage import open_storage
     from transport.code_sender import FileCodeSender
     from transport.tcp import ListenerConfig
+    from transport.webhook import WebhookSink
 
     data_dir = config.get("data_dir", "data")
     if config.get("storage", "lmdb") == "memory":
@@ -85,6 +100,10 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
         "linger": float(config.get("linger", 5.0)),
         "listener": ListenerConfig(host=config.get("bind", "127.0.0.1"),
                                    port=int(config.get("port", 5222))),
+        "counters": Counters(),
+        "board": Board(),
+        "alert_sinks": ([WebhookSink(config["alert_webhook"], node=config.get("node_name"))]
+                        if config.get("alert_webhook") else []),
     }
 
 

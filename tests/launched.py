@@ -52,7 +52,8 @@ def launched_node(tmp_path, workers: int, *extra: str):
     with open(log_path, "wb") as log_file:
         launcher = subprocess.Popen(
             [sys.executable, "run.py", "node", "--data-dir", str(tmp_path / "data"),
-             "--workers", str(workers), "--admin-port", str(free_port()), "--port", "0", *extra],
+             "--workers", str(workers), "--admin-port", str(free_port()), "--port", "0",
+             "--http-port", "0", *extra],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         yield launcher, log_path, tag.encode()

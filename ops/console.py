@@ -1,0 +1,149 @@
+"""``run.py top`` and ``run.py status``: the dashboard's numbers in a terminal.
+
+Both GET ``/api/node`` from any worker's HTTP port (that worker merges its
+siblings, see ``transport/node_status.py``). ``render`` is a pure function of
+that view, so the layout is tested without a node. ``top`` redraws every
+``--interval`` s with plain ANSI (home + clear), until Ctrl-C or
+``--iterations``. ``status`` prints once and exits ``0`` when every worker is
+up and no alert is raised, ``1`` when the node answers but is degraded
+(a worker unreachable or an alert raised), ``2`` when it does not answer.
+
+Also here: ``parse_settings``, the ``run.py node --set KEY=VALUE`` parser.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import fields
+from typing import Any
+
+__all__ = ["fetch", "render", "main", "parse_settings", "OK", "DEGRADED", "UNREACHABLE"]
+
+OK, DEGRADED, UNREACHABLE = 0, 1, 2
+_EXTRA_SETTINGS = ("dashboard_push", "node_name")
+
+
+def parse_settings(pairs: list[str], webhook: str | None = None) -> dict[str, Any]:
+    """``["alert_actor_high=500", ...]`` -> config entries; unknown keys and
+    bad values raise ``ValueError``."""
+    from actors.monitor import MonitorSettings
+    known = {f.name: f.default for f in fields(MonitorSettings)}
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or (key not in known and key not in _EXTRA_SETTINGS):
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(sorted([*known, *_EXTRA_SETTINGS]))}")
+        settings[key] = _value(key, text.strip(), known.get(key))
+    if webhook:
+        settings["alert_webhook"] = webhook
+    if settings:
+        MonitorSettings.from_config(settings)            # validates the thresholds' types
+    return settings
+
+
+def _value(key: str, text: str, default: Any) -> Any:
+    if key == "node_name":
+        return text
+    if text.lower() in ("none", "off", ""):
+        return None
+    try:
+        return int(text) if isinstance(default, int) and not isinstance(default, bool) \
+            else float(text)
+    except ValueError:
+        raise ValueError(f"--set {key}={text!r}: not a number") from None
+
+
+def fetch(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
+    """The node's view; raises ``OSError`` (``URLError``) when unreachable."""
+    with urllib.request.urlopen(f"http://{host}:{port}/api/node", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 10 or float(x).is_integer() else f"{x:,.1f}"
+
+
+def render(view: dict[str, Any], top: int = 10) -> str:
+    """The node's view as lines of text (see the module docstring)."""
+    t, r = view["totals"], view["totals"]["rates"]
+    clock = time.strftime("%H:%M:%S", time.localtime(view["at"]))
+    lines = [
+        f"Switchboard node {view['node'].get('name')}   {clock}   "
+        f"workers {t['up']}/{t['workers']} up",
+        f"actors {_n(t['actors'])}   queued {_n(t['queued'])}   max queue {_n(t['max_queue'])}"
+        f"   connections {_n(t['connections'])}   alerts {t['alerts']}",
+        f"rates/s  frames in {_n(r['frames_in'])}  out {_n(r['frames_out'])}   messages in "
+        f"{_n(r['messages_in'])}  out {_n(r['messages_out'])}   store ops {_n(r['store_ops'])}"
+        f"  commits {_n(r['commits'])}",
+    ]
+    store, offline = view.get("storage"), view.get("offline")
+    tail = []
+    if store:
+        tail.append(f"commit p50 {store['median_commit_ms']:.1f} ms  p99 "
+                    f"{store['p99_commit_ms']:.1f} ms  pending {store['pending']}")
+    if offline:
+        tail.append(f"offline {_n(offline['users'])} users  {_n(offline['messages'])} msgs  "
+                    f"{_n(offline['receipts'])} receipts  longest {_n(offline['max'])}")
+    if tail:
+        lines.append("   ".join(tail))
+    lines += ["", f"ALERTS ({len(view['alerts'])})"]
+    lines += [f"  ! w{a['worker']} {a['text']} (for {a.get('for_s', 0):.0f} s)"
+              for a in view["alerts"][:top]] or ["  none"]
+    lines += ["", f"{'WORKER':>6} {'PID':>7} {'PORT':>6} {'ACTORS':>9} {'QUEUED':>9} "
+                  f"{'MAXQ':>7} {'CONNS':>7} {'RSS MB':>7} {'LAG ms':>7} {'SAMPLE ms':>9}"]
+    for w in view["workers"]:
+        if not w["up"]:
+            lines.append(f"{w['slot']:>6} {'-':>7} {w['port'] or '-':>6}   DOWN: {w.get('error')}")
+            continue
+        lines.append(f"{w['slot']:>6} {w['pid']:>7} {w['port'] or '-':>6} {w['actors']:>9,} "
+                     f"{w['queued']:>9,} {w['max_queue']:>7,} {w['connections']:>7,} "
+                     f"{w['rss_bytes'] / 2**20:>7.0f} {w['loop_lag_ms']:>7.1f} "
+                     f"{w['sample_ms']:>9.2f}")
+    lines += ["", f"{'KIND':<24} {'COUNT':>9} {'QUEUED':>9} {'MAX':>7}"]
+    lines += [f"{kind:<24} {k['count']:>9,} {k['queued']:>9,} {k['max']:>7,}"
+              for kind, k in list(view["kinds"].items())[:top]]
+    lines += ["", f"{'QUEUE':>7}  TOP MAILBOXES"]
+    lines += [f"{row['queue']:>7,}  w{row['worker']} {row['actor']}" for row in view["top"][:top]]
+    restarts = view["restarts"]
+    lines += ["", f"RESTARTS ({sum(x['count'] for x in restarts)})"]
+    lines += [f"  w{x['worker']} {x['supervisor']} / {x['child']}: {x['count']}"
+              for x in restarts[:top]] or ["  none"]
+    return "\n".join(lines)
+
+
+def health(view: dict[str, Any]) -> int:
+    """``OK`` or ``DEGRADED`` for a node that answered."""
+    t = view["totals"]
+    return OK if t["up"] == t["workers"] and not t["alerts"] else DEGRADED
+
+
+def main(args: Any) -> int:
+    if args.command == "status":
+        try:
+            view = fetch(args.host, args.http_port)
+        except (OSError, ValueError) as exc:
+            print(f"node at {args.host}:{args.http_port} unreachable: {exc}", file=sys.stderr)
+            return UNREACHABLE
+        print(render(view, top=5))
+        return health(view)
+    count = 0
+    try:
+        while not args.iterations or count < args.iterations:
+            count += 1
+            try:
+                text = render(fetch(args.host, args.http_port, timeout=max(1.0, args.interval)))
+            except (OSError, ValueError) as exc:
+                text = f"node at {args.host}:{args.http_port} unreachable: {exc}"
+            sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+            sys.stdout.flush()
+            if not args.iterations or count < args.iterations:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    return OK

@@ -1,0 +1,271 @@
+"""HTTP: the operator's dashboard, ``/metrics`` and the status API (aiohttp).
+
+``HttpListener`` is a light actor in the worker's tree (under ``ops``). It
+serves on ``bind`` (loopback by default) at this worker's port:
+``config["http_ports"][worker_index]`` when the launcher assigned one per
+worker, else ``config["http_port"]`` (default 8222; 0 picks a free port).
+The bound port goes to ``system.env["http_port"]``.
+
+The aiohttp server runs on **its own thread and event loop**, not on the
+worker's: a busy chat loop (long turns under load) would otherwise delay
+every page, scrape and websocket push, and a stuck one would hide itself.
+The two threads share only immutable data: the ``QueueMonitor`` replaces
+``Board.latest`` / ``Board.history`` whole and the HTTP side only reads
+them. If the server thread dies, the actor crashes and ``ops`` restarts it.
+
+Routes:
+
+- ``GET /``: the dashboard (``web/dashboard.html``; assets under ``/static/``);
+- ``GET /metrics``: Prometheus text (``transport.metrics``);
+- ``GET /api/status``: this worker's latest snapshot (JSON);
+- ``GET /api/node``: the node's view, every worker merged (``transport.node_status``);
+- ``GET /ws``: a websocket that sends ``{"type": "history", "points": [...]}``
+  once, then ``{"type": "status", "node": {...}}`` every ``dashboard_push`` s
+  (default 1);
+- ``GET /healthz``: ``ok``.
+
+Messages (``HttpListener``): ``HttpServerStopped`` (from the server thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from actors.actor import Actor
+from actors.monitor import Board
+from transport.metrics import CONTENT_TYPE, registry_for, render
+from transport.node_status import NodeView
+
+__all__ = ["HttpListener", "HttpServer", "HttpServerStopped", "WEB_DIR", "DEFAULT_HTTP_PORT"]
+
+log = logging.getLogger("switchboard.http")
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+DEFAULT_HTTP_PORT = 8222
+START_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class HttpServerStopped:
+    """The server thread ended while the actor still wanted it."""
+    reason: str
+
+
+class HttpServerDied(RuntimeError):
+    """The HTTP server thread ended on its own."""
+
+
+class HttpListener(Actor):
+    def __init__(self, host: str | None = None, port: int | None = None):
+        self.host, self.port = host, port
+        self.server: HttpServer | None = None
+        self.stopping = False
+
+    async def init(self) -> None:
+        env = self.system.env
+        config = env.get("config") or {}
+        slot = int(config.get("worker_index", 0))
+        ports = list(config.get("http_ports") or ())
+        host = self.host or config.get("bind", "127.0.0.1")
+        if self.port is not None:
+            port = self.port
+        elif slot < len(ports):
+            port = ports[slot]
+        else:
+            port = int(config.get("http_port", DEFAULT_HTTP_PORT))
+        board = env.setdefault("board", Board())
+        node = {"name": config.get("node_name") or f"{host}:{config.get('port', '?')}",
+                "bind": host, "client_port": config.get("port"),
+                "admin_port": config.get("admin_port"), "http_ports": ports or None,
+                "data_dir": config.get("data_dir"), "workers": max(1, len(ports))}
+        view = NodeView(board, node, slot, ports, _peer_host(host),
+                        float(config.get("dashboard_push", 1.0)))
+        self.server = HttpServer(board, view, host, port)
+        self.server.start()
+        bound = await asyncio.wait_for(asyncio.wrap_future(self.server.ready), START_TIMEOUT)
+        env["http_port"] = self.port = bound
+        loop, ref = asyncio.get_running_loop(), self.ref
+        self.server.done.add_done_callback(lambda f: self._thread_ended(loop, ref, f))
+        log.info("dashboard on http://%s:%d/ (worker %d)", host, bound, slot)
+
+    def _thread_ended(self, loop: asyncio.AbstractEventLoop, ref: Any,
+                      fut: concurrent.futures.Future) -> None:
+        if self.stopping:
+            return
+        error = fut.exception()
+        reason = f"{type(error).__name__}: {error}" if error else "returned"
+        try:
+            loop.call_soon_threadsafe(ref.cast, HttpServerStopped(reason))
+        except RuntimeError:                   # the worker's loop is closed already
+            pass
+
+    def handle_http_server_stopped(self, msg: HttpServerStopped) -> None:
+        raise HttpServerDied(f"HTTP server thread ended: {msg.reason}")
+
+    async def terminate(self, reason: Any) -> None:
+        self.stopping = True
+        if self.server is not None:
+            self.server.stop()
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(self.server.done), 4.0)
+            except (asyncio.TimeoutError, Exception) as exc:   # noqa: BLE001 - stopping anyway
+                log.warning("HTTP server did not stop cleanly: %r", exc)
+
+
+def _peer_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+class HttpServer:
+    """The aiohttp app on a thread of its own. ``ready`` resolves to the bound
+    port (or the bind error); ``done`` resolves when the thread ends."""
+
+    def __init__(self, board: Any, view: NodeView, host: str, port: int):
+        self.board, self.view, self.host, self.port = board, view, host, port
+        self.ready: concurrent.futures.Future = concurrent.futures.Future()
+        self.done: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
+        self.registry = registry_for(board)
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.thread = threading.Thread(target=self._run, name=f"http-{port}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop_requested = True
+        loop, stopping = self.loop, self._stopping
+        if loop is not None and stopping is not None:
+            try:
+                loop.call_soon_threadsafe(stopping.set)
+            except RuntimeError:
+                pass
+
+    def _run(self) -> None:
+        loop = _new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        error: BaseException | None = None
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:           # noqa: BLE001 - reported through the futures
+            error = exc
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            else:
+                log.error("HTTP server thread failed", exc_info=exc)
+        finally:
+            loop.close()
+            if not self.ready.done():
+                self.ready.set_exception(RuntimeError("stopped before it started"))
+            if error is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(error)
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        if self._stop_requested:
+            return
+        app = self.app()
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, backlog=128)
+            await site.start()
+            self.ready.set_result(runner.addresses[0][1])
+            refresher = asyncio.ensure_future(self.view.run())
+            await self._stopping.wait()
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+        finally:
+            await runner.cleanup()
+
+    # -- the app ------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self.dashboard)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/api/status", self.status)
+        app.router.add_get("/api/node", self.node)
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_static("/static/", WEB_DIR)
+        app.on_shutdown.append(self._close_sockets)
+        return app
+
+    async def dashboard(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_DIR / "dashboard.html",
+                                headers={"Cache-Control": "no-cache"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = render(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def status(self, request: web.Request) -> web.Response:
+        snap = self.board.latest
+        if request.query.get("history"):
+            snap = {**(snap or {}), "history": list(self.board.history)}
+        return web.json_response(snap)
+
+    async def node(self, request: web.Request) -> web.Response:
+        view = self.view.latest or await self.view.refresh()
+        return web.json_response(view)
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=1001, message=b"server shutting down")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        queue = self.view.subscribe()
+        reader = asyncio.ensure_future(_read_until_closed(ws))
+        try:
+            await ws.send_str(json.dumps({"type": "history", "points": list(self.view.history)}))
+            if self.view.latest is not None:
+                await ws.send_str(json.dumps({"type": "status", "node": self.view.latest}))
+            while not ws.closed:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                await ws.send_str(getter.result())
+        except (ConnectionError, RuntimeError):
+            pass                                # the browser went away mid-send
+        finally:
+            self.view.unsubscribe(queue)
+            self.sockets.discard(ws)
+            reader.cancel()
+            await ws.close()
+        return ws
+
+
+async def _read_until_closed(ws: web.WebSocketResponse) -> None:
+    async for msg in ws:
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            break
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
