@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -61,8 +62,17 @@ def launched_node(tmp_path, workers: int, *extra: str):
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait(timeout=10)
-        for pid in _tagged_pids(tag.encode()):
-            os.kill(pid, signal.SIGKILL)
+        # A process may fork while we kill the others: sweep until none is left.
+        for _ in range(50):
+            left = _tagged_pids(tag.encode())
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
 
 
 def _node_up(log_path: Path, wait_until) -> list[int]:
