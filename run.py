@@ -1,6 +1,7 @@
 """Switchboard command line: wiring only.
 
     python run.py node [--data-dir DIR] [--workers N] [--http-port P]   start a node
+    python run.py client [--phone P] [--port N] ...     interactive chat client (docs/client.md)
     python run.py top [--host H] [--http-port P]       live terminal view of a node
     python run.py status [--host H] [--http-port P]    one-shot summary (exit 0 ok, 1 degraded, 2 unreachable)
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
@@ -13,6 +14,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["client"]:                 # the client parses its own options
+        from client.cli import main as client_main
+        return client_main(argv[1:])
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -27,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--alert-webhook", metavar="URL", help="POST queue alerts as JSON to URL")
     node.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                       help="a monitor setting, e.g. alert_actor_high=500 (docs/operations.md)")
+
+    commands.add_parser("client", help="interactive chat client (see: run.py client --help)")
 
     for name, text in (("top", "live terminal view of a node's queues, rates and alerts"),
                        ("status", "one-shot node summary; exit 0 ok, 1 degraded, 2 unreachable")):

@@ -24,53 +24,37 @@ Routes:
   (default 1);
 - ``GET /healthz``: ``ok``.
 
-Messages (``HttpListener``): ``HttpServerStopped`` (from the server thread).
+The thread and the actor's lifecycle are ``transport.http_thread``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from actors.actor import Actor
 from actors.monitor import Board
 from transport.metrics import CONTENT_TYPE, registry_for, render
+from transport.http_thread import AppThread, AppThreadActor
 from transport.node_status import NodeView
 
-__all__ = ["HttpListener", "HttpServer", "HttpServerStopped", "WEB_DIR", "DEFAULT_HTTP_PORT"]
+__all__ = ["HttpListener", "Dashboard", "WEB_DIR", "DEFAULT_HTTP_PORT"]
 
 log = logging.getLogger("switchboard.http")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 DEFAULT_HTTP_PORT = 8222
-START_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class HttpServerStopped:
-    """The server thread ended while the actor still wanted it."""
-    reason: str
-
-
-class HttpServerDied(RuntimeError):
-    """The HTTP server thread ended on its own."""
-
-
-class HttpListener(Actor):
+class HttpListener(AppThreadActor):
     def __init__(self, host: str | None = None, port: int | None = None):
         self.host, self.port = host, port
-        self.server: HttpServer | None = None
-        self.stopping = False
 
-    async def init(self) -> None:
+    def make_server(self) -> AppThread:
         env = self.system.env
         config = env.get("config") or {}
         slot = int(config.get("worker_index", 0))
@@ -89,108 +73,26 @@ class HttpListener(Actor):
                 "data_dir": config.get("data_dir"), "workers": max(1, len(ports))}
         view = NodeView(board, node, slot, ports, _peer_host(host),
                         float(config.get("dashboard_push", 1.0)))
-        self.server = HttpServer(board, view, host, port)
-        self.server.start()
-        bound = await asyncio.wait_for(asyncio.wrap_future(self.server.ready), START_TIMEOUT)
-        env["http_port"] = self.port = bound
-        loop, ref = asyncio.get_running_loop(), self.ref
-        self.server.done.add_done_callback(lambda f: self._thread_ended(loop, ref, f))
-        log.info("dashboard on http://%s:%d/ (worker %d)", host, bound, slot)
+        self.dashboard = Dashboard(board, view)
+        self.slot, self.host = slot, host
+        return AppThread(self.dashboard.app, host, port, "http", background=view.run)
 
-    def _thread_ended(self, loop: asyncio.AbstractEventLoop, ref: Any,
-                      fut: concurrent.futures.Future) -> None:
-        if self.stopping:
-            return
-        error = fut.exception()
-        reason = f"{type(error).__name__}: {error}" if error else "returned"
-        try:
-            loop.call_soon_threadsafe(ref.cast, HttpServerStopped(reason))
-        except RuntimeError:                   # the worker's loop is closed already
-            pass
-
-    def handle_http_server_stopped(self, msg: HttpServerStopped) -> None:
-        raise HttpServerDied(f"HTTP server thread ended: {msg.reason}")
-
-    async def terminate(self, reason: Any) -> None:
-        self.stopping = True
-        if self.server is not None:
-            self.server.stop()
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(self.server.done), 4.0)
-            except (asyncio.TimeoutError, Exception) as exc:   # noqa: BLE001 - stopping anyway
-                log.warning("HTTP server did not stop cleanly: %r", exc)
+    async def init(self) -> None:
+        await super().init()
+        log.info("dashboard on http://%s:%d/ (worker %d)", self.host, self.bound_port, self.slot)
 
 
 def _peer_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-class HttpServer:
-    """The aiohttp app on a thread of its own. ``ready`` resolves to the bound
-    port (or the bind error); ``done`` resolves when the thread ends."""
+class Dashboard:
+    """The routes of the operator's HTTP server (run by an ``AppThread``)."""
 
-    def __init__(self, board: Any, view: NodeView, host: str, port: int):
-        self.board, self.view, self.host, self.port = board, view, host, port
-        self.ready: concurrent.futures.Future = concurrent.futures.Future()
-        self.done: concurrent.futures.Future = concurrent.futures.Future()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._stop_requested = False
+    def __init__(self, board: Any, view: NodeView):
+        self.board, self.view = board, view
         self.registry = registry_for(board)
         self.sockets: set[web.WebSocketResponse] = set()
-        self.thread = threading.Thread(target=self._run, name=f"http-{port}", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stop_requested = True
-        loop, stopping = self.loop, self._stopping
-        if loop is not None and stopping is not None:
-            try:
-                loop.call_soon_threadsafe(stopping.set)
-            except RuntimeError:
-                pass
-
-    def _run(self) -> None:
-        loop = _new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.loop = loop
-        error: BaseException | None = None
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:           # noqa: BLE001 - reported through the futures
-            error = exc
-            if not self.ready.done():
-                self.ready.set_exception(exc)
-            else:
-                log.error("HTTP server thread failed", exc_info=exc)
-        finally:
-            loop.close()
-            if not self.ready.done():
-                self.ready.set_exception(RuntimeError("stopped before it started"))
-            if error is None:
-                self.done.set_result(None)
-            else:
-                self.done.set_exception(error)
-
-    async def _main(self) -> None:
-        self._stopping = asyncio.Event()
-        if self._stop_requested:
-            return
-        app = self.app()
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port, backlog=128)
-            await site.start()
-            self.ready.set_result(runner.addresses[0][1])
-            refresher = asyncio.ensure_future(self.view.run())
-            await self._stopping.wait()
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
-        finally:
-            await runner.cleanup()
 
     # -- the app ------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -261,11 +163,3 @@ async def _read_until_closed(ws: web.WebSocketResponse) -> None:
     async for msg in ws:
         if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
             break
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()

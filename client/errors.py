@@ -1,0 +1,59 @@
+"""What the SDK raises.
+
+- ``ServerError(code, message)``: the server answered a request with ERROR.
+  ``code`` is a ``wire.ErrorCode``; ``fatal`` says the server closes the
+  connection after it.
+- ``ConnectionLost``: the connection went away while a request was waiting
+  for its answer (``Client`` retries what is safe to retry; this reaches the
+  app only for requests made before login, and when the client gives up).
+- ``RequestTimeout``: no answer within the request timeout (also a
+  ``TimeoutError``).
+- ``ClientClosed``: the client was closed (``close()``, or the server ended
+  the session for good: SESSION_REPLACED, LOGIN_FAILED on re-login).
+
+Bad input from the app (an invalid phone number, an oversized body) raises
+``ValueError`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+from transport.wire import ErrorCode
+
+__all__ = ["ClientError", "ServerError", "ConnectionLost", "RequestTimeout", "ClientClosed"]
+
+
+class ClientError(Exception):
+    """Base of the SDK's own exceptions."""
+
+
+class ServerError(ClientError):
+    """The server refused a request: ERROR ``code`` with ``message``."""
+
+    def __init__(self, code: ErrorCode, message: str = ""):
+        super().__init__(code, message)
+        self.code = ErrorCode(code)
+        self.message = message
+
+    @property
+    def fatal(self) -> bool:
+        """The server closes the connection after this error."""
+        return self.code.fatal
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}" if self.message else self.code.name
+
+
+class ConnectionLost(ClientError, ConnectionError):
+    """The connection closed before the request was answered."""
+
+
+class RequestTimeout(ClientError, TimeoutError):
+    """The server did not answer in time."""
+
+
+class ClientClosed(ClientError):
+    """The client is closed; ``reason`` is why (an exception or None)."""
+
+    def __init__(self, reason: BaseException | None = None):
+        super().__init__(f"client closed: {reason}" if reason else "client closed")
+        self.reason = reason

@@ -1,0 +1,115 @@
+"""What ``Client.events()`` yields, and the status of a sent message.
+
+Inbox items (they carry the ``seq`` of the user's inbox; the SDK sends
+RECEIVED for them once they are handed to the app, and never hands the same
+item over twice):
+
+- ``Message(seq, id, sender, ts, body)``: a message to this user.
+- ``Receipt(seq, kind, id, by, ts)``: a message this user sent was
+  delivered to (``Status.DELIVERED``) or read by (``Status.READ``) ``by``.
+
+Not stored by the server, never deduplicated:
+
+- ``Presence(user, online, last_seen)``: after ``subscribe`` and at every
+  change of a subscribed user.
+- ``Typing(sender, typing)``.
+
+From the SDK itself:
+
+- ``Sent(id, to, ts)``: the server committed a message from the outbox (one
+  tick). ``send()`` returns the same object; the event also reports
+  messages sent from a persisted outbox that nobody is awaiting.
+- ``SendFailed(id, to, error)``: the server refused a message for good
+  (UNKNOWN_USER, OFFLINE_FULL, INVALID); it left the outbox.
+- ``Disconnected(reason, reconnecting)`` / ``Reconnected(attempts)``: the
+  connection dropped / is back (after HELLO, LOGIN, resubscribe and the
+  outbox resend were started).
+
+Timestamps (``ts``, ``last_seen``) are milliseconds since the Unix epoch,
+server clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Union
+
+__all__ = ["Status", "Message", "Receipt", "Presence", "Typing", "Sent", "SendFailed",
+           "Disconnected", "Reconnected", "Event"]
+
+
+class Status(IntEnum):
+    """Where a message this user sent is; only ever moves up (except FAILED)."""
+    FAILED = -1         # refused by the server; not in the outbox any more
+    QUEUED = 0          # in the outbox, not yet acknowledged (a clock icon)
+    SENT = 1            # committed by the server: one tick
+    DELIVERED = 2       # the recipient's device has it: two ticks
+    READ = 3            # the recipient read it: blue ticks
+
+    @property
+    def ticks(self) -> str:
+        return _TICKS[self]
+
+
+_TICKS = {Status.FAILED: "!", Status.QUEUED: "…", Status.SENT: "✓",
+          Status.DELIVERED: "✓✓", Status.READ: "✓✓ read"}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    seq: int            # this user's inbox sequence number
+    id: str             # the sender's message id
+    sender: str
+    ts: int             # when the server committed it
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    seq: int            # this user's inbox sequence number
+    kind: Status        # Status.DELIVERED or Status.READ
+    id: str             # the id of the message this user sent
+    by: str             # who received / read it
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    user: str
+    online: bool
+    last_seen: int | None = None    # ms; None if never seen (or online)
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    sender: str
+    typing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    id: str
+    to: str
+    ts: int             # the server's commit time
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    id: str
+    to: str
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+    reconnecting: bool  # False: the client is closed for good (see Client.closed_reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    attempts: int       # connection attempts it took
+
+
+Event = Union[Message, Receipt, Presence, Typing, Sent, SendFailed, Disconnected, Reconnected]

@@ -1,0 +1,132 @@
+"""The receive path: pushed frames -> events -> batched RECEIVED (used by ``Client``).
+
+``Receiver`` turns the server's pushed frames into events on one queue, in
+arrival order, and acknowledges inbox items:
+
+- MESSAGE and RECEIPT are inbox items. ``InboxTracker`` drops duplicates
+  (the server pushes every un-acknowledged item again after a reconnect);
+  a new item waits in the queue until the app takes it from ``events()``,
+  and only then is its seq due for RECEIVED. A duplicate of an item the app
+  already has is acknowledged again, never handed over twice.
+- RECEIVED is batched: the seqs due are flushed ``ack_delay`` seconds after
+  the first one (5 ms by default), up to 1024 per frame, lowest first. A
+  RECEIVED that fails (connection lost, INTERNAL) is sent again, after the
+  next login if need be.
+- A RECEIPT also moves the message's status up (``on_receipt``), as soon as
+  it arrives.
+- PRESENCE and TYPING_EVENT are passed on as they come (and the last
+  presence of each user is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable
+
+from transport import wire
+from client import events as ev
+from client.connection import Connection
+from client.inbox import MAX_SEQS_PER_FRAME, InboxTracker
+
+__all__ = ["Receiver"]
+
+_CLOSED = object()              # the end of the event stream
+_INBOX_EVENTS = (ev.Message, ev.Receipt)
+
+
+class Receiver:
+    def __init__(self, on_receipt: Callable[[str, ev.Status], Any], *, ack_delay: float = 0.005):
+        self.on_receipt, self.ack_delay = on_receipt, ack_delay
+        self.inbox = InboxTracker()
+        self.presence: dict[str, ev.Presence] = {}
+        self.conn: Connection | None = None         # set while logged in
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: set[asyncio.Future] = set()  # RECEIVED frames awaiting their ACK
+
+    # -- the app's side ----------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[ev.Event]:
+        while True:
+            event = await self._queue.get()
+            if event is _CLOSED:
+                self._queue.put_nowait(_CLOSED)     # for any other iterator
+                return
+            if type(event) in _INBOX_EVENTS:
+                self.inbox.handed(event.seq)
+                self._schedule()
+            yield event
+
+    def emit(self, event: Any) -> None:
+        self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        self.conn = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.emit(_CLOSED)
+
+    # -- pushed frames -------------------------------------------------------------------------
+    def on_push(self, frame: wire.Frame) -> None:
+        kind = type(frame)
+        if kind is wire.Message:
+            if self.inbox.arrived(frame.seq, (frame.sender, frame.id)):
+                self.emit(ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body))
+            else:
+                self._schedule()
+        elif kind is wire.Receipt:
+            status = ev.Status.READ if frame.kind == wire.ReceiptKind.READ else ev.Status.DELIVERED
+            self.on_receipt(frame.id, status)
+            if self.inbox.arrived(frame.seq):
+                self.emit(ev.Receipt(frame.seq, status, frame.id, frame.by, frame.ts))
+            else:
+                self._schedule()
+        elif kind is wire.Presence:
+            presence = ev.Presence(frame.user, frame.online, frame.last_seen)
+            self.presence[frame.user] = presence
+            self.emit(presence)
+        elif kind is wire.TypingEvent:
+            self.emit(ev.Typing(frame.sender, frame.typing))
+
+    # -- RECEIVED ------------------------------------------------------------------------------
+    def online(self, conn: Connection) -> None:
+        """Logged in on ``conn``: acknowledge everything still unacknowledged."""
+        self.conn = conn
+        self.inbox.retry_all()
+        self.flush()
+
+    def offline(self) -> None:
+        self.conn = None
+
+    def _schedule(self, delay: float | None = None) -> None:
+        if self._timer is None and self.inbox.to_ack:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.ack_delay if delay is None else delay, self.flush)
+
+    def flush(self) -> None:
+        """Send RECEIVED for every seq due, now (if logged in)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        conn = self.conn
+        if conn is None or not conn.usable:
+            return                                  # sent after the next login
+        while seqs := self.inbox.take(MAX_SEQS_PER_FRAME):
+            future = conn.request(wire.Received(tuple(seqs)))
+            self._waiting.add(future)
+            future.add_done_callback(lambda f, seqs=seqs: self._answered(seqs, f))
+
+    async def settle(self, timeout: float) -> None:
+        """Flush, then wait (at most ``timeout``) for the RECEIVED ACKs."""
+        self.flush()
+        if self._waiting:
+            await asyncio.wait(set(self._waiting), timeout=timeout)
+
+    def _answered(self, seqs: list[int], future: asyncio.Future) -> None:
+        self._waiting.discard(future)
+        if not future.cancelled() and future.exception() is None:
+            self.inbox.confirmed(seqs)
+            return
+        self.inbox.unconfirmed(seqs)
+        if self.conn is not None:
+            self._schedule(0.1)                     # INTERNAL: try again shortly

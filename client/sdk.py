@@ -1,0 +1,231 @@
+"""``Client``: the Switchboard SDK, an asyncio client of the wire protocol.
+
+    async with Client.connect("127.0.0.1", 5222) as client:
+        await client.login(user, device_id, device_key)
+        sent = await client.send("+15550002", b"hello")      # one tick
+        async for event in client.events():                  # Message, Receipt, ...
+            ...
+
+Purpose: everything between an app and the server. Requests get a ``ref``
+and are answered by ACK (the value) or ERROR (``ServerError``) within
+``request_timeout``; bad input raises ValueError before anything is sent.
+Three parts do the work, and this class wires them together:
+
+- ``link.Link`` (the base class): connect, HELLO, LOGIN, heartbeats, and
+  reconnect with backoff, logging in again with the stored credentials.
+- ``sending.Sender``: the outbox. Every message is recorded before it is
+  sent and resent, same id, in order, after every login until ACKed.
+- ``receiving.Receiver``: pushed frames become events; inbox items are
+  deduplicated and acknowledged with batched RECEIVED once the app has them.
+
+After a reconnect the client also subscribes again to everyone it had
+subscribed to. It does not reconnect after ``close()``, nor when the server
+ends the session for good (see ``link``); then ``closed_reason`` says why
+and ``events()`` ends after ``Disconnected(reconnecting=False)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, AsyncIterator, Iterable
+
+from transport import wire
+from transport.crypto import DeviceKey
+from client import events as ev
+from client.backoff import Backoff
+from client.connection import Connection
+from client.errors import ServerError
+from client.link import Link, checked
+from client.outbox import Outbox
+from client.receiving import Receiver
+from client.sending import Sender
+
+__all__ = ["Client", "new_message_id", "checked"]
+
+CLIENT_NAME = "switchboard-sdk/0.1"
+
+
+def new_message_id() -> str:
+    """A fresh message id: 16 random chars of [A-Za-z0-9_-]."""
+    return secrets.token_urlsafe(12)
+
+
+class _Connecting:
+    """``Client.connect(...)``: awaitable, and an async context manager."""
+
+    def __init__(self, client: "Client"):
+        self.client = client
+
+    def __await__(self):
+        return self._start().__await__()
+
+    async def _start(self) -> "Client":
+        try:
+            await self.client._establish()
+        except BaseException as error:
+            self.client._finish(error)
+            raise
+        return self.client
+
+    async def __aenter__(self) -> "Client":
+        return await self._start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.client.close()
+
+
+class Client(Link):
+    """One user's connection to a Switchboard server. See the module docstring.
+
+    Options: ``heartbeat`` (seconds asked for in HELLO), ``request_timeout``,
+    ``connect_timeout``, ``reconnect`` (False: a drop closes the client),
+    ``backoff``, ``outbox_path`` (a JSON-lines file; None: in memory),
+    ``max_in_flight`` (un-acked SENDs at a time), ``ack_delay`` (RECEIVED
+    batching window), ``client_name`` (HELLO's client string)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5222, *, heartbeat: float = 30.0,
+                 request_timeout: float = 10.0, connect_timeout: float = 5.0,
+                 reconnect: bool = True, backoff: Backoff = Backoff(),
+                 outbox_path: str | None = None, max_in_flight: int = 256,
+                 ack_delay: float = 0.005, client_name: str = CLIENT_NAME):
+        super().__init__(host, port, wire.Hello(wire.PROTOCOL_VERSION, heartbeat, client_name),
+                         request_timeout=request_timeout, connect_timeout=connect_timeout,
+                         reconnect=reconnect, backoff=backoff)
+        self._subscriptions: dict[str, None] = {}
+        self._receiver = Receiver(self._on_receipt, ack_delay=ack_delay)
+        self._sender = Sender(Outbox(outbox_path), self._receiver.emit, max_in_flight=max_in_flight)
+
+    @classmethod
+    def connect(cls, host: str = "127.0.0.1", port: int = 5222, **options: Any) -> _Connecting:
+        """Connect and say HELLO: ``await Client.connect(...)`` or
+        ``async with Client.connect(...) as client``. Raises OSError if the
+        server cannot be reached (no automatic retry for the first connection)."""
+        return _Connecting(cls(host, port, **options))
+
+    async def __aenter__(self) -> "Client":
+        if self._conn is None:
+            await _Connecting(self)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # -- what the app can read ----------------------------------------------------------------
+    def status(self, id: str) -> ev.Status | None:
+        """Where message ``id`` sent by this client is (None if unknown)."""
+        return self._sender.status.get(id)
+
+    def presence(self, user: str) -> ev.Presence | None:
+        """The last PRESENCE seen for a subscribed ``user``."""
+        return self._receiver.presence.get(user)
+
+    @property
+    def outbox(self) -> list[tuple[str, str, bytes]]:
+        """Messages not yet acknowledged, in send order: (id, to, body)."""
+        return [(e.id, e.to, e.body) for e in self._sender.outbox]
+
+    def events(self) -> AsyncIterator[ev.Event]:
+        """Events in arrival order until the client closes (one consumer).
+        An inbox item counts as received (RECEIVED is sent) when yielded."""
+        return self._receiver.events()
+
+    # -- registration and login ----------------------------------------------------------
+    async def register(self, phone: str) -> None:
+        """REGISTER: the server sends a one-time code to ``phone`` out of band."""
+        await self._before_login(checked(wire.Register(phone)))
+
+    async def confirm(self, phone: str, code: str, device_key: DeviceKey) -> int:
+        """CONFIRM the code and install ``device_key``; returns the device id."""
+        ack = await self._before_login(checked(wire.Confirm(phone, code, device_key.public)))
+        if not isinstance(ack.value, int):
+            raise ServerError(wire.ErrorCode.INTERNAL, f"CONFIRM acked without a device id: {ack.value!r}")
+        return ack.value
+
+    async def login(self, user: str, device_id: int, device_key: DeviceKey) -> dict:
+        """LOGIN; on success the credentials are kept for reconnects, the
+        outbox is (re)sent and pushed items start to arrive. Returns the ACK's
+        map (``last_seen``: this user's previous last seen, ms or None)."""
+        return await self._login(user, device_id, device_key)
+
+    # -- messages ---------------------------------------------------------------------------
+    async def send(self, to: str, body: bytes, id: str | None = None) -> ev.Sent:
+        """Send ``body`` to ``to``; returns at the server's ACK (one tick).
+        The message is in the outbox first: if the connection is down it
+        goes out after the reconnect, and this call waits until then
+        (cancelling the wait does not unsend it). Raises ValueError for bad
+        input, ServerError if the server refuses it for good."""
+        self._check_open()
+        frame = checked(wire.Send(new_message_id() if id is None else id, to, body))
+        try:
+            wire.encode(frame, max_frame=self.max_frame)
+        except wire.FrameError as error:
+            raise ValueError(f"message too large: {error.message}") from None
+        if to == self.user:
+            raise ValueError("cannot send a message to yourself")
+        return await self._sender.add(frame.id, frame.to, frame.body)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until the outbox is empty; False if ``timeout`` ran out first."""
+        try:
+            await asyncio.wait_for(self._sender.emptied.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def mark_read(self, peer: str, ids: Iterable[str]) -> None:
+        """READ: tell ``peer`` their messages ``ids`` were read (blue ticks)."""
+        ids = tuple(ids)
+        frames = [checked(wire.Read(peer, ids[i:i + 512])) for i in range(0, len(ids), 512)]
+        for frame in frames:
+            self._receiver.flush()      # RECEIVED (delivered) goes out before READ
+            await self._call(frame)
+
+    async def subscribe(self, users: Iterable[str]) -> None:
+        """SUBSCRIBE to presence: a Presence event now and at every change.
+        Kept across reconnects."""
+        users = tuple(dict.fromkeys(users))
+        for i in range(0, len(users), 256):
+            checked(wire.Subscribe(users[i:i + 256]))
+        self._subscriptions.update(dict.fromkeys(users))
+        await self._subscribe(users)
+
+    async def typing(self, to: str, typing: bool = True) -> None:
+        """TYPING: show (or stop showing) a typing indicator to ``to``."""
+        await self._call(checked(wire.Typing(to, typing)))
+
+    async def ping(self) -> int:
+        """PING; returns the server time (ms)."""
+        return await self._call(wire.Ping())
+
+    async def _subscribe(self, users: tuple[str, ...]) -> None:
+        for i in range(0, len(users), 256):
+            await self._call(wire.Subscribe(users[i:i + 256]))
+
+    # -- Link's hooks ----------------------------------------------------------------------------
+    def _on_push(self, frame: wire.Frame) -> None:
+        self._receiver.on_push(frame)
+
+    def _went_online(self, conn: Connection) -> None:
+        """Logged in on ``conn``: outbox first, then acks and subscriptions."""
+        self._sender.online(conn)
+        self._receiver.online(conn)
+        if self._subscriptions:
+            self._spawn(self._subscribe(tuple(self._subscriptions)))
+
+    def _went_offline(self) -> None:
+        self._sender.offline()
+        self._receiver.offline()
+
+    def _emit(self, event: Any) -> None:
+        self._receiver.emit(event)
+
+    async def _settle(self, timeout: float) -> None:
+        await self._receiver.settle(timeout)
+
+    def _over(self, reason: BaseException | None) -> None:
+        self._sender.close(reason)
+        self._receiver.close()
+
+    def _on_receipt(self, id: str, status: ev.Status) -> None:
+        self._sender.receipt(id, status)

@@ -1,0 +1,201 @@
+"""The send path: outbox -> SEND frames -> ACK, in order (used by ``Client``).
+
+``Sender`` owns the outbox, the per-message status (``Status``) and the
+futures ``Client.send`` awaits. Its rules:
+
+- A message is added to the outbox before its SEND is written, and leaves
+  it only on ACK (status SENT, ``Sent`` event, futures resolved) or on a
+  final refusal (UNKNOWN_USER, OFFLINE_FULL, INVALID, ...: status FAILED,
+  ``SendFailed`` event, futures fail with the ``ServerError``).
+- SENDs go out in outbox order (``pos``), at most ``max_in_flight`` un-acked
+  at a time. After every login (``online``) the whole outbox is sent again
+  in order, with the same ids, before anything newer: the server
+  deduplicates by (sender, id), so what it already had is acked again and
+  stored once.
+- INTERNAL ("session restarted; resend", or a storage error) and
+  RATE_LIMITED: the same SEND is sent again after a short backoff, and
+  nothing later is sent meanwhile, so the retried message keeps its place.
+- A connection lost with SENDs in flight changes nothing: they are still in
+  the outbox and go out after the next login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections import OrderedDict
+from typing import Callable
+
+from transport import wire
+from client.connection import Connection
+from client.errors import ClientClosed, ConnectionLost, ServerError
+from client.events import Event, SendFailed, Sent, Status
+from client.outbox import Outbox
+
+__all__ = ["Sender"]
+
+log = logging.getLogger("switchboard.client")
+
+E = wire.ErrorCode
+_RETRY = frozenset({E.INTERNAL, E.RATE_LIMITED})
+STATUS_KEPT = 100_000           # statuses remembered (oldest forgotten first)
+
+
+class Sender:
+    def __init__(self, outbox: Outbox, emit: Callable[[Event], None], *, max_in_flight: int = 256):
+        self.outbox, self.emit, self.max_in_flight = outbox, emit, max_in_flight
+        self.status: OrderedDict[str, Status] = OrderedDict()
+        self.waiters: dict[str, list[asyncio.Future]] = {}
+        self.in_flight: dict[str, Connection] = {}
+        self.conn: Connection | None = None     # set while logged in
+        self._unsent: list[tuple[int, str]] = []  # heap of (pos, id)
+        self._hold: asyncio.TimerHandle | None = None
+        self.emptied = asyncio.Event()
+        for entry in outbox:
+            self._set_status(entry.id, Status.QUEUED)
+        if not len(outbox):
+            self.emptied.set()
+
+    # -- the app's side ----------------------------------------------------------------
+    def add(self, id: str, to: str, body: bytes) -> asyncio.Future:
+        """Queue a message (or join the one already queued with this id)."""
+        entry = self.outbox.get(id)
+        if entry is None:
+            entry = self.outbox.add(id, to, body)
+            self.emptied.clear()
+            self._set_status(id, Status.QUEUED)
+            heapq.heappush(self._unsent, (entry.pos, id))
+        elif (entry.to, entry.body) != (to, body):
+            raise ValueError(f"message id {id!r} is already queued for a different message")
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(id, []).append(future)
+        self.pump()
+        return future
+
+    def receipt(self, id: str, kind: Status) -> bool:
+        """A RECEIPT arrived; True if it moved the message's status up."""
+        old = self.status.get(id, Status.SENT)
+        if kind > old:
+            self._set_status(id, kind)
+            return True
+        return False
+
+    # -- the connection's side ------------------------------------------------------------
+    def online(self, conn: Connection) -> None:
+        """Logged in on ``conn``: send the whole outbox again, in order."""
+        self.conn = conn
+        self.in_flight.clear()
+        self._unsent = [(e.pos, e.id) for e in self.outbox]   # sorted by pos: a heap
+        self._release()
+
+    def offline(self) -> None:
+        self.conn = None
+
+    def close(self, reason: BaseException | None) -> None:
+        """The client is closing: waiting ``send`` calls fail; the outbox stays."""
+        self.conn = None
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
+        waiters, self.waiters = self.waiters, {}
+        for futures in waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(ClientClosed(reason))
+        self.outbox.close()
+
+    def pump(self) -> None:
+        """Write SENDs in outbox order while logged in and under the in-flight cap."""
+        conn = self.conn
+        if conn is None or not conn.usable or self._hold is not None:
+            return
+        while self._unsent and len(self.in_flight) < self.max_in_flight:
+            pos, id = heapq.heappop(self._unsent)
+            entry = self.outbox.get(id)
+            if entry is None or entry.pos != pos or id in self.in_flight:
+                continue
+            try:
+                conn.request(wire.Send(entry.id, entry.to, entry.body),
+                             lambda ack, error, id=id, conn=conn: self._answered(id, conn, ack, error))
+            except wire.FrameError as error:     # over this server's max_frame
+                self._failed(id, ServerError(error.code, error.message))
+                continue
+            except ConnectionLost:
+                heapq.heappush(self._unsent, (pos, id))
+                return
+            self.in_flight[id] = conn
+
+    # -- answers -------------------------------------------------------------------------------
+    def _answered(self, id: str, conn: Connection, ack: wire.Ack | None, error: Exception | None) -> None:
+        """The SEND's ACK or ERROR, handled as it is decoded (in wire order
+        with the RECEIPTs that may follow it in the same read)."""
+        if self.in_flight.get(id) is conn:
+            del self.in_flight[id]
+        if error is None:
+            self._acked(id, ack.value)
+        elif isinstance(error, ServerError) and error.code in _RETRY and conn is self.conn:
+            self._retry(id)
+        elif isinstance(error, ServerError) and not error.fatal and error.code not in _RETRY:
+            self._failed(id, error)
+        # else: the connection is gone or going; the next login resends it
+        self.pump()
+
+    def _acked(self, id: str, ts: object) -> None:
+        entry = self.outbox.remove(id)
+        if entry is None:
+            return                                  # a late duplicate ACK
+        if not isinstance(ts, int):
+            log.warning("SEND %s acked without a timestamp: %r", id, ts)
+            ts = 0
+        if self.status.get(id, Status.QUEUED) < Status.SENT:
+            self._set_status(id, Status.SENT)
+        self._resolve(id, Sent(id, entry.to, ts), None)
+        self._check_empty()
+
+    def _failed(self, id: str, error: Exception) -> None:
+        entry = self.outbox.remove(id)
+        if entry is None:
+            return
+        log.info("message %s to %s refused: %s", id, entry.to, error)
+        self._set_status(id, Status.FAILED)
+        self._resolve(id, SendFailed(id, entry.to, error), error)
+        self._check_empty()
+
+    def _resolve(self, id: str, event: Event, error: Exception | None) -> None:
+        for future in self.waiters.pop(id, ()):
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(event)
+            else:
+                future.set_exception(error)
+        self.emit(event)
+
+    def _retry(self, id: str) -> None:
+        """Send ``id`` again after a backoff; hold everything after it until then."""
+        entry = self.outbox.get(id)
+        if entry is None:
+            return
+        entry.retries += 1
+        delay = min(2.0, 0.02 * 2 ** min(entry.retries - 1, 10))
+        heapq.heappush(self._unsent, (entry.pos, id))
+        if self._hold is not None:
+            self._hold.cancel()
+        self._hold = asyncio.get_running_loop().call_later(delay, self._release)
+
+    def _release(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+        self._hold = None
+        self.pump()
+
+    def _set_status(self, id: str, status: Status) -> None:
+        self.status[id] = status
+        self.status.move_to_end(id)
+        if len(self.status) > STATUS_KEPT:
+            self.status.popitem(last=False)
+
+    def _check_empty(self) -> None:
+        if not len(self.outbox):
+            self.emptied.set()
