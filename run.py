@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--admin-port", type=int, default=0, help="Thespian admin port (default: a free one)")
     node.add_argument("--bind", default="127.0.0.1", help="address every listener binds (default: loopback)")
     node.add_argument("--port", type=int, default=5222, help="client TCP port (default: 5222; 0: a free one)")
+    node.add_argument("--media-port", type=int, default=5280,
+                      help="media upload/download HTTP port, shared by the workers (default: 5280; 0: a free one)")
     node.add_argument("--http-port", type=int, default=8222,
                       help="dashboard/metrics port of worker 0; worker N uses it + N (default: 8222; 0: free ports)")
     node.add_argument("--alert-webhook", metavar="URL", help="POST queue alerts as JSON to URL")

@@ -235,9 +235,12 @@ def run_node(args) -> int:
         log.error("could not start the Thespian ActorSystem on %s:%s: %s",
                   args.bind, args.admin_port, exc)
         return 1
-    port = args.port or free_port(args.bind if args.bind not in ("", "0.0.0.0") else "127.0.0.1")
+    local = args.bind if args.bind not in ("", "0.0.0.0") else "127.0.0.1"
+    port = args.port or free_port(local)
+    media_port = getattr(args, "media_port", 5280) or free_port(local)
     config = {"data_dir": str(data_dir), "bind": args.bind, "admin_port": admin_port,
-              "port": port, "log_level": logging.getLevelName(logging.getLogger().level),
+              "port": port, "media_port": media_port,
+              "log_level": logging.getLevelName(logging.getLogger().level),
               "http_ports": http_ports(args.bind, getattr(args, "http_port", 8222), args.workers),
               **dict(getattr(args, "settings", None) or {})}
     node_pids = _node_processes(admin_port)
@@ -250,6 +253,7 @@ def run_node(args) -> int:
                          "%d workers (pids %s), data dir %s", args.bind, port,
                          args.bind, admin_port, reply.admin_pid, reply.supervisor_pid,
                          len(reply.pids), " ".join(map(str, reply.pids)), data_dir)
+                log.info("media: http://%s:%d/media", args.bind, media_port)
                 log.info("dashboard: http://%s:%d/ (worker HTTP ports %s)", args.bind,
                          config["http_ports"][0], " ".join(map(str, config["http_ports"])))
                 rc = _wait(asys, supervisor, stop)

@@ -7,6 +7,8 @@ Start order is top to bottom; shutdown is the reverse. The level above this
 
 - ``registrar``: registration codes, device keys, login rate limits. It holds
   no state the others need, so its crash touches nothing else.
+- ``media``: blob upload and download over HTTP, on its own thread; stateless
+  (blobs are files named by their hash), so it restarts alone.
 - ``chat`` (``rest_for_one``): each child depends on the ones above it. The
   presence hub and the session registry hold in-memory tables the sessions
   use; the listener's connections point at sessions. If one of them dies,
@@ -71,6 +73,7 @@ OPS_CHILDREN = [
 ROOT_CHILDREN = [
     worker("actors.registration.Registrar", id="registrar", name=REGISTRAR_NAME),
     supervisor(Supervisor, CHAT_FLAGS, CHAT_CHILDREN, id="chat", name="chat"),
+    worker("transport.media.MediaListener", id="media", name="media", shutdown=5.0),
     supervisor(Supervisor, OPS_FLAGS, OPS_CHILDREN, id="ops", name="ops"),
 ]
 

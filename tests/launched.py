@@ -54,7 +54,7 @@ def launched_node(tmp_path, workers: int, *extra: str):
         launcher = subprocess.Popen(
             [sys.executable, "run.py", "node", "--data-dir", str(tmp_path / "data"),
              "--workers", str(workers), "--admin-port", str(free_port()), "--port", "0",
-             "--http-port", "0", *extra],
+             "--http-port", "0", "--media-port", "0", *extra],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         yield launcher, log_path, tag.encode()

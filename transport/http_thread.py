@@ -50,9 +50,10 @@ class AppThreadDied(RuntimeError):
 
 class AppThread:
     def __init__(self, make_app: Callable[[], web.Application], host: str, port: int,
-                 name: str, background: Callable[[], Awaitable[Any]] | None = None):
+                 name: str, background: Callable[[], Awaitable[Any]] | None = None,
+                 reuse_port: bool = False):
         self.make_app, self.host, self.port = make_app, host, port
-        self.background = background
+        self.background, self.reuse_port = background, reuse_port
         self.ready: concurrent.futures.Future = concurrent.futures.Future()
         self.done: concurrent.futures.Future = concurrent.futures.Future()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -101,7 +102,8 @@ class AppThread:
         runner = web.AppRunner(self.make_app(), handle_signals=False, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, backlog=128)
+            site = web.TCPSite(runner, self.host, self.port, backlog=128,
+                               reuse_port=self.reuse_port or None)
             await site.start()
             self.ready.set_result(runner.addresses[0][1])
             beside = asyncio.ensure_future(self.background()) if self.background else None

@@ -45,7 +45,7 @@ async def node(tmp_path, monkeypatch, request):
 
     monkeypatch.setattr(tree, "System", Recording)
     codes = MemoryCodeSender()
-    config = {"data_dir": str(tmp_path), "bind": "127.0.0.1", "port": 0, "http_port": 0,
+    config = {"data_dir": str(tmp_path), "bind": "127.0.0.1", "port": 0, "http_port": 0, "media_port": 0,
               "code_sender": codes, "linger": 0.2}
     marker = request.node.get_closest_marker("node_config")
     if marker is not None:

@@ -366,7 +366,7 @@ class CrashLoop(Actor):
 
 
 def _config(tmp_path):
-    return {"data_dir": str(tmp_path), "storage": "memory", "port": 0}
+    return {"data_dir": str(tmp_path), "storage": "memory", "port": 0, "media_port": 0, "http_port": 0}
 
 
 async def test_run_worker_tree_starts_and_stops_cleanly(monkeypatch, tmp_path):

@@ -1,0 +1,133 @@
+"""Media over HTTP: upload and download blobs by content hash (aiohttp).
+
+``MediaListener`` is a light actor in the worker's tree; its aiohttp server
+runs on a thread of its own (``transport.http_thread``), so a 100 MiB
+upload written to disk never stalls the chat loop. Workers share the port
+(SO_REUSEPORT) and the blob directory.
+
+Routes (every one needs the device credential: ``transport.media_auth``):
+
+- ``POST /media``: the body is the blob (end-to-end encrypted by the client:
+  the server sees ciphertext only). The server hashes what arrives and
+  stores it as ``blobs/<sha256>``; a second upload of the same bytes is
+  stored once. ``413`` as soon as the body passes ``max_size`` (from the
+  Content-Length header before reading anything, else after at most one
+  chunk past the cap). An ``X-Content-SHA256`` header, if sent, must match.
+  Answers ``201`` (or ``200`` if it was already there) with
+  ``{"sha256": ..., "size": ...}``.
+- ``HEAD /media/<sha256>``: ``200`` with its size if stored (the client can
+  skip the upload: the forward optimisation), else ``404``.
+- ``GET /media/<sha256>``: the bytes; ``Range`` requests get ``206``.
+
+Only names matching 64 lowercase hex digits are routed at all; nothing a
+client sends is ever used as a path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from storage.blobs import BlobStore, is_blob_name
+from transport import media_auth
+from transport.crypto import verify
+from transport.http_thread import AppThread, AppThreadActor
+
+__all__ = ["MediaListener", "MediaApp", "MAX_SIZE", "DEFAULT_MEDIA_PORT"]
+
+log = logging.getLogger("switchboard.media")
+
+MAX_SIZE = 100 * 1024 * 1024
+DEFAULT_MEDIA_PORT = 5280
+CHUNK = 256 * 1024
+_ROUTE = "/media/{name:[0-9a-f]{64}}"
+
+
+class MediaListener(AppThreadActor):
+    port_key = "media_port"
+
+    def make_server(self) -> AppThread:
+        env = self.system.env
+        config = env.get("config") or {}
+        self.blobs = BlobStore(os.path.join(config.get("data_dir", "data"), "blobs"))
+        app = MediaApp(self.blobs, env["mailbox"].get_account,
+                       int(config.get("media_max_size", MAX_SIZE)))
+        host = config.get("bind", "127.0.0.1")
+        port = int(config.get("media_port", DEFAULT_MEDIA_PORT))
+        return AppThread(app.app, host, port, "media", reuse_port=True)
+
+    async def init(self) -> None:
+        await super().init()
+        log.info("media on http://%s:%d/media", self.server.host, self.bound_port)
+
+
+class MediaApp:
+    def __init__(self, blobs: BlobStore, get_account: Any, max_size: int = MAX_SIZE):
+        self.blobs, self.get_account, self.max_size = blobs, get_account, max_size
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.authenticate])
+        app.router.add_post("/media", self.upload)
+        app.router.add_route("HEAD", _ROUTE, self.head)
+        app.router.add_get(_ROUTE, self.download, allow_head=False)
+        return app
+
+    @web.middleware
+    async def authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            user, device, ts, signature = media_auth.read_headers(request.headers)
+        except media_auth.AuthError as error:
+            raise web.HTTPUnauthorized(text=str(error))
+        if abs(time.time() * 1000 - ts) > media_auth.MAX_SKEW_MS:
+            raise web.HTTPUnauthorized(text="request time too far from the server's")
+        try:
+            account = self.get_account(user)
+        except Exception:                       # a malformed user id: no such account
+            account = None
+        challenge = media_auth.media_challenge(request.method, request.path, user, device, ts)
+        if account is None or account.device_id != device or not verify(
+                account.verify_key, challenge, signature):
+            raise web.HTTPUnauthorized(text="bad credential")
+        return await handler(request)
+
+    async def upload(self, request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > self.max_size:
+            raise web.HTTPRequestEntityTooLarge(self.max_size, request.content_length)
+        expected = request.headers.get("X-Content-SHA256")
+        if expected is not None and not is_blob_name(expected):
+            raise web.HTTPBadRequest(text="X-Content-SHA256 must be 64 lowercase hex digits")
+        writer = self.blobs.writer()
+        try:
+            async for chunk in request.content.iter_chunked(CHUNK):
+                if writer.size + len(chunk) > self.max_size:
+                    raise web.HTTPRequestEntityTooLarge(self.max_size, writer.size + len(chunk))
+                writer.write(chunk)
+            if request.content_length is not None and writer.size != request.content_length:
+                raise web.HTTPBadRequest(text="body shorter than its Content-Length")
+            if expected is not None and not hmac.compare_digest(expected, writer.hash.hexdigest()):
+                raise web.HTTPBadRequest(text="body does not match X-Content-SHA256")
+            blob = self.blobs.commit(writer)
+        except BaseException:
+            writer.abort()
+            raise
+        log.info("blob %s (%d bytes) %s", blob.sha256, blob.size,
+                 "stored" if blob.created else "already stored")
+        return web.json_response({"sha256": blob.sha256, "size": blob.size},
+                                 status=201 if blob.created else 200)
+
+    async def head(self, request: web.Request) -> web.Response:
+        size = self.blobs.size(request.match_info["name"])
+        if size is None:
+            raise web.HTTPNotFound()
+        return web.Response(headers={"Content-Length": str(size), "Accept-Ranges": "bytes"})
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        path = self.blobs.path_for(request.match_info["name"])
+        if not path.exists():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
