@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 from actors import SHUTDOWN, System
 from actors.counters import Counters
@@ -111,9 +111,11 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
-                          started: asyncio.Event | None = None) -> None:
+                          started: asyncio.Event | None = None,
+                          on_start: Callable[[System], None] | None = None) -> None:
     """Run the worker's tree until ``stopping`` is set, then shut it down in
-    order; ``started`` is set once every child has started. Raises
+    order; ``started`` is set (and ``on_start(system)`` called, for tests
+    that reach into the actors) once every child has started. Raises
     ``RootExited`` if the root supervisor gives up first, so the worker
     process exits and its node supervisor restarts it."""
     env = worker_env(config)
@@ -123,6 +125,8 @@ async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
             root = await system.spawn(Supervisor, ROOT_FLAGS, ROOT_CHILDREN, name="root")
             log.info("worker tree started: %d actors, port %s", len(system),
                      system.env.get("tcp_port"))
+            if on_start is not None:
+                on_start(system)
             if started is not None:
                 started.set()
             stop = asyncio.ensure_future(stopping.wait())

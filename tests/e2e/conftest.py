@@ -1,8 +1,8 @@
 """A real node for end-to-end tests, and a raw wire client.
 
-``node`` runs the worker's real supervision tree (``run_worker_tree``) in
-the test's event loop: real TCP on 127.0.0.1 (a free port), real LMDB in a
-temp dir, a ``MemoryCodeSender`` the test reads codes from. ``RawClient``
+``node`` runs the worker's real supervision tree in the test's event loop
+(``tests.nodes.running_node``: real TCP on 127.0.0.1, real LMDB in a temp
+dir, codes kept in memory for the test). ``RawClient``
 speaks frames directly, for the protocol and bad-input cases; the SDK has its
 own tests and is used where a whole conversation is easier to read.
 """
@@ -12,56 +12,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from supervisor.tree import run_worker_tree
+from tests.nodes import Node, running_node
 from transport import wire
-from transport.code_sender import MemoryCodeSender
 from transport.crypto import DeviceKey
 
 
-@dataclass
-class Node:
-    host: str
-    port: int
-    codes: Any                 # phone -> the last code sent to it
-    system: Any
-    data_dir: str
-
-
 @pytest.fixture
-async def node(tmp_path, monkeypatch, request):
+async def node(tmp_path, request):
     """A running worker tree; ``@pytest.mark.node_config(key=value)`` overrides config."""
-    # Step 1: capture the System the tree creates, so tests can reach actors.
-    from supervisor import tree
-    systems = []
-
-    class Recording(tree.System):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            systems.append(self)
-
-    monkeypatch.setattr(tree, "System", Recording)
-    codes = MemoryCodeSender()
-    config = {"data_dir": str(tmp_path), "bind": "127.0.0.1", "port": 0, "http_port": 0, "media_port": 0,
-              "code_sender": codes, "linger": 0.2}
     marker = request.node.get_closest_marker("node_config")
-    if marker is not None:
-        config.update(marker.kwargs)
-    # Step 2: start the tree and wait until it is up.
-    stopping, started = asyncio.Event(), asyncio.Event()
-    running = asyncio.ensure_future(run_worker_tree(config, stopping, started))
-    await asyncio.wait_for(asyncio.shield(asyncio.wait(
-        {running, asyncio.ensure_future(started.wait())}, return_when=asyncio.FIRST_COMPLETED)), 10)
-    if running.done():
-        running.result()
-    system = systems[0]
-    yield Node("127.0.0.1", system.env["tcp_port"], codes.codes, system, str(tmp_path))
-    # Step 3: stop it; the tree must shut down cleanly.
-    stopping.set()
-    await asyncio.wait_for(running, 10)
+    async with running_node(tmp_path, **(marker.kwargs if marker else {})) as running:
+        yield running
 
 
 class RawClient:
