@@ -2,6 +2,7 @@
 
     python run.py node [--data-dir DIR] [--workers N] [--http-port P]   start a node
     python run.py client [--phone P] [--port N] ...     interactive chat client (docs/client.md)
+    python run.py chaos [SCENARIO] [--duration S] [--seed N]   chaos, judged by the history checker
     python run.py top [--host H] [--http-port P]       live terminal view of a node
     python run.py status [--host H] [--http-port P]    one-shot summary (exit 0 ok, 1 degraded, 2 unreachable)
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
@@ -46,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
             view.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
             view.add_argument("--iterations", type=int, default=0, help="stop after N refreshes (0: until Ctrl-C)")
 
+    chaos = commands.add_parser("chaos", help="chaos scenarios, long mode, judged by the history checker")
+    chaos.add_argument("scenario", nargs="?", default="all",
+                       choices=["all", "kill_sessions", "escalation_storm"])
+    chaos.add_argument("--seed", type=int, default=None, help="seed (default: from the clock)")
+    chaos.add_argument("--duration", type=float, default=60.0, help="seconds of chaos per scenario")
+    chaos.add_argument("--clients", type=int, default=20, help="chatting clients")
+    chaos.add_argument("--rounds", type=int, default=1, help="runs per scenario: seeds seed, seed+1, ...")
+
     bench = commands.add_parser("bench", help="run a benchmark")
     bench.add_argument("suite", choices=["actors", "storage", "monitor"])
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -62,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("top", "status"):
         from ops import console
         return console.main(args)
+    if args.command == "chaos":
+        from tests.chaos_main import main as chaos_main
+        return chaos_main(args)
     if args.command == "bench":
         from bench import run_suite
         return run_suite(args)

@@ -126,6 +126,8 @@ class AppThreadActor(Actor):
     async def init(self) -> None:
         self.stopping = False
         self.server = self.make_server()
+        if self.server.port == 0:       # a restart keeps the port first picked
+            self.server.port = self.system.env.get(self.port_key, 0)
         self.server.start()
         bound = await asyncio.wait_for(asyncio.wrap_future(self.server.ready), START_TIMEOUT)
         self.system.env[self.port_key] = self.bound_port = bound

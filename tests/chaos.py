@@ -1,0 +1,209 @@
+"""Chaos scenarios, judged by the history checker (``tests/history.py``).
+
+Each scenario is seeded (the same seed makes the same choices), bounded in
+time, and returns a ``ChaosResult``; the CI runs them in a short mode
+(``tests/reliability/test_chaos.py``), ``run.py chaos`` in a long one with a
+progress bar. The chat load is ``clients`` SDK clients, each sending to
+random others at ``rate`` messages/s, recording every send, server ack and
+delivery; after the chaos stops, every send is allowed to complete and every
+acknowledged message to arrive (a final drain), then the history is checked.
+
+- ``kill_sessions``: once per ``every`` seconds a random user's session
+  actor is crashed; each must be running again (a new incarnation
+  registered) within 1 s.
+- ``escalation_storm``: sessions are crashed faster than the ``sessions``
+  supervisor's intensity allows, so it gives up and ``chat`` restarts it
+  (connections drop, clients reconnect); the root supervisor must stay up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from actors.session_registry import session_of
+from client import Backoff, Client, Message, Sent
+from tests.history import History, Verdict
+from transport.crypto import DeviceKey
+
+FAST = dict(backoff=Backoff(initial=0.02, maximum=0.2), request_timeout=5.0, connect_timeout=3.0)
+
+
+@dataclass
+class ChaosResult:
+    scenario: str
+    seed: int
+    verdict: Verdict
+    kills: int = 0
+    restart_ms: list[float] = field(default_factory=list)    # kill -> new incarnation
+    slow_restarts: int = 0                                    # over 1 s
+    root_alive: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok and self.slow_restarts == 0 and self.root_alive
+
+    def summary(self) -> str:
+        restarts = (f", restart p50 {sorted(self.restart_ms)[len(self.restart_ms) // 2]:.1f} ms"
+                    f" max {max(self.restart_ms):.1f} ms" if self.restart_ms else "")
+        return (f"{self.scenario} seed {self.seed}: {self.verdict.summary()}; "
+                f"{self.kills} kills{restarts}, {self.slow_restarts} over 1 s, "
+                f"root {'up' if self.root_alive else 'DOWN'}")
+
+
+def phone(i: int) -> str:
+    return f"+1555{7000000 + i:07d}"
+
+
+class ChatLoad:
+    """``clients`` SDK users chatting at random, recording a History."""
+
+    def __init__(self, node: Any, clients: int, rate: float, rng: random.Random):
+        self.node, self.count, self.rate, self.rng = node, clients, rate, rng
+        self.history = History()
+        self.clients: dict[str, Client] = {}
+        self.tasks: list[asyncio.Future] = []
+        self.pending: list[asyncio.Future] = []
+        self.sending = True
+        self.sequence = 0
+
+    async def start(self) -> None:
+        for i in range(self.count):
+            user, key = phone(i), DeviceKey()
+            client = await Client.connect(self.node.host, self.node.port, **FAST)
+            await client.register(user)
+            device = await client.confirm(user, self.node.codes[user], key)
+            await client.login(user, device, key)
+            self.clients[user] = client
+        for user, client in self.clients.items():
+            self.tasks.append(asyncio.ensure_future(self._receive(user, client)))
+            self.tasks.append(asyncio.ensure_future(self._send(user, client)))
+
+    async def _send(self, user: str, client: Client) -> None:
+        peers = [u for u in self.clients if u != user]
+        while self.sending:
+            to = self.rng.choice(peers)
+            self.sequence += 1
+            msg_id, body = f"c{self.sequence}", b"%d" % self.sequence
+            self.history.send(msg_id, user, to, body)
+            self.pending.append(asyncio.ensure_future(self._acked(client.send(to, body, id=msg_id))))
+            await asyncio.sleep(self.rng.expovariate(self.rate))
+
+    async def _acked(self, sending: Any) -> None:
+        sent: Sent = await sending
+        self.history.ack(sent.id)
+
+    async def _receive(self, user: str, client: Client) -> None:
+        async for event in client.events():
+            if isinstance(event, Message):
+                self.history.deliver(event.id, event.sender, user, event.body)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop sending; wait for every send to be acked and every acked
+        message to be delivered (bounded by ``timeout``)."""
+        self.sending = False
+        deadline = time.monotonic() + timeout
+        await asyncio.wait_for(asyncio.gather(*self.pending, return_exceptions=True), timeout)
+        while time.monotonic() < deadline:
+            delivered = {d[0] for d in self.history.deliveries}
+            if self.history.acks <= delivered:
+                return
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for task in self.tasks + self.pending:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self.pending, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self.clients.values()), return_exceptions=True)
+
+
+async def _until(predicate: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.002)
+    return None
+
+
+async def kill_sessions(node: Any, seed: int = 1, duration: float = 10.0, every: float = 1.0,
+                        clients: int = 20, rate: float = 20.0,
+                        progress: Callable[[float], None] | None = None) -> ChaosResult:
+    rng = random.Random(seed)
+    load = ChatLoad(node, clients, rate, rng)
+    result = ChaosResult("kill_sessions", seed, Verdict(0, 0, 0))
+    await load.start()
+    try:
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < duration:
+            await asyncio.sleep(every)
+            user = rng.choice(list(load.clients))
+            old = session_of(node.system, user)
+            if old is None:
+                continue
+            killed = time.monotonic()
+            old.exit(RuntimeError(f"chaos: killed {user}'s session"))
+            result.kills += 1
+            new = await _until(lambda: (s := session_of(node.system, user)) and s is not old, 1.0)
+            if new is None:
+                result.slow_restarts += 1
+            else:
+                result.restart_ms.append((time.monotonic() - killed) * 1000)
+            if progress:
+                progress(min(1.0, elapsed / duration))
+        await load.drain(timeout=30.0)
+    finally:
+        await load.close()
+    result.verdict = load.history.check()
+    result.root_alive = _root_alive(node)
+    return result
+
+
+async def escalation_storm(node: Any, seed: int = 1, duration: float = 6.0, clients: int = 10,
+                           rate: float = 20.0, storms: int = 1,
+                           progress: Callable[[float], None] | None = None) -> ChaosResult:
+    rng = random.Random(seed)
+    load = ChatLoad(node, clients, rate, rng)
+    result = ChaosResult("escalation_storm", seed, Verdict(0, 0, 0))
+    await load.start()
+    try:
+        sessions_sup = node.system.whereis("sessions")
+        for storm in range(storms):
+            await asyncio.sleep(duration / (storms + 1))
+            # Crash sessions faster than 50 in 10 s: the sessions supervisor
+            # gives up; ``chat`` (rest_for_one) restarts it and the listener.
+            for _ in range(60):
+                victim = session_of(node.system, rng.choice(list(load.clients)))
+                if victim is not None:
+                    victim.exit(RuntimeError("chaos: storm"))
+                    result.kills += 1
+                await asyncio.sleep(0.005)
+            restarted = await _until(
+                lambda: (s := node.system.whereis("sessions")) and s is not sessions_sup, 5.0)
+            result.notes.append(f"storm {storm}: sessions supervisor "
+                                f"{'restarted' if restarted else 'NOT restarted'}")
+            if restarted is None:
+                result.slow_restarts += 1
+            sessions_sup = restarted or sessions_sup
+            if progress:
+                progress((storm + 1) / storms)
+        await asyncio.sleep(duration / (storms + 1))
+        await load.drain(timeout=30.0)
+    finally:
+        await load.close()
+    result.verdict = load.history.check()
+    result.root_alive = _root_alive(node)
+    return result
+
+
+def _root_alive(node: Any) -> bool:
+    root = node.system.whereis("root")
+    return root is not None and root.is_alive
+
+
+SCENARIOS = {"kill_sessions": kill_sessions, "escalation_storm": escalation_storm}
