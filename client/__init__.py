@@ -17,8 +17,9 @@ General layout:
 - ``profile``, ``cli``: the terminal client behind ``run.py client``.
 
 Imports: the client speaks only the wire protocol, so it imports
-``transport.wire`` and ``transport.crypto`` (the device key) and nothing
-else of ours: never ``actors``, ``storage`` or ``supervisor``. The one
+``transport.wire``, ``transport.crypto`` (the device key),
+``transport.media_auth`` (signed media requests) and ``transport.e2e`` (end-to-end
+encryption) and nothing else of ours: never ``actors``, ``storage`` or ``supervisor``. The one
 exception is ``cli``, which reads the node's one-time code file with
 ``transport.code_sender.read_code_file``. This file re-exports the public
 API (docs/client.md).

@@ -1,4 +1,5 @@
-"""The only module that imports nacl (PyNaCl).
+"""Device credentials (PyNaCl). nacl is imported here and in the end-to-end
+library (``transport/e2e_*.py``, used by clients only) and nowhere else.
 
 Device credentials are Ed25519 key pairs: the device keeps the signing key,
 the server stores only the 32-byte verify key and checks login signatures

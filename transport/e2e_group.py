@@ -1,0 +1,258 @@
+"""Group messages with sender keys (Signal's design).
+
+Purpose: one ciphertext per group message, whatever the group's size,
+readable only by the members who hold the sender's current sender key.
+
+- ``SenderKey``: one sender's chain in one group: a 32-byte chain key that
+  ratchets forward per message (HMAC-SHA256, as in the 1:1 chains: forward
+  secrecy within the chain) and an Ed25519 signing key made for this chain
+  alone. The sender keeps the signing private key; members get only the
+  public half, so a member who can decrypt still cannot forge.
+- ``distribution_message()``: what a sender sends, inside the 1:1 session,
+  to every member (the key as of now: a new member cannot read the past).
+- ``GroupCipher``: one device's view of one group: its own sender key and
+  the sender keys received from the others (by member name, a few key ids
+  each, so messages in flight across a re-key still decrypt).
+
+Re-key rule (docs/e2e.md, "Groups"): when a member leaves or is removed,
+every remaining member calls ``member_removed(name)``, which drops the
+leaver's keys and makes a NEW own sender key, and sends its distribution
+message only to the current members. The leaver holds only old chain keys,
+which never encrypt anything again. A join needs no re-key.
+
+Message format::
+
+    u8 version | u32 key id | u32 iteration | nonce 24 | ciphertext + tag 16 | signature 64
+
+AD of the AEAD = context + group + the 9-byte header; the signature covers
+context + group + everything before it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from transport.crypto import DeviceKey, verify
+from transport.e2e_core import (
+    KEY, SIG, DecryptError, FormatError, NoSenderKey, Reader, chain_step, pack_str, random_bytes,
+    seal, unseal,
+)
+
+__all__ = ["SenderKey", "GroupCipher", "MAX_GROUP_SKIP", "KEYS_PER_SENDER"]
+
+_DIST_VERSION = 1
+_MSG_VERSION = 1
+_STATE_VERSION = 1
+_CIPHER_VERSION = 1
+MAX_GROUP_SKIP = 1000          # iterations one message may jump ahead, and skipped keys kept
+KEYS_PER_SENDER = 3            # sender keys kept per member (current + older ones)
+CONTEXT = b"switchboard-e2e-group-v1\x00"
+_HEADER = struct.Struct(">BII")
+_SKIPPED = struct.Struct(">I32s")
+_MIN_MESSAGE = _HEADER.size + 24 + 16 + SIG
+
+
+class SenderKey:
+    """One sender's chain in one group (ours if ``signing_seed`` is set)."""
+
+    __slots__ = ("group", "key_id", "iteration", "chain_key", "signing_public", "signing_seed",
+                 "skipped", "_signer")
+
+    def __init__(self, group: str, key_id: int, iteration: int, chain_key: bytes, signing_public: bytes,
+                 signing_seed: bytes | None = None, skipped: dict[int, bytes] | None = None):
+        self.group, self.key_id, self.iteration, self.chain_key = group, key_id, iteration, chain_key
+        self.signing_public, self.signing_seed = signing_public, signing_seed
+        self.skipped = {} if skipped is None else skipped
+        self._signer = DeviceKey(signing_seed) if signing_seed is not None else None
+
+    @classmethod
+    def create(cls, group: str) -> "SenderKey":
+        """A fresh own sender key: random chain key, key id and signing key."""
+        signer = DeviceKey()
+        return cls(group, int.from_bytes(random_bytes(4), "big"), 0, random_bytes(KEY), signer.public, signer.seed)
+
+    @property
+    def own(self) -> bool:
+        return self._signer is not None
+
+    def distribution_message(self) -> bytes:
+        """``u8 version | group | u32 key id | u32 iteration | chain key 32 | signing public 32``.
+        Secret: send it only inside 1:1 sessions, only to current members."""
+        return (bytes((_DIST_VERSION,)) + pack_str(self.group)
+                + struct.pack(">II32s32s", self.key_id, self.iteration, self.chain_key, self.signing_public))
+
+    @classmethod
+    def from_distribution(cls, data: bytes) -> "SenderKey":
+        r = Reader(data, "sender key distribution")
+        r.version(_DIST_VERSION)
+        group, key_id, iteration, chain_key, public = r.text(), r.u32(), r.u32(), r.take(KEY), r.take(KEY)
+        r.end()
+        return cls(group, key_id, iteration, chain_key, public)
+
+    # -- messages ----------------------------------------------------------------------------------
+    def encrypt(self, plaintext: bytes) -> bytes:
+        if self._signer is None:
+            raise ValueError("only the sender can encrypt with a sender key")
+        if self.iteration == 0xFFFF_FFFF:
+            raise ValueError("sender key exhausted: rekey")
+        mk, self.chain_key = chain_step(self.chain_key)
+        header = _HEADER.pack(_MSG_VERSION, self.key_id, self.iteration)
+        self.iteration += 1
+        context = CONTEXT + pack_str(self.group)
+        body = header + seal(mk, plaintext, context + header)
+        return body + self._signer.sign(context + body)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        """Verify, then decrypt; the chain moves only when both pass."""
+        if len(ciphertext) < _MIN_MESSAGE or ciphertext[0] != _MSG_VERSION:
+            raise DecryptError("not a group message of a known version")
+        version, key_id, iteration = _HEADER.unpack_from(ciphertext)
+        if key_id != self.key_id:
+            raise NoSenderKey(f"message under sender key {key_id}, not {self.key_id}")
+        context = CONTEXT + pack_str(self.group)
+        body, sig = ciphertext[:-SIG], ciphertext[-SIG:]
+        if not verify(self.signing_public, context + body, sig):
+            raise DecryptError("bad signature: forged or tampered group message")
+        header, sealed = body[:_HEADER.size], body[_HEADER.size:]
+        if iteration < self.iteration:
+            mk = self.skipped.get(iteration)
+            if mk is None:
+                raise DecryptError("replayed or too old group message")
+            plaintext = unseal(mk, sealed, context + header)
+            del self.skipped[iteration]
+            return plaintext
+        if iteration - self.iteration > MAX_GROUP_SKIP:
+            raise DecryptError(f"group message {iteration - self.iteration} ahead (at most {MAX_GROUP_SKIP})")
+        chain, found = self.chain_key, {}
+        for i in range(self.iteration, iteration):
+            found[i], chain = chain_step(chain)
+        mk, chain = chain_step(chain)
+        plaintext = unseal(mk, sealed, context + header)
+        self.chain_key, self.iteration = chain, iteration + 1
+        self.skipped.update(found)
+        while len(self.skipped) > MAX_GROUP_SKIP:
+            del self.skipped[next(iter(self.skipped))]
+        return plaintext
+
+    # -- persistence -------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """``u8 version | u8 own | group | u32 key id | u32 iteration | chain 32 | public 32
+        | [seed 32] | u16 n | n x (u32 iteration | message key 32)``"""
+        return b"".join([
+            struct.pack(">BB", _STATE_VERSION, self.own), pack_str(self.group),
+            struct.pack(">II32s32s", self.key_id, self.iteration, self.chain_key, self.signing_public),
+            self.signing_seed or b"", struct.pack(">H", len(self.skipped)),
+            *(_SKIPPED.pack(i, mk) for i, mk in self.skipped.items())])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "SenderKey":
+        r = Reader(data, "sender key")
+        r.version(_STATE_VERSION)
+        own, group = r.flag(), r.text()
+        key_id, iteration, chain_key, public = r.u32(), r.u32(), r.take(KEY), r.take(KEY)
+        seed = r.take(KEY) if own else None
+        n = r.u16()
+        if n > MAX_GROUP_SKIP:
+            raise r.fail(f"{n} skipped keys, at most {MAX_GROUP_SKIP}")
+        skipped = dict(_SKIPPED.unpack(r.take(_SKIPPED.size)) for _ in range(n))
+        r.end()
+        key = cls(group, key_id, iteration, chain_key, public, seed, skipped)
+        if seed is not None and key._signer.public != public:
+            raise FormatError("sender key: signing seed does not match its public key")
+        return key
+
+
+class GroupCipher:
+    """One device's keys for one group: ``own`` (made on first use) and
+    ``keys[member]``, newest first. Persist ``to_bytes()`` after every call."""
+
+    def __init__(self, group: str, own: SenderKey | None = None,
+                 keys: dict[str, list[SenderKey]] | None = None):
+        self.group, self.own = group, own
+        self.keys: dict[str, list[SenderKey]] = keys or {}
+
+    # -- membership and keys -------------------------------------------------------------------------
+    def distribution_message(self) -> bytes:
+        """Our current sender key, for members who lack it (a new member)."""
+        if self.own is None:
+            self.own = SenderKey.create(self.group)
+        return self.own.distribution_message()
+
+    def rekey(self) -> bytes:
+        """A new own sender key; returns its distribution message."""
+        self.own = SenderKey.create(self.group)
+        return self.own.distribution_message()
+
+    def member_removed(self, member: str) -> bytes:
+        """The re-key rule: forget ``member``'s keys, make a new own key.
+        Send the returned distribution message to the *remaining* members."""
+        self.keys.pop(member, None)
+        return self.rekey()
+
+    def process(self, sender: str, distribution: bytes) -> None:
+        """Take a distribution message that came from ``sender`` over the 1:1
+        session (which is what authenticates it)."""
+        key = SenderKey.from_distribution(distribution)
+        if key.group != self.group:
+            raise FormatError(f"sender key for group {key.group!r}, not {self.group!r}")
+        states = self.keys.get(sender, [])
+        same = next((k for k in states if k.key_id == key.key_id and k.signing_public == key.signing_public), None)
+        if same is not None:
+            # The same key sent again (we asked for it): only ever move forward,
+            # so an old copy cannot reopen message keys already used.
+            if key.iteration > same.iteration:
+                same.chain_key, same.iteration = key.chain_key, key.iteration
+            return
+        states = [k for k in states if k.key_id != key.key_id]
+        self.keys[sender] = [key, *states][:KEYS_PER_SENDER]
+
+    @property
+    def senders(self) -> list[str]:
+        return list(self.keys)
+
+    # -- messages ------------------------------------------------------------------------------------
+    def encrypt(self, plaintext: bytes) -> bytes:
+        if self.own is None:
+            self.own = SenderKey.create(self.group)
+        return self.own.encrypt(plaintext)
+
+    def decrypt(self, sender: str, ciphertext: bytes) -> bytes:
+        """DecryptError if forged, tampered, replayed or too far ahead;
+        NoSenderKey if we lack ``sender``'s key (ask them for it)."""
+        if len(ciphertext) < _MIN_MESSAGE or ciphertext[0] != _MSG_VERSION:
+            raise DecryptError("not a group message of a known version")
+        key_id = _HEADER.unpack_from(ciphertext)[1]
+        key = next((k for k in self.keys.get(sender, ()) if k.key_id == key_id), None)
+        if key is None:
+            raise NoSenderKey(f"no sender key {key_id} from {sender!r} in this group")
+        return key.decrypt(ciphertext)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """``u8 version | group | u32 n | own | u16 m | m x (member | u8 k | k x (u32 n | key))``"""
+        def blob(key: SenderKey | None) -> bytes:
+            raw = key.to_bytes() if key is not None else b""
+            return struct.pack(">I", len(raw)) + raw
+        parts = [bytes((_CIPHER_VERSION,)), pack_str(self.group), blob(self.own), struct.pack(">H", len(self.keys))]
+        for member, keys in self.keys.items():
+            parts += [pack_str(member), bytes((len(keys),)), *(blob(k) for k in keys)]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "GroupCipher":
+        r = Reader(data, "group cipher")
+        r.version(_CIPHER_VERSION)
+        group = r.text()
+        own_raw = r.blob(4)
+        own = SenderKey.from_bytes(own_raw) if own_raw else None
+        keys: dict[str, list[SenderKey]] = {}
+        for _ in range(r.u16()):
+            member, n = r.text(), r.u8()
+            if n > KEYS_PER_SENDER:
+                raise r.fail(f"{n} sender keys for one member, at most {KEYS_PER_SENDER}")
+            keys[member] = [SenderKey.from_bytes(r.blob(4)) for _ in range(n)]
+        r.end()
+        for key in [*(k for ks in keys.values() for k in ks), *([own] if own else [])]:
+            if key.group != group:
+                raise FormatError("group cipher: a sender key of another group")
+        return cls(group, own, keys)
