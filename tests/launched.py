@@ -41,6 +41,19 @@ def _listeners(pids: set[int]) -> list[str]:
             if {int(p) for p in re.findall(r"pid=(\d+)", line)} & pids]
 
 
+def wait_until(predicate, timeout: float, interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy, for at most
+    ``timeout`` seconds; returns that value or raises AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
 @contextlib.contextmanager
 def launched_node(tmp_path, workers: int, *extra: str):
     """``run.py node`` as a subprocess, its environment tagged so that every

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 
 from tests.e2e.conftest import Node, RawClient, login, register
-from tests.launched import _node_up, client_port, launched_node
+from tests.launched import _node_up, client_port, launched_node, wait_until
 from transport import wire
 from transport.code_sender import read_code_file
 
@@ -30,17 +29,6 @@ class FileCodes:
 
     def __getitem__(self, phone: str) -> str:
         return read_code_file(self.data_dir, phone)
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s")
-        time.sleep(interval)
 
 
 async def login_when_up(node: Node, account, timeout: float = 20.0) -> RawClient:

@@ -14,19 +14,8 @@ import pytest
 
 from ops import console
 from supervisor.launcher import free_port
-from tests.launched import ROOT, _node_up, launched_node
+from tests.launched import ROOT, _node_up, launched_node, wait_until
 from transport.node_status import merge
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s")
-        time.sleep(interval)
 
 
 def test_parse_settings_knows_the_monitor_keys():

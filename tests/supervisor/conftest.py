@@ -14,21 +14,11 @@ from thespian.actors import ActorExitRequest
 
 from supervisor.launcher import (ask_for, free_port, listener_pids, process_tree, reap,
                                  start_actor_system, start_workers, stop_node)
+from tests.launched import wait_until
 from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisorStopped, ReportWorkers,
                                         WorkersReported, WorkersStarted, pid_alive)
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02):
-    """Poll ``predicate`` until it returns something truthy, for at most
-    ``timeout`` seconds; returns that value or raises AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 class Node:
