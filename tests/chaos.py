@@ -131,14 +131,27 @@ async def _until(predicate: Callable[[], Any], timeout: float) -> Any:
     return None
 
 
+async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float,
+                      chaos: Callable[[ChatLoad, ChaosResult, random.Random], Any]) -> ChaosResult:
+    """Run ``chaos`` while ``clients`` chat; then drain, close and judge."""
+    rng = random.Random(seed)
+    load = ChatLoad(node, clients, rate, rng)
+    result = ChaosResult(name, seed, Verdict(0, 0, 0))
+    await load.start()
+    try:
+        await chaos(load, result, rng)
+        await load.drain(timeout=30.0)
+    finally:
+        await load.close()
+    result.verdict = load.history.check()
+    result.root_alive = _root_alive(node)
+    return result
+
+
 async def kill_sessions(node: Any, seed: int = 1, duration: float = 10.0, every: float = 1.0,
                         clients: int = 20, rate: float = 20.0,
                         progress: Callable[[float], None] | None = None) -> ChaosResult:
-    rng = random.Random(seed)
-    load = ChatLoad(node, clients, rate, rng)
-    result = ChaosResult("kill_sessions", seed, Verdict(0, 0, 0))
-    await load.start()
-    try:
+    async def chaos(load: ChatLoad, result: ChaosResult, rng: random.Random) -> None:
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < duration:
             await asyncio.sleep(every)
@@ -156,22 +169,13 @@ async def kill_sessions(node: Any, seed: int = 1, duration: float = 10.0, every:
                 result.restart_ms.append((time.monotonic() - killed) * 1000)
             if progress:
                 progress(min(1.0, elapsed / duration))
-        await load.drain(timeout=30.0)
-    finally:
-        await load.close()
-    result.verdict = load.history.check()
-    result.root_alive = _root_alive(node)
-    return result
+    return await _under_load(node, "kill_sessions", seed, clients, rate, chaos)
 
 
 async def escalation_storm(node: Any, seed: int = 1, duration: float = 6.0, clients: int = 10,
                            rate: float = 20.0, storms: int = 1,
                            progress: Callable[[float], None] | None = None) -> ChaosResult:
-    rng = random.Random(seed)
-    load = ChatLoad(node, clients, rate, rng)
-    result = ChaosResult("escalation_storm", seed, Verdict(0, 0, 0))
-    await load.start()
-    try:
+    async def chaos(load: ChatLoad, result: ChaosResult, rng: random.Random) -> None:
         sessions_sup = node.system.whereis("sessions")
         for storm in range(storms):
             await asyncio.sleep(duration / (storms + 1))
@@ -193,12 +197,7 @@ async def escalation_storm(node: Any, seed: int = 1, duration: float = 6.0, clie
             if progress:
                 progress((storm + 1) / storms)
         await asyncio.sleep(duration / (storms + 1))
-        await load.drain(timeout=30.0)
-    finally:
-        await load.close()
-    result.verdict = load.history.check()
-    result.root_alive = _root_alive(node)
-    return result
+    return await _under_load(node, "escalation_storm", seed, clients, rate, chaos)
 
 
 def _root_alive(node: Any) -> bool:
