@@ -6,6 +6,8 @@
     python run.py top [--host H] [--http-port P]       live terminal view of a node
     python run.py status [--host H] [--http-port P]    one-shot summary (exit 0 ok, 1 degraded, 2 unreachable)
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
+    python run.py bench relay [--pairs P --window W --rate R]  chat throughput and latency
+    python run.py bench connections [N] [--quick]            idle users held by one node
 """
 
 from __future__ import annotations
@@ -55,9 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--clients", type=int, default=20, help="chatting clients")
     chaos.add_argument("--rounds", type=int, default=1, help="runs per scenario: seeds seed, seed+1, ...")
 
-    bench = commands.add_parser("bench", help="run a benchmark")
-    bench.add_argument("suite", choices=["actors", "storage", "monitor"])
-    bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    bench = commands.add_parser("bench", help="run a benchmark (docs/benchmarks.md)")
+    suites = bench.add_subparsers(dest="suite", required=True)
+    for name in ("actors", "storage", "monitor"):
+        suites.add_parser(name).add_argument("--quick", action="store_true",
+                                             help="small sizes, for a smoke run")
+    from bench.relay import add_arguments as relay_arguments
+    relay_arguments(suites.add_parser("relay", help="P pairs of TCP clients through a node"))
+    from bench.connections import add_arguments as connections_arguments
+    connections_arguments(suites.add_parser("connections", help="N idle logged-in users on a node"))
 
     args = parser.parse_args(argv)
     if args.command == "node":

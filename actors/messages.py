@@ -99,28 +99,25 @@ class Heartbeat:
 # -- between actors -----------------------------------------------------------------
 @dataclass(frozen=True)
 class InboxAppended:
-    """Inbox item ``seq`` was committed for this user: push what is new."""
+    """Inbox item ``seq`` was committed for this user: push what is new.
+    ``items``, when the sender has them, are the ``InboxItem``s just
+    committed for this user (contiguous seqs ending at ``seq``), so the
+    session can push them without reading them back from LMDB."""
     seq: int
+    items: tuple = ()
 
 
 @dataclass(frozen=True)
-class MessageStored:
-    """The write for ``request`` (a ``SendMessage``) committed or failed."""
-    request: SendMessage
-    future: Any
+class SubmitBatch:
+    """Hand the requests queued since the last one to storage as one op
+    (a session casts it to itself: it arrives after what is already queued)."""
 
 
 @dataclass(frozen=True)
-class InboxAcked:
-    """The write for ``request`` (an ``AckInbox``) committed or failed."""
-    request: AckInbox
-    future: Any
-
-
-@dataclass(frozen=True)
-class ReadStored:
-    """The write for ``request`` (a ``MarkRead``) committed or failed."""
-    request: MarkRead
+class BatchStored:
+    """The op for ``requests`` (``SendMessage``, ``AckInbox``, ``MarkRead``, in
+    order) committed or failed; ``future`` holds one result per request."""
+    requests: tuple
     future: Any
 
 

@@ -9,19 +9,26 @@ registry's client table), so the client loses nothing. When the client goes
 it records last seen, lingers for ``linger`` seconds in case the user comes
 back, then stops.
 
-The send path never waits on the disk inside a handler: a write is handed to
-the group-commit writer and its completion comes back as a message
-(``MessageStored``...), so a sender's pipelined messages share commits and
-stay in order (the writer is FIFO).
+The send path never waits on the disk inside a handler. SENDs, RECEIVEDs and
+READs are queued as they are handled, and the first one queued casts
+``SubmitBatch`` to the session itself: it arrives after everything already in
+the mailbox, so one drain of the mailbox becomes ONE storage op
+(``storage.batch.UserBatch``: group commit inside the session, on top of the
+writer's group commit across sessions). The requests run in arrival order in
+one transaction, each with its own result; the completion comes back as
+``BatchStored`` and every request is answered after the commit, in order (the
+writer is FIFO, so batches stay in order too).
 
-Delivery: the inbox is the truth. ``InboxAppended(seq)`` only says "there is
-something new"; the session pushes every committed item after the last one it
-pushed, in seq order, so order holds whichever nudge arrives first.
+Delivery: the inbox is the truth. ``InboxAppended(seq, items)`` says "there
+is something new"; the session pushes every committed item after the last one
+it pushed, in seq order, so order holds whichever nudge arrives first. A
+nudge carries the items it announces; when they continue exactly where the
+pushes stopped they are pushed as they are, else the session reads its inbox.
 
 Messages: ``Attach``, ``Detach``, ``SendMessage``, ``AckInbox``, ``MarkRead``,
 ``Subscribe``, ``SetTyping``, ``Heartbeat``, ``InboxAppended``,
-``PresenceChanged``, ``TypingChanged``, ``MessageStored``, ``InboxAcked``,
-``ReadStored``, ``FlushInbox``, ``LingerExpired``.
+``PresenceChanged``, ``TypingChanged``, ``SubmitBatch``, ``BatchStored``,
+``FlushInbox``, ``LingerExpired``.
 """
 
 from __future__ import annotations
@@ -31,22 +38,25 @@ import time
 from typing import Any
 
 from actors.actor import Actor
+from actors.counters import counters_of
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
-    Detach, FlushInbox, Heartbeat, InboxAcked, InboxAppended, LingerExpired, MarkRead,
-    MessageStored, PresenceChanged, ReadStored, Rejected, SendMessage, SetTyping,
-    Subscribe, TypingChanged,
+    BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired, MarkRead,
+    PresenceChanged, Rejected, SendMessage, SetTyping, Subscribe, SubmitBatch, TypingChanged,
 )
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
 from actors.router import route
 from actors.session_registry import clients_of
-from storage import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
+from storage import DuplicateId, InboxItem, InvalidArgument, Message, OfflineFull, UnknownUser
+from storage.batch import ACK, READ, SEND
 
 __all__ = ["Session", "PAGE"]
 
 log = logging.getLogger("switchboard.session")
 
 PAGE = 256                    # inbox items pushed per turn before yielding
+BATCH_MAX = 128               # requests per storage op; more are split into several
+_SUBMIT = SubmitBatch()       # immutable: one instance serves every cast
 LAST_SEEN_EVERY_MS = 60_000   # while online, heartbeats refresh last seen this often
 
 
@@ -63,12 +73,15 @@ class Session(Actor):
         self.client: Any = None
         self.pushed_upto = 0                    # highest inbox seq pushed to this client
         self.pending: dict[str, list[int]] = {} # message id -> refs waiting for its commit
+        self.batch: list[Any] = []              # requests queued for the next storage op
+        self.submit_cast = False                # a SubmitBatch is in the mailbox
         self.linger_token = 0
         self.last_seen_written = 0
 
     def init(self) -> None:
         env = self.system.env
         self.mail = env["mailbox"]
+        self.counters = counters_of(self.system)
         self.cap = env.get("offline_cap", 10_000)
         self.linger = env.get("linger", 5.0)
         self.system.registry.register(("session", self.user), self.ref)
@@ -122,7 +135,18 @@ class Session(Actor):
 
     # -- the inbox ----------------------------------------------------------------
     def handle_inbox_appended(self, msg: InboxAppended) -> None:
-        if self.client is not None and msg.seq > self.pushed_upto:
+        if self.client is None or msg.seq <= self.pushed_upto:
+            return
+        items = msg.items
+        if items and items[0].seq <= self.pushed_upto + 1:    # continues the pushes
+            upto, push, pushed = self.pushed_upto, self.client.push, 0
+            for item in items:
+                if item.seq > upto:
+                    push(item)
+                    pushed += item.kind == "message"
+            self.pushed_upto = items[-1].seq
+            self.counters.messages_out += pushed
+        else:
             self._flush()
 
     def handle_flush_inbox(self, msg: FlushInbox) -> None:
@@ -134,58 +158,85 @@ class Session(Actor):
         for item in items:
             self.client.push(item)
             self.pushed_upto = item.seq
+            self.counters.messages_out += item.kind == "message"
         if len(items) == PAGE:
             self.ref.cast(FlushInbox())
 
-    # -- sending --------------------------------------------------------------------
+    # -- sending, acks, reads: one storage op per mailbox drain ------------------------
     def handle_send_message(self, msg: SendMessage) -> None:
         waiting = self.pending.get(msg.id)
         if waiting is not None:                 # a resend while the first is in flight
             waiting.append(msg.ref)
             return
         self.pending[msg.id] = [msg.ref]
-        future = self.mail.store_message(self.user, msg.id, msg.to, msg.body, now_ms(), self.cap)
-        self._when_done(future, MessageStored, msg)
-
-    def handle_message_stored(self, msg: MessageStored) -> None:
-        refs = self.pending.pop(msg.request.id, [msg.request.ref])
-        error = msg.future.exception()
-        if error is not None:
-            reason = self._reason(error)
-            for ref in refs:
-                self._push(Rejected(ref, reason, str(error)))
-            return
-        stored = msg.future.result()
-        for ref in refs:
-            self._push(Acked(ref, stored.ts_ms))
-        if not stored.duplicate:
-            route(self.system, msg.request.to, InboxAppended(stored.seq))
+        self._queue(msg)
 
     def handle_ack_inbox(self, msg: AckInbox) -> None:
-        self._when_done(self.mail.ack_inbox(self.user, msg.seqs), InboxAcked, msg)
-
-    def handle_inbox_acked(self, msg: InboxAcked) -> None:
-        self._answer_and_route(msg.request.ref, msg.future)
+        self._queue(msg)
 
     def handle_mark_read(self, msg: MarkRead) -> None:
-        future = self.mail.store_read(self.user, msg.peer, msg.ids, now_ms())
-        self._when_done(future, ReadStored, msg)
+        self._queue(msg)
 
-    def handle_read_stored(self, msg: ReadStored) -> None:
-        self._answer_and_route(msg.request.ref, msg.future)
+    def _queue(self, request: Any) -> None:
+        if not self.submit_cast:
+            self.submit_cast = True
+            self.ref.cast(_SUBMIT)              # behind everything already queued
+        self.batch.append(request)
+        if len(self.batch) >= BATCH_MAX:
+            self._submit()
 
-    def _when_done(self, future: Any, event: type, request: Any) -> None:
-        cast = self.ref.cast
-        future.add_done_callback(lambda done: cast(event(request, done)))
+    def handle_submit_batch(self, msg: SubmitBatch) -> None:
+        self.submit_cast = False
+        self._submit()
 
-    def _answer_and_route(self, ref: int, future: Any) -> None:
-        error = future.exception()
-        if error is not None:
-            self._push(Rejected(ref, self._reason(error), str(error)))
+    def _submit(self) -> None:
+        requests, self.batch = tuple(self.batch), []
+        if not requests:
             return
-        for routed in future.result():          # receipts appended to senders' inboxes
-            route(self.system, routed.to, InboxAppended(routed.seq))
-        self._push(Acked(ref))
+        ops = []
+        for r in requests:
+            if type(r) is SendMessage:
+                ops.append((SEND, r.id, r.to, r.body))
+            elif type(r) is AckInbox:
+                ops.append((ACK, r.seqs))
+            else:
+                ops.append((READ, r.peer, r.ids))
+        future = self.mail.user_batch(self.user, ops, now_ms(), self.cap)
+        cast = self.ref.cast
+        future.add_done_callback(lambda done: cast(BatchStored(requests, done)))
+
+    def handle_batch_stored(self, msg: BatchStored) -> None:
+        error = msg.future.exception()
+        results = None if error is not None else msg.future.result()
+        nudges: dict[str, list[InboxItem]] = {}
+        for i, request in enumerate(msg.requests):
+            ok, value = (False, error) if results is None else results[i]
+            if type(request) is SendMessage:
+                self._stored(request, ok, value, nudges)
+            elif ok:
+                for routed in value:            # receipts appended to senders' inboxes
+                    nudges.setdefault(routed.to, []).append(
+                        InboxItem(routed.seq, "receipt", routed.receipt))
+                self._push(Acked(request.ref))
+            else:
+                self._push(Rejected(request.ref, self._reason(value), str(value)))
+        for user, items in nudges.items():      # per user: contiguous seqs, in order
+            route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
+
+    def _stored(self, request: SendMessage, ok: bool, value: Any,
+                nudges: dict[str, list[InboxItem]]) -> None:
+        refs = self.pending.pop(request.id, [request.ref])
+        if not ok:
+            reason = self._reason(value)
+            for ref in refs:
+                self._push(Rejected(ref, reason, str(value)))
+            return
+        for ref in refs:
+            self._push(Acked(ref, value.ts_ms))
+        if not value.duplicate:
+            self.counters.messages_in += 1
+            nudges.setdefault(request.to, []).append(InboxItem(
+                value.seq, "message", Message(request.id, self.user, value.ts_ms, request.body)))
 
     @staticmethod
     def _reason(error: BaseException) -> str:

@@ -17,4 +17,10 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.suite == "monitor":
         from bench.monitor import main
         return main(quick=args.quick)
+    if args.suite == "relay":
+        from bench.relay import main
+        return main(args)
+    if args.suite == "connections":
+        from bench.connections import main
+        return main(args)
     raise SystemExit(f"unknown suite {args.suite!r}")

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 from storage import accounts, mailbox
+from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Store, StoreStats
 from storage.records import (Account, CodeCheck, Confirmation, InboxItem, InboxMeta,
@@ -92,6 +93,12 @@ class Storage:
                    ) -> Future[list[RoutedReceipt]]:
         ts = _now_ms() if ts_ms is None else ts_ms
         return self.store.submit(mailbox.StoreRead(reader, peer, tuple(ids), ts))
+
+    def user_batch(self, user: str, requests: Iterable[tuple], ts_ms: int, cap: int
+                   ) -> Future[list[tuple[bool, Any]]]:
+        """Several of ``user``'s requests as one op (``storage.batch``): a
+        result ``(True, value)`` or ``(False, exception)`` per request."""
+        return self.store.submit(UserBatch(user, tuple(requests), ts_ms, cap))
 
     def inbox_after(self, user: str, after_seq: int = 0, limit: int | None = 100
                     ) -> list[InboxItem]:

@@ -32,11 +32,22 @@ _PHONE = re.compile(r"\+[1-9][0-9]{7,14}")     # [0-9], not \d: ASCII digits onl
 _U64 = struct.Struct(">Q")
 
 
+_VALID: dict[str, bytes] = {}           # phones already checked (a cache, bounded)
+_VALID_MAX = 100_000
+
+
 def phone_bytes(phone: str) -> bytes:
     """The key bytes of a user id; raises ``InvalidArgument`` unless E.164."""
+    raw = _VALID.get(phone) if type(phone) is str else None
+    if raw is not None:
+        return raw
     if type(phone) is not str or not _PHONE.fullmatch(phone):
         raise InvalidArgument(f"not an E.164 phone number: {phone!r}")
-    return phone.encode()
+    raw = phone.encode()
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[phone] = raw
+    return raw
 
 
 def client_id_bytes(client_id: str) -> bytes:

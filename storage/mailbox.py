@@ -35,7 +35,7 @@ from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_tt
                           inbox_key, inbox_prefix, inbox_seq, phone_bytes, prefix_end, u64)
 from storage.kv import Txn
 from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedReceipt, Stored,
-                             pack, pack_item, unpack, unpack_item)
+                             pack, pack_item, pack_message, unpack, unpack_item)
 
 __all__ = [
     "store_message", "ack_inbox", "store_read", "inbox_after", "inbox_count",
@@ -54,23 +54,34 @@ def _load_meta(txn: Txn, user: bytes) -> dict:
 
 
 class _Metas(dict):
-    """The inbox_meta of each user a transaction touches, written back once."""
+    """The inbox_meta of each user a transaction touches, written back once;
+    also remembers which recipients were found in ``users``. Several
+    transactions of one op (``storage.batch.UserBatch``) may share one."""
 
     def __init__(self, txn: Txn):
         super().__init__()
         self.txn = txn
+        self.known: set[bytes] = set()
 
     def __missing__(self, user: bytes) -> dict:
         meta = self[user] = _load_meta(self.txn, user)
         return meta
 
     def append(self, user: bytes, payload: Message | Receipt) -> int:
+        return self.append_packed(user, isinstance(payload, Message), pack_item(payload))
+
+    def append_packed(self, user: bytes, is_message: bool, value: bytes) -> int:
         meta = self[user]
         seq = meta["next"]
         meta["next"] = seq + 1
-        meta["msgs" if isinstance(payload, Message) else "rcpts"] += 1
-        self.txn.put("inbox", inbox_key(user, seq), pack_item(payload))
+        meta["msgs" if is_message else "rcpts"] += 1
+        self.txn.put("inbox", inbox_key(user, seq), value)
         return seq
+
+    def require_user(self, user: bytes, phone: str) -> None:
+        if user not in self.known:
+            _require_user(self.txn, user, phone)
+            self.known.add(user)
 
     def save(self) -> None:
         for user, meta in self.items():
@@ -84,7 +95,10 @@ def _require_user(txn: Txn, user: bytes, phone: str) -> None:
 
 # -- writes ---------------------------------------------------------------------
 def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
-                  ts_ms: int, cap: int) -> Stored:
+                  ts_ms: int, cap: int, metas: _Metas | None = None) -> Stored:
+    """Append a message to ``to``'s inbox. Every refusal is raised before
+    anything is written (``UserBatch`` relies on it); with ``metas`` given,
+    the caller saves them."""
     sb, tb, cid = phone_bytes(sender), phone_bytes(to), client_id_bytes(client_id)
     if type(body) is not bytes:
         raise InvalidArgument("message body must be bytes")
@@ -95,45 +109,54 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
         if first["to"] != to:
             raise DuplicateId(sender, client_id, first["to"], to)
         return Stored(first["seq"], first["ts"], duplicate=True)
-    _require_user(txn, tb, to)
-    metas = _Metas(txn)
+    own = metas is None
+    if own:
+        metas = _Metas(txn)
+    metas.require_user(tb, to)
     if metas[tb]["msgs"] >= cap:
         raise OfflineFull(to, cap)
-    seq = metas.append(tb, Message(client_id, sender, ts_ms, body))
-    metas.save()
+    seq = metas.append_packed(tb, True, pack_message(client_id, sender, ts_ms, body))
+    if own:
+        metas.save()
     txn.put("dedup", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
     txn.put("dedup_ttl", dedup_ttl_key(ts_ms, dk), b"")
     return Stored(seq, ts_ms)
 
 
-def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int) -> list[RoutedReceipt]:
+def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
+              metas: _Metas | None = None) -> list[RoutedReceipt]:
     """Delete ``user``'s items ``seqs`` (those already gone are skipped) and
     route a ``delivered`` receipt to the sender of each message deleted."""
     ub = phone_bytes(user)
-    metas = _Metas(txn)
+    own = metas is None
+    if own:
+        metas = _Metas(txn)
     routed: list[RoutedReceipt] = []
     for seq in sorted(set(seqs)):
         key = inbox_key(ub, seq)
         raw = txn.get("inbox", key)
         if raw is None:
             continue
-        txn.delete("inbox", key)
-        item = unpack_item(seq, raw)
-        if item.kind == "receipt":
+        value = unpack(raw)
+        if value["type"] != "message":
+            txn.delete("inbox", key)
             metas[ub]["rcpts"] -= 1
             continue
+        sender = value["from"]
+        sb = phone_bytes(sender)            # checked before the first write
+        txn.delete("inbox", key)
         metas[ub]["msgs"] -= 1
-        msg = item.payload
-        receipt = Receipt("delivered", msg.id, user, ts_ms)
-        routed.append(RoutedReceipt(msg.sender, metas.append(phone_bytes(msg.sender), receipt),
-                                    receipt))
-    metas.save()
+        receipt = Receipt("delivered", value["id"], user, ts_ms)
+        routed.append(RoutedReceipt(sender, metas.append(sb, receipt), receipt))
+    if own:
+        metas.save()
     return routed
 
 
-def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int
-               ) -> list[RoutedReceipt]:
-    """Append a ``read`` receipt for each of ``peer``'s message ids."""
+def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
+               metas: _Metas | None = None) -> list[RoutedReceipt]:
+    """Append a ``read`` receipt for each of ``peer``'s message ids (every
+    refusal is raised before anything is written)."""
     ids = list(ids)
     phone_bytes(reader)
     pb = phone_bytes(peer)
@@ -141,13 +164,16 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int
         raise InvalidArgument(f"at most {MAX_READ_IDS} ids per read receipt call")
     for cid in ids:
         client_id_bytes(cid)
-    _require_user(txn, pb, peer)
-    metas = _Metas(txn)
+    own = metas is None
+    if own:
+        metas = _Metas(txn)
+    metas.require_user(pb, peer)
     routed = []
     for cid in ids:
         receipt = Receipt("read", cid, reader, ts_ms)
         routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
-    metas.save()
+    if own:
+        metas.save()
     return routed
 
 

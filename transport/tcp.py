@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.actor import Actor
+from actors.counters import counters_of
 from actors.exits import ActorError
 from actors.messages import Acked, Rejected
 from actors.registration import (
@@ -36,7 +37,7 @@ from actors.registration import (
 from actors.session_registry import REGISTRY_NAME, CloseSession, OpenSession
 from transport import wire
 from transport.crypto import verify
-from transport.translate import command_for, frame_for
+from transport.translate import bytes_for, command_for
 
 __all__ = ["Listener", "Connection", "ListenerConfig", "Sweep"]
 
@@ -44,6 +45,8 @@ log = logging.getLogger("switchboard.tcp")
 
 E = wire.ErrorCode
 _PRE_LOGIN = (wire.Register, wire.Confirm, wire.Login)
+LINGER = 2.0                            # seconds a closing connection waits for the client
+_CHAT = frozenset({wire.Send, wire.Received, wire.Read, wire.Subscribe, wire.Typing, wire.Ping})
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,9 @@ class Listener(Actor):
         cfg = self.config = self.config or self.system.env.get("listener") or ListenerConfig()
         self.server = await loop.create_server(
             lambda: Connection(self.system, cfg, self.connections),
-            cfg.host, cfg.port, reuse_port=True, backlog=4096)
+            # port 0 picks a free port once; a restarted listener keeps it, so
+            # clients reconnect to where they were
+            cfg.host, cfg.port or self.system.env.get("tcp_port", 0), reuse_port=True, backlog=4096)
         self.port = self.server.sockets[0].getsockname()[1]
         self.system.env["tcp_port"] = self.port
         if cfg.port_file:
@@ -119,7 +124,9 @@ class Connection(asyncio.Protocol):
         self.auth_failures = 0
         self.auth_chain: asyncio.Future | None = None
         self.out: list[bytes] = []
-        self.last_heard = asyncio.get_event_loop().time()
+        self.loop = asyncio.get_event_loop()    # kept: get_running_loop() costs a getpid()
+        self.last_heard = self.loop.time()
+        self.counters = counters_of(system)
 
     # -- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -130,7 +137,8 @@ class Connection(asyncio.Protocol):
         self.registry.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_heard = asyncio.get_running_loop().time()
+        self.last_heard = self.loop.time()
+        self.counters.bytes_in += len(data)
         try:
             frames = self.decoder.feed(data)
         except wire.FrameError as error:
@@ -138,6 +146,7 @@ class Connection(asyncio.Protocol):
                 self.dispatch(frame)
             self.fail(error.ref, error.code, error.message)
             return
+        self.counters.frames_in += len(frames)
         for frame in frames:
             if self.closed:
                 return
@@ -154,7 +163,9 @@ class Connection(asyncio.Protocol):
     # -- the state machine ----------------------------------------------------------------
     def dispatch(self, frame: wire.Frame) -> None:
         if self.state == "logged_in":
-            if isinstance(frame, wire.Bye):
+            if type(frame) in _CHAT:                # the hot path: straight to the session
+                self.to_session(command_for(frame))
+            elif isinstance(frame, wire.Bye):
                 self.send(wire.Ack(ref=frame.ref))
                 self.close_after_flush()
             elif isinstance(frame, (wire.Hello, *_PRE_LOGIN)):
@@ -271,9 +282,13 @@ class Connection(asyncio.Protocol):
             self.to_session(command)
 
     def push(self, event: Any) -> None:
-        if isinstance(event, (Acked, Rejected)):
+        if type(event) is Acked or type(event) is Rejected:
             self.outstanding.discard(event.ref)
-        self.send(frame_for(event))
+        if self.closed:
+            return
+        if not self.out:
+            self.loop.call_soon(self.flush)
+        self.out.append(bytes_for(event))
 
     def close(self, reason: str, text: str) -> None:
         self.fail(0, E[reason.upper()], text)
@@ -283,13 +298,16 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         if not self.out:
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.loop.call_soon(self.flush)
         self.out.append(wire.encode(frame))
 
     def flush(self) -> None:
         out, self.out = self.out, []
         if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+            data = b"".join(out)
+            self.counters.frames_out += len(out)
+            self.counters.bytes_out += len(data)
+            self.transport.write(data)
 
     def fail(self, ref: int, code: wire.ErrorCode, text: str) -> None:
         """Send an error; a fatal one also closes the connection."""
@@ -301,11 +319,24 @@ class Connection(asyncio.Protocol):
             self.close_after_flush()
 
     def close_after_flush(self) -> None:
-        """Stop reading, write what is queued, close; ``connection_lost``
-        then tells the registry."""
+        """Stop handling frames, write what is queued, then a lingering close:
+        half-close (FIN after the last frame) and discard what still arrives
+        until the client closes or ``LINGER`` seconds pass. Closing outright
+        would answer the client's unread bytes with a reset, which makes its
+        kernel drop our last frame, often the ERROR saying why.
+        ``connection_lost`` then tells the registry."""
         if self.closed:
             return
         self.flush()
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()      # sends what is buffered, then closes
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER, transport.close)
+        else:
+            transport.close()
+
+    def eof_received(self) -> bool:
+        return False                    # the client is done: close our side too

@@ -1,7 +1,9 @@
 """The two tables between wire frames and internal messages.
 
 ``command_for(frame)``: a logged-in client's frame -> the command for its
-session. ``frame_for(event)``: what a session pushes -> the frame to send.
+session. ``frame_for(event)``: what a session pushes -> the frame to send;
+``bytes_for(event)``: the same frame encoded, straight from the event for the
+hot ones (ACKs, MESSAGEs, RECEIPTs) without building the frame object.
 Nothing else in the code base converts between the two vocabularies.
 """
 
@@ -16,7 +18,7 @@ from actors.messages import (
 from storage.records import InboxItem
 from transport import wire
 
-__all__ = ["command_for", "frame_for"]
+__all__ = ["command_for", "frame_for", "bytes_for"]
 
 _COMMANDS: dict[type, Callable[[Any], Any]] = {
     wire.Send: lambda f: SendMessage(f.ref, f.id, f.to, f.body),
@@ -46,9 +48,27 @@ _FRAMES: dict[type, Callable[[Any], wire.Frame]] = {
 }
 
 
+def _item_bytes(item: InboxItem) -> bytes:
+    p = item.payload
+    if item.kind == "message":
+        return wire.encode_message(item.seq, p.id, p.sender, p.ts, p.body)
+    return wire.encode_receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts)
+
+
+_BYTES: dict[type, Callable[[Any], bytes]] = {
+    Acked: lambda e: wire.encode_ack(e.ref, e.value),
+    InboxItem: _item_bytes,
+}
+
+
 def command_for(frame: wire.Frame) -> Any:
     return _COMMANDS[type(frame)](frame)
 
 
 def frame_for(event: Any) -> wire.Frame:
     return _FRAMES[type(event)](event)
+
+
+def bytes_for(event: Any) -> bytes:
+    fast = _BYTES.get(type(event))
+    return fast(event) if fast is not None else wire.encode(frame_for(event))

@@ -1,0 +1,342 @@
+"""What the load benchmarks (``bench relay``, ``bench connections``) share:
+
+- ``LaunchedNode``: ``run.py node`` as a subprocess on a free port and a temp
+  data directory (LMDB fsync'd, as in production). Every process of the node
+  carries a tag in its environment, so whatever outlives the stop is found
+  and killed. ``worker_pids`` come from the launcher's "node up" line.
+- ``/proc`` readers: CPU seconds (utime + stime, all threads) and memory
+  (VmRSS, RssAnon, RssFile) of a process, kernel socket memory.
+- ``phone(prefix, i)`` and ``device_key(phone)``: bench users and their
+  Ed25519 keys, derived from the phone, so every client process can rebuild
+  any user's credential without being handed it.
+- ``provision(data_dir, phones)``: accounts written straight into the node's
+  LMDB with the storage API (before the node starts).
+- ``WireClient``: a raw-frame asyncio protocol (``transport.wire`` encode and
+  ``FrameDecoder``, chunked reads, one ``write`` per read or loop turn) with
+  ``request(frame)`` for the handshake and ``on_frames`` for pushed traffic;
+  ``hello``, ``register`` (REGISTER, the code from the node's code file,
+  CONFIRM) and ``login`` on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from transport import wire
+from transport.crypto import DeviceKey
+
+__all__ = ["LaunchedNode", "cpu_seconds", "machine_cpu", "memory_kb", "sockstat", "phone", "device_key",
+           "provision", "WireClient", "BenchError", "percentile", "raise_nofile"]
+
+ROOT = Path(__file__).resolve().parents[1]
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (node did not start, a request failed...)."""
+
+
+# -- /proc --------------------------------------------------------------------
+def cpu_seconds(pid: int | str = "self") -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_cpu() -> float:
+    """CPU seconds all cores spent busy since boot (from /proc/stat), to tell
+    how much of the machine other processes took during a measurement."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile, RssShmem of a process, in KiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(rest.split()[0])
+    return out
+
+
+def sockstat() -> dict[str, int]:
+    """From /proc/net/sockstat: sockets in use, TCP sockets allocated, and the
+    kernel's TCP buffer memory in bytes (``mem`` is in pages)."""
+    out = {}
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            parts = line.split()
+            if parts[0] == "sockets:":
+                out["sockets"] = int(parts[2])
+            elif parts[0] == "TCP:":
+                kv = dict(zip(parts[1::2], parts[2::2]))
+                out["tcp_alloc"] = int(kv["alloc"])
+                out["tcp_mem_bytes"] = int(kv["mem"]) * _PAGE
+    return out
+
+
+def raise_nofile() -> int:
+    """Raise the soft open-file limit to the hard one; returns it."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def percentile(sorted_values: list, q: float) -> float:
+    """The ``q``-th percentile (0..100) of an already sorted list (nearest rank)."""
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, int(round(q / 100.0 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+# -- users ----------------------------------------------------------------------
+def phone(prefix: str, i: int) -> str:
+    """The ``i``-th bench user: ``prefix`` then 8 digits (E.164)."""
+    return f"{prefix}{i:08d}"
+
+
+def device_key(user: str) -> DeviceKey:
+    """The bench's device key of ``user`` (deterministic: a hash of the phone)."""
+    return DeviceKey(hashlib.sha256(b"switchboard-bench\x00" + user.encode()).digest())
+
+
+def provision(data_dir: str | os.PathLike, phones: list[str]) -> float:
+    """Register ``phones`` (device 1, the bench key) directly into the node's
+    LMDB with the storage API, in group commits; returns the seconds taken.
+    Run it before the node starts."""
+    from storage import open_storage
+
+    started = time.perf_counter()
+    storage = open_storage("lmdb", os.path.join(data_dir, "lmdb"))
+    try:
+        async def run() -> None:
+            now = int(time.time() * 1000)
+            for i in range(0, len(phones), 5000):
+                futures = [storage.register_device(p, device_key(p).public, now)
+                           for p in phones[i:i + 5000]]
+                for device in await asyncio.gather(*futures):
+                    if device != 1:
+                        raise BenchError(f"provisioned device id {device}, expected 1")
+        asyncio.run(run())
+    finally:
+        storage.close()
+    return time.perf_counter() - started
+
+
+# -- the node -------------------------------------------------------------------
+def _tagged_pids(tag: bytes) -> set[int]:
+    pids = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if tag in f.read().split(b"\0"):
+                    pids.add(int(entry))
+        except OSError:
+            continue
+    pids.discard(os.getpid())
+    return pids
+
+
+class LaunchedNode:
+    """``run.py node --workers N`` on a free port, data in a temp directory.
+
+    Use as a context manager; ``start()`` returns once the node logged that
+    it is up. ``data_dir`` may be given (and provisioned) before ``start``."""
+
+    def __init__(self, workers: int = 1, keep: bool = False):
+        self.workers = workers
+        self.keep = keep
+        self.tmp = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+        self.data_dir = self.tmp / "data"
+        self.data_dir.mkdir()
+        self.log_path = self.tmp / "node.log"
+        self.tag = f"SWITCHBOARD_BENCH_TAG={uuid.uuid4().hex}"
+        self.launcher: subprocess.Popen | None = None
+        self.port = 0
+        self.worker_pids: list[int] = []
+
+    def start(self, timeout: float = 120.0) -> "LaunchedNode":
+        from supervisor.launcher import free_port
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("THESPIAN_BASE_IPADDR", "SWITCHBOARD_THESPIAN_BIND")}
+        env["SWITCHBOARD_BENCH_TAG"] = self.tag.split("=")[1]
+        extra = []
+        if "--http-port" in (ROOT / "run.py").read_text():     # the dashboard: free ports
+            extra = ["--http-port", "0"]
+        with open(self.log_path, "wb") as log_file:
+            self.launcher = subprocess.Popen(
+                [sys.executable, "run.py", "node", "--data-dir", str(self.data_dir),
+                 "--workers", str(self.workers), "--admin-port", str(free_port()),
+                 "--port", "0", *extra],
+                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            up = re.search(r"node up: clients [\d.]+:(\d+),.*\(pids ([\d ]+)\)",
+                           self.log_path.read_text(errors="replace"))
+            if up:
+                self.port = int(up.group(1))
+                self.worker_pids = [int(p) for p in up.group(2).split()]
+                return self
+            if self.launcher.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise BenchError(f"the node did not come up; see {self.log_path}:\n"
+                         + self.log_path.read_text(errors="replace")[-2000:])
+
+    def worker_cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.worker_pids)
+
+    def worker_memory_kb(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for pid in self.worker_pids:
+            for key, value in memory_kb(pid).items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        """Stop the node and remove its directory (unless ``keep``)."""
+        self.stop_processes()
+        if not self.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def stop_processes(self) -> None:
+        """Stop the node (SIGTERM, then SIGKILL of whatever is left); its
+        data stays, and ``start`` may run it again."""
+        if self.launcher is not None and self.launcher.poll() is None:
+            self.launcher.send_signal(signal.SIGTERM)
+            try:
+                self.launcher.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.launcher.kill()
+                self.launcher.wait(timeout=10)
+        for pid in _tagged_pids(self.tag.encode()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.launcher, self.port, self.worker_pids = None, 0, []
+
+    def __enter__(self) -> "LaunchedNode":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- a raw wire client ----------------------------------------------------------------
+class WireClient(asyncio.Protocol):
+    """One connection speaking raw frames. Subclasses override ``on_frames``
+    (called with every frame not claimed by a pending ``request``) and write
+    with ``out.append(bytes)``; ``data_received`` flushes once per read."""
+
+    def __init__(self) -> None:
+        self.decoder = wire.FrameDecoder(wire.Side.SERVER)
+        self.transport: asyncio.Transport | None = None
+        self.out: list[bytes] = []
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.next_ref = 1
+        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.nonce = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport          # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("connection closed"))
+        self.waiting.clear()
+
+    def data_received(self, data: bytes) -> None:
+        frames = self.decoder.feed(data)
+        if self.waiting:
+            rest = []
+            for frame in frames:
+                fut = self.waiting.pop(frame.ref, None) if frame.TYPE in (64, 65, 66) else None
+                if fut is None:
+                    rest.append(frame)
+                elif not fut.done():
+                    fut.set_result(frame)
+            frames = rest
+        if frames:
+            self.on_frames(frames)
+        self.flush()
+
+    def on_frames(self, frames: list) -> None:
+        pass
+
+    def flush(self) -> None:
+        if self.out:
+            data = b"".join(self.out)
+            self.out.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def ref(self) -> int:
+        ref = self.next_ref
+        self.next_ref = ref + 1
+        return ref
+
+    async def request(self, frame: wire.Frame, timeout: float = 30.0) -> wire.Frame:
+        """Send ``frame`` and return its ACK or ERROR frame."""
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[frame.ref] = fut
+        self.transport.write(wire.encode(frame))
+        return await asyncio.wait_for(fut, timeout)
+
+    async def expect_ack(self, frame: wire.Frame, what: str) -> Any:
+        reply = await self.request(frame)
+        if not isinstance(reply, wire.Ack):
+            raise BenchError(f"{what} refused: {reply}")
+        return reply.value
+
+    async def hello(self, heartbeat: float = 30.0) -> wire.HelloOk:
+        reply = await self.request(wire.Hello(wire.PROTOCOL_VERSION, heartbeat,
+                                              "switchboard-bench", ref=self.ref()))
+        if not isinstance(reply, wire.HelloOk):
+            raise BenchError(f"HELLO refused: {reply}")
+        self.nonce = reply.nonce
+        return reply
+
+    async def register(self, user: str, data_dir: str | os.PathLike) -> int:
+        """REGISTER, read the code the node wrote, CONFIRM: the device id."""
+        from transport.code_sender import read_code_file
+        await self.expect_ack(wire.Register(user, ref=self.ref()), f"REGISTER {user}")
+        code = read_code_file(os.fspath(data_dir), user)
+        if code is None:
+            raise BenchError(f"no code file for {user}")
+        return await self.expect_ack(
+            wire.Confirm(user, code, device_key(user).public, ref=self.ref()), f"CONFIRM {user}")
+
+    async def login(self, user: str, device: int = 1) -> Any:
+        key = device_key(user)
+        signature = key.sign(wire.login_challenge(self.nonce, user, device))
+        return await self.expect_ack(wire.Login(user, device, signature, ref=self.ref()),
+                                     f"LOGIN {user}")

@@ -1,0 +1,413 @@
+"""``run.py bench relay``: single-node chat throughput and latency, full flow.
+
+A real node (``run.py node`` subprocess, fsync'd LMDB, ``--workers``,
+default 1) and ``--pairs`` P pairs of real TCP clients, sender -> receiver,
+spread over ``--clients`` load-generator processes (uvloop, asyncio
+protocols, chunked reads, raw ``transport.wire`` frames, one write per read
+or timer tick). The 2P users register through the protocol (REGISTER, the
+code from the node's code file, CONFIRM) and LOGIN on the same connection.
+
+Traffic is the production flow: each sender keeps up to ``--window`` W SENDs
+unacknowledged (the ACK is the durable commit: one tick); each receiver
+answers every read's MESSAGEs with one RECEIVED, so delivered RECEIPTs flow
+back to the senders, who RECEIVED them too. ``--rate`` R > 0 is an open loop
+(R messages/s in all, paced by a 1 ms tick, still capped by the window);
+R = 0 is a closed loop, as fast as the window allows.
+
+After ``--warmup`` s, ``--rounds`` consecutive intervals of ``--duration`` s
+are measured; each prints delivered messages/s (MESSAGEs received by the
+receivers), latencies (end to end: SEND written -> MESSAGE read at the
+receiver, the send time travels in the body, one CLOCK_MONOTONIC for all
+processes; ack: SEND -> its ACK; receipt: SEND -> the delivered RECEIPT), the
+node's worker CPU and the load generator's CPU (utime + stime from /proc, %
+of one core). The last line is the median of the rounds.
+
+Relay pairs must land on the same worker: until cross-worker routing exists
+a worker only routes to its own sessions, so the default is one worker. With
+``--workers`` N > 1 each receiver SUBSCRIBEs to its sender after LOGIN: the
+presence hub is per worker, so PRESENCE says "online" only when both hold
+sessions on the same worker; otherwise the receiver reconnects (the kernel
+spreads connections over the workers' SO_REUSEPORT sockets) until it lands
+there. That measures what N worker processes carry when every conversation
+is local to one of them, not cross-worker routing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import struct
+import time
+from array import array
+from typing import Any
+
+from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu,
+                           percentile, phone)
+from transport import wire
+
+__all__ = ["add_arguments", "main"]
+
+SENDERS, RECEIVERS = "+1555", "+1666"
+_TS = struct.Struct(">q")
+_ACK, _ERROR, _MESSAGE, _RECEIPT, _PRESENCE = (wire.Ack, wire.Error, wire.Message, wire.Receipt,
+                                               wire.Presence)
+COLOCATE_TRIES = 40
+_encode, _Send, _Received = wire.encode, wire.Send, wire.Received
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pairs", type=int, default=100, help="sender -> receiver pairs (default 100)")
+    parser.add_argument("--window", type=int, default=32,
+                        help="unacknowledged SENDs per sender (default 32)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="open loop: messages/s in all; 0 = closed loop (default)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured round (default 10)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of traffic before measuring (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds; the median is reported (default 3)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="node worker processes (default 1: pairs must share a worker)")
+    parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
+    parser.add_argument("--body", type=int, default=100, help="message body bytes (default 100)")
+
+
+# -- the load generator (one per client process) --------------------------------------
+class Recorder:
+    """Per-round counters and latency samples (microseconds) of one process."""
+
+    def __init__(self, w0: int, round_ns: int, rounds: int):
+        self.w0, self.round_ns, self.end = w0, round_ns, w0 + round_ns * rounds
+        self.delivered = [0] * rounds
+        self.acked = [0] * rounds
+        self.receipts = [0] * rounds
+        self.e2e = [array("l") for _ in range(rounds)]
+        self.ack = [array("l") for _ in range(rounds)]
+        self.receipt = [array("l") for _ in range(rounds)]
+        self.errors: dict[str, int] = {}
+
+    def round_of(self, now: int) -> int:
+        """The measured round ``now`` falls in, or -1."""
+        if self.w0 <= now < self.end:
+            return (now - self.w0) // self.round_ns
+        return -1
+
+
+class Peer(WireClient):
+    """A sender or a receiver of one pair."""
+
+    def __init__(self, rec: Recorder | None = None):
+        super().__init__()
+        self.rec = rec
+        self.to: str | None = None          # set on senders
+        self.window = self.inflight = self.sent = 0
+        self.rate = 0.0                      # open loop: messages/s of this sender
+        self.running = False
+        self.by_ref: dict[int, int] = {}
+        self.by_id: dict[str, int] = {}
+        self.pad = b""
+        self.delivered = 0                   # receivers: every MESSAGE, measured or not
+        self.presence: asyncio.Future | None = None   # waiting for a PRESENCE (co-location)
+
+    def send_some(self, n: int, now: int) -> int:
+        """Send up to ``n`` messages (the window permitting); returns how many."""
+        room = self.window - self.inflight
+        if n > room:
+            n = room
+        if n <= 0:
+            return 0
+        out, by_ref, by_id, to = self.out, self.by_ref, self.by_id, self.to
+        body = _TS.pack(now) + self.pad
+        ref, count = self.next_ref, self.sent
+        for _ in range(n):
+            mid = f"m{count:x}"
+            out.append(_encode(_Send(mid, to, body, ref=ref)))
+            by_ref[ref] = now
+            by_id[mid] = now
+            ref += 1
+            count += 1
+        self.next_ref, self.sent = ref, count
+        self.inflight += n
+        return n
+
+    def on_frames(self, frames: list) -> None:
+        now = time.monotonic_ns()
+        rec = self.rec
+        r = rec.round_of(now) if rec is not None else -1
+        seqs = []
+        if self.to is None:                           # a receiver
+            got = 0
+            for f in frames:
+                if type(f) is _MESSAGE:
+                    seqs.append(f.seq)
+                    got += 1
+                    if r >= 0:
+                        rec.e2e[r].append((now - _TS.unpack_from(f.body)[0]) // 1000)
+                elif type(f) is _ERROR and rec is not None:
+                    rec.errors[f.code.name] = rec.errors.get(f.code.name, 0) + 1
+                elif type(f) is _PRESENCE and self.presence is not None:
+                    if not self.presence.done():
+                        self.presence.set_result(f.online)
+            self.delivered += got
+            if r >= 0:
+                rec.delivered[r] += got
+        else:                                         # a sender
+            by_ref, by_id = self.by_ref, self.by_id
+            acked = 0
+            for f in frames:
+                t = type(f)
+                if t is _ACK:
+                    t0 = by_ref.pop(f.ref, None)
+                    if t0 is not None:
+                        acked += 1
+                        if r >= 0:
+                            rec.ack[r].append((now - t0) // 1000)
+                elif t is _RECEIPT:
+                    seqs.append(f.seq)
+                    t0 = by_id.pop(f.id, None)
+                    if t0 is not None and r >= 0:
+                        rec.receipt[r].append((now - t0) // 1000)
+                        rec.receipts[r] += 1
+                elif t is _ERROR:
+                    if rec is not None:
+                        rec.errors[f.code.name] = rec.errors.get(f.code.name, 0) + 1
+                    if by_ref.pop(f.ref, None) is not None:
+                        acked += 1
+            self.inflight -= acked
+            if r >= 0:
+                rec.acked[r] += acked
+            if self.running and self.window and self.rate == 0:
+                self.send_some(self.window, now)
+        for i in range(0, len(seqs), 1024):
+            ref = self.next_ref
+            self.next_ref = ref + 1
+            self.out.append(_encode(_Received(seqs[i:i + 1024], ref=ref)))
+
+
+async def _client(spec: dict, conn: Any) -> dict:
+    loop = asyncio.get_running_loop()
+    pairs: list[int] = spec["pairs"]
+    gate = asyncio.Semaphore(50)
+
+    async def connect(user: str, near: str | None = None) -> Peer:
+        device = 0
+        for _ in range(COLOCATE_TRIES):
+            async with gate:
+                _, peer = await loop.create_connection(Peer, "127.0.0.1", spec["port"])
+                await peer.hello()
+                if not device:
+                    device = await peer.register(user, spec["data_dir"])
+                await peer.login(user, device)
+                if near is None or spec["workers"] == 1:
+                    return peer
+                peer.presence = loop.create_future()     # on the same worker as ``near``?
+                await peer.expect_ack(wire.Subscribe([near], ref=peer.ref()), "SUBSCRIBE")
+                if await asyncio.wait_for(peer.presence, 30.0):
+                    peer.presence = None
+                    return peer
+                peer.transport.close()
+                await peer.closed
+        raise BenchError(f"{user} did not land on the worker of {near}")
+
+    async def pair(i: int) -> tuple[Peer, Peer]:
+        sender = await connect(phone(SENDERS, i))
+        return sender, await connect(phone(RECEIVERS, i), near=phone(SENDERS, i))
+
+    peers = await asyncio.gather(*[pair(i) for i in pairs])
+    conn.send(("ready", len(peers)))
+    schedule = await loop.run_in_executor(None, conn.recv)
+    t0, w0, round_ns, rounds = schedule
+    rec = Recorder(w0, round_ns, rounds)
+    rate = spec["rate_per_sender"]
+    for i, (sender, receiver) in zip(pairs, peers):
+        for peer in (sender, receiver):
+            peer.rec = rec
+        sender.to, sender.window, sender.rate = phone(RECEIVERS, i), spec["window"], rate
+        sender.pad = b"x" * max(0, spec["body"] - _TS.size)
+    await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
+    senders = [s for s, _ in peers]
+    for s in senders:
+        s.running = True
+    if rate == 0:
+        now = time.monotonic_ns()
+        for s in senders:
+            s.send_some(s.window, now)
+            s.flush()
+    else:
+        _pace(loop, senders, rate, t0, rec.end)
+    await asyncio.sleep(max(0.0, (rec.end - time.monotonic_ns()) / 1e9))
+    for s in senders:
+        s.running = False
+    deadline = time.monotonic() + 10.0            # drain what is in flight, bounded
+    while time.monotonic() < deadline and any(s.inflight or s.by_id for s in senders):
+        await asyncio.sleep(0.05)
+    sent = sum(s.sent for s in senders)
+    delivered = sum(r.delivered for _, r in peers)
+    for s, r in peers:
+        for peer in (s, r):
+            peer.transport.close()
+    return {"delivered": rec.delivered, "acked": rec.acked, "receipts": rec.receipts,
+            "e2e": [a.tobytes() for a in rec.e2e], "ack": [a.tobytes() for a in rec.ack],
+            "receipt": [a.tobytes() for a in rec.receipt], "errors": rec.errors,
+            "sent_total": sent, "delivered_total": delivered,
+            "unacked_at_end": sum(s.inflight for s in senders),
+            "receipts_missing_at_end": sum(len(s.by_id) for s in senders)}
+
+
+def _pace(loop: Any, senders: list[Peer], rate: float, t0: int, end: int) -> None:
+    """Open loop: every 1 ms, each sender sends what it owes by now (window permitting)."""
+    spread = 1e9 / rate                               # stagger the senders' phases
+    offsets = [int(spread * i / len(senders)) for i in range(len(senders))]
+
+    def tick() -> None:
+        now = time.monotonic_ns()
+        if now >= end:
+            return
+        for s, off in zip(senders, offsets):
+            owed = int((now - t0 + off) * rate / 1e9) - s.sent
+            if owed > 0 and s.send_some(owed, now):
+                s.flush()
+        loop.call_later(0.001, tick)
+    tick()
+
+
+def _client_process(spec: dict, conn: Any) -> None:
+    import uvloop
+    loop = uvloop.new_event_loop()
+    try:
+        conn.send(("done", loop.run_until_complete(_client(spec, conn))))
+    except BaseException as error:                      # report, never hang the parent
+        conn.send(("failed", repr(error)))
+    finally:
+        loop.close()
+
+
+# -- the driver ----------------------------------------------------------------------------
+def _merge(results: list[dict], key: str, r: int) -> list[int]:
+    merged = array("l")
+    for res in results:
+        merged.frombytes(res[key][r])
+    return sorted(merged)
+
+
+def _ms(values: list[int], q: float) -> float:
+    return percentile(values, q) / 1000.0
+
+
+def _recv(conn: Any, timeout: float, what: str) -> Any:
+    if not conn.poll(timeout):
+        raise BenchError(f"a client process did not report {what} within {timeout:.0f} s")
+    kind, value = conn.recv()
+    if kind == "failed":
+        raise BenchError(f"a client process failed: {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Run the benchmark; returns one dict of figures per round."""
+    if args.pairs < 1 or args.window < 1 or args.clients < 1 or args.rounds < 1:
+        raise BenchError("--pairs, --window, --clients and --rounds must be >= 1")
+    ctx = multiprocessing.get_context("fork")
+    with LaunchedNode(args.workers) as node:
+        node.start()
+        clients = min(args.clients, args.pairs)
+        procs, conns = [], []
+        for c in range(clients):
+            spec = {"port": node.port, "data_dir": str(node.data_dir), "workers": args.workers,
+                    "pairs": list(range(c, args.pairs, clients)), "window": args.window,
+                    "rate_per_sender": args.rate / args.pairs, "body": args.body}
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_client_process, args=(spec, theirs), daemon=True)
+            proc.start()
+            procs.append(proc)
+            conns.append(mine)
+        try:
+            for conn in conns:
+                _recv(conn, 120.0, "ready")
+            rounds, round_ns = args.rounds, int(args.duration * 1e9)
+            t0 = time.monotonic_ns() + 200_000_000
+            w0 = t0 + int(args.warmup * 1e9)
+            for conn in conns:
+                conn.send((t0, w0, round_ns, rounds))
+            cpu_server, cpu_clients, cpu_machine = [], [], []
+            for r in range(rounds + 1):
+                boundary = w0 + r * round_ns
+                time.sleep(max(0.0, (boundary - time.monotonic_ns()) / 1e9))
+                cpu_server.append(node.worker_cpu())
+                cpu_clients.append(sum(cpu_seconds(p.pid) for p in procs))
+                cpu_machine.append(machine_cpu())
+            results = [_recv(conn, 60.0, "results") for conn in conns]
+        finally:
+            for proc in procs:
+                proc.join(timeout=15)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(timeout=5)
+        figures = []
+        for r in range(rounds):
+            e2e, ack, rcpt = (_merge(results, k, r) for k in ("e2e", "ack", "receipt"))
+            figures.append({
+                "delivered_per_s": sum(res["delivered"][r] for res in results) / args.duration,
+                "acked_per_s": sum(res["acked"][r] for res in results) / args.duration,
+                "receipts_per_s": sum(res["receipts"][r] for res in results) / args.duration,
+                "e2e_p50": _ms(e2e, 50), "e2e_p99": _ms(e2e, 99),
+                "ack_p50": _ms(ack, 50), "ack_p99": _ms(ack, 99),
+                "receipt_p50": _ms(rcpt, 50), "receipt_p99": _ms(rcpt, 99),
+                "server_cpu": 100.0 * (cpu_server[r + 1] - cpu_server[r]) / args.duration,
+                "client_cpu": 100.0 * (cpu_clients[r + 1] - cpu_clients[r]) / args.duration,
+            })
+            delivered = figures[-1]["delivered_per_s"] * args.duration
+            figures[-1]["server_us"] = (1e6 * (cpu_server[r + 1] - cpu_server[r]) / delivered
+                                        if delivered else float("nan"))
+            figures[-1]["other_cpu"] = (100.0 * (cpu_machine[r + 1] - cpu_machine[r]) / args.duration
+                                        - figures[-1]["server_cpu"] - figures[-1]["client_cpu"])
+        errors: dict[str, int] = {}
+        for res in results:
+            for code, n in res["errors"].items():
+                errors[code] = errors.get(code, 0) + n
+        figures.append({"errors": errors,
+                        "sent_total": sum(res["sent_total"] for res in results),
+                        "delivered_total": sum(res["delivered_total"] for res in results),
+                        "unacked_at_end": sum(res["unacked_at_end"] for res in results),
+                        "receipts_missing_at_end": sum(res["receipts_missing_at_end"]
+                                                       for res in results)})
+        return figures
+
+
+_COLUMNS = [("delivered/s", "delivered_per_s", "{:>11,.0f}"), ("acked/s", "acked_per_s", "{:>9,.0f}"),
+            ("e2e p50", "e2e_p50", "{:>8.2f}"), ("p99", "e2e_p99", "{:>7.2f}"),
+            ("ack p50", "ack_p50", "{:>8.2f}"), ("p99", "ack_p99", "{:>7.2f}"),
+            ("rcpt p50", "receipt_p50", "{:>8.2f}"), ("p99", "receipt_p99", "{:>7.2f}"),
+            ("server CPU%", "server_cpu", "{:>11.0f}"), ("us/msg", "server_us", "{:>6.1f}"), ("loadgen CPU%", "client_cpu", "{:>12.0f}"),
+            ("other CPU%", "other_cpu", "{:>10.0f}")]
+
+
+def main(args: argparse.Namespace) -> int:
+    mode = f"open loop at {args.rate:,.0f} msgs/s" if args.rate > 0 else "closed loop"
+    print(f"bench relay: {args.pairs} pairs, window {args.window}, {mode}, body {args.body} B; "
+          f"node: {args.workers} worker(s) (relay pairs must share a worker until cross-worker "
+          f"routing exists), fsync'd LMDB; {args.clients} load-generator processes; "
+          f"warm-up {args.warmup:g} s, {args.rounds} x {args.duration:g} s"
+          + ("; each pair co-located on one worker (SUBSCRIBE/PRESENCE check)"
+             if args.workers > 1 else ""))
+    try:
+        figures = run(args)
+    except BenchError as error:
+        print(f"bench relay failed: {error}")
+        return 1
+    totals, rounds = figures[-1], figures[:-1]
+    print("latencies in ms; CPU in % of one core (server: the node's worker processes; us/msg: "
+          "their CPU time per delivered message; other: everything else on the machine)")
+    print("round " + " ".join(f"{name:>{len(fmt.format(0))}}" for name, _, fmt in _COLUMNS))
+    for i, fig in enumerate(rounds, 1):
+        print(f"{i:>5} " + " ".join(fmt.format(fig[key]) for _, key, fmt in _COLUMNS))
+    print("median" + " ".join(fmt.format(statistics.median(f[key] for f in rounds))
+                              for _, key, fmt in _COLUMNS))
+    print(f"totals: sent {totals['sent_total']:,}, delivered {totals['delivered_total']:,}, "
+          f"unacked at the end {totals['unacked_at_end']}, receipts missing at the end "
+          f"{totals['receipts_missing_at_end']}, errors {totals['errors'] or 'none'}")
+    med = statistics.median(f["delivered_per_s"] for f in rounds)
+    print(f"target (2 cores, load generator included): >= 50,000 delivered msgs/s with 100 pairs "
+          f"and window 32: {'met' if med >= 50_000 else 'not met'} ({med:,.0f}); p99 < 20 ms at "
+          f"half that rate: measure with --rate 25000")
+    return 0

@@ -1,0 +1,71 @@
+"""``UserBatch``: one user's queued inbox requests as ONE op (group commit
+inside a session's mailbox drain).
+
+A session that finds several requests in its mailbox (SENDs, RECEIVEDs,
+READs, often dozens when a client pipelines) hands them to the writer as one
+op instead of one op each: one future, one queue entry, one nested
+transaction, one ``inbox_meta`` read and write per user touched, one
+``users`` lookup per recipient. The requests run in the order given, inside
+the op's transaction, through the same functions as the single ops
+(``storage.mailbox``), so per-conversation order, dedup on (sender, client
+id), the offline cap and the receipts are exactly theirs.
+
+Each request gets its own result, ``(True, value)`` or ``(False,
+exception)``: a request the store refuses (``StorageError``: unknown user,
+full inbox, reused id, invalid argument) fails alone, because those
+transactions raise every refusal before they write anything. Any other
+exception (an LMDB error such as ``MDB_MAP_FULL``) escapes, and the whole op
+is rolled back: every request of the batch fails with it, nothing of it is
+stored, and nothing of it can have been acknowledged.
+
+Requests are plain tuples (the storage layer knows nothing of actors):
+
+- ``(SEND, client_id, to, body)`` -> ``Stored``
+- ``(ACK, seqs)`` -> ``list[RoutedReceipt]`` (delivered receipts)
+- ``(READ, peer, ids)`` -> ``list[RoutedReceipt]`` (read receipts)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from storage.errors import InvalidArgument, StorageError
+from storage.kv import Txn
+from storage.mailbox import _Metas, ack_inbox, store_message, store_read
+
+__all__ = ["UserBatch", "SEND", "ACK", "READ"]
+
+SEND, ACK, READ = "send", "ack", "read"
+
+
+@dataclass(frozen=True, slots=True)
+class UserBatch:
+    user: str
+    requests: tuple[tuple, ...]
+    ts_ms: int
+    cap: int
+
+    def __call__(self, txn: Txn) -> list[tuple[bool, Any]]:
+        user, ts, cap = self.user, self.ts_ms, self.cap
+        metas = _Metas(txn)
+        results: list[tuple[bool, Any]] = []
+        append = results.append
+        for request in self.requests:
+            kind = request[0]
+            try:
+                if kind == SEND:
+                    value = store_message(txn, user, request[1], request[2], request[3],
+                                          ts, cap, metas)
+                elif kind == ACK:
+                    value = ack_inbox(txn, user, request[1], ts, metas)
+                elif kind == READ:
+                    value = store_read(txn, user, request[1], request[2], ts, metas)
+                else:
+                    raise InvalidArgument(f"unknown batch request {kind!r}")
+            except StorageError as refused:     # raised before any write: fails alone
+                append((False, refused))
+            else:
+                append((True, value))
+        metas.save()
+        return results

@@ -1,0 +1,137 @@
+"""``UserBatch`` (one op for a session's queued requests) against every
+backend: requests run in order inside one op, each gets its own result, a
+refused request fails alone and writes nothing, the counts stay exact, and
+the results match what the single ops return."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage import (DuplicateId, InboxMeta, InvalidArgument, OfflineFull, Receipt, RoutedReceipt,
+                     Stored, UnknownUser)
+from storage.batch import ACK, READ, SEND, UserBatch
+from storage.errors import StorageError
+from storage.mailbox import recount_inbox
+
+from storage_testkit import OTHER, RECEIVER, SENDER
+
+T = 1_700_000_000_000
+CAP = 1000
+
+
+def audit(backend, *phones: str) -> None:
+    for phone in phones:
+        assert backend.storage.inbox_meta(phone) == backend.store.read(
+            lambda txn: recount_inbox(txn, phone)), phone
+
+
+async def test_sends_keep_their_order_and_share_one_op(users):
+    s = users.storage
+    before = users.store.stats().ops
+    results = await s.user_batch(SENDER, [(SEND, f"m{i}", RECEIVER, b"%d" % i) for i in range(5)],
+                                 T, CAP)
+    assert results == [(True, Stored(i + 1, T)) for i in range(5)]
+    assert users.store.stats().ops - before == 1
+    assert [(i.seq, i.payload.id, i.payload.body) for i in s.inbox_after(RECEIVER)] == [
+        (i + 1, f"m{i}", b"%d" % i) for i in range(5)]
+    audit(users, SENDER, RECEIVER)
+
+
+async def test_a_refused_request_fails_alone_and_writes_nothing(users):
+    s = users.storage
+    await s.store_message(SENDER, "first", RECEIVER, b"", T, CAP)
+    results = await s.user_batch(SENDER, [
+        (SEND, "a", RECEIVER, b"a"),
+        (SEND, "b", "+4915112345678", b"b"),          # not registered
+        (SEND, "first", OTHER, b"c"),                  # id already used for RECEIVER
+        (SEND, "", RECEIVER, b"d"),                    # malformed id
+        (SEND, "e", RECEIVER, b"e"),
+    ], T, 3)                                           # the cap: 3 messages
+    assert results[0] == (True, Stored(2, T))
+    assert [type(v) for ok, v in results[1:4]] == [UnknownUser, DuplicateId, InvalidArgument]
+    assert not any(ok for ok, _ in results[1:4])
+    assert results[4] == (True, Stored(3, T))
+    assert [i.payload.id for i in s.inbox_after(RECEIVER)] == ["first", "a", "e"]
+    # The next one finds the inbox full; its refusal leaves the rest of the batch.
+    results = await s.user_batch(SENDER, [(SEND, "f", RECEIVER, b""), (SEND, "g", OTHER, b"")],
+                                 T, 3)
+    assert isinstance(results[0][1], OfflineFull) and results[1] == (True, Stored(1, T))
+    assert s.inbox_meta(RECEIVER) == InboxMeta(next_seq=4, messages=3, receipts=0)
+    audit(users, SENDER, RECEIVER, OTHER)
+
+
+async def test_a_resend_in_the_same_batch_is_a_duplicate(users):
+    results = await users.storage.user_batch(
+        SENDER, [(SEND, "m1", RECEIVER, b"x"), (SEND, "m1", RECEIVER, b"changed")], T, CAP)
+    assert results == [(True, Stored(1, T)), (True, Stored(1, T, duplicate=True))]
+    assert users.storage.inbox_count(RECEIVER) == 1
+
+
+async def test_acks_and_reads_mixed_with_sends_in_arrival_order(users):
+    s = users.storage
+    await s.user_batch(SENDER, [(SEND, "m1", RECEIVER, b""), (SEND, "m2", RECEIVER, b"")], T, CAP)
+    # RECEIVER acks m1, sends a reply, reads both, acks m1 again (idempotent), acks m2.
+    results = await s.user_batch(RECEIVER, [
+        (ACK, (1,)),
+        (SEND, "r1", SENDER, b"hi"),
+        (READ, SENDER, ("m1", "m2")),
+        (ACK, (1, 99)),
+        (ACK, (2,)),
+    ], T + 1, CAP)
+    delivered = Receipt("delivered", "m1", RECEIVER, T + 1)
+    assert results[0] == (True, [RoutedReceipt(SENDER, 1, delivered)])
+    assert results[1] == (True, Stored(2, T + 1))     # after the receipt in SENDER's inbox
+    assert results[2] == (True, [RoutedReceipt(SENDER, 3, Receipt("read", "m1", RECEIVER, T + 1)),
+                                 RoutedReceipt(SENDER, 4, Receipt("read", "m2", RECEIVER, T + 1))])
+    assert results[3] == (True, [])
+    assert results[4][1][0].seq == 5
+    assert [(i.seq, i.kind) for i in s.inbox_after(SENDER)] == [
+        (1, "receipt"), (2, "message"), (3, "receipt"), (4, "receipt"), (5, "receipt")]
+    assert s.inbox_meta(SENDER) == InboxMeta(next_seq=6, messages=1, receipts=4)
+    audit(users, SENDER, RECEIVER)
+
+
+async def test_results_match_the_single_ops(users):
+    """The same requests through single ops (SENDER -> RECEIVER) and through
+    UserBatch ops (OTHER -> FOURTH) return the same values and leave the
+    same inboxes."""
+    s = users.storage
+    fourth = "+15550000004"
+    await users.register(fourth)
+    single = [await s.store_message(SENDER, f"s{i}", RECEIVER, b"x", T, CAP) for i in range(3)]
+    single.append(await s.ack_inbox(RECEIVER, [1, 3], T))
+    batched = [v for _, v in await s.user_batch(
+        OTHER, [(SEND, f"s{i}", fourth, b"x") for i in range(3)], T, CAP)]
+    batched += [v for _, v in await s.user_batch(fourth, [(ACK, (1, 3))], T, CAP)]
+    assert batched[:3] == single[:3]
+    assert [(r.seq, r.receipt.id) for r in batched[3]] == [(r.seq, r.receipt.id) for r in single[3]]
+    assert ([(i.seq, i.payload.id) for i in s.inbox_after(fourth)]
+            == [(i.seq, i.payload.id) for i in s.inbox_after(RECEIVER)])
+    assert ([(i.seq, i.payload.id) for i in s.inbox_after(OTHER)]
+            == [(i.seq, i.payload.id) for i in s.inbox_after(SENDER)])
+    audit(users, SENDER, RECEIVER, OTHER, fourth)
+
+
+async def test_an_unexpected_error_fails_the_whole_op(users):
+    """Anything but a StorageError escapes: the op is rolled back whole, so
+    nothing of it is stored (and nothing of it can be acknowledged)."""
+    s = users.storage
+
+    class Weird(tuple):
+        def __getitem__(self, i):
+            if i == 2:
+                raise RuntimeError("not a storage refusal")
+            return tuple.__getitem__(self, i)
+
+    with pytest.raises(RuntimeError):
+        await s.user_batch(SENDER, [(SEND, "ok", RECEIVER, b""), Weird((SEND, "x", RECEIVER, b""))],
+                           T, CAP)
+    assert s.inbox_count(RECEIVER) == 0
+    assert s.inbox_meta(RECEIVER) == InboxMeta()
+    assert issubclass(UnknownUser, StorageError)
+
+
+async def test_unknown_request_kind_is_refused(users):
+    op = UserBatch(SENDER, (("bogus",), (SEND, "m1", RECEIVER, b"")), T, CAP)
+    results = await users.store.submit(op)
+    assert isinstance(results[0][1], InvalidArgument) and results[1] == (True, Stored(1, T))
