@@ -59,6 +59,7 @@ class MediaListener(AppThreadActor):
                        int(config.get("media_max_size", MAX_SIZE)))
         host = config.get("bind", "127.0.0.1")
         port = int(config.get("media_port", DEFAULT_MEDIA_PORT))
+        self.app = app
         return AppThread(app.app, host, port, "media", reuse_port=True)
 
     async def init(self) -> None:
@@ -69,6 +70,7 @@ class MediaListener(AppThreadActor):
 class MediaApp:
     def __init__(self, blobs: BlobStore, get_account: Any, max_size: int = MAX_SIZE):
         self.blobs, self.get_account, self.max_size = blobs, get_account, max_size
+        self.refused_after = 0          # body bytes read before the last mid-stream 413
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.authenticate])
@@ -97,7 +99,7 @@ class MediaApp:
 
     async def upload(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > self.max_size:
-            raise web.HTTPRequestEntityTooLarge(self.max_size, request.content_length)
+            raise _too_large(self.max_size, request.content_length)
         expected = request.headers.get("X-Content-SHA256")
         if expected is not None and not is_blob_name(expected):
             raise web.HTTPBadRequest(text="X-Content-SHA256 must be 64 lowercase hex digits")
@@ -105,7 +107,8 @@ class MediaApp:
         try:
             async for chunk in request.content.iter_chunked(CHUNK):
                 if writer.size + len(chunk) > self.max_size:
-                    raise web.HTTPRequestEntityTooLarge(self.max_size, writer.size + len(chunk))
+                    self.refused_after = writer.size + len(chunk)     # bytes read in all
+                    raise _too_large(self.max_size, self.refused_after)
                 writer.write(chunk)
             if request.content_length is not None and writer.size != request.content_length:
                 raise web.HTTPBadRequest(text="body shorter than its Content-Length")
@@ -131,3 +134,10 @@ class MediaApp:
         if not path.exists():
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+def _too_large(cap: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    """413, closing the connection: the rest of the body is never read."""
+    error = web.HTTPRequestEntityTooLarge(cap, size, headers={"Connection": "close"})
+    error.force_close()
+    return error
