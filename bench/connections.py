@@ -47,7 +47,7 @@ import time
 from typing import Any
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu, phone,
-                           provision, raise_nofile, sockstat)
+                           provision, raise_nofile, run_client_process, sockstat)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -170,15 +170,8 @@ async def _hold_users(spec: dict, conn: Any) -> dict:
 
 
 def _client_process(spec: dict, conn: Any) -> None:
-    import uvloop
     raise_nofile()
-    loop = uvloop.new_event_loop()
-    try:
-        conn.send(("done", loop.run_until_complete(_hold_users(spec, conn))))
-    except BaseException as error:                           # report, never hang the parent
-        conn.send(("failed", repr(error)))
-    finally:
-        loop.close()
+    run_client_process(_hold_users, spec, conn)
 
 
 # -- registration -----------------------------------------------------------------------

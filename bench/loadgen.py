@@ -340,3 +340,17 @@ class WireClient(asyncio.Protocol):
         signature = key.sign(wire.login_challenge(self.nonce, user, device))
         return await self.expect_ack(wire.Login(user, device, signature, ref=self.ref()),
                                      f"LOGIN {user}")
+
+
+def run_client_process(main: Any, spec: dict, conn: Any) -> None:
+    """The body of a load-generator process: run ``main(spec, conn)`` on a
+    fresh uvloop and send ``("done", result)`` or ``("failed", error)`` back
+    on ``conn``, so the parent never hangs on a child that died."""
+    import uvloop
+    loop = uvloop.new_event_loop()
+    try:
+        conn.send(("done", loop.run_until_complete(main(spec, conn))))
+    except BaseException as error:                      # report, never hang the parent
+        conn.send(("failed", repr(error)))
+    finally:
+        loop.close()

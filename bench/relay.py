@@ -44,7 +44,7 @@ from array import array
 from typing import Any
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu,
-                           percentile, phone)
+                           percentile, phone, run_client_process)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -272,14 +272,7 @@ def _pace(loop: Any, senders: list[Peer], rate: float, t0: int, end: int) -> Non
 
 
 def _client_process(spec: dict, conn: Any) -> None:
-    import uvloop
-    loop = uvloop.new_event_loop()
-    try:
-        conn.send(("done", loop.run_until_complete(_client(spec, conn))))
-    except BaseException as error:                      # report, never hang the parent
-        conn.send(("failed", repr(error)))
-    finally:
-        loop.close()
+    run_client_process(_client, spec, conn)
 
 
 # -- the driver ----------------------------------------------------------------------------
