@@ -162,5 +162,4 @@ def main(quick: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    import sys
     raise SystemExit(main("--quick" in sys.argv))
