@@ -47,7 +47,7 @@ import time
 from typing import Any
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu, phone,
-                           provision, raise_nofile, run_client_process, sockstat)
+                           provision, raise_nofile, recv_report, run_client_process, sockstat)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -215,15 +215,6 @@ def _kernel() -> dict[str, int]:
     return out
 
 
-def _recv(conn: Any, timeout: float, what: str) -> Any:
-    if not conn.poll(timeout):
-        raise BenchError(f"a client process did not report {what} within {timeout:.0f} s")
-    kind, value = conn.recv()
-    if kind == "failed":
-        raise BenchError(f"a client process failed: {value}")
-    return value
-
-
 def run(args: argparse.Namespace) -> dict:
     n = args.n or (2000 if args.quick else 100_000)
     workers = args.workers or max(1, math.ceil(n / PER_PROCESS))
@@ -262,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
             procs.append(proc)
             conns.append(mine)
         try:
-            reports = [_recv(conn, 600.0, "its logins") for conn in conns]
+            reports = [recv_report(conn, 600.0, "its logins") for conn in conns]
             out["login_cpu_server"] = node.worker_cpu() - cpu0
             out["login_cpu_machine"] = machine_cpu() - machine0
             out["login_cpu_clients"] = sum(r["cpu"] for r in reports)
@@ -280,7 +271,7 @@ def run(args: argparse.Namespace) -> dict:
             out["hold_cpu"] = (node.worker_cpu() - cpu1) / args.hold
             for conn in conns:
                 conn.send("close")
-            finals = [_recv(conn, 120.0, "its end") for conn in conns]
+            finals = [recv_report(conn, 120.0, "its end") for conn in conns]
             out["closed_by_server"] = sum(f["closed_by_server"] for f in finals)
             out["errors"] = {}
             for f in finals:

@@ -354,3 +354,14 @@ def run_client_process(main: Any, spec: dict, conn: Any) -> None:
         conn.send(("failed", repr(error)))
     finally:
         loop.close()
+
+
+def recv_report(conn: Any, timeout: float, what: str) -> Any:
+    """What a client process sent back with ``run_client_process``;
+    ``BenchError`` if it failed or did not report within ``timeout``."""
+    if not conn.poll(timeout):
+        raise BenchError(f"a client process did not report {what} within {timeout:.0f} s")
+    kind, value = conn.recv()
+    if kind == "failed":
+        raise BenchError(f"a client process failed: {value}")
+    return value

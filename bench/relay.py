@@ -44,7 +44,7 @@ from array import array
 from typing import Any
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu,
-                           percentile, phone, run_client_process)
+                           percentile, phone, recv_report, run_client_process)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -287,15 +287,6 @@ def _ms(values: list[int], q: float) -> float:
     return percentile(values, q) / 1000.0
 
 
-def _recv(conn: Any, timeout: float, what: str) -> Any:
-    if not conn.poll(timeout):
-        raise BenchError(f"a client process did not report {what} within {timeout:.0f} s")
-    kind, value = conn.recv()
-    if kind == "failed":
-        raise BenchError(f"a client process failed: {value}")
-    return value
-
-
 def run(args: argparse.Namespace) -> list[dict]:
     """Run the benchmark; returns one dict of figures per round."""
     if args.pairs < 1 or args.window < 1 or args.clients < 1 or args.rounds < 1:
@@ -316,7 +307,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             conns.append(mine)
         try:
             for conn in conns:
-                _recv(conn, 120.0, "ready")
+                recv_report(conn, 120.0, "ready")
             rounds, round_ns = args.rounds, int(args.duration * 1e9)
             t0 = time.monotonic_ns() + 200_000_000
             w0 = t0 + int(args.warmup * 1e9)
@@ -329,7 +320,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 cpu_server.append(node.worker_cpu())
                 cpu_clients.append(sum(cpu_seconds(p.pid) for p in procs))
                 cpu_machine.append(machine_cpu())
-            results = [_recv(conn, 60.0, "results") for conn in conns]
+            results = [recv_report(conn, 60.0, "results") for conn in conns]
         finally:
             for proc in procs:
                 proc.join(timeout=15)
