@@ -10,7 +10,7 @@ Fields are documented the pykka way, on the class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # -- reasons a request fails (transport maps them to wire error codes) ---------
@@ -39,6 +39,9 @@ class ClientPort(Protocol):
 
 
 # -- commands from the connection to its session ------------------------------
+# Each request carries ``client``, the connection it arrived on: its answer
+# (ACK or ERROR with ``ref``) goes back there, never to a newer connection of
+# the same user, whose refs mean other requests.
 @dataclass(frozen=True)
 class Attach:
     """Take ``client`` as this session's connection (replacing any other)."""
@@ -58,6 +61,7 @@ class SendMessage:
     id: str
     to: str
     body: bytes
+    client: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class AckInbox:
     """The client holds inbox items ``seqs``: delete them (sends delivered receipts)."""
     ref: int
     seqs: tuple[int, ...]
+    client: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class MarkRead:
     ref: int
     peer: str
     ids: tuple[str, ...]
+    client: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class Subscribe:
     """Send presence of ``users`` now and whenever it changes."""
     ref: int
     users: tuple[str, ...]
+    client: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,12 +95,14 @@ class SetTyping:
     ref: int
     to: str
     typing: bool
+    client: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Heartbeat:
     """The client is alive (a PING)."""
     ref: int
+    client: Any = field(default=None, compare=False, repr=False)
 
 
 # -- between actors -----------------------------------------------------------------

@@ -72,7 +72,7 @@ class Session(Actor):
         self.user = user
         self.client: Any = None
         self.pushed_upto = 0                    # highest inbox seq pushed to this client
-        self.pending: dict[str, list[int]] = {} # message id -> refs waiting for its commit
+        self.pending: dict[str, list[Any]] = {} # message id -> requests waiting for its commit
         self.batch: list[Any] = []              # requests queued for the next storage op
         self.submit_cast = False                # a SubmitBatch is in the mailbox
         self.linger_token = 0
@@ -133,6 +133,13 @@ class Session(Actor):
         if self.client is not None:
             self.client.push(event)
 
+    @staticmethod
+    def _answer(request: Any, event: Any) -> None:
+        """Answer ``request`` on the connection it came from (a closed one
+        drops it: the client resends, and ids make the resend idempotent)."""
+        if request.client is not None:
+            request.client.push(event)
+
     # -- the inbox ----------------------------------------------------------------
     def handle_inbox_appended(self, msg: InboxAppended) -> None:
         if self.client is None or msg.seq <= self.pushed_upto:
@@ -166,9 +173,9 @@ class Session(Actor):
     def handle_send_message(self, msg: SendMessage) -> None:
         waiting = self.pending.get(msg.id)
         if waiting is not None:                 # a resend while the first is in flight
-            waiting.append(msg.ref)
+            waiting.append(msg)
             return
-        self.pending[msg.id] = [msg.ref]
+        self.pending[msg.id] = [msg]
         self._queue(msg)
 
     def handle_ack_inbox(self, msg: AckInbox) -> None:
@@ -217,22 +224,22 @@ class Session(Actor):
                 for routed in value:            # receipts appended to senders' inboxes
                     nudges.setdefault(routed.to, []).append(
                         InboxItem(routed.seq, "receipt", routed.receipt))
-                self._push(Acked(request.ref))
+                self._answer(request, Acked(request.ref))
             else:
-                self._push(Rejected(request.ref, self._reason(value), str(value)))
+                self._answer(request, Rejected(request.ref, self._reason(value), str(value)))
         for user, items in nudges.items():      # per user: contiguous seqs, in order
             route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
 
     def _stored(self, request: SendMessage, ok: bool, value: Any,
                 nudges: dict[str, list[InboxItem]]) -> None:
-        refs = self.pending.pop(request.id, [request.ref])
+        waiting = self.pending.pop(request.id, [request])
         if not ok:
             reason = self._reason(value)
-            for ref in refs:
-                self._push(Rejected(ref, reason, str(value)))
+            for r in waiting:
+                self._answer(r, Rejected(r.ref, reason, str(value)))
             return
-        for ref in refs:
-            self._push(Acked(ref, value.ts_ms))
+        for r in waiting:
+            self._answer(r, Acked(r.ref, value.ts_ms))
         if not value.duplicate:
             self.counters.messages_in += 1
             nudges.setdefault(request.to, []).append(InboxItem(
@@ -254,15 +261,15 @@ class Session(Actor):
         hub = self.system.whereis(PRESENCE_NAME)
         if hub is not None:
             for state in await hub.call(Watch(self.user, msg.users)):
-                self._push(state)
-        self._push(Acked(msg.ref))
+                self._answer(msg, state)
+        self._answer(msg, Acked(msg.ref))
 
     def handle_presence_changed(self, msg: PresenceChanged) -> None:
         self._push(msg)
 
     def handle_set_typing(self, msg: SetTyping) -> None:
         route(self.system, msg.to, TypingChanged(self.user, msg.typing))
-        self._push(Acked(msg.ref))
+        self._answer(msg, Acked(msg.ref))
 
     def handle_typing_changed(self, msg: TypingChanged) -> None:
         self._push(msg)
@@ -271,7 +278,7 @@ class Session(Actor):
         now = now_ms()
         if now - self.last_seen_written >= LAST_SEEN_EVERY_MS:
             self._write_last_seen(now)
-        self._push(Acked(msg.ref, now))
+        self._answer(msg, Acked(msg.ref, now))
 
     def _write_last_seen(self, ts: int) -> None:
         self.last_seen_written = ts

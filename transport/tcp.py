@@ -164,14 +164,14 @@ class Connection(asyncio.Protocol):
     def dispatch(self, frame: wire.Frame) -> None:
         if self.state == "logged_in":
             if type(frame) in _CHAT:                # the hot path: straight to the session
-                self.to_session(command_for(frame))
+                self.to_session(command_for(frame, self))
             elif isinstance(frame, wire.Bye):
                 self.send(wire.Ack(ref=frame.ref))
                 self.close_after_flush()
             elif isinstance(frame, (wire.Hello, *_PRE_LOGIN)):
                 self.fail(frame.ref, E.OUT_OF_ORDER, f"{type(frame).__name__} after login")
             else:
-                self.to_session(command_for(frame))
+                self.to_session(command_for(frame, self))
         elif self.state == "hello":
             if isinstance(frame, _PRE_LOGIN):
                 self.chain(self.authenticate(frame))

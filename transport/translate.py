@@ -1,8 +1,8 @@
 """The two tables between wire frames and internal messages.
 
-``command_for(frame)``: a logged-in client's frame -> the command for its
-session. ``frame_for(event)``: what a session pushes -> the frame to send;
-``bytes_for(event)``: the same frame encoded, straight from the event for the
+``command_for(frame, client)``: a logged-in client's frame -> the command
+for its session, carrying the connection to answer. ``frame_for(event)``:
+what a session pushes -> the frame to send; ``bytes_for(event)``: the same frame encoded, straight from the event for the
 hot ones (ACKs, MESSAGEs, RECEIPTs) without building the frame object.
 Nothing else in the code base converts between the two vocabularies.
 """
@@ -20,13 +20,13 @@ from transport import wire
 
 __all__ = ["command_for", "frame_for", "bytes_for"]
 
-_COMMANDS: dict[type, Callable[[Any], Any]] = {
-    wire.Send: lambda f: SendMessage(f.ref, f.id, f.to, f.body),
-    wire.Received: lambda f: AckInbox(f.ref, f.seqs),
-    wire.Read: lambda f: MarkRead(f.ref, f.peer, f.ids),
-    wire.Subscribe: lambda f: Subscribe(f.ref, f.users),
-    wire.Typing: lambda f: SetTyping(f.ref, f.to, f.typing),
-    wire.Ping: lambda f: Heartbeat(f.ref),
+_COMMANDS: dict[type, Callable[[Any, Any], Any]] = {
+    wire.Send: lambda f, c: SendMessage(f.ref, f.id, f.to, f.body, c),
+    wire.Received: lambda f, c: AckInbox(f.ref, f.seqs, c),
+    wire.Read: lambda f, c: MarkRead(f.ref, f.peer, f.ids, c),
+    wire.Subscribe: lambda f, c: Subscribe(f.ref, f.users, c),
+    wire.Typing: lambda f, c: SetTyping(f.ref, f.to, f.typing, c),
+    wire.Ping: lambda f, c: Heartbeat(f.ref, c),
 }
 
 _RECEIPT_KINDS = {"delivered": wire.ReceiptKind.DELIVERED, "read": wire.ReceiptKind.READ}
@@ -61,8 +61,8 @@ _BYTES: dict[type, Callable[[Any], bytes]] = {
 }
 
 
-def command_for(frame: wire.Frame) -> Any:
-    return _COMMANDS[type(frame)](frame)
+def command_for(frame: wire.Frame, client: Any) -> Any:
+    return _COMMANDS[type(frame)](frame, client)
 
 
 def frame_for(event: Any) -> wire.Frame:

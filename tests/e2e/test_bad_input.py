@@ -169,6 +169,40 @@ async def test_second_login_replaces_the_first_session(node):
     await second.close()
 
 
+async def test_answers_go_to_the_connection_that_asked(node):
+    # Step 1: the first connection keeps SENDs in flight (each answered with
+    # an ERROR: unknown user) while a second login replaces it.
+    account = await register(node, ALICE)
+    first = await login(node, account)
+
+    async def stream() -> None:
+        for ref in range(1000, 9000, 20):
+            for r in range(ref, ref + 20):
+                first.send(wire.Send(f"u{r}", "+15559999999", b"?", ref=r))
+            await asyncio.sleep(0.0005)
+    streaming = asyncio.ensure_future(stream())
+    await asyncio.sleep(0.02)
+    second = await RawClient.connect(node)
+    await second.hello()
+    signature = account.key.sign(wire.login_challenge(second.nonce, ALICE, account.device))
+    second.send(wire.Login(ALICE, account.device, signature, ref=7))
+    assert await second.recv() == wire.Ack(ref=7)
+    # Step 2: the second connection reuses the first one's refs for PINGs: it
+    # gets exactly their ACKs, none of the first connection's answers.
+    refs = list(range(1000, 1010))
+    for ref in refs:
+        second.send(wire.Ping(ref=ref))
+    answers = [await second.recv() for _ in refs]
+    assert [(type(f), f.ref) for f in answers] == [(wire.Ack, ref) for ref in refs], answers[:3]
+    # Step 3: the first connection got its own answers, then why it was closed.
+    streaming.cancel()
+    replaced, earlier = await first.recv_until(lambda f: f.ref == 0)
+    assert replaced.code == E.SESSION_REPLACED
+    assert earlier and all(f.code == E.UNKNOWN_USER and f.ref >= 1000 for f in earlier)
+    assert await first.closed()
+    await second.close()
+
+
 # -- chat-level errors keep the connection ----------------------------------------------------
 async def test_send_to_unknown_user_is_an_error_not_a_close(node):
     alice = await login(node, await register(node, ALICE))

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from actors.messages import Acked, Attach, Heartbeat, Rejected, SendMessage
 from actors.session_registry import session_of
 from tests.conftest import wait_for
 from tests.e2e.conftest import login, register
@@ -57,3 +58,37 @@ async def test_a_disconnected_session_lingers_then_stops(node):
     # linger is 0.2 s in the test node: the session stops normally, and is gone.
     assert await asyncio.wait_for(session.join(), 3) == "normal"
     assert session_of(node.system, ALICE) is None
+
+
+class Port:
+    """A stand-in connection that records what the session pushes."""
+
+    def __init__(self):
+        self.events, self.closed = [], None
+
+    def bind(self, session) -> None:
+        pass
+
+    def push(self, event) -> None:
+        self.events.append(event)
+
+    def close(self, reason: str, text: str) -> None:
+        self.closed = reason
+
+
+async def test_a_request_is_answered_on_its_own_connection(node):
+    # Step 1: a SEND from connection A is queued, then connection B attaches
+    # before the SEND's storage op completes (both casts sit in the mailbox).
+    client = await login(node, await register(node, ALICE))
+    session = await wait_for(lambda: session_of(node.system, ALICE))
+    a, b = Port(), Port()
+    session.cast(Attach(a))
+    session.cast(SendMessage(41, "x1", "+15559999999", b"?", a))
+    session.cast(Attach(b))
+    session.cast(Heartbeat(41, b))
+    # Step 2: A gets the answer to its ref 41, B only the answer to its own.
+    await wait_for(lambda: a.events and b.events)
+    assert [type(e) for e in a.events] == [Rejected] and a.events[0].ref == 41
+    assert [type(e) for e in b.events] == [Acked] and b.events[0].ref == 41
+    assert a.closed == "session_replaced"
+    await client.close()
