@@ -11,8 +11,9 @@ carry ref 0.
 Frames (one frozen dataclass each; ``ref`` is keyword-only, default 0):
 
     client -> server  Hello Register Confirm Login Send Received Read
-                      Subscribe Typing Ping Bye
+                      Subscribe Typing Ping Bye KeysPublish KeysFetch KeysCount
     server -> client  HelloOk Ack Error Message Receipt Presence TypingEvent
+                      KeyChanged
 
 Entry points:
 
@@ -50,6 +51,7 @@ __all__ = [
     "ReceiptKind", "Side", "FrameError", "Frame", "Hello", "Register", "Confirm",
     "Login", "Send", "Received", "Read", "Subscribe", "Typing", "Ping", "Bye",
     "HelloOk", "Ack", "Error", "Message", "Receipt", "Presence", "TypingEvent",
+    "KeysPublish", "KeysFetch", "KeysCount", "KeyChanged", "MAX_PUBLISH", "MAX_MEDIA_REFS",
     "CLIENT_FRAMES", "SERVER_FRAMES", "encode", "encode_raw", "encode_ack", "encode_message",
     "encode_receipt", "decode_body",
     "decode_client_frame", "decode_server_frame", "FrameDecoder", "validate",
@@ -60,6 +62,9 @@ PROTOCOL_VERSION = 1
 HEADER_SIZE = 4
 MAX_FRAME = 64 * 1024          # default cap on N, the body length in the header
 MAX_BODY = 60 * 1024           # cap on a message body (SEND.body, MESSAGE.body)
+MAX_PUBLISH = 200              # one-time prekeys in one KEYS_PUBLISH
+MAX_MEDIA_REFS = 16            # blob hashes one SEND may refer to
+_BUNDLE_MIN, _BUNDLE_PREKEY = 231, 36   # e2e KeyBundle: fixed part, per one-time prekey
 HEARTBEAT_MIN, HEARTBEAT_MAX = 1.0, 300.0   # what HELLO may ask for, in seconds
 SILENT_INTERVALS = 3           # a connection silent this many heartbeats is closed
 
@@ -81,6 +86,9 @@ class FrameType(IntEnum):
     TYPING = 9
     PING = 10
     BYE = 11
+    KEYS_PUBLISH = 24
+    KEYS_FETCH = 25
+    KEYS_COUNT = 26
     # server -> client
     HELLO_OK = 64
     ACK = 65
@@ -89,6 +97,7 @@ class FrameType(IntEnum):
     RECEIPT = 68
     PRESENCE = 69
     TYPING_EVENT = 70
+    KEY_CHANGED = 76
 
 
 class ErrorCode(IntEnum):
@@ -108,6 +117,10 @@ class ErrorCode(IntEnum):
     INTERNAL = 14
     INVALID = 15
     SHUTTING_DOWN = 16
+    BAD_BUNDLE = 24
+    WRONG_IDENTITY = 25
+    NO_KEYS = 26
+    KEYS_FULL = 27
 
     @property
     def fatal(self) -> bool:
@@ -242,7 +255,9 @@ def _ack_scalar(v: Any) -> Any:
         return v
     if type(v) is str and len(v) <= _ACK_TEXT:
         return v
-    raise _Bad(f"expected nil, bool, int or str<={_ACK_TEXT}, got {_show(v)}")
+    if type(v) is bytes and len(v) <= MAX_BODY:     # e.g. KEYS_FETCH's key bundle
+        return v
+    raise _Bad(f"expected nil, bool, int, str<={_ACK_TEXT} or bin<={MAX_BODY}, got {_show(v)}")
 
 
 def _ack_value(v: Any) -> Any:
@@ -286,6 +301,9 @@ ErrCode = Annotated[ErrorCode, _enum(ErrorCode)]
 Kind = Annotated[ReceiptKind, _enum(ReceiptKind)]
 ErrorText = Annotated[str, _text(256)]
 MaybeMillis = Annotated[int | None, _optional(Millis.__metadata__[0])]
+Bundle = Annotated[bytes, _blob(_BUNDLE_MIN, _BUNDLE_MIN + _BUNDLE_PREKEY * MAX_PUBLISH)]
+BlobHash = Annotated[str, _match(r"[0-9a-f]{64}", "a SHA-256 of 64 lowercase hex digits")]
+MediaRefs = Annotated[tuple[str, ...], _list(BlobHash.__metadata__[0], 0, MAX_MEDIA_REFS)]
 
 
 # --- frames --------------------------------------------------------------
@@ -300,9 +318,10 @@ class Frame:
 
 class _Spec:
     """What the codec knows about one frame class."""
-    __slots__ = ("cls", "name", "names", "checks", "required", "pushed", "values", "build")
+    __slots__ = ("cls", "name", "names", "checks", "required", "pushed", "values", "build",
+                 "trim")
 
-    def __init__(self, cls: type, ftype: FrameType, pushed: bool) -> None:
+    def __init__(self, cls: type, ftype: FrameType, pushed: bool, trim: tuple = ()) -> None:
         hints = get_type_hints(cls, include_extras=True)
         payload = [f for f in fields(cls) if f.name != "ref"]
         self.cls, self.name, self.pushed = cls, ftype.name, pushed
@@ -313,6 +332,9 @@ class _Spec:
         self.values = attrgetter("ref", *self.names) if self.names else (lambda f: (f.ref,))
         # (type, ref, *payload) -> frame, for decode
         self.build: Callable[[tuple, int], Frame] = _make_builder(self, payload)
+        # trailing optional fields left off the wire while they hold their
+        # default (so a SEND without media refs is the same bytes as before)
+        self.trim = tuple((f.name, f.default) for f in reversed(payload) if f.name in trim)
 
 
 def _make_builder(spec: _Spec, payload: list) -> Callable[[tuple, int], Frame]:
@@ -360,11 +382,12 @@ _SPECS: dict[FrameType, _Spec] = {}
 _BY_CLASS: dict[type, _Spec] = {}
 
 
-def _frame(ftype: FrameType, *, pushed: bool = False):
-    """Register a frame class: its Annotated field types become its checks."""
+def _frame(ftype: FrameType, *, pushed: bool = False, trim: tuple = ()):
+    """Register a frame class: its Annotated field types become its checks;
+    ``trim`` names trailing optional fields omitted on the wire when default."""
     def register(cls):
         cls.TYPE = ftype
-        _SPECS[ftype] = _BY_CLASS[cls] = _Spec(cls, ftype, pushed)
+        _SPECS[ftype] = _BY_CLASS[cls] = _Spec(cls, ftype, pushed, trim)
         return cls
     return register
 
@@ -406,12 +429,17 @@ class Login(Frame):
     signature: Signature    # Ed25519 over login_challenge(nonce, user, device)
 
 
-@_frame(FrameType.SEND)
+@_frame(FrameType.SEND, trim=("media",))
 @dataclass(frozen=True, slots=True)
 class Send(Frame):
     id: MsgId               # client-chosen; a retry with the same id is a no-op
     to: UserId
     body: Body
+    media: MediaRefs = ()   # optional: hex SHA-256 of the blobs the (encrypted) body
+                            # refers to, so the server can count references (blob GC)
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "media")
 
 
 @_frame(FrameType.RECEIVED)
@@ -461,6 +489,24 @@ class Bye(Frame):
     pass
 
 
+@_frame(FrameType.KEYS_PUBLISH)
+@dataclass(frozen=True, slots=True)
+class KeysPublish(Frame):
+    bundle: Bundle          # an e2e KeyBundle: replaces the signed part, adds its one-time prekeys
+
+
+@_frame(FrameType.KEYS_FETCH)
+@dataclass(frozen=True, slots=True)
+class KeysFetch(Frame):
+    user: UserId            # ACK {"device": int, "bundle": bin} with at most one one-time prekey
+
+
+@_frame(FrameType.KEYS_COUNT)
+@dataclass(frozen=True, slots=True)
+class KeysCount(Frame):
+    pass                    # ACK: one-time prekeys left (int), or nil when no bundle is published
+
+
 @_frame(FrameType.HELLO_OK)
 @dataclass(frozen=True, slots=True)
 class HelloOk(Frame):
@@ -476,11 +522,12 @@ class Ack(Frame):
     value: AckValue = None  # nil | bool | int | str<=256 | map of <=16 scalars
 
 
-@_frame(FrameType.ERROR)
+@_frame(FrameType.ERROR, trim=("retry_after",))
 @dataclass(frozen=True, slots=True)
 class Error(Frame):
     code: ErrCode
     message: ErrorText
+    retry_after: MaybeMillis = None     # RATE_LIMITED: ms until a retry can pass; omitted if nil
 
 
 @_frame(FrameType.MESSAGE, pushed=True)
@@ -518,6 +565,15 @@ class TypingEvent(Frame):
     typing: Flag
 
 
+@_frame(FrameType.KEY_CHANGED, pushed=True)
+@dataclass(frozen=True, slots=True)
+class KeyChanged(Frame):
+    seq: Seq                # an inbox item: acknowledge it with RECEIVED
+    user: UserId            # who registered a new device (new identity key)
+    device: DeviceId        # the new device id
+    ts: Millis
+
+
 CLIENT_FRAMES: Mapping[FrameType, type[Frame]] = MappingProxyType(
     {t: s.cls for t, s in _SPECS.items() if t < 64})
 SERVER_FRAMES: Mapping[FrameType, type[Frame]] = MappingProxyType(
@@ -549,11 +605,23 @@ def encode(frame: Frame, *, max_frame: int = MAX_FRAME) -> bytes:
     ``validate`` for frames built from untrusted input); a body longer than
     ``max_frame`` raises FrameError(TOO_LARGE)."""
     spec = _spec_of(frame)
-    body = _pack((spec.cls.TYPE, *spec.values(frame)))
+    values = spec.values(frame)
+    if spec.trim:
+        values = _trimmed(spec, frame, values)
+    body = _pack((spec.cls.TYPE, *values))
     if len(body) > max_frame:
         raise FrameError(ErrorCode.TOO_LARGE,
                          f"{spec.name} frame of {len(body)} bytes > {max_frame}", frame.ref)
     return _pack_header(len(body)) + body
+
+
+def _trimmed(spec: _Spec, frame: Frame, values: tuple) -> tuple:
+    n = len(values)
+    for name, default in spec.trim:
+        if getattr(frame, name) != default:
+            break
+        n -= 1
+    return values[:n]
 
 
 # The server's hot path: the frames it sends most, packed straight from their

@@ -15,7 +15,8 @@ from transport.wire import (
     CLIENT_FRAMES, FATAL, MAX_BODY, MAX_FRAME, PROTOCOL_VERSION, SERVER_FRAMES, Ack, Bye,
     Confirm, Error, ErrorCode, FrameDecoder, FrameError, FrameType, Hello, HelloOk, Login,
     Message, Ping, Presence, Read, Receipt, ReceiptKind, Received, Register, Send, Side,
-    Subscribe, Typing, TypingEvent, decode_body, decode_client_frame, decode_server_frame,
+    Subscribe, Typing, TypingEvent, KeyChanged, KeysCount, KeysFetch, KeysPublish, decode_body,
+    decode_client_frame, decode_server_frame,
     encode, encode_raw, login_challenge, validate,
 )
 
@@ -41,6 +42,10 @@ SAMPLES = {
     FrameType.RECEIPT: Receipt(2, ReceiptKind.READ, "m-1", BOB, 1_700_000_000_001),
     FrameType.PRESENCE: Presence(BOB, False, 1_700_000_000_002),
     FrameType.TYPING_EVENT: TypingEvent(ALICE, False),
+    FrameType.KEYS_PUBLISH: KeysPublish(b"\x01" + bytes(230) + bytes(36), ref=11),
+    FrameType.KEYS_FETCH: KeysFetch(BOB, ref=12),
+    FrameType.KEYS_COUNT: KeysCount(ref=13),
+    FrameType.KEY_CHANGED: KeyChanged(3, BOB, 2, 1_700_000_000_003),
 }
 
 
@@ -76,7 +81,8 @@ def test_round_trip(frame_type):
 def test_wire_layout_is_type_ref_then_fields_in_order():
     frame = Send("m-1", BOB, b"hi", ref=7)
     assert encode(frame) == raw(5, 7, "m-1", BOB, b"hi")
-    assert [f.name for f in dataclasses.fields(Send)] == ["ref", "id", "to", "body"]
+    assert [f.name for f in dataclasses.fields(Send)] == ["ref", "id", "to", "body", "media"]
+    assert encode(Send("m-1", BOB, b"hi", ("ab" * 32,), ref=7)) == raw(5, 7, "m-1", BOB, b"hi", ["ab" * 32])
 
 
 def test_frames_are_frozen_and_hashable():
@@ -92,7 +98,8 @@ def test_list_fields_become_tuples():
 
 
 def test_error_codes_and_fatal_set():
-    assert [c.value for c in ErrorCode] == list(range(1, 17))
+    assert [c.value for c in ErrorCode if c <= 16] == list(range(1, 17))
+    assert {c.value for c in ErrorCode} >= {24, 25, 26, 27}     # the key directory's
     assert FATAL == {
         ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_TYPE,
         ErrorCode.UNSUPPORTED_VERSION, ErrorCode.OUT_OF_ORDER, ErrorCode.SESSION_REPLACED,
@@ -217,7 +224,7 @@ INVALID = [
     # ACK
     ("ACK float", S, [65, 1, 1.5], M),
     ("ACK list", S, [65, 1, [1]], M),
-    ("ACK bytes", S, [65, 1, b"x"], M),
+    ("ACK bytes too long", S, [65, 1, b"x" * (MAX_BODY + 1)], M),
     ("ACK str too long", S, [65, 1, "x" * 257], M),
     ("ACK map too big", S, [65, 1, {f"k{i}": i for i in range(17)}], M),
     ("ACK map nested", S, [65, 1, {"k": {"a": 1}}], M),

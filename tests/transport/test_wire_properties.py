@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from transport.wire import (
     MAX_BODY, Ack, Bye, Confirm, Error, ErrorCode, Frame, FrameDecoder, FrameError, Hello,
     HelloOk, Login, Message, Ping, Presence, Read, Receipt, ReceiptKind, Received, Register,
+    KeyChanged, KeysCount, KeysFetch, KeysPublish, MAX_PUBLISH,
     Send, Side, Subscribe, Typing, TypingEvent, decode_body, decode_client_frame,
     decode_server_frame, encode, encode_raw,
 )
@@ -28,7 +29,10 @@ seqs = st.integers(1, 2**63 - 1)
 millis = st.integers(0, 2**63 - 1)
 heartbeats = st.floats(1.0, 300.0, allow_nan=False)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
-                    st.text(max_size=256))
+                    st.text(max_size=256), st.binary(max_size=400))
+blob_hashes = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
+bundles = st.integers(0, MAX_PUBLISH).flatmap(      # any bytes of a valid bundle length
+    lambda n: st.binary(min_size=231 + 36 * n, max_size=231 + 36 * n))
 ack_values = st.one_of(scalars, st.dictionaries(
     st.from_regex(r"[A-Za-z0-9_]{1,64}", fullmatch=True), scalars, max_size=16))
 
@@ -48,6 +52,10 @@ client_frames = st.one_of(
              st.binary(min_size=32, max_size=32)),
     with_ref(Login, users, st.integers(1, 2**63 - 1), st.binary(min_size=64, max_size=64)),
     with_ref(Send, msg_ids, users, bodies),
+    with_ref(Send, msg_ids, users, bodies, st.lists(blob_hashes, max_size=16).map(tuple)),
+    with_ref(KeysPublish, bundles),
+    with_ref(KeysFetch, users),
+    with_ref(KeysCount),
     with_ref(Received, st.lists(seqs, min_size=1, max_size=50).map(tuple)),
     with_ref(Read, users, st.lists(msg_ids, min_size=1, max_size=20).map(tuple)),
     with_ref(Subscribe, st.lists(users, min_size=1, max_size=20).map(tuple)),
@@ -64,6 +72,7 @@ server_frames = st.one_of(
     pushed(Receipt, seqs, st.sampled_from(ReceiptKind), msg_ids, users, millis),
     pushed(Presence, users, st.booleans(), st.one_of(st.none(), millis)),
     pushed(TypingEvent, users, st.booleans()),
+    pushed(KeyChanged, seqs, users, st.integers(1, 2**63 - 1), millis),
 )
 
 
