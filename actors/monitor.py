@@ -253,6 +253,7 @@ class QueueMonitor(Actor):
             "kinds": taken.kinds,
             "top": [{"actor": repr(ref), "kind": ref.kind, "queue": n} for n, ref in taken.top],
             "connections": _connections(self.system),
+            "mesh": _mesh(env.get("cluster")),
             "rates": self._rates(now, store),
             "totals": {**{name: getattr(c, name) for name in _COUNTED},
                        "dead_letters": self.system.dead_letters,
@@ -302,6 +303,15 @@ def _connections(system: Any) -> int:
     ref = system.whereis("listener")
     listener = getattr(ref, "_actor", None)
     return len(getattr(listener, "connections", ()) or ())
+
+
+def _mesh(cluster: Any) -> dict[str, Any] | None:
+    """This worker's view of the node's mesh of workers (None: a lone worker)."""
+    if cluster is None:
+        return None
+    return {"worker": cluster.me, "peers": sorted(cluster.peers),
+            "remote_users": len(cluster.owners), "sent_batches": cluster.sent_batches,
+            "sent_items": cluster.sent_items, "received_items": cluster.received_items}
 
 
 async def _scan(storage: Any, chunk: int, monitor: Any) -> None:

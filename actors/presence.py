@@ -8,19 +8,28 @@ after, as ``PresenceChanged`` sent to its session. Subscriptions live as long
 as the watching session; they are not stored (clients subscribe again on
 login).
 
-Messages: ``UserOnline``, ``UserOffline``, ``Watch`` (call), ``Unwatch``.
+With several workers each has its own hub, and every hub hears every
+worker's changes: a hub forwards the ``UserOnline`` / ``UserOffline`` of its
+own sessions to the other hubs (``Cluster.broadcast``, batched), marked with
+the worker they come from (``where``). A user is online while some worker
+says so; ``PeerGone`` (a worker died) drops what that worker said.
+
+Messages: ``UserOnline``, ``UserOffline``, ``Watch`` (call), ``Unwatch``,
+``PeerGone``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from actors.actor import Actor
 from actors.messages import PresenceChanged
 from actors.router import route
 
-__all__ = ["PresenceHub", "UserOnline", "UserOffline", "Watch", "Unwatch", "PRESENCE_NAME"]
+__all__ = ["PresenceHub", "UserOnline", "UserOffline", "Watch", "Unwatch", "PeerGone",
+           "PRESENCE_NAME"]
 
 PRESENCE_NAME = "presence"
 
@@ -28,12 +37,20 @@ PRESENCE_NAME = "presence"
 @dataclass(frozen=True)
 class UserOnline:
     user: str
+    where: str = ""           # the worker it happened on; "" for this one
 
 
 @dataclass(frozen=True)
 class UserOffline:
     user: str
     last_seen: int
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class PeerGone:
+    """Worker ``worker`` is gone: its users are offline (unless seen elsewhere)."""
+    worker: str
 
 
 @dataclass(frozen=True)
@@ -51,7 +68,7 @@ class Unwatch:
 
 class PresenceHub(Actor):
     def __init__(self, last_seen: Callable[[str], int | None] | None = None):
-        self.online: set[str] = set()
+        self.online: dict[str, set[str]] = {}      # user -> workers it is online on
         self.seen: dict[str, int] = {}             # last seen of users who left while we ran
         self.watchers: dict[str, set[str]] = {}    # watched user -> watching users
         self.watching: dict[str, set[str]] = {}    # watching user -> watched users
@@ -63,13 +80,34 @@ class PresenceHub(Actor):
             self._last_seen = mailbox.get_last_seen if mailbox is not None else (lambda user: None)
 
     def handle_user_online(self, msg: UserOnline) -> None:
-        self.online.add(msg.user)
-        self._tell(msg.user, PresenceChanged(msg.user, True, None))
+        self._forward(msg)
+        where = self.online.setdefault(msg.user, set())
+        was_online = bool(where)
+        where.add(msg.where)
+        if not was_online:
+            self._tell(msg.user, PresenceChanged(msg.user, True, None))
 
     def handle_user_offline(self, msg: UserOffline) -> None:
-        self.online.discard(msg.user)
+        self._forward(msg)
+        where = self.online.get(msg.user)
+        if where is not None:
+            where.discard(msg.where)
+            if where:
+                return                      # still online on another worker
+            del self.online[msg.user]
         self.seen[msg.user] = msg.last_seen
         self._tell(msg.user, PresenceChanged(msg.user, False, msg.last_seen))
+
+    def handle_peer_gone(self, msg: PeerGone) -> None:
+        now = int(time.time() * 1000)
+        for user in [u for u, where in self.online.items() if msg.worker in where]:
+            self.handle_user_offline(UserOffline(user, now, msg.worker))
+
+    def _forward(self, msg: UserOnline | UserOffline) -> None:
+        """Tell the other workers' hubs about a change on this worker."""
+        cluster = self.system.env.get("cluster")
+        if cluster is not None and msg.where == "":
+            cluster.broadcast(replace(msg, where=cluster.me))
 
     def handle_watch(self, msg: Watch) -> list[PresenceChanged]:
         mine = self.watching.setdefault(msg.watcher, set())

@@ -1,7 +1,9 @@
 """Where a message for a user goes (cf. ejabberd_router).
 
-On one node the answer is the user's live session on this worker, found in
-the session table; with no live session the message is not lost: everything
+The answer is the user's live session: on this worker, found in the session
+table, or on another worker, found in the cluster's replica of the session
+directory (``actors/cluster.py``), which carries the message there in a
+batch. With no live session anywhere the message is not lost: everything
 that must survive is already committed to the user's inbox in LMDB, and the
 session reads it there when the user logs in. Ephemeral things (typing,
 presence) to an absent user are simply not sent. A session whose mailbox
@@ -16,11 +18,20 @@ from typing import Any
 from actors.exits import MailboxFull
 from actors.session_registry import session_of
 
-__all__ = ["route"]
+__all__ = ["route", "route_local"]
 
 
 def route(system: Any, user: str, msg: Any) -> bool:
-    """Cast ``msg`` to ``user``'s session; True if there was one."""
+    """Cast ``msg`` to ``user``'s session, on this worker or (through the
+    cluster's batches) on the worker holding it; True if there was one."""
+    if route_local(system, user, msg):
+        return True
+    cluster = system.env.get("cluster")
+    return cluster is not None and cluster.route(user, msg)
+
+
+def route_local(system: Any, user: str, msg: Any) -> bool:
+    """Cast ``msg`` to ``user``'s session on this worker; True if there was one."""
     session = session_of(system, user)
     if session is None:
         return False

@@ -13,8 +13,14 @@ Two tables, kept exact across connect, disconnect, crash and restart:
 
 Only one client per user: opening a session for a user who already has a
 client replaces it (the old connection is closed with ``session_replaced``).
+With several workers, the node's session directory decides across them: the
+connection claims the user there (``Cluster.claim``, in its own task, so
+logins do not queue behind each other) before it opens the session; a worker
+that loses a user to another gets ``EvictUsers`` and closes its connection
+the same way; a user whose client leaves is released.
 
-Messages: ``OpenSession`` (call: returns the session ref), ``CloseSession``.
+Messages: ``OpenSession`` (call: returns the session ref), ``CloseSession``,
+``EvictUsers``.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from actors.messages import Attach, Detach, SESSION_REPLACED
 from actors.process import ActorRef
 from supervisor.base import SupervisorError, start_child
 
-__all__ = ["SessionRegistry", "OpenSession", "CloseSession", "session_of", "clients_of",
-           "REGISTRY_NAME", "SESSIONS_SUP_NAME"]
+__all__ = ["SessionRegistry", "OpenSession", "CloseSession", "EvictUsers", "session_of",
+           "clients_of", "REGISTRY_NAME", "SESSIONS_SUP_NAME"]
 
 log = logging.getLogger("switchboard.sessions")
 
@@ -50,6 +56,12 @@ class CloseSession:
     """``client`` of ``user`` disconnected."""
     user: str
     client: Any
+
+
+@dataclass(frozen=True)
+class EvictUsers:
+    """``users`` logged in on another worker: close their connections here."""
+    users: tuple[str, ...]
 
 
 def session_of(system, user: str) -> ActorRef | None:
@@ -78,10 +90,23 @@ class SessionRegistry(Actor):
 
     def handle_close_session(self, msg: CloseSession) -> None:
         if self.clients.get(msg.user) is msg.client:
-            del self.clients[msg.user]
-            session = session_of(self.system, msg.user)
-            if session is not None:
-                session.cast(Detach(msg.client))
+            self._drop(msg.user, msg.client)
+            cluster = self.system.env.get("cluster")
+            if cluster is not None:
+                cluster.release(msg.user)
+
+    def handle_evict_users(self, msg: EvictUsers) -> None:
+        for user in msg.users:
+            client = self.clients.get(user)
+            if client is not None:
+                self._drop(user, client)
+                client.close(SESSION_REPLACED, "this account logged in on another connection")
+
+    def _drop(self, user: str, client: Any) -> None:
+        del self.clients[user]
+        session = session_of(self.system, user)
+        if session is not None:
+            session.cast(Detach(client))
 
     async def _find_or_start(self, user: str) -> ActorRef:
         error = None

@@ -20,6 +20,13 @@ start order (``ActorExitRequest``, then SIGKILL after ``config["shutdown"]``
 s), tells its owner ``NodeSupervisorStopped`` and exits: escalation, which the
 launcher turns into a non-zero exit.
 
+With more than one worker (or ``config["mesh"]``), the supervisor first
+starts the node's session ``Directory`` (``supervisor/directory.py``) as
+its own child and hands its address to every worker in the config; it
+tells the directory ``WorkerDown`` when a worker exits, and restarts a
+directory that dies, telling the workers where the new one is
+(``DirectoryMoved``; its state is rebuilt from them).
+
 Messages handled: ``StartWorkers`` (reply ``WorkersStarted``),
 ``ReportWorkers`` (reply ``WorkersReported``), ``StopWorkers`` (reply
 ``WorkersStopped``), the workers' ``WorkerStarted`` / ``WorkerStartFailed`` /
@@ -44,6 +51,7 @@ from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ChildActorEx
                              WakeupMessage)
 
 from supervisor import thespian_loopback
+from supervisor.directory import Directory, DirectoryMoved, WorkerDown
 from supervisor.restart_window import add_restart
 from supervisor.spec import SupFlags
 from supervisor.worker_process import (DEFAULT_SHUTDOWN, DEFAULT_START_TIMEOUT, StartWorker,
@@ -196,6 +204,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         self._generation = 0
         self._reason = ""
         self._owner = self._start_requester = self._stop_requester = None
+        self._directory = None
 
     # -- commands ---------------------------------------------------------------
 
@@ -215,6 +224,8 @@ class NodeSupervisor(ActorTypeDispatcher):
         self._slots = [None] * msg.count
         self._queue = deque(range(msg.count))
         self._restarts, self._restart_count, self._phase = (), 0, "running"
+        if msg.count > 1 or self._config.get("mesh"):
+            self._directory = self._config["directory"] = self.createActor(Directory)
         _log().info("starting %d workers (%s, intensity %d, period %ss)", msg.count,
                     self._flags.strategy, self._flags.intensity, self._flags.period)
         self.wakeupAfter(self._check, _Tick())
@@ -264,6 +275,9 @@ class NodeSupervisor(ActorTypeDispatcher):
         _log().error("worker %d (pid %d) failed: %s", msg.slot, msg.pid, msg.reason)
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender) -> None:
+        if self._directory is not None and msg.childAddress == self._directory:
+            self._restart_directory()
+            return
         for slot, worker in enumerate(self._slots):
             if worker is not None and worker.address == msg.childAddress:
                 self._worker_exited(slot, "exited")
@@ -326,8 +340,20 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.wakeupAfter(timedelta(seconds=self._start_timeout),
                          _StartTimeout(slot, self._generation))
 
+    def _restart_directory(self) -> None:
+        if self._phase != "running":
+            return
+        _log().warning("the session directory exited; starting a new one")
+        self._directory = self._config["directory"] = self.createActor(Directory)
+        for worker in self._slots:
+            if worker is not None:
+                self.send(worker.address, DirectoryMoved(self._directory))
+
     def _worker_exited(self, slot: int, how: str) -> None:
         worker, self._slots[slot] = self._slots[slot], None
+        if self._directory is not None:
+            self.send(self._directory,
+                      WorkerDown(f"{self._config.get('node_name', 'node')}/{slot}"))
         if self._starting == slot:
             self._starting = None
         if self._phase in ("stopping", "escalating", "owner_gone"):

@@ -95,8 +95,13 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
         mailbox = open_storage("memory")
     else:
         mailbox = open_storage("lmdb", os.path.join(data_dir, "lmdb"))
+    cluster = None
+    if config.get("bridge") is not None:        # a member of the node's mesh of workers
+        from actors.cluster import Cluster
+        cluster = Cluster(config["worker_name"], config["bridge"], config["directory"])
     return {
         "config": config,
+        "cluster": cluster,
         "mailbox": mailbox,
         "code_sender": config.get("code_sender") or FileCodeSender(data_dir),
         "offline_cap": int(config.get("offline_cap", 10_000)),
@@ -122,6 +127,8 @@ async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
     try:
         async with System() as system:
             system.env.update(env)
+            if env["cluster"] is not None:
+                env["cluster"].start(system)
             root = await system.spawn(Supervisor, ROOT_FLAGS, ROOT_CHILDREN, name="root")
             log.info("worker tree started: %d actors, port %s", len(system),
                      system.env.get("tcp_port"))

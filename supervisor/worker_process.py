@@ -27,6 +27,16 @@ Messages handled (all from the parent ``NodeSupervisor``):
 - ``WakeupMessage`` with a ``_Tick``: exit if the asyncio thread died or the
   parent process is gone (a SIGKILLed supervisor must not leave its workers
   running: OTP's link between supervisor and child).
+
+With a session directory in the config (``config["directory"]``, its
+Thespian address), the worker is also a member of the node's mesh of
+workers: its ``Bridge`` (``supervisor/bridge.py``) carries batches between
+the asyncio side's ``Cluster`` (``actors/cluster.py``) and Thespian. Every
+handler returns a ``ThespianWatch`` on the bridge's wake-up socket, so a
+batch posted by the asyncio side wakes Thespian's ``select`` at once
+(``WatchMessage``: drain and send). Mesh messages from the directory and
+from peer workers (``RouteBatch``, ``MeshView``, ``OwnersChanged``, ...) are
+handed to the asyncio side as they are.
 """
 
 from __future__ import annotations
@@ -42,9 +52,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
+from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ThespianWatch,
+                             WakeupMessage, WatchMessage)
 
+from supervisor import directory as mesh
 from supervisor import thespian_loopback
+from supervisor.bridge import Bridge
 from supervisor.spec import resolve
 
 __all__ = ["WorkerProcess", "StartWorker", "WorkerStarted", "WorkerStartFailed",
@@ -218,6 +231,10 @@ class AsyncioSide:
 
 # -- the Thespian side ---------------------------------------------------------
 
+_MESH = (mesh.RouteBatch, mesh.MeshView, mesh.PeerUp, mesh.PeerDown, mesh.OwnersChanged,
+         mesh.Claimed, mesh.Evict, mesh.DirectoryMoved)
+
+
 class WorkerProcess(ActorTypeDispatcher):
     """A worker OS process (see the module docstring)."""
 
@@ -230,6 +247,20 @@ class WorkerProcess(ActorTypeDispatcher):
         self._running = False        # started and not yet asked to exit
         self._exit_requested = False
         self._shutdown = DEFAULT_SHUTDOWN
+        self._bridge: Bridge | None = None
+
+    def receiveMessage(self, msg: Any, sender: Any) -> Any:
+        if self._bridge is not None and isinstance(msg, _MESH):
+            self._bridge.deliver(msg)
+        else:
+            super().receiveMessage(msg, sender)
+        if self._bridge is not None:
+            self._bridge.drain(self.send)
+            return ThespianWatch([self._bridge.wake_fd])
+        return None
+
+    def receiveMsg_WatchMessage(self, msg: WatchMessage, sender) -> None:
+        pass                        # receiveMessage drains the bridge after every message
 
     def receiveMsg_StartWorker(self, msg: StartWorker, sender) -> None:
         if self._side is not None:
@@ -240,6 +271,10 @@ class WorkerProcess(ActorTypeDispatcher):
         self._slot, self._parent = msg.slot, sender
         self._shutdown = float(config.get("shutdown", DEFAULT_SHUTDOWN))
         pid = os.getpid()
+        if config.get("directory") is not None:
+            self._bridge = config["bridge"] = Bridge()
+            self._bridge.address = self.myAddress
+            config["worker_name"] = f"{config.get('node_name', 'node')}/{msg.slot}"
         try:
             tree = resolve(config.get("tree", DEFAULT_TREE))
             self._side = AsyncioSide(tree, config, self._tree_done)

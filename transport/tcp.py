@@ -46,6 +46,7 @@ log = logging.getLogger("switchboard.tcp")
 E = wire.ErrorCode
 _PRE_LOGIN = (wire.Register, wire.Confirm, wire.Login)
 LINGER = 2.0                            # seconds a closing connection waits for the client
+CLAIM_TIMEOUT = 5.0                     # seconds to wait for the session directory
 _CHAT = frozenset({wire.Send, wire.Received, wire.Read, wire.Subscribe, wire.Typing, wire.Ping})
 
 
@@ -239,6 +240,15 @@ class Connection(asyncio.Protocol):
             return
         if self.closed:
             return
+        cluster = self.system.env.get("cluster")
+        if cluster is not None:                 # one session per user across the workers
+            try:
+                await asyncio.wait_for(cluster.claim(frame.user), CLAIM_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("no answer from the session directory for %s in %.0f s; "
+                            "logging in anyway", frame.user, CLAIM_TIMEOUT)
+            if self.closed:
+                return
         self.state, self.user = "logged_in", frame.user
         self.send(wire.Ack(ref=frame.ref))
         registry = self.system.whereis(REGISTRY_NAME)

@@ -1,0 +1,202 @@
+"""The session directory: user id -> the worker holding the user's live
+session, for every worker of the node (cf. ejabberd_sm's Mnesia table, and
+the seeds' PID table made cluster-wide). A Thespian actor, child of the
+``NodeSupervisor``, which restarts it if it dies.
+
+Workers are named ``"<node>/<slot>"``. The directory is the one place that
+decides who owns a user, so only one session per user lives on the node:
+
+- ``JoinMesh(worker, address, users)``: a worker came up (or re-joins after
+  a directory restart, listing the users it holds). Reply ``MeshView`` (all
+  peers and owners); everyone else gets ``PeerUp``.
+- ``Claims(worker, users, token)``: users logged in on ``worker``. Each
+  becomes owned by ``worker``; a previous owner elsewhere gets ``Evict``
+  (it closes that connection with ``session_replaced``). Reply
+  ``Claimed(token)`` once recorded; peers get ``OwnersChanged``.
+- ``Releases(worker, users)``: users left ``worker`` (ignored for a user
+  someone else has claimed since). Peers get ``OwnersChanged``.
+- ``WorkerDown(worker)`` (from the node supervisor): its users are gone;
+  peers get ``PeerDown``.
+
+Every message is a batch: a worker sends one ``Claims`` per flush of its
+logins, and the directory answers each with one message per peer, because a
+Thespian send costs ~0.4 ms (DESIGN.md) while a login must cost far less.
+Its state is soft: if it dies, the node supervisor starts a new one and
+tells the workers (``DirectoryMoved``), and they re-join with their users.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher
+
+__all__ = ["Directory", "JoinMesh", "MeshView", "PeerUp", "PeerDown", "Claims", "Claimed",
+           "Releases", "OwnersChanged", "Evict", "WorkerDown", "DirectoryMoved", "RouteBatch"]
+
+
+def _log() -> logging.Logger:
+    return logging.getLogger("switchboard.directory")
+
+
+# -- messages (pickled across processes) --------------------------------------------
+
+@dataclass
+class JoinMesh:
+    worker: str
+    address: Any
+    users: tuple[str, ...] = ()
+
+
+@dataclass
+class MeshView:
+    peers: dict[str, Any]
+    owners: dict[str, str]
+
+
+@dataclass
+class PeerUp:
+    worker: str
+    address: Any
+
+
+@dataclass
+class PeerDown:
+    worker: str
+
+
+@dataclass
+class Claims:
+    worker: str
+    users: tuple[str, ...]
+    token: int
+
+
+@dataclass
+class Claimed:
+    token: int
+
+
+@dataclass
+class Releases:
+    worker: str
+    users: tuple[str, ...]
+
+
+@dataclass
+class OwnersChanged:
+    """``owners[user]`` is the worker now holding ``user``, None when nobody."""
+    owners: dict[str, str | None]
+
+
+@dataclass
+class Evict:
+    """Close these users' connections: they logged in on another worker."""
+    users: tuple[str, ...]
+
+
+@dataclass
+class WorkerDown:
+    worker: str
+
+
+@dataclass
+class DirectoryMoved:
+    """The directory was restarted at ``address``: join it again."""
+    address: Any
+
+
+@dataclass
+class RouteBatch:
+    """Worker to worker: ``items`` are ``(user, message)`` for a user's session
+    (``user`` None: for the receiving worker's presence hub), in send order."""
+    source: str
+    items: list = field(default_factory=list)
+
+
+# -- the actor ------------------------------------------------------------------------
+
+class Directory(ActorTypeDispatcher):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peers: dict[str, Any] = {}
+        self.owners: dict[str, str] = {}
+        self.held: dict[str, set[str]] = {}       # worker -> users it owns
+
+    def receiveMsg_JoinMesh(self, msg: JoinMesh, sender) -> None:
+        if msg.worker in self.peers:
+            self._drop_worker(msg.worker, announce=False)
+        self.peers[msg.worker] = msg.address
+        self.held[msg.worker] = set()
+        changed = self._claim(msg.worker, msg.users)
+        self.send(msg.address, MeshView(dict(self.peers), dict(self.owners)))
+        for worker, address in self.peers.items():
+            if worker != msg.worker:
+                self.send(address, PeerUp(msg.worker, msg.address))
+        self._announce(changed, skip=msg.worker)
+        _log().info("worker %s joined the mesh (%d users); %d workers", msg.worker,
+                    len(msg.users), len(self.peers))
+
+    def receiveMsg_Claims(self, msg: Claims, sender) -> None:
+        if msg.worker not in self.peers:
+            self.peers[msg.worker], self.held[msg.worker] = sender, set()
+        changed = self._claim(msg.worker, msg.users)
+        self.send(sender, Claimed(msg.token))
+        self._announce(changed, skip=msg.worker)
+
+    def receiveMsg_Releases(self, msg: Releases, sender) -> None:
+        held = self.held.get(msg.worker, set())
+        changed = {}
+        for user in msg.users:
+            if self.owners.get(user) == msg.worker:
+                del self.owners[user]
+                held.discard(user)
+                changed[user] = None
+        self._announce(changed, skip=msg.worker)
+
+    def receiveMsg_WorkerDown(self, msg: WorkerDown, sender) -> None:
+        if msg.worker in self.peers:
+            self._drop_worker(msg.worker, announce=True)
+            _log().info("worker %s left the mesh; %d workers", msg.worker, len(self.peers))
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
+        pass
+
+    # -- internals --------------------------------------------------------------------
+    def _claim(self, worker: str, users: tuple[str, ...]) -> dict[str, str]:
+        changed: dict[str, str] = {}
+        evictions: dict[str, list[str]] = {}
+        held = self.held[worker]
+        for user in users:
+            previous = self.owners.get(user)
+            if previous == worker:
+                continue
+            if previous is not None:
+                self.held.get(previous, set()).discard(user)
+                evictions.setdefault(previous, []).append(user)
+            self.owners[user] = worker
+            held.add(user)
+            changed[user] = worker
+        for previous, evicted in evictions.items():
+            address = self.peers.get(previous)
+            if address is not None:
+                self.send(address, Evict(tuple(evicted)))
+        return changed
+
+    def _drop_worker(self, worker: str, announce: bool) -> None:
+        for user in self.held.pop(worker, ()):
+            if self.owners.get(user) == worker:
+                del self.owners[user]
+        self.peers.pop(worker, None)
+        if announce:
+            for address in self.peers.values():
+                self.send(address, PeerDown(worker))
+
+    def _announce(self, changed: dict[str, Any], skip: str) -> None:
+        if not changed:
+            return
+        for worker, address in self.peers.items():
+            if worker != skip:
+                self.send(address, OwnersChanged(changed))

@@ -1,0 +1,109 @@
+"""Several workers on one node, as one chat service: a real ``run.py node
+--workers 2`` subprocess, clients spread over both workers by the kernel
+(SO_REUSEPORT), and everything that must cross between them crossing live:
+messages, receipts, presence, typing, and the one-session-per-user rule."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+
+import pytest
+
+from tests.e2e.conftest import Node, RawClient, login, register
+from tests.e2e.test_durability import FileCodes
+from tests.launched import _node_up, client_port, launched_node, wait_until
+from transport import wire
+
+pytestmark = pytest.mark.timeout(120)
+
+USERS = [f"+1555000{i:04d}" for i in range(12)]
+
+
+def worker_status(log_text: str) -> list[dict]:
+    ports = re.search(r"worker HTTP ports ([\d ]+)", log_text).group(1).split()
+    out = []
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
+            out.append(json.load(r))
+    return out
+
+
+async def next_of(client: RawClient, kind: type, timeout: float = 5.0):
+    frame, _ = await client.recv_until(lambda f: isinstance(f, kind), timeout)
+    return frame
+
+
+async def test_two_workers_chat_as_one_node(tmp_path):
+    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
+        _node_up(log_path, wait_until)
+        wait_until(lambda: log_path.read_text().count("joined the mesh") >= 2, 15)
+        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
+                    None, str(tmp_path / "data"))
+        # Step 1: 12 users log in; the kernel spreads their connections over
+        # both workers (all on one would have probability 2 * 2^-12).
+        accounts = [await register(node, phone) for phone in USERS]
+        clients = [await login(node, a) for a in accounts]
+        spread = await asyncio.to_thread(
+            wait_until, lambda: (s := worker_status(log_path.read_text()))
+            and all(w["connections"] > 0 for w in s) and s, 10)
+        assert sum(w["connections"] for w in spread) == len(USERS)
+        # Step 2: every user sends to every other one once (132 messages):
+        # each is pushed live, wherever the recipient is, and its delivered
+        # receipt reaches the sender.
+        for i, sender in enumerate(clients):
+            for j, phone in enumerate(USERS):
+                if i != j:
+                    sender.send(wire.Send(f"m{i}-{j}", phone, b"hi", ref=sender.ref()))
+        for j, client in enumerate(clients):
+            got = set()
+            while len(got) < len(USERS) - 1:
+                frame = await next_of(client, wire.Message)
+                got.add(frame.id)
+                client.send(wire.Received((frame.seq,), ref=client.ref()))
+            assert got == {f"m{i}-{j}" for i in range(len(USERS)) if i != j}
+        for i, client in enumerate(clients):
+            receipts = set()
+            while len(receipts) < len(USERS) - 1:
+                frame = await next_of(client, wire.Receipt)
+                receipts.add(frame.id)
+            assert receipts == {f"m{i}-{j}" for j in range(len(USERS)) if i != j}
+        status = await asyncio.to_thread(worker_status, log_path.read_text())
+        assert all(w["mesh"]["received_items"] > 0 for w in status), [w["mesh"] for w in status]
+        # Step 3: presence and typing cross too: user 0 watches everyone.
+        watcher = clients[0]
+        watcher.send(wire.Subscribe(tuple(USERS[1:]), ref=watcher.ref()))
+        online = set()
+        while len(online) < len(USERS) - 1:
+            frame = await next_of(watcher, wire.Presence)
+            assert frame.online, frame
+            online.add(frame.user)
+        for k in range(1, len(USERS)):
+            clients[k].send(wire.Typing(USERS[0], True, ref=clients[k].ref()))
+        typing = set()
+        while len(typing) < len(USERS) - 1:
+            typing.add((await next_of(watcher, wire.TypingEvent)).sender)
+        for client in clients[1:]:
+            await client.close()
+        offline = set()
+        while len(offline) < len(USERS) - 1:
+            frame = await next_of(watcher, wire.Presence)
+            if not frame.online:
+                offline.add(frame.user)
+        assert offline == set(USERS[1:])
+        # Step 4: one session per user across workers: logging in user 0
+        # again, from connections that land on either worker, replaces the
+        # previous one every time.
+        previous = watcher
+        for _ in range(6):
+            again = await login(node, accounts[0])
+            frame, _ = await previous.recv_until(
+                lambda f: isinstance(f, wire.Error) and f.ref == 0, 5)
+            assert frame.code == wire.ErrorCode.SESSION_REPLACED
+            assert await previous.closed()
+            previous = again
+        assert isinstance(await previous.answer(previous.send(wire.Ping(ref=previous.ref()))),
+                          wire.Ack)
+        await previous.close()
