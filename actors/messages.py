@@ -56,12 +56,14 @@ class Detach:
 
 @dataclass(frozen=True)
 class SendMessage:
-    """Store ``body`` for ``to`` under the sender's ``id``; ack ``ref`` after commit."""
+    """Store ``body`` for ``to`` under the sender's ``id``; ack ``ref`` after commit.
+    ``media``: hex SHA-256 of the blobs the body refers to (blob references)."""
     ref: int
     id: str
     to: str
     body: bytes
     client: Any = field(default=None, compare=False, repr=False)
+    media: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,3 +172,66 @@ class Rejected:
     ref: int
     reason: str
     text: str
+
+
+# -- key directory: commands from the connection to its session (answered after
+# the commit), and the event that answers a fetch ------------------------------------
+BAD_BUNDLE = "bad_bundle"
+WRONG_IDENTITY = "wrong_identity"
+NO_KEYS = "no_keys"
+KEYS_FULL = "keys_full"
+
+
+@dataclass(frozen=True)
+class PublishKeys:
+    """Store this device's key bundle, already verified by the transport:
+    ``identity`` (must be the registered device key), ``signed`` (the bundle
+    without one-time prekeys, opaque here) and the ``one_time`` prekeys."""
+    ref: int
+    identity: bytes
+    signed: bytes
+    one_time: tuple[tuple[int, bytes], ...]
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class FetchKeys:
+    """Hand out ``user``'s bundle with at most one one-time prekey."""
+    ref: int
+    user: str
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class CountKeys:
+    """How many one-time prekeys of this user the directory still holds."""
+    ref: int
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class KeysFetched:
+    """The answer to ``FetchKeys`` ``ref``: the transport joins ``signed`` and
+    ``one_time`` (``(id, key)`` or None) into one bundle."""
+    ref: int
+    device: int
+    signed: bytes
+    one_time: tuple[int, bytes] | None
+
+
+@dataclass(frozen=True)
+class KeysStored:
+    """A key directory op for ``request`` completed; ``future`` holds its result."""
+    request: Any
+    future: Any
+
+
+@dataclass(frozen=True)
+class RefuseRequest:
+    """A request the transport found invalid after decoding (e.g. a key
+    bundle whose signature fails): the session answers ``ref`` with
+    ``Rejected(reason, text)``, in order with the client's other requests."""
+    ref: int
+    reason: str
+    text: str
+    client: Any = field(default=None, compare=False, repr=False)

@@ -6,7 +6,10 @@ and hands it to the pluggable code sender (``env["code_sender"]``: the
 default writes it to the log and a file under the data directory; tests keep
 it in memory). ``ConfirmCode(phone, code, device_key)`` checks the code and
 registers the device's Ed25519 verify key; the new device id replaces the old
-one, whose credential stops working at once and whose connection is closed.
+one, whose credential stops working at once and whose connection is closed;
+the old device's published keys are dropped in the same transaction and
+every key contact gets a ``key_changed`` inbox item (``storage.keydir``),
+which the registrar routes to them like any other inbox nudge.
 
 Login is challenge-response: the connection asks ``BeginLogin`` for the
 device's verify key, checks the signature itself (crypto lives in
@@ -32,9 +35,11 @@ from typing import Any
 
 from actors.actor import Actor, Deferred
 from actors.messages import BAD_CODE, INTERNAL, LOGIN_FAILED, RATE_LIMITED, SESSION_REPLACED
+from actors.messages import InboxAppended
 from actors.rate_limit import RateLimiter
+from actors.router import route
 from actors.session_registry import clients_of
-from storage import BadCode
+from storage import BadCode, InboxItem
 from storage.accounts import hash_code
 
 __all__ = ["Registrar", "RequestCode", "ConfirmCode", "BeginLogin", "LoginFailed", "Refused",
@@ -122,7 +127,7 @@ class Registrar(Actor):
         if self.bad_codes.exceeded(msg.phone):
             return self._limited(self.bad_codes, msg.phone, "wrong codes")
         future = self.mail.confirm_device(
-            msg.phone, hash_code(msg.phone, msg.code), msg.device_key, _now_ms())
+            msg.phone, hash_code(msg.phone, msg.code), msg.device_key, _now_ms(), detail=True)
         deferred = self.defer_reply()
         cast = self.ref.cast
         future.add_done_callback(lambda done: cast(_Confirmed(msg, done, deferred)))
@@ -137,11 +142,15 @@ class Registrar(Actor):
             log.error("confirming %s failed: %r", msg.request.phone, error)
             msg.deferred.reply(Refused(INTERNAL, "could not register the device"))
         else:
+            confirmed = msg.future.result()
             old = clients_of(self.system).get(msg.request.phone)
             if old is not None:
                 old.close(SESSION_REPLACED, "a new device was registered for this number")
-            log.info("registered %s device %d", msg.request.phone, msg.future.result())
-            msg.deferred.reply(msg.future.result())
+            for notice in confirmed.notices:    # key contacts: "their keys changed"
+                item = InboxItem(notice.seq, "key_changed", notice.notice)
+                route(self.system, notice.to, InboxAppended(notice.seq, (item,)))
+            log.info("registered %s device %d", msg.request.phone, confirmed.device_id)
+            msg.deferred.reply(confirmed.device_id)
 
     # -- login ------------------------------------------------------------------------
     def handle_begin_login(self, msg: BeginLogin) -> Any:

@@ -28,7 +28,9 @@ pushes stopped they are pushed as they are, else the session reads its inbox.
 Messages: ``Attach``, ``Detach``, ``SendMessage``, ``AckInbox``, ``MarkRead``,
 ``Subscribe``, ``SetTyping``, ``Heartbeat``, ``InboxAppended``,
 ``PresenceChanged``, ``TypingChanged``, ``SubmitBatch``, ``BatchStored``,
-``FlushInbox``, ``LingerExpired``.
+``FlushInbox``, ``LingerExpired``; the key directory's (``PublishKeys``,
+``FetchKeys``, ``CountKeys``, ``KeysStored``, ``RefuseRequest``) are handled
+by the ``actors.key_directory.KeyDirectory`` mixin.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.counters import counters_of
+from actors.key_directory import KeyDirectory
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
     BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired, MarkRead,
@@ -64,7 +67,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Session(Actor):
+class Session(KeyDirectory, Actor):
     mailbox_size = 10_000
     overflow = "crash"        # state is in LMDB: a flooded session restarts, loses nothing
 
@@ -203,7 +206,8 @@ class Session(Actor):
         ops = []
         for r in requests:
             if type(r) is SendMessage:
-                ops.append((SEND, r.id, r.to, r.body))
+                ops.append((SEND, r.id, r.to, r.body, r.media) if r.media
+                           else (SEND, r.id, r.to, r.body))
             elif type(r) is AckInbox:
                 ops.append((ACK, r.seqs))
             else:

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from storage import keydir
 from storage.errors import InvalidArgument
 from storage.keys import phone_bytes
 from storage.kv import Txn
@@ -85,7 +86,8 @@ def confirm_device(txn: Txn, phone: str, code_hash: bytes, verify_key: bytes,
     check = _check(txn, phone, bytes(code_hash), now_ms)
     if check.status != "ok":
         return Confirmation(None, check)
-    return Confirmation(register_device(txn, phone, verify_key, now_ms), check)
+    device_id, notices = _register(txn, phone, verify_key, now_ms)
+    return Confirmation(device_id, check, tuple(notices))
 
 
 def _verify_key(verify_key: bytes) -> None:
@@ -95,13 +97,19 @@ def _verify_key(verify_key: bytes) -> None:
 
 def register_device(txn: Txn, phone: str, verify_key: bytes, now_ms: int) -> int:
     """Make ``verify_key`` the phone's only valid device key; returns the new
-    device id (1 for a first registration). The inbox is kept."""
+    device id (1 for a first registration). The inbox is kept; the old
+    device's published keys are not (``keydir.device_replaced``)."""
+    return _register(txn, phone, verify_key, now_ms)[0]
+
+
+def _register(txn: Txn, phone: str, verify_key: bytes, now_ms: int) -> tuple[int, list]:
     key = phone_bytes(phone)
     _verify_key(verify_key)
     raw = txn.get("users", key)
     device_id = 1 if raw is None else unpack(raw)["device"] + 1
     txn.put("users", key, pack({"device": device_id, "key": verify_key, "at": now_ms}))
-    return device_id
+    notices = [] if raw is None else keydir.device_replaced(txn, phone, device_id, now_ms)
+    return device_id, notices
 
 
 def get_account(txn: Txn, phone: str) -> Account | None:

@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any, Iterable
 
-from storage import accounts, mailbox
+from storage import accounts, blob_refs, keydir, mailbox
 from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Store, StoreStats
@@ -49,8 +49,10 @@ class Storage:
         return self.store.submit(accounts.CheckCode(phone, code, now_ms))
 
     def confirm_device(self, phone: str, code_hash: bytes, verify_key: bytes,
-                       now_ms: int) -> Future[int]:
-        """The new device id, or ``BadCode`` (the attempt is still counted)."""
+                       now_ms: int, detail: bool = False) -> Future[int]:
+        """The new device id, or ``BadCode`` (the attempt is still counted).
+        ``detail``: the ``Confirmation`` instead of the id, whose ``notices``
+        say which key contacts were told of the new device (to nudge them)."""
         confirmed = self.store.submit(
             accounts.ConfirmDevice(phone, code_hash, verify_key, now_ms))
         outcome = confirmed.get_loop().create_future()
@@ -66,7 +68,7 @@ class Storage:
                 check = done.result().check
                 outcome.set_exception(BadCode(check.status, check.attempts))
             else:
-                outcome.set_result(done.result().device_id)
+                outcome.set_result(done.result() if detail else done.result().device_id)
 
         confirmed.add_done_callback(settle)
         return outcome
@@ -109,6 +111,33 @@ class Storage:
 
     def inbox_meta(self, user: str) -> InboxMeta:
         return self.store.read(lambda txn: mailbox.inbox_meta(txn, user))
+
+    # -- key directory (storage.keydir) and blob references (storage.blob_refs) --
+    def publish_keys(self, user: str, identity: bytes, signed: bytes,
+                     one_time: Iterable[tuple[int, bytes]], cap: int = keydir.MAX_HELD
+                     ) -> Future[int]:
+        """One-time prekeys held after publishing; ``WrongIdentity``, ``KeysFull``."""
+        return self.store.submit(keydir.PublishKeys(user, identity, signed, tuple(one_time), cap))
+
+    def fetch_keys(self, fetcher: str, user: str) -> Future[keydir.FetchedKeys]:
+        """``UnknownUser``, ``NoKeys``; pops one one-time prekey."""
+        return self.store.submit(keydir.FetchKeys(fetcher, user))
+
+    def count_keys(self, user: str) -> int | None:
+        return self.store.read(lambda txn: keydir.count_keys(txn, user))
+
+    def key_contacts(self, user: str) -> list[str]:
+        return self.store.read(lambda txn: keydir.key_contacts(txn, user))
+
+    def blobs_to_keep(self, since_ms: int) -> set[str]:
+        """Blobs referenced now or released at or after ``since_ms``."""
+        return self.store.read(lambda txn: blob_refs.keep(txn, since_ms))
+
+    def blob_refs(self, sha256: str) -> int:
+        return self.store.read(lambda txn: blob_refs.count(txn, sha256))
+
+    def forget_blob_refs(self, before_ms: int) -> Future[int]:
+        return self.store.submit(blob_refs.Forget(before_ms))
 
     # -- presence and housekeeping ---------------------------------------------
     def set_last_seen(self, user: str, ts_ms: int) -> Future[int]:

@@ -20,7 +20,8 @@ stored, and nothing of it can have been acknowledged.
 
 Requests are plain tuples (the storage layer knows nothing of actors):
 
-- ``(SEND, client_id, to, body)`` -> ``Stored``
+- ``(SEND, client_id, to, body)`` or ``(SEND, client_id, to, body, media)``
+  -> ``Stored`` (``media``: blob hashes, held until acked: ``blob_refs``)
 - ``(ACK, seqs)`` -> ``list[RoutedReceipt]`` (delivered receipts)
 - ``(READ, peer, ids)`` -> ``list[RoutedReceipt]`` (read receipts)
 """
@@ -56,7 +57,7 @@ class UserBatch:
             try:
                 if kind == SEND:
                     value = store_message(txn, user, request[1], request[2], request[3],
-                                          ts, cap, metas)
+                                          ts, cap, metas, request[4] if len(request) > 4 else ())
                 elif kind == ACK:
                     value = ack_inbox(txn, user, request[1], ts, metas)
                 elif kind == READ:

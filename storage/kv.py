@@ -40,6 +40,10 @@ DBS: tuple[str, ...] = (
     "dedup",        # sender \0 client_id -> where that message went
     "dedup_ttl",    # ts \0 sender \0 client_id -> b"" (prunes dedup by age)
     "lastseen",     # phone -> ts
+    "keys",         # phone -> published e2e key bundle (signed part), device, prekeys held
+    "otk",          # phone \0 u32(id) -> one-time prekey (32 bytes), handed out once
+    "key_contacts", # phone \0 contact -> b"" (told when phone's keys change)
+    "blob_refs",    # sha256 (32 bytes) -> messages referring to that media blob
 )
 
 T = TypeVar("T")

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from storage import blob_refs
 from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key,
                           inbox_key, inbox_prefix, inbox_seq, phone_bytes, prefix_end, u64)
@@ -95,13 +96,17 @@ def _require_user(txn: Txn, user: bytes, phone: str) -> None:
 
 # -- writes ---------------------------------------------------------------------
 def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
-                  ts_ms: int, cap: int, metas: _Metas | None = None) -> Stored:
+                  ts_ms: int, cap: int, metas: _Metas | None = None,
+                  media: tuple[str, ...] = ()) -> Stored:
     """Append a message to ``to``'s inbox. Every refusal is raised before
     anything is written (``UserBatch`` relies on it); with ``metas`` given,
-    the caller saves them."""
+    the caller saves them. ``media``: blob hashes the message refers to,
+    held (``blob_refs``) until the recipient acks it."""
     sb, tb, cid = phone_bytes(sender), phone_bytes(to), client_id_bytes(client_id)
     if type(body) is not bytes:
         raise InvalidArgument("message body must be bytes")
+    if media:
+        media = blob_refs.check(media)
     dk = dedup_key(sb, cid)
     raw = txn.get("dedup", dk)
     if raw is not None:
@@ -115,7 +120,10 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
     metas.require_user(tb, to)
     if metas[tb]["msgs"] >= cap:
         raise OfflineFull(to, cap)
-    seq = metas.append_packed(tb, True, pack_message(client_id, sender, ts_ms, body))
+    seq = metas.append_packed(tb, True, pack_message(client_id, sender, ts_ms, body,
+                                                     media=media))
+    if media:
+        blob_refs.hold(txn, media, ts_ms)
     if own:
         metas.save()
     txn.put("dedup", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
@@ -146,6 +154,8 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
         sb = phone_bytes(sender)            # checked before the first write
         txn.delete("inbox", key)
         metas[ub]["msgs"] -= 1
+        if "media" in value:
+            blob_refs.release(txn, value["media"], ts_ms)
         receipt = Receipt("delivered", value["id"], user, ts_ms)
         routed.append(RoutedReceipt(sender, metas.append(sb, receipt), receipt))
     if own:

@@ -16,7 +16,7 @@ import msgpack
 __all__ = [
     "Account", "CodeCheck", "CodeStatus", "Confirmation", "InboxMeta", "Message", "Receipt",
     "InboxItem", "Stored", "RoutedReceipt", "pack", "unpack",
-    "pack_item", "pack_message", "unpack_item",
+    "pack_item", "pack_message", "unpack_item", "KeyNotice", "pack_key_notice",
 ]
 
 CodeStatus = Literal["ok", "bad", "expired", "missing"]
@@ -64,6 +64,7 @@ class Confirmation:
     was right (``check.status == "ok"``), else None."""
     device_id: int | None
     check: CodeCheck
+    notices: tuple = ()     # keydir.RoutedNotice: key contacts told of the new device
 
 
 # -- inbox ----------------------------------------------------------------------
@@ -130,9 +131,13 @@ class RoutedReceipt:
 
 
 # -- inbox item values ----------------------------------------------------------
-def pack_message(id: str, sender: str, ts: int, body: bytes) -> bytes:
-    """``pack_item(Message(id, sender, ts, body))`` without the record."""
-    return pack({"type": "message", "id": id, "from": sender, "ts": ts, "body": body})
+def pack_message(id: str, sender: str, ts: int, body: bytes, media: tuple[str, ...] = ()) -> bytes:
+    """``pack_item(Message(id, sender, ts, body))`` without the record;
+    ``media``: the blob hashes it refers to (released when it is acked)."""
+    if not media:
+        return pack({"type": "message", "id": id, "from": sender, "ts": ts, "body": body})
+    return pack({"type": "message", "id": id, "from": sender, "ts": ts, "body": body,
+                 "media": list(media)})
 
 
 def pack_item(payload: Message | Receipt) -> bytes:
@@ -146,4 +151,21 @@ def unpack_item(seq: int, raw: bytes) -> InboxItem:
     v = unpack(raw)
     if v["type"] == "message":
         return InboxItem(seq, "message", Message(v["id"], v["from"], v["ts"], v["body"]))
+    if v["type"] == "key_changed":
+        return InboxItem(seq, "key_changed", KeyNotice(v["user"], v["device"], v["ts"]))
     return InboxItem(seq, "receipt", Receipt(v["kind"], v["id"], v["by"], v["ts"]))
+
+
+# -- key directory --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class KeyNotice:
+    """``user`` registered a new device (``device``) at ``ts``: its identity
+    key changed. An inbox item of kind ``"key_changed"`` (storage.keydir)."""
+    user: str
+    device: int
+    ts: int
+
+
+def pack_key_notice(notice: KeyNotice) -> bytes:
+    return pack({"type": "key_changed", "user": notice.user, "device": notice.device,
+                 "ts": notice.ts})

@@ -16,12 +16,16 @@ from actors.messages import (
     Subscribe, TypingChanged,
 )
 from storage.records import InboxItem
-from transport import wire
+from actors.messages import CountKeys, KeysFetched
+from transport import key_directory, wire
 
 __all__ = ["command_for", "frame_for", "bytes_for"]
 
 _COMMANDS: dict[type, Callable[[Any, Any], Any]] = {
-    wire.Send: lambda f, c: SendMessage(f.ref, f.id, f.to, f.body, c),
+    wire.Send: lambda f, c: SendMessage(f.ref, f.id, f.to, f.body, c, f.media),
+    wire.KeysPublish: key_directory.publish_command,
+    wire.KeysFetch: key_directory.fetch_command,
+    wire.KeysCount: lambda f, c: CountKeys(f.ref, c),
     wire.Received: lambda f, c: AckInbox(f.ref, f.seqs, c),
     wire.Read: lambda f, c: MarkRead(f.ref, f.peer, f.ids, c),
     wire.Subscribe: lambda f, c: Subscribe(f.ref, f.users, c),
@@ -36,6 +40,8 @@ def _item(item: InboxItem) -> wire.Frame:
     p = item.payload
     if item.kind == "message":
         return wire.Message(item.seq, p.id, p.sender, p.ts, p.body)
+    if item.kind == "key_changed":
+        return wire.KeyChanged(item.seq, p.user, p.device, p.ts)
     return wire.Receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts)
 
 
@@ -45,6 +51,7 @@ _FRAMES: dict[type, Callable[[Any], wire.Frame]] = {
     InboxItem: _item,
     PresenceChanged: lambda e: wire.Presence(e.user, e.online, e.last_seen),
     TypingChanged: lambda e: wire.TypingEvent(e.sender, e.typing),
+    KeysFetched: key_directory.fetched_ack,
 }
 
 
@@ -52,6 +59,8 @@ def _item_bytes(item: InboxItem) -> bytes:
     p = item.payload
     if item.kind == "message":
         return wire.encode_message(item.seq, p.id, p.sender, p.ts, p.body)
+    if item.kind == "key_changed":
+        return wire.encode(_item(item))
     return wire.encode_receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts)
 
 

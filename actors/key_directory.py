@@ -1,0 +1,71 @@
+"""``KeyDirectory``: the session's handlers for the end-to-end key directory
+(a mixin of ``actors.session.Session``, kept apart so the session module
+stays about messaging).
+
+The connection has already checked a published bundle's signatures and
+split it (crypto lives in ``transport/``); here the session writes and reads
+``storage.keydir`` through group commit, never waiting in a handler: each op
+completes as ``KeysStored``, and the request is answered on the connection
+it came from, after the commit. The rules (who may publish, which prekey a
+fetch hands out, who is told of a key change) are ``storage.keydir``'s.
+
+Messages: ``PublishKeys``, ``FetchKeys``, ``CountKeys``, ``KeysStored``, and
+``RefuseRequest`` (a bundle the transport refused, answered in order).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.messages import (
+    INTERNAL, INVALID, KEYS_FULL, NO_KEYS, UNKNOWN_USER, WRONG_IDENTITY, Acked, CountKeys,
+    FetchKeys, KeysFetched, KeysStored, PublishKeys, RefuseRequest, Rejected,
+)
+from storage import InvalidArgument, UnknownUser
+from storage.keydir import KeysFull, NoKeys, WrongIdentity
+
+__all__ = ["KeyDirectory"]
+
+log = logging.getLogger("switchboard.keys")
+
+_REASONS = ((WrongIdentity, WRONG_IDENTITY), (KeysFull, KEYS_FULL), (NoKeys, NO_KEYS),
+            (UnknownUser, UNKNOWN_USER), (InvalidArgument, INVALID))
+
+
+class KeyDirectory:
+    """Mixed into ``Session``: needs ``self.mail``, ``self.user``, ``self.ref``."""
+
+    def handle_publish_keys(self, msg: PublishKeys) -> None:
+        self._keys_op(msg, self.mail.publish_keys(self.user, msg.identity, msg.signed, msg.one_time))
+
+    def handle_fetch_keys(self, msg: FetchKeys) -> None:
+        self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))
+
+    def handle_count_keys(self, msg: CountKeys) -> None:
+        self._answer(msg, Acked(msg.ref, self.mail.count_keys(self.user)))
+
+    def handle_refuse_request(self, msg: RefuseRequest) -> None:
+        self._answer(msg, Rejected(msg.ref, msg.reason, msg.text))
+
+    def _keys_op(self, request: Any, future: Any) -> None:
+        cast = self.ref.cast
+        future.add_done_callback(lambda done: cast(KeysStored(request, done)))
+
+    def handle_keys_stored(self, msg: KeysStored) -> None:
+        request, error = msg.request, msg.future.exception()
+        if error is not None:
+            self._answer(request, Rejected(request.ref, _reason(error), str(error)))
+        elif type(request) is FetchKeys:
+            keys = msg.future.result()
+            self._answer(request, KeysFetched(request.ref, keys.device, keys.signed, keys.one_time))
+        else:
+            self._answer(request, Acked(request.ref, msg.future.result()))
+
+
+def _reason(error: BaseException) -> str:
+    for cls, reason in _REASONS:
+        if isinstance(error, cls):
+            return reason
+    log.error("key directory write failed: %r", error, exc_info=error)
+    return INTERNAL
