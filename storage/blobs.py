@@ -83,6 +83,13 @@ class BlobStore:
         except FileNotFoundError:
             return None
 
+    def touch(self, name: str) -> None:
+        """Mark a blob as recently wanted (the collector's grace starts again)."""
+        try:
+            os.utime(self.path_for(name))
+        except FileNotFoundError:
+            pass
+
     def writer(self) -> BlobWriter:
         return BlobWriter(self.tmp)
 

@@ -21,14 +21,28 @@ Routes (every one needs the device credential: ``transport.media_auth``):
 
 Only names matching 64 lowercase hex digits are routed at all; nothing a
 client sends is ever used as a path.
+
+Garbage collection (``CollectBlobs``, every ``media_gc_interval`` seconds,
+default 600): a blob is deleted when no stored message refers to it
+(``storage.blob_refs``: SENDs name their blobs, the count drops when the
+recipient acks) and nothing has touched it for ``media_gc_grace`` seconds
+(default one day). The grace covers both ends: a freshly uploaded blob
+waiting for its SEND (its file's mtime; a HEAD that finds a blob, or a
+second upload of it, touches it again), and a recipient who acked the
+message but has not downloaded the file yet (the time its count fell to
+0). The file deletions run on a thread, off the chat loop.
+
+Messages: ``CollectBlobs``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -38,7 +52,7 @@ from transport import media_auth
 from transport.crypto import verify
 from transport.http_thread import AppThread, AppThreadActor
 
-__all__ = ["MediaListener", "MediaApp", "MAX_SIZE", "DEFAULT_MEDIA_PORT"]
+__all__ = ["MediaListener", "MediaApp", "CollectBlobs", "MAX_SIZE", "DEFAULT_MEDIA_PORT"]
 
 log = logging.getLogger("switchboard.media")
 
@@ -46,6 +60,13 @@ MAX_SIZE = 100 * 1024 * 1024
 DEFAULT_MEDIA_PORT = 5280
 CHUNK = 256 * 1024
 _ROUTE = "/media/{name:[0-9a-f]{64}}"
+GC_INTERVAL = 600.0
+GC_GRACE = 86_400.0
+
+
+@dataclass(frozen=True)
+class CollectBlobs:
+    """Delete the blobs no message refers to whose grace has passed."""
 
 
 class MediaListener(AppThreadActor):
@@ -60,11 +81,34 @@ class MediaListener(AppThreadActor):
         host = config.get("bind", "127.0.0.1")
         port = int(config.get("media_port", DEFAULT_MEDIA_PORT))
         self.app = app
+        self.gc_interval = float(config.get("media_gc_interval", GC_INTERVAL))
+        self.gc_grace = float(config.get("media_gc_grace", GC_GRACE))
         return AppThread(app.app, host, port, "media", reuse_port=True)
 
     async def init(self) -> None:
         await super().init()
         log.info("media on http://%s:%d/media", self.server.host, self.bound_port)
+        if self.gc_interval > 0:
+            self.system.send_after(self.gc_interval, self.ref, CollectBlobs())
+
+    async def handle_collect_blobs(self, msg: CollectBlobs) -> list[str]:
+        try:
+            return await self.collect()
+        finally:
+            if self.gc_interval > 0:
+                self.system.send_after(self.gc_interval, self.ref, CollectBlobs())
+
+    async def collect(self, now: float | None = None) -> list[str]:
+        """One collection; returns the names deleted."""
+        cutoff = (time.time() if now is None else now) - self.gc_grace
+        mail = self.system.env["mailbox"]
+        keep = mail.blobs_to_keep(int(cutoff * 1000))
+        removed = await asyncio.get_running_loop().run_in_executor(
+            None, self.blobs.collect, keep, cutoff)
+        await mail.forget_blob_refs(int(cutoff * 1000))
+        if removed:
+            log.info("collected %d unreferenced blob(s)", len(removed))
+        return removed
 
 
 class MediaApp:
@@ -124,9 +168,11 @@ class MediaApp:
                                  status=201 if blob.created else 200)
 
     async def head(self, request: web.Request) -> web.Response:
-        size = self.blobs.size(request.match_info["name"])
+        name = request.match_info["name"]
+        size = self.blobs.size(name)
         if size is None:
             raise web.HTTPNotFound()
+        self.blobs.touch(name)                  # about to be referenced: not garbage yet
         return web.Response(headers={"Content-Length": str(size), "Accept-Ranges": "bytes"})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
