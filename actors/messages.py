@@ -76,11 +76,13 @@ class AckInbox:
 
 @dataclass(frozen=True)
 class MarkRead:
-    """The user read messages ``ids`` from ``peer``: send read receipts."""
+    """The user read messages ``ids`` from ``peer``: send read receipts
+    (``group``: they were messages of that group)."""
     ref: int
     peer: str
     ids: tuple[str, ...]
     client: Any = field(default=None, compare=False, repr=False)
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,103 @@ class Rejected:
     ref: int
     reason: str
     text: str
+
+
+# -- groups: commands from the connection, forwarded by the session to the group's
+# actor (``actors.group``), which answers ``client`` after the commit ------------------
+UNKNOWN_GROUP = "unknown_group"
+NOT_MEMBER = "not_member"
+NOT_ADMIN = "not_admin"
+GROUP_FULL = "group_full"
+
+
+class GroupCommand:
+    """Base of the commands a ``Group`` actor serializes (the session has
+    one handler for all of them: ``handle_group_command``)."""
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class CreateGroup(GroupCommand):
+    """Create the group ``<user>/<key>`` named ``name`` with ``members``."""
+    ref: int
+    key: str
+    name: str
+    members: tuple[str, ...]
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class AddMembers(GroupCommand):
+    ref: int
+    group: str
+    users: tuple[str, ...]
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RemoveMembers(GroupCommand):
+    ref: int
+    group: str
+    users: tuple[str, ...]
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class LeaveGroup(GroupCommand):
+    ref: int
+    group: str
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SetAdmin(GroupCommand):
+    """Promote (``admin``) or demote ``user``."""
+    ref: int
+    group: str
+    user: str
+    admin: bool
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RenameGroup(GroupCommand):
+    ref: int
+    group: str
+    name: str
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SendGroup(GroupCommand):
+    """Fan ``body`` out to every other member under the sender's ``id``."""
+    ref: int
+    id: str
+    group: str
+    body: bytes
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class GetGroups:
+    """Push the state of ``group`` (None: of every group the user is in),
+    then ACK (answered by the session, from LMDB)."""
+    ref: int
+    group: str | None
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class GroupRequest:
+    """A session hands ``user``'s group ``command`` to the group actor."""
+    user: str
+    command: Any
+
+
+@dataclass(frozen=True)
+class GroupIdle:
+    """The group actor's idle timer ran out (``token`` tells stale timers apart)."""
+    token: int
 
 
 # -- key directory: commands from the connection to its session (answered after

@@ -41,12 +41,14 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.counters import counters_of
+from actors.group import forward as forward_to_group, group_info
 from actors.key_directory import KeyDirectory
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
     BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired, MarkRead,
     PresenceChanged, Rejected, SendMessage, SetTyping, Subscribe, SubmitBatch, TypingChanged,
 )
+from actors.messages import GetGroups, GroupCommand
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
 from actors.router import route
 from actors.session_registry import clients_of
@@ -211,7 +213,7 @@ class Session(KeyDirectory, Actor):
             elif type(r) is AckInbox:
                 ops.append((ACK, r.seqs))
             else:
-                ops.append((READ, r.peer, r.ids))
+                ops.append((READ, r.peer, r.ids, r.group))
         future = self.mail.user_batch(self.user, ops, now_ms(), self.cap)
         cast = self.ref.cast
         future.add_done_callback(lambda done: cast(BatchStored(requests, done)))
@@ -259,6 +261,14 @@ class Session(KeyDirectory, Actor):
             return INVALID
         log.error("storage write failed: %r", error, exc_info=error)
         return INTERNAL
+
+    # -- groups: each group's actor serializes its commands (actors/group.py) ------------
+    async def handle_group_command(self, msg: GroupCommand) -> None:
+        await forward_to_group(self.system, self.user, msg)
+
+    def handle_get_groups(self, msg: GetGroups) -> None:
+        for event in group_info(self.mail, self.user, msg):
+            self._answer(msg, event)
 
     # -- presence, typing, heartbeats ---------------------------------------------------
     async def handle_subscribe(self, msg: Subscribe) -> None:

@@ -10,20 +10,22 @@ are the transactions; ``storage.keys`` is the key layout; docs/storage.md
 explains all of it.
 
 Modules: ``errors``, ``keys``, ``records``, ``kv``, ``kv_lmdb``,
-``kv_memory``, ``accounts``, ``mailbox``, ``api``.
+``kv_memory``, ``accounts``, ``mailbox``, ``batch``, ``groups``, ``api``.
 """
 
 from storage.api import Storage, open_storage
-from storage.errors import (BadCode, CommitFailed, DuplicateId, InvalidArgument, OfflineFull,
-                            StorageError, StoreClosed, UnknownUser)
+from storage.errors import (BadCode, CommitFailed, DuplicateId, GroupFull, InvalidArgument,
+                            NotAdmin, NotMember, OfflineFull, StorageError, StoreClosed,
+                            UnknownGroup, UnknownUser)
 from storage.kv import DBS, Store, StoreStats, Txn
-from storage.records import (Account, CodeCheck, Confirmation, InboxItem, InboxMeta, Message,
-                             Receipt, RoutedReceipt, Stored)
+from storage.records import (Account, CodeCheck, Confirmation, GroupEvent, GroupRecord, InboxItem,
+                             InboxMeta, Message, Receipt, RoutedReceipt, Stored)
 
 __all__ = [
     "Storage", "open_storage", "Store", "Txn", "StoreStats", "DBS",
     "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull", "DuplicateId",
-    "BadCode", "CommitFailed", "StoreClosed",
+    "BadCode", "CommitFailed", "StoreClosed", "UnknownGroup", "NotMember", "NotAdmin",
+    "GroupFull", "GroupEvent", "GroupRecord",
     "Account", "CodeCheck", "Confirmation", "InboxItem", "InboxMeta", "Message", "Receipt",
     "RoutedReceipt", "Stored",
 ]

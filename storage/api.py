@@ -19,12 +19,12 @@ import os
 import time
 from typing import Any, Iterable
 
-from storage import accounts, blob_refs, keydir, mailbox
+from storage import accounts, blob_refs, groups, keydir, mailbox
 from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Store, StoreStats
-from storage.records import (Account, CodeCheck, Confirmation, InboxItem, InboxMeta,
-                             RoutedReceipt, Stored)
+from storage.records import (Account, CodeCheck, Confirmation, GroupRecord, InboxItem,
+                             InboxMeta, RoutedReceipt, Stored)
 
 __all__ = ["Storage", "open_storage"]
 
@@ -111,6 +111,19 @@ class Storage:
 
     def inbox_meta(self, user: str) -> InboxMeta:
         return self.store.read(lambda txn: mailbox.inbox_meta(txn, user))
+
+    # -- groups ----------------------------------------------------------------
+    def group_batch(self, group: str, requests: Iterable[tuple], ts_ms: int, cap: int,
+                    group_cap: int) -> Future[tuple[list[tuple[bool, Any]], GroupRecord | None]]:
+        """One group's requests as one op (``storage.groups``): a result per
+        request, and the group record after them."""
+        return self.store.submit(groups.GroupBatch(group, tuple(requests), ts_ms, cap, group_cap))
+
+    def get_group(self, group: str) -> GroupRecord | None:
+        return self.store.read(lambda txn: groups.get_group(txn, group))
+
+    def groups_of(self, user: str) -> list[str]:
+        return self.store.read(lambda txn: groups.groups_of(txn, user))
 
     # -- key directory (storage.keydir) and blob references (storage.blob_refs) --
     def publish_keys(self, user: str, identity: bytes, signed: bytes,

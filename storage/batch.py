@@ -23,7 +23,8 @@ Requests are plain tuples (the storage layer knows nothing of actors):
 - ``(SEND, client_id, to, body)`` or ``(SEND, client_id, to, body, media)``
   -> ``Stored`` (``media``: blob hashes, held until acked: ``blob_refs``)
 - ``(ACK, seqs)`` -> ``list[RoutedReceipt]`` (delivered receipts)
-- ``(READ, peer, ids)`` -> ``list[RoutedReceipt]`` (read receipts)
+- ``(READ, peer, ids)`` or ``(READ, peer, ids, group)`` ->
+  ``list[RoutedReceipt]`` (read receipts; ``group`` for a group's messages)
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class UserBatch:
                 elif kind == ACK:
                     value = ack_inbox(txn, user, request[1], ts, metas)
                 elif kind == READ:
-                    value = store_read(txn, user, request[1], request[2], ts, metas)
+                    value = store_read(txn, user, request[1], request[2], ts, metas,
+                                       request[3] if len(request) > 3 else None)
                 else:
                     raise InvalidArgument(f"unknown batch request {kind!r}")
             except StorageError as refused:     # raised before any write: fails alone

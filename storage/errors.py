@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull",
     "DuplicateId", "BadCode", "CommitFailed", "StoreClosed",
+    "UnknownGroup", "NotMember", "NotAdmin", "GroupFull",
 ]
 
 
@@ -70,3 +71,35 @@ class CommitFailed(StorageError):
 
 class StoreClosed(StorageError):
     """``submit`` after ``close()``."""
+
+
+class UnknownGroup(StorageError):
+    """No group has this id."""
+
+    def __init__(self, group: str):
+        super().__init__(f"no such group: {group}")
+        self.group = group
+
+
+class NotMember(StorageError):
+    """The user is not a member of the group (or the user named is not)."""
+
+    def __init__(self, group: str, phone: str):
+        super().__init__(f"{phone} is not a member of {group}")
+        self.group, self.phone = group, phone
+
+
+class NotAdmin(StorageError):
+    """Only the group's admins may do this."""
+
+    def __init__(self, group: str, phone: str):
+        super().__init__(f"{phone} is not an admin of {group}")
+        self.group, self.phone = group, phone
+
+
+class GroupFull(StorageError):
+    """The change would take the group past its size cap."""
+
+    def __init__(self, group: str, cap: int):
+        super().__init__(f"group {group} would have more than {cap} members")
+        self.group, self.cap = group, cap

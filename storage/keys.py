@@ -22,7 +22,7 @@ from storage.errors import InvalidArgument
 __all__ = [
     "SEP", "MAX_CLIENT_ID", "phone_bytes", "client_id_bytes", "u64", "from_u64",
     "inbox_key", "inbox_prefix", "inbox_seq", "dedup_key", "dedup_ttl_key",
-    "dedup_key_of_ttl", "prefix_end",
+    "dedup_key_of_ttl", "prefix_end", "group_bytes", "member_key", "GROUP_ID",
 ]
 
 SEP = b"\x00"
@@ -97,6 +97,25 @@ def dedup_ttl_key(ts_ms: int, dedup: bytes) -> bytes:
 
 def dedup_key_of_ttl(key: bytes) -> bytes:
     return key[8:]
+
+
+# A group id is its creator's phone, "/", and a key the creator chose (1..32
+# of [A-Za-z0-9_-]): unique without coordination, and a resent create names
+# the same group. No b"\x00", so ``phone \x00 group`` keys split cleanly.
+GROUP_ID = r"\+[1-9][0-9]{7,14}/[A-Za-z0-9_-]{1,32}"
+_GROUP = re.compile(GROUP_ID)
+
+
+def group_bytes(group: str) -> bytes:
+    """The key bytes of a group id; raises ``InvalidArgument`` if malformed."""
+    if type(group) is not str or not _GROUP.fullmatch(group):
+        raise InvalidArgument(f"not a group id: {group!r}")
+    return group.encode()
+
+
+def member_key(user: bytes, group: bytes) -> bytes:
+    """``user_groups`` and ``group_missed``: ``phone \x00 group``."""
+    return user + SEP + group
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

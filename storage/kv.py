@@ -44,6 +44,9 @@ DBS: tuple[str, ...] = (
     "otk",          # phone \0 u32(id) -> one-time prekey (32 bytes), handed out once
     "key_contacts", # phone \0 contact -> b"" (told when phone's keys change)
     "blob_refs",    # sha256 (32 bytes) -> messages referring to that media blob
+    "groups",       # group id -> group record (name, admins, members, version)
+    "user_groups",  # phone \0 group id -> b"" (the groups a user is in)
+    "group_missed", # phone \0 group id -> seq of the "missed" event still in phone's inbox
 )
 
 T = TypeVar("T")

@@ -33,7 +33,8 @@ from typing import Iterable
 from storage import blob_refs
 from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key,
-                          inbox_key, inbox_prefix, inbox_seq, phone_bytes, prefix_end, u64)
+                          group_bytes, inbox_key, inbox_prefix, inbox_seq, phone_bytes,
+                          prefix_end, u64)
 from storage.kv import Txn
 from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedReceipt, Stored,
                              pack, pack_item, pack_message, unpack, unpack_item)
@@ -156,7 +157,7 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
         metas[ub]["msgs"] -= 1
         if "media" in value:
             blob_refs.release(txn, value["media"], ts_ms)
-        receipt = Receipt("delivered", value["id"], user, ts_ms)
+        receipt = Receipt("delivered", value["id"], user, ts_ms, value.get("group"))
         routed.append(RoutedReceipt(sender, metas.append(sb, receipt), receipt))
     if own:
         metas.save()
@@ -164,12 +165,15 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
 
 
 def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
-               metas: _Metas | None = None) -> list[RoutedReceipt]:
+               metas: _Metas | None = None, group: str | None = None) -> list[RoutedReceipt]:
     """Append a ``read`` receipt for each of ``peer``'s message ids (every
-    refusal is raised before anything is written)."""
+    refusal is raised before anything is written); ``group`` when the
+    messages were sent to that group."""
     ids = list(ids)
     phone_bytes(reader)
     pb = phone_bytes(peer)
+    if group is not None:
+        group_bytes(group)
     if len(ids) > MAX_READ_IDS:
         raise InvalidArgument(f"at most {MAX_READ_IDS} ids per read receipt call")
     for cid in ids:
@@ -180,7 +184,7 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
     metas.require_user(pb, peer)
     routed = []
     for cid in ids:
-        receipt = Receipt("read", cid, reader, ts_ms)
+        receipt = Receipt("read", cid, reader, ts_ms, group)
         routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
     if own:
         metas.save()
@@ -282,8 +286,10 @@ class StoreRead:
     ids: tuple[str, ...]
     ts_ms: int
 
+    group: str | None = None
+
     def __call__(self, txn: Txn) -> list[RoutedReceipt]:
-        return store_read(txn, self.reader, self.peer, self.ids, self.ts_ms)
+        return store_read(txn, self.reader, self.peer, self.ids, self.ts_ms, group=self.group)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import msgpack
 
 __all__ = [
     "Account", "CodeCheck", "CodeStatus", "Confirmation", "InboxMeta", "Message", "Receipt",
-    "InboxItem", "Stored", "RoutedReceipt", "pack", "unpack",
+    "InboxItem", "Stored", "RoutedReceipt", "GroupEvent", "GroupRecord", "pack", "unpack",
     "pack_item", "pack_message", "unpack_item", "KeyNotice", "pack_key_notice",
 ]
 
@@ -85,30 +85,65 @@ class InboxMeta:
 @dataclass(frozen=True, slots=True)
 class Message:
     """A chat message owed to its recipient. ``id`` is the sender's client id;
-    (``sender``, ``id``) is unique."""
+    (``sender``, ``id``) is unique. ``group`` is the group it was sent to
+    (None for a 1:1 message)."""
     id: str
     sender: str
     ts: int
     body: bytes
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """A receipt owed to a message's sender: user ``by`` got (``delivered``)
-    or read (``read``) the sender's message ``id`` at ``ts``."""
+    or read (``read``) the sender's message ``id`` at ``ts``; ``group`` when
+    that message went to a group (one receipt per member)."""
     kind: ReceiptKind
     id: str
     by: str
     ts: int
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEvent:
+    """A system message of a group, owed to a member: ``event`` is
+    ``created``, ``added``, ``removed``, ``left``, ``promoted``, ``demoted``,
+    ``renamed`` (``by`` did it to ``users``; ``name`` is the group's name
+    after it) or ``missed`` (this member's inbox was full: ``count`` group
+    messages were not stored for them, the last from ``by``)."""
+    group: str
+    event: str
+    by: str
+    users: tuple[str, ...]
+    name: str
+    ts: int
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """A group as stored: ``members`` in join order (oldest first), which is
+    the order an admin is chosen in when the last one leaves; ``version``
+    counts committed changes."""
+    id: str
+    name: str
+    created_by: str
+    created_at: int
+    admins: tuple[str, ...]
+    members: tuple[str, ...]
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
 class InboxItem:
     """One item of a user's inbox, in ``seq`` order; ``kind`` is
-    ``"message"`` (payload a ``Message``) or ``"receipt"`` (a ``Receipt``)."""
+    ``"message"`` (payload a ``Message``), ``"receipt"`` (a ``Receipt``) or
+    ``"group"`` (a ``GroupEvent``)."""
     seq: int
-    kind: Literal["message", "receipt"]
-    payload: Message | Receipt
+    kind: Literal["message", "receipt", "group"]
+    payload: Message | Receipt | GroupEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,29 +166,46 @@ class RoutedReceipt:
 
 
 # -- inbox item values ----------------------------------------------------------
-def pack_message(id: str, sender: str, ts: int, body: bytes, media: tuple[str, ...] = ()) -> bytes:
-    """``pack_item(Message(id, sender, ts, body))`` without the record;
+def pack_message(id: str, sender: str, ts: int, body: bytes, group: str | None = None,
+                 media: tuple[str, ...] = ()) -> bytes:
+    """``pack_item(Message(id, sender, ts, body, group))`` without the record;
     ``media``: the blob hashes it refers to (released when it is acked)."""
-    if not media:
+    if group is None and not media:
         return pack({"type": "message", "id": id, "from": sender, "ts": ts, "body": body})
-    return pack({"type": "message", "id": id, "from": sender, "ts": ts, "body": body,
-                 "media": list(media)})
+    value = {"type": "message", "id": id, "from": sender, "ts": ts, "body": body}
+    if group is not None:
+        value["group"] = group
+    if media:
+        value["media"] = list(media)
+    return pack(value)
 
 
-def pack_item(payload: Message | Receipt) -> bytes:
+def pack_item(payload: Message | Receipt | GroupEvent) -> bytes:
     if isinstance(payload, Message):
-        return pack_message(payload.id, payload.sender, payload.ts, payload.body)
-    return pack({"type": "receipt", "kind": payload.kind, "id": payload.id,
-                 "by": payload.by, "ts": payload.ts})
+        return pack_message(payload.id, payload.sender, payload.ts, payload.body, payload.group)
+    if isinstance(payload, GroupEvent):
+        return pack({"type": "group", "group": payload.group, "ev": payload.event,
+                     "by": payload.by, "users": list(payload.users), "name": payload.name,
+                     "ts": payload.ts, "count": payload.count})
+    value = {"type": "receipt", "kind": payload.kind, "id": payload.id,
+             "by": payload.by, "ts": payload.ts}
+    if payload.group is not None:
+        value["group"] = payload.group
+    return pack(value)
 
 
 def unpack_item(seq: int, raw: bytes) -> InboxItem:
     v = unpack(raw)
-    if v["type"] == "message":
-        return InboxItem(seq, "message", Message(v["id"], v["from"], v["ts"], v["body"]))
-    if v["type"] == "key_changed":
+    kind = v["type"]
+    if kind == "message":
+        return InboxItem(seq, "message",
+                         Message(v["id"], v["from"], v["ts"], v["body"], v.get("group")))
+    if kind == "key_changed":
         return InboxItem(seq, "key_changed", KeyNotice(v["user"], v["device"], v["ts"]))
-    return InboxItem(seq, "receipt", Receipt(v["kind"], v["id"], v["by"], v["ts"]))
+    if kind == "group":
+        return InboxItem(seq, "group", GroupEvent(v["group"], v["ev"], v["by"], tuple(v["users"]),
+                                                  v["name"], v["ts"], v["count"]))
+    return InboxItem(seq, "receipt", Receipt(v["kind"], v["id"], v["by"], v["ts"], v.get("group")))
 
 
 # -- key directory --------------------------------------------------------------

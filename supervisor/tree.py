@@ -17,6 +17,11 @@ Start order is top to bottom; shutdown is the reverse. The level above this
 - ``sessions`` (``simple_one_for_one``): one ``Session`` per logged-in user,
   ``transient`` (a session that stops after its user left is not restarted;
   one that crashed is, and re-attaches to the user's connection).
+- ``groups`` (``simple_one_for_one``): one ``Group`` per active group,
+  started on demand by a member's session, ``transient`` (it stops when
+  idle; one that crashed is restarted and re-reads its record from LMDB).
+  After ``sessions``: sessions find groups by name, so a restart of the
+  groups touches only the listener after it.
 - ``ops`` (``one_for_one``): the operator's side, after the chat so that a
   failure to bind the dashboard port cannot stop chat from starting first.
   The ``QueueMonitor`` samples every mailbox and raises queue alerts; the
@@ -40,6 +45,7 @@ from typing import Any, Callable
 
 from actors import SHUTDOWN, System
 from actors.counters import Counters
+from actors.group import GROUPS_SUP_NAME
 from actors.monitor import MONITOR_NAME, Board
 from actors.presence import PRESENCE_NAME
 from actors.registration import REGISTRAR_NAME
@@ -54,14 +60,17 @@ log = logging.getLogger("switchboard.tree")
 ROOT_FLAGS = SupFlags(strategy="one_for_one", intensity=3, period=30)
 CHAT_FLAGS = SupFlags(strategy="rest_for_one", intensity=3, period=30)
 SESSIONS_FLAGS = SupFlags(strategy="simple_one_for_one", intensity=50, period=10)
+GROUPS_FLAGS = SupFlags(strategy="simple_one_for_one", intensity=50, period=10)
 OPS_FLAGS = SupFlags(strategy="one_for_one", intensity=3, period=30)
 
 SESSION = worker("actors.session.Session", restart="transient", shutdown=2.0)
+GROUP = worker("actors.group.Group", restart="transient", shutdown=2.0)
 
 CHAT_CHILDREN = [                                   # start order; stop is reverse
     worker("actors.presence.PresenceHub", id="presence", name=PRESENCE_NAME),
     worker("actors.session_registry.SessionRegistry", id="session_registry", name=REGISTRY_NAME),
     supervisor(Supervisor, SESSIONS_FLAGS, [SESSION], id="sessions", name=SESSIONS_SUP_NAME),
+    supervisor(Supervisor, GROUPS_FLAGS, [GROUP], id="groups", name=GROUPS_SUP_NAME),
     worker("transport.tcp.Listener", id="listener", name="listener", shutdown=5.0),
 ]
 
@@ -80,6 +89,14 @@ ROOT_CHILDREN = [
 
 class RootExited(RuntimeError):
     """The root supervisor of a worker exited on its own (gave up)."""
+
+
+def _group_cap(config: dict[str, Any]) -> int:
+    from transport.wire import MAX_GROUP
+    cap = int(config.get("group_cap", 1024))
+    if not 1 <= cap <= MAX_GROUP:
+        raise ValueError(f"group_cap must be 1..{MAX_GROUP} (a GROUP_STATE lists every member)")
+    return cap
 
 
 def worker_env(config: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +122,8 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
         "mailbox": mailbox,
         "code_sender": config.get("code_sender") or FileCodeSender(data_dir),
         "offline_cap": int(config.get("offline_cap", 10_000)),
+        "group_cap": _group_cap(config),
+        "group_linger": float(config.get("group_linger", 30.0)),
         "linger": float(config.get("linger", 5.0)),
         "listener": ListenerConfig(host=config.get("bind", "127.0.0.1"),
                                    port=int(config.get("port", 5222))),

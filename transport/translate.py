@@ -15,7 +15,9 @@ from actors.messages import (
     AckInbox, Acked, Heartbeat, MarkRead, PresenceChanged, Rejected, SendMessage, SetTyping,
     Subscribe, TypingChanged,
 )
-from storage.records import InboxItem
+from actors.messages import (AddMembers, CreateGroup, GetGroups, LeaveGroup, RemoveMembers,
+                             RenameGroup, SendGroup, SetAdmin)
+from storage.records import GroupRecord, InboxItem
 from actors.messages import CountKeys, KeysFetched
 from transport import key_directory, wire
 
@@ -27,22 +29,36 @@ _COMMANDS: dict[type, Callable[[Any, Any], Any]] = {
     wire.KeysFetch: key_directory.fetch_command,
     wire.KeysCount: lambda f, c: CountKeys(f.ref, c),
     wire.Received: lambda f, c: AckInbox(f.ref, f.seqs, c),
-    wire.Read: lambda f, c: MarkRead(f.ref, f.peer, f.ids, c),
+    wire.Read: lambda f, c: MarkRead(f.ref, f.peer, f.ids, c, f.group),
     wire.Subscribe: lambda f, c: Subscribe(f.ref, f.users, c),
     wire.Typing: lambda f, c: SetTyping(f.ref, f.to, f.typing, c),
     wire.Ping: lambda f, c: Heartbeat(f.ref, c),
+    wire.GroupCreate: lambda f, c: CreateGroup(f.ref, f.key, f.name, f.members, c),
+    wire.GroupAdd: lambda f, c: AddMembers(f.ref, f.group, f.users, c),
+    wire.GroupRemove: lambda f, c: RemoveMembers(f.ref, f.group, f.users, c),
+    wire.GroupLeave: lambda f, c: LeaveGroup(f.ref, f.group, c),
+    wire.GroupAdmin: lambda f, c: SetAdmin(f.ref, f.group, f.user, f.admin, c),
+    wire.GroupRename: lambda f, c: RenameGroup(f.ref, f.group, f.name, c),
+    wire.GroupSend: lambda f, c: SendGroup(f.ref, f.id, f.group, f.body, c),
+    wire.GroupInfo: lambda f, c: GetGroups(f.ref, f.group, c),
 }
 
 _RECEIPT_KINDS = {"delivered": wire.ReceiptKind.DELIVERED, "read": wire.ReceiptKind.READ}
 
 
+_GROUP_EVENTS = {kind.name.lower(): kind for kind in wire.GroupEventKind}
+
+
 def _item(item: InboxItem) -> wire.Frame:
     p = item.payload
     if item.kind == "message":
-        return wire.Message(item.seq, p.id, p.sender, p.ts, p.body)
+        return wire.Message(item.seq, p.id, p.sender, p.ts, p.body, p.group)
     if item.kind == "key_changed":
         return wire.KeyChanged(item.seq, p.user, p.device, p.ts)
-    return wire.Receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts)
+    if item.kind == "group":
+        return wire.GroupEvent(item.seq, p.group, _GROUP_EVENTS[p.event], p.by, p.users, p.name,
+                               p.ts, p.count)
+    return wire.Receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts, p.group)
 
 
 _FRAMES: dict[type, Callable[[Any], wire.Frame]] = {
@@ -52,16 +68,18 @@ _FRAMES: dict[type, Callable[[Any], wire.Frame]] = {
     PresenceChanged: lambda e: wire.Presence(e.user, e.online, e.last_seen),
     TypingChanged: lambda e: wire.TypingEvent(e.sender, e.typing),
     KeysFetched: key_directory.fetched_ack,
+    GroupRecord: lambda e: wire.GroupState(e.id, e.name, e.created_by, e.admins, e.members,
+                                           e.version),
 }
 
 
 def _item_bytes(item: InboxItem) -> bytes:
     p = item.payload
     if item.kind == "message":
-        return wire.encode_message(item.seq, p.id, p.sender, p.ts, p.body)
-    if item.kind == "key_changed":
+        return wire.encode_message(item.seq, p.id, p.sender, p.ts, p.body, p.group)
+    if item.kind == "group" or item.kind == "key_changed":
         return wire.encode(_item(item))
-    return wire.encode_receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts)
+    return wire.encode_receipt(item.seq, _RECEIPT_KINDS[str(p.kind)], p.id, p.by, p.ts, p.group)
 
 
 _BYTES: dict[type, Callable[[Any], bytes]] = {

@@ -12,8 +12,10 @@ Frames (one frozen dataclass each; ``ref`` is keyword-only, default 0):
 
     client -> server  Hello Register Confirm Login Send Received Read
                       Subscribe Typing Ping Bye KeysPublish KeysFetch KeysCount
+                      GroupCreate GroupAdd GroupRemove GroupLeave GroupAdmin
+                      GroupRename GroupSend GroupInfo
     server -> client  HelloOk Ack Error Message Receipt Presence TypingEvent
-                      KeyChanged
+                      KeyChanged GroupEvent GroupState
 
 Entry points:
 
@@ -52,6 +54,8 @@ __all__ = [
     "Login", "Send", "Received", "Read", "Subscribe", "Typing", "Ping", "Bye",
     "HelloOk", "Ack", "Error", "Message", "Receipt", "Presence", "TypingEvent",
     "KeysPublish", "KeysFetch", "KeysCount", "KeyChanged", "MAX_PUBLISH", "MAX_MEDIA_REFS",
+    "GroupCreate", "GroupAdd", "GroupRemove", "GroupLeave", "GroupAdmin", "GroupRename",
+    "GroupSend", "GroupInfo", "GroupEvent", "GroupState", "GroupEventKind", "MAX_GROUP",
     "CLIENT_FRAMES", "SERVER_FRAMES", "encode", "encode_raw", "encode_ack", "encode_message",
     "encode_receipt", "decode_body",
     "decode_client_frame", "decode_server_frame", "FrameDecoder", "validate",
@@ -86,6 +90,14 @@ class FrameType(IntEnum):
     TYPING = 9
     PING = 10
     BYE = 11
+    GROUP_CREATE = 12
+    GROUP_ADD = 13
+    GROUP_REMOVE = 14
+    GROUP_LEAVE = 15
+    GROUP_ADMIN = 16
+    GROUP_RENAME = 17
+    GROUP_SEND = 18
+    GROUP_INFO = 19
     KEYS_PUBLISH = 24
     KEYS_FETCH = 25
     KEYS_COUNT = 26
@@ -97,6 +109,8 @@ class FrameType(IntEnum):
     RECEIPT = 68
     PRESENCE = 69
     TYPING_EVENT = 70
+    GROUP_EVENT = 71
+    GROUP_STATE = 72
     KEY_CHANGED = 76
 
 
@@ -117,6 +131,10 @@ class ErrorCode(IntEnum):
     INTERNAL = 14
     INVALID = 15
     SHUTTING_DOWN = 16
+    UNKNOWN_GROUP = 17
+    NOT_MEMBER = 18
+    NOT_ADMIN = 19
+    GROUP_FULL = 20
     BAD_BUNDLE = 24
     WRONG_IDENTITY = 25
     NO_KEYS = 26
@@ -138,6 +156,18 @@ FATAL: frozenset[ErrorCode] = frozenset({
 class ReceiptKind(IntEnum):
     DELIVERED = 1   # two ticks
     READ = 2        # read (blue) ticks
+
+
+class GroupEventKind(IntEnum):
+    """What a GROUP_EVENT announces (docs/protocol.md, "Groups")."""
+    CREATED = 1
+    ADDED = 2
+    REMOVED = 3
+    LEFT = 4
+    PROMOTED = 5
+    DEMOTED = 6
+    RENAMED = 7
+    MISSED = 8      # this member's inbox was full: ``count`` group messages missed it
 
 
 class Side(str, Enum):
@@ -301,6 +331,16 @@ ErrCode = Annotated[ErrorCode, _enum(ErrorCode)]
 Kind = Annotated[ReceiptKind, _enum(ReceiptKind)]
 ErrorText = Annotated[str, _text(256)]
 MaybeMillis = Annotated[int | None, _optional(Millis.__metadata__[0])]
+MAX_GROUP = 2048               # members a GROUP_STATE can list (the server's group_cap is <= this)
+_group_id = _match(r"\+[1-9][0-9]{7,14}/[A-Za-z0-9_-]{1,32}", "a group id (creator/key)")
+GroupId = Annotated[str, _group_id]
+MaybeGroup = Annotated[str | None, _optional(_group_id)]
+GroupKey = Annotated[str, _match(r"[A-Za-z0-9_-]{1,32}", "a group key of 1..32 [A-Za-z0-9_-]")]
+GroupName = Annotated[str, _match(r"(?s).{1,100}", "a group name of 1..100 chars")]
+GroupUsers = Annotated[tuple[str, ...], _list(UserId.__metadata__[0], 0, 256)]
+Members = Annotated[tuple[str, ...], _list(UserId.__metadata__[0], 0, MAX_GROUP)]
+EventKind = Annotated[GroupEventKind, _enum(GroupEventKind)]
+Count = Annotated[int, _int(0, _U32)]
 Bundle = Annotated[bytes, _blob(_BUNDLE_MIN, _BUNDLE_MIN + _BUNDLE_PREKEY * MAX_PUBLISH)]
 BlobHash = Annotated[str, _match(r"[0-9a-f]{64}", "a SHA-256 of 64 lowercase hex digits")]
 MediaRefs = Annotated[tuple[str, ...], _list(BlobHash.__metadata__[0], 0, MAX_MEDIA_REFS)]
@@ -451,11 +491,12 @@ class Received(Frame):
         _as_tuple(self, "seqs")
 
 
-@_frame(FrameType.READ)
+@_frame(FrameType.READ, trim=("group",))
 @dataclass(frozen=True, slots=True)
 class Read(Frame):
     peer: UserId            # the sender of the messages read
     ids: MsgIds
+    group: MaybeGroup = None    # optional: they were messages of this group
 
     def __post_init__(self) -> None:
         _as_tuple(self, "ids")
@@ -530,7 +571,7 @@ class Error(Frame):
     retry_after: MaybeMillis = None     # RATE_LIMITED: ms until a retry can pass; omitted if nil
 
 
-@_frame(FrameType.MESSAGE, pushed=True)
+@_frame(FrameType.MESSAGE, pushed=True, trim=("group",))
 @dataclass(frozen=True, slots=True)
 class Message(Frame):
     seq: Seq                # the recipient's inbox sequence number
@@ -538,9 +579,10 @@ class Message(Frame):
     sender: UserId
     ts: Millis              # server time of the durable commit
     body: Body
+    group: MaybeGroup = None    # a group message: the group it was sent to
 
 
-@_frame(FrameType.RECEIPT, pushed=True)
+@_frame(FrameType.RECEIPT, pushed=True, trim=("group",))
 @dataclass(frozen=True, slots=True)
 class Receipt(Frame):
     seq: Seq
@@ -548,6 +590,7 @@ class Receipt(Frame):
     id: MsgId               # the message this receipt is about
     by: UserId              # who received / read it
     ts: Millis
+    group: MaybeGroup = None    # the message went to this group (one receipt per member)
 
 
 @_frame(FrameType.PRESENCE, pushed=True)
@@ -572,6 +615,105 @@ class KeyChanged(Frame):
     user: UserId            # who registered a new device (new identity key)
     device: DeviceId        # the new device id
     ts: Millis
+
+
+# -- groups (docs/protocol.md, "Groups") -------------------------------------
+
+@_frame(FrameType.GROUP_CREATE)
+@dataclass(frozen=True, slots=True)
+class GroupCreate(Frame):
+    key: GroupKey           # client-chosen; the group's id is "<creator>/<key>"
+    name: GroupName
+    members: GroupUsers     # besides the creator, who is the first admin
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "members")
+
+
+@_frame(FrameType.GROUP_ADD)
+@dataclass(frozen=True, slots=True)
+class GroupAdd(Frame):
+    group: GroupId
+    users: GroupUsers
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "users")
+
+
+@_frame(FrameType.GROUP_REMOVE)
+@dataclass(frozen=True, slots=True)
+class GroupRemove(Frame):
+    group: GroupId
+    users: GroupUsers
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "users")
+
+
+@_frame(FrameType.GROUP_LEAVE)
+@dataclass(frozen=True, slots=True)
+class GroupLeave(Frame):
+    group: GroupId
+
+
+@_frame(FrameType.GROUP_ADMIN)
+@dataclass(frozen=True, slots=True)
+class GroupAdmin(Frame):
+    group: GroupId
+    user: UserId
+    admin: Flag             # true: promote, false: demote
+
+
+@_frame(FrameType.GROUP_RENAME)
+@dataclass(frozen=True, slots=True)
+class GroupRename(Frame):
+    group: GroupId
+    name: GroupName
+
+
+@_frame(FrameType.GROUP_SEND)
+@dataclass(frozen=True, slots=True)
+class GroupSend(Frame):
+    id: MsgId               # client-chosen, shares SEND's ids: a retry is a no-op
+    group: GroupId
+    body: Body
+
+
+@_frame(FrameType.GROUP_INFO)
+@dataclass(frozen=True, slots=True)
+class GroupInfo(Frame):
+    group: MaybeGroup = None    # nil: every group the user is in
+
+
+@_frame(FrameType.GROUP_EVENT, pushed=True)
+@dataclass(frozen=True, slots=True)
+class GroupEvent(Frame):
+    seq: Seq                # an inbox item: acknowledged with RECEIVED
+    group: GroupId
+    event: EventKind
+    by: UserId              # who did it (MISSED: the sender of the last missed message)
+    users: GroupUsers       # whom it was done to
+    name: GroupName         # the group's name after the change
+    ts: Millis
+    count: Count = 0        # MISSED: how many messages
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "users")
+
+
+@_frame(FrameType.GROUP_STATE, pushed=True)
+@dataclass(frozen=True, slots=True)
+class GroupState(Frame):
+    group: GroupId
+    name: GroupName
+    created_by: UserId
+    admins: Members
+    members: Members        # in join order, oldest first
+    version: Count          # counts committed changes
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "admins")
+        _as_tuple(self, "members")
 
 
 CLIENT_FRAMES: Mapping[FrameType, type[Frame]] = MappingProxyType(
@@ -637,16 +779,20 @@ def encode_ack(ref: int, value: Any = None, *, max_frame: int = MAX_FRAME) -> by
     return _framed(_pack((65, ref, value)), "ACK", ref, max_frame)
 
 
-def encode_message(seq: int, id: str, sender: str, ts: int, body: bytes, *,
-                   max_frame: int = MAX_FRAME) -> bytes:
-    """``encode(Message(seq, id, sender, ts, body))``."""
-    return _framed(_pack((67, 0, seq, id, sender, ts, body)), "MESSAGE", 0, max_frame)
+def encode_message(seq: int, id: str, sender: str, ts: int, body: bytes,
+                   group: str | None = None, *, max_frame: int = MAX_FRAME) -> bytes:
+    """``encode(Message(seq, id, sender, ts, body, group))``."""
+    items = ((67, 0, seq, id, sender, ts, body) if group is None
+             else (67, 0, seq, id, sender, ts, body, group))
+    return _framed(_pack(items), "MESSAGE", 0, max_frame)
 
 
-def encode_receipt(seq: int, kind: int, id: str, by: str, ts: int, *,
-                   max_frame: int = MAX_FRAME) -> bytes:
-    """``encode(Receipt(seq, kind, id, by, ts))``."""
-    return _framed(_pack((68, 0, seq, int(kind), id, by, ts)), "RECEIPT", 0, max_frame)
+def encode_receipt(seq: int, kind: int, id: str, by: str, ts: int,
+                   group: str | None = None, *, max_frame: int = MAX_FRAME) -> bytes:
+    """``encode(Receipt(seq, kind, id, by, ts, group))``."""
+    items = ((68, 0, seq, int(kind), id, by, ts) if group is None
+             else (68, 0, seq, int(kind), id, by, ts, group))
+    return _framed(_pack(items), "RECEIPT", 0, max_frame)
 
 
 def encode_raw(obj: Any) -> bytes:

@@ -46,6 +46,18 @@ SAMPLES = {
     FrameType.KEYS_FETCH: KeysFetch(BOB, ref=12),
     FrameType.KEYS_COUNT: KeysCount(ref=13),
     FrameType.KEY_CHANGED: KeyChanged(3, BOB, 2, 1_700_000_000_003),
+    FrameType.GROUP_CREATE: wire.GroupCreate("team-1", "Team 1", (BOB,), ref=14),
+    FrameType.GROUP_ADD: wire.GroupAdd(f"{ALICE}/team-1", (BOB,), ref=15),
+    FrameType.GROUP_REMOVE: wire.GroupRemove(f"{ALICE}/team-1", (BOB,), ref=16),
+    FrameType.GROUP_LEAVE: wire.GroupLeave(f"{ALICE}/team-1", ref=17),
+    FrameType.GROUP_ADMIN: wire.GroupAdmin(f"{ALICE}/team-1", BOB, False, ref=18),
+    FrameType.GROUP_RENAME: wire.GroupRename(f"{ALICE}/team-1", "Team \u00e9", ref=19),
+    FrameType.GROUP_SEND: wire.GroupSend("m-9", f"{ALICE}/team-1", b"hi all", ref=20),
+    FrameType.GROUP_INFO: wire.GroupInfo(None, ref=21),
+    FrameType.GROUP_EVENT: wire.GroupEvent(4, f"{ALICE}/team-1", wire.GroupEventKind.ADDED,
+                                           ALICE, (BOB,), "Team 1", 1_700_000_000_004),
+    FrameType.GROUP_STATE: wire.GroupState(f"{ALICE}/team-1", "Team 1", ALICE, (ALICE,),
+                                           (ALICE, BOB), 2),
 }
 
 

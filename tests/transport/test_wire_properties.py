@@ -14,6 +14,8 @@ from transport.wire import (
     Send, Side, Subscribe, Typing, TypingEvent, decode_body, decode_client_frame,
     decode_server_frame, encode, encode_raw,
 )
+from transport.wire import (GroupAdd, GroupAdmin, GroupCreate, GroupEvent, GroupEventKind,
+                            GroupInfo, GroupLeave, GroupRemove, GroupRename, GroupSend, GroupState)
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -35,6 +37,12 @@ bundles = st.integers(0, MAX_PUBLISH).flatmap(      # any bytes of a valid bundl
     lambda n: st.binary(min_size=231 + 36 * n, max_size=231 + 36 * n))
 ack_values = st.one_of(scalars, st.dictionaries(
     st.from_regex(r"[A-Za-z0-9_]{1,64}", fullmatch=True), scalars, max_size=16))
+
+
+group_keys = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+group_ids = st.builds(lambda u, k: f"{u}/{k}", users, group_keys)
+group_names = st.text(min_size=1, max_size=100)
+group_users = st.lists(users, max_size=20).map(tuple)
 
 
 def with_ref(cls, *fields):
@@ -62,6 +70,15 @@ client_frames = st.one_of(
     with_ref(Typing, users, st.booleans()),
     with_ref(Ping),
     with_ref(Bye),
+    with_ref(Read, users, st.lists(msg_ids, min_size=1, max_size=20).map(tuple), group_ids),
+    with_ref(GroupCreate, group_keys, group_names, group_users),
+    with_ref(GroupAdd, group_ids, group_users),
+    with_ref(GroupRemove, group_ids, group_users),
+    with_ref(GroupLeave, group_ids),
+    with_ref(GroupAdmin, group_ids, users, st.booleans()),
+    with_ref(GroupRename, group_ids, group_names),
+    with_ref(GroupSend, msg_ids, group_ids, bodies),
+    with_ref(GroupInfo, st.one_of(st.none(), group_ids)),
 )
 server_frames = st.one_of(
     with_ref(HelloOk, st.integers(0, 2**32 - 1), heartbeats, st.binary(min_size=32, max_size=32),
@@ -73,6 +90,12 @@ server_frames = st.one_of(
     pushed(Presence, users, st.booleans(), st.one_of(st.none(), millis)),
     pushed(TypingEvent, users, st.booleans()),
     pushed(KeyChanged, seqs, users, st.integers(1, 2**63 - 1), millis),
+    pushed(Message, seqs, msg_ids, users, millis, bodies, group_ids),
+    pushed(Receipt, seqs, st.sampled_from(ReceiptKind), msg_ids, users, millis, group_ids),
+    pushed(GroupEvent, seqs, group_ids, st.sampled_from(GroupEventKind), users, group_users,
+           group_names, millis, st.integers(0, 2**32 - 1)),
+    pushed(GroupState, group_ids, group_names, users, group_users, group_users,
+           st.integers(0, 2**32 - 1)),
 )
 
 

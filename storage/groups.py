@@ -1,0 +1,340 @@
+"""Groups: the group record, its membership changes and its fan-out, as
+transactions over a ``Txn`` (the group actor's storage side).
+
+``GroupBatch`` runs one group's queued requests as ONE op, in order, each
+with its own result, the way ``storage.batch.UserBatch`` does for a user:
+the record is read once, written once, and every inbox item a request
+produces (the fanned-out message, the system events announcing a change) is
+appended in the same transaction as the change itself. So a member sees a
+change exactly when it is committed, and an offline member finds it all in
+the inbox on return, in order. Every refusal is raised before the request
+writes anything (``StorageError``: it fails alone); any other exception
+rolls the whole op back.
+
+Requests are plain tuples, the first item saying what and the second who
+asks (the storage layer knows nothing of actors):
+
+- ``(CREATE, user, name, members)`` -> the group id (the group must be in
+  ``user``'s namespace: ``user/key``; a create of an existing group of the
+  same creator is a duplicate and changes nothing)
+- ``(ADD, user, users)``, ``(REMOVE, user, users)``, ``(LEAVE, user)``,
+  ``(ADMIN, user, target, is_admin)``, ``(RENAME, user, name)`` -> the
+  group's version after it (already true: no change, no event)
+- ``(SEND, user, client_id, body)`` -> the commit time; idempotent on
+  (user, client_id), which shares ``dedup`` with 1:1 messages
+
+Rules: only members send; only admins add, remove, promote, demote and
+rename; anyone leaves; the creator is the first admin; when the last admin
+goes, the oldest remaining member (first in join order) is promoted, with
+its own ``promoted`` event; the last admin cannot demote itself. A member
+whose inbox holds ``cap`` messages does not get a group message: it gets a
+``missed`` event instead (not counted toward the cap, one per group,
+counting up while it stays unread), so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from storage.errors import (DuplicateId, GroupFull, InvalidArgument, NotAdmin, NotMember,
+                            StorageError, UnknownGroup)
+from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes, inbox_key,
+                          member_key, phone_bytes, prefix_end)
+from storage.kv import Txn
+from storage.mailbox import _Metas
+from storage.records import (GroupEvent, GroupRecord, InboxItem, Message, pack,
+                             pack_item, pack_message, unpack)
+
+__all__ = ["GroupBatch", "Outcome", "get_group", "groups_of", "group_id",
+           "CREATE", "ADD", "REMOVE", "LEAVE", "ADMIN", "RENAME", "SEND", "MAX_NAME"]
+
+CREATE, ADD, REMOVE, LEAVE, ADMIN, RENAME, SEND = (
+    "create", "add", "remove", "leave", "admin", "rename", "send")
+MAX_NAME = 100
+
+
+def group_id(creator: str, key: str) -> str:
+    """The id of the group ``creator`` creates under ``key``."""
+    return f"{creator}/{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request's result: ``value`` (the ACK's), the inbox items it
+    appended as ``(user, InboxItem)`` in append order (to nudge), and
+    whether it was a duplicate (nothing written)."""
+    value: Any
+    appended: tuple[tuple[str, InboxItem], ...] = ()
+    duplicate: bool = False
+
+
+class _Group:
+    """One op's view of a group: the record as a dict, written back once."""
+
+    def __init__(self, txn: Txn, group: str, ts: int, cap: int, group_cap: int):
+        self.txn, self.id, self.gb = txn, group, group_bytes(group)
+        self.ts, self.cap, self.group_cap = ts, cap, group_cap
+        self.metas = _Metas(txn)
+        raw = txn.get("groups", self.gb)
+        self.g: dict | None = None if raw is None else unpack(raw)
+        self.changed = False
+
+    # -- checks (raise before any write) -------------------------------------------
+    def need(self, user: str) -> dict:
+        phone_bytes(user)
+        if self.g is None:
+            raise UnknownGroup(self.id)
+        if user not in self.g["members"]:
+            raise NotMember(self.id, user)
+        return self.g
+
+    def need_admin(self, user: str) -> dict:
+        g = self.need(user)
+        if user not in g["admins"]:
+            raise NotAdmin(self.id, user)
+        return g
+
+    def users(self, users: Any) -> list[str]:
+        if type(users) not in (list, tuple):
+            raise InvalidArgument("users must be a list")
+        for u in users:
+            phone_bytes(u)
+        return list(dict.fromkeys(users))
+
+    # -- writes -----------------------------------------------------------------------
+    def announce(self, event: str, by: str, users: list[str], to: list[str]) -> tuple:
+        """Append one system event to the inbox of each user in ``to``."""
+        payload = GroupEvent(self.id, event, by, tuple(users), self.g["name"], self.ts)
+        value = pack_item(payload)
+        append = self.metas.append_packed
+        return tuple((u, InboxItem(append(phone_bytes(u), False, value), "group", payload))
+                     for u in to)
+
+    def bump(self) -> int:
+        self.g["v"] += 1
+        self.changed = True
+        return self.g["v"]
+
+    def join(self, users: list[str]) -> None:
+        self.g["members"].extend(users)
+        for u in users:
+            self.txn.put("user_groups", member_key(phone_bytes(u), self.gb), b"")
+
+    def drop(self, users: list[str], by: str) -> tuple:
+        """Remove ``users``; promote the oldest member if no admin is left."""
+        gone = set(users)
+        g = self.g
+        g["members"] = [m for m in g["members"] if m not in gone]
+        g["admins"] = [a for a in g["admins"] if a not in gone]
+        for u in users:
+            self.txn.delete("user_groups", member_key(phone_bytes(u), self.gb))
+        if g["admins"] or not g["members"]:
+            return ()
+        oldest = g["members"][0]
+        g["admins"].append(oldest)
+        return self.announce("promoted", by, [oldest], g["members"])
+
+    def record(self) -> GroupRecord | None:
+        g = self.g
+        if g is None:
+            return None
+        return GroupRecord(self.id, g["name"], g["by"], g["at"], tuple(g["admins"]),
+                           tuple(g["members"]), g["v"])
+
+
+def _name(name: Any) -> str:
+    if type(name) is not str or not 0 < len(name) <= MAX_NAME:
+        raise InvalidArgument(f"a group name is 1..{MAX_NAME} characters")
+    return name
+
+
+# -- the requests ------------------------------------------------------------------
+def _create(gr: _Group, user: str, name: Any, members: Any) -> Outcome:
+    phone_bytes(user)
+    if not gr.id.startswith(user + "/"):
+        raise InvalidArgument(f"{user} cannot create {gr.id}")
+    if gr.g is not None:
+        return Outcome(gr.id, duplicate=True)
+    name = _name(name)
+    members = [user] + [m for m in gr.users(members) if m != user]
+    if len(members) > gr.group_cap:
+        raise GroupFull(gr.id, gr.group_cap)
+    for m in members[1:]:
+        gr.metas.require_user(phone_bytes(m), m)
+    gr.g = {"name": name, "by": user, "at": gr.ts, "admins": [user], "members": [], "v": 0}
+    gr.join(members)
+    gr.bump()
+    return Outcome(gr.id, gr.announce("created", user, members[1:], members))
+
+
+def _add(gr: _Group, user: str, users: Any) -> Outcome:
+    g = gr.need_admin(user)
+    new = [u for u in gr.users(users) if u not in g["members"]]
+    if len(g["members"]) + len(new) > gr.group_cap:
+        raise GroupFull(gr.id, gr.group_cap)
+    for u in new:
+        gr.metas.require_user(phone_bytes(u), u)
+    if not new:
+        return Outcome(g["v"])
+    gr.join(new)
+    gr.bump()
+    return Outcome(g["v"], gr.announce("added", user, new, g["members"]))
+
+
+def _remove(gr: _Group, user: str, users: Any) -> Outcome:
+    g = gr.need_admin(user)
+    gone = [u for u in gr.users(users) if u in g["members"]]
+    if not gone:
+        return Outcome(g["v"])
+    told = gr.announce("removed", user, gone, list(g["members"]))
+    told += gr.drop(gone, user)
+    gr.bump()
+    return Outcome(g["v"], told)
+
+
+def _leave(gr: _Group, user: str) -> Outcome:
+    phone_bytes(user)
+    if gr.g is None:
+        raise UnknownGroup(gr.id)
+    g = gr.g
+    if user not in g["members"]:
+        return Outcome(g["v"])              # already out: a resent LEAVE
+    told = gr.announce("left", user, [user], list(g["members"]))
+    told += gr.drop([user], user)
+    gr.bump()
+    return Outcome(g["v"], told)
+
+
+def _admin(gr: _Group, user: str, target: Any, is_admin: Any) -> Outcome:
+    g = gr.need_admin(user)
+    phone_bytes(target)
+    if type(is_admin) is not bool:
+        raise InvalidArgument("is_admin must be a bool")
+    if target not in g["members"]:
+        raise NotMember(gr.id, target)
+    if (target in g["admins"]) == is_admin:
+        return Outcome(g["v"])
+    if not is_admin and g["admins"] == [target]:
+        raise InvalidArgument("a group keeps at least one admin: promote another first")
+    if is_admin:
+        g["admins"].append(target)
+    else:
+        g["admins"].remove(target)
+    gr.bump()
+    event = "promoted" if is_admin else "demoted"
+    return Outcome(g["v"], gr.announce(event, user, [target], g["members"]))
+
+
+def _rename(gr: _Group, user: str, name: Any) -> Outcome:
+    g = gr.need_admin(user)
+    name = _name(name)
+    if name == g["name"]:
+        return Outcome(g["v"])
+    g["name"] = name
+    gr.bump()
+    return Outcome(g["v"], gr.announce("renamed", user, [], g["members"]))
+
+
+def _send(gr: _Group, user: str, client_id: Any, body: Any) -> Outcome:
+    txn, sb, cid = gr.txn, phone_bytes(user), client_id_bytes(client_id)
+    if type(body) is not bytes:
+        raise InvalidArgument("message body must be bytes")
+    dk = dedup_key(sb, cid)
+    raw = txn.get("dedup", dk)
+    if raw is not None:                     # first: a resend is answered even if removed since
+        first = unpack(raw)
+        if first["to"] != gr.id:
+            raise DuplicateId(user, client_id, first["to"], gr.id)
+        return Outcome(first["ts"], duplicate=True)
+    g = gr.need(user)
+    ts, metas, cap = gr.ts, gr.metas, gr.cap
+    message = Message(client_id, user, ts, body, gr.id)
+    value = pack_message(client_id, user, ts, body, gr.id)
+    appended, missed = [], []
+    for m in g["members"]:
+        if m == user:
+            continue
+        mb = phone_bytes(m)
+        if metas[mb]["msgs"] >= cap:
+            missed.append(m)
+            continue
+        appended.append((m, InboxItem(metas.append_packed(mb, True, value), "message", message)))
+    for m in missed:
+        appended.extend(_missed(gr, m, user))
+    txn.put("dedup", dk, pack({"to": gr.id, "seq": 0, "ts": ts}))
+    txn.put("dedup_ttl", dedup_ttl_key(ts, dk), b"")
+    return Outcome(ts, tuple(appended))
+
+
+def _missed(gr: _Group, member: str, sender: str) -> tuple:
+    """Tell ``member`` (inbox full) that a message of this group missed it:
+    count up the ``missed`` event still in its inbox, or append a new one."""
+    txn, mb = gr.txn, phone_bytes(member)
+    key = member_key(mb, gr.gb)
+    raw = txn.get("group_missed", key)
+    if raw is not None:
+        item_key = inbox_key(mb, unpack(raw))
+        old = txn.get("inbox", item_key)
+        if old is not None:                 # still unread: count up in place (no nudge)
+            v = unpack(old)
+            v.update(count=v["count"] + 1, by=sender, ts=gr.ts)
+            txn.put("inbox", item_key, pack(v))
+            return ()
+    payload = GroupEvent(gr.id, "missed", sender, (), gr.g["name"], gr.ts, 1)
+    seq = gr.metas.append_packed(mb, False, pack_item(payload))
+    txn.put("group_missed", key, pack(seq))
+    return ((member, InboxItem(seq, "group", payload)),)
+
+
+_RUN: dict[str, Callable[..., Outcome]] = {
+    CREATE: _create, ADD: _add, REMOVE: _remove, LEAVE: _leave, ADMIN: _admin,
+    RENAME: _rename, SEND: _send,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBatch:
+    """One group's requests as one op: ``(results, record)``, a result
+    ``(True, Outcome)`` or ``(False, StorageError)`` per request and the
+    group record after them all (None if there is no such group)."""
+    group: str
+    requests: tuple[tuple, ...]
+    ts_ms: int
+    cap: int                # a member's offline cap (messages in its inbox)
+    group_cap: int          # members per group
+
+    def __call__(self, txn: Txn) -> tuple[list[tuple[bool, Any]], GroupRecord | None]:
+        gr = _Group(txn, self.group, self.ts_ms, self.cap, self.group_cap)
+        results: list[tuple[bool, Any]] = []
+        for request in self.requests:
+            try:
+                run = _RUN.get(request[0])
+                if run is None:
+                    raise InvalidArgument(f"unknown group request {request[0]!r}")
+                results.append((True, run(gr, *request[1:])))
+            except StorageError as refused:    # raised before any write: fails alone
+                results.append((False, refused))
+        if gr.changed:
+            txn.put("groups", gr.gb, pack(gr.g))
+        gr.metas.save()
+        return results, gr.record()
+
+
+# -- reads ---------------------------------------------------------------------------
+def get_group(txn: Txn, group: str) -> GroupRecord | None:
+    gb = group_bytes(group)
+    raw = txn.get("groups", gb)
+    if raw is None:
+        return None
+    g = unpack(raw)
+    return GroupRecord(group, g["name"], g["by"], g["at"], tuple(g["admins"]),
+                       tuple(g["members"]), g["v"])
+
+
+def groups_of(txn: Txn, user: str, limit: int | None = 1000) -> list[str]:
+    """The ids of the groups ``user`` is a member of, in id order."""
+    prefix = member_key(phone_bytes(user), b"")
+    return [k[len(prefix):].decode()
+            for k, _ in txn.range("user_groups", prefix, prefix_end(prefix), limit=limit)]
+
