@@ -1,14 +1,16 @@
 """``run.py client``: a line-based terminal chat client, built on the SDK.
 
     python run.py client --phone +15550001 [--host 127.0.0.1] [--port 5222]
-                         [--data-dir ./data] [--profile DIR]
+                         [--media-port 5280] [--data-dir ./data] [--profile DIR]
 
 The first run registers the phone number: REGISTER, then the one-time code
 is read from the node's code file (``<data-dir>/codes/<phone>.txt``, written
 by the node's FileCodeSender) or, failing that, asked for; CONFIRM installs
-a new device key. The key, the device id and the outbox live in the profile
-directory (default ``~/.switchboard/<phone>``), so later runs just log in,
-and messages written while the node was unreachable go out on reconnect.
+a new device key. The key, the device id, the outbox and the end-to-end
+encryption state (keys, trusted identities, sessions: docs/e2e.md) live in
+the profile directory (default ``~/.switchboard/<phone>``), so later runs
+just log in, and messages written while the node was unreachable go out on
+reconnect. Every message and file is end-to-end encrypted.
 
 Commands (one per line on stdin; a pipe works too):
 
@@ -16,13 +18,19 @@ Commands (one per line on stdin; a pipe works too):
                      messages are marked read as they are shown
     /last +1555...   are they online, or when were they last seen?
     /typing          tell the current peer you are typing
+    /send-file PATH  send a file to the current peer (encrypted, then uploaded)
+    /get HASH [DEST] save a received file (HASH: its hex name, or a prefix)
+    /safety [+1555]  the safety number with them (default: the current peer):
+                     compare it with theirs, out of band, to rule out a
+                     man in the middle
     /help, /quit     (end of input quits too)
     anything else    a message to the current peer
 
 Output: incoming messages as ``[12:01] +15550002: hi``, your own as
 ``[12:01] you → +15550002: hello ✓`` printed again whenever a tick changes
-(✓ sent, ✓✓ delivered, ✓✓ read), and ``--`` lines for presence, typing and
-the connection.
+(✓ sent, ✓✓ delivered, ✓✓ read), and ``--`` lines for presence, typing,
+files, key changes ("security code changed"), messages that failed to
+decrypt, and the connection.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ from client.sdk import Client, checked, new_message_id
 
 __all__ = ["main", "build_parser"]
 
-HELP = """commands: /chat +NUMBER   /last +NUMBER   /typing   /help   /quit
+HELP = """commands: /chat +NUMBER   /last +NUMBER   /typing   /send-file PATH   /get HASH [DEST]
+          /safety [+NUMBER]   /help   /quit
 anything else is a message to the current chat"""
 BLUE, RESET = "\033[34m", "\033[0m"
 
@@ -55,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phone", help="your number, E.164 (+15550001); asked for if missing")
     parser.add_argument("--host", default="127.0.0.1", help="node address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5222, help="node port (default: 5222)")
+    parser.add_argument("--media-port", type=int, default=5280,
+                        help="node's media HTTP port (default: 5280)")
     parser.add_argument("--data-dir", default="data",
                         help="the node's data dir, to read the one-time code from (default: ./data)")
     parser.add_argument("--profile", help="where the device key and outbox live "
@@ -126,7 +137,9 @@ async def run(args: argparse.Namespace) -> int:
     directory = args.profile or default_dir(phone)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     try:
-        client = await Client.connect(args.host, args.port, outbox_path=Profile.outbox_path(directory))
+        client = await Client.connect(args.host, args.port, outbox_path=Profile.outbox_path(directory),
+                                      e2e_dir=directory,
+                                      media_url=f"http://{args.host}:{args.media_port}")
     except (OSError, ClientError, asyncio.TimeoutError) as error:
         say(f"-- cannot reach {args.host}:{args.port}: {error}")
         return 1
@@ -210,10 +223,11 @@ class Chat:
         self.peer: str | None = None
         self.mine: dict[str, list] = {}             # id -> [to, text, ts, status shown]
         self.unread: dict[str, list[str]] = {}      # peer -> ids shown but not yet marked read
+        self.files: dict[str, ev.MediaInfo] = {}    # hex sha256 -> a file received this run
         self.tasks: set[asyncio.Task] = set()
         self.blue = sys.stdout.isatty()
-        for id, to, body in client.outbox:          # left over from an earlier run
-            self.mine[id] = [to, body.decode("utf-8", "replace"), None, ev.Status.QUEUED]
+        for id, to, body in client.outbox:          # left over from an earlier run (encrypted)
+            self.mine[id] = [to, "(a message from an earlier run)", None, ev.Status.QUEUED]
 
     async def run(self, lines: Lines) -> None:
         shown = asyncio.ensure_future(self.show_events())
@@ -247,6 +261,12 @@ class Chat:
         elif word == "/typing":
             if self.peer:
                 self.spawn(self.request(self.client.typing(self.peer, True)))
+        elif word == "/send-file":
+            self.send_file(rest)
+        elif word == "/get":
+            self.get_file(*rest.split(maxsplit=1))
+        elif word == "/safety":
+            self.spawn(self.safety(rest or self.peer))
         elif word.startswith("/"):
             self.out(f"-- unknown command {word}; /help lists them")
         elif self.peer is None:
@@ -267,6 +287,45 @@ class Chat:
         unread = self.unread.pop(peer, [])
         if unread:
             self.spawn(self.request(self.client.mark_read(peer, unread)))
+
+    def send_file(self, path: str) -> None:
+        if self.peer is None:
+            self.out("-- pick someone first: /chat +NUMBER")
+        elif not path or not os.path.isfile(path):
+            self.out("-- usage: /send-file PATH (an existing file)")
+        else:
+            id, to, name = new_message_id(), self.peer, os.path.basename(path)
+            self.mine[id] = [to, f"[file {name}]", None, ev.Status.QUEUED]
+            self.out(f"-- encrypting and uploading {name}…")
+            self.spawn(self.request(self.client.send_file(to, path, id=id)))
+
+    def get_file(self, prefix: str = "", dest: str = "") -> None:
+        found = [info for sha, info in self.files.items() if prefix and sha.startswith(prefix)]
+        if len(found) != 1:
+            self.out("-- usage: /get HASH [DEST] (the hash of a file received this session)")
+            return
+        info = found[0]
+        dest = dest or os.path.basename(info.name) or info.sha256
+        self.spawn(self.fetch(info, dest))
+
+    async def fetch(self, info: ev.MediaInfo, dest: str) -> None:
+        try:
+            await self.client.download(info, dest)
+            self.out(f"-- saved {dest} ({info.size} bytes, checked)")
+        except Exception as error:          # noqa: BLE001 - reported, never fatal to the chat
+            self.out(f"-- download failed: {error}")
+
+    async def safety(self, peer: str | None) -> None:
+        if peer is None:
+            self.out("-- usage: /safety +NUMBER (or /chat with them first)")
+            return
+        try:
+            number = await self.client.safety_number(peer)
+            self.out(f"-- safety number with {peer}: {number}")
+            self.out("-- compare it with theirs (in person, or a call): if it matches, "
+                     "nobody is in the middle")
+        except (ValueError, ClientError) as error:
+            self.out(f"-- {error}")
 
     async def request(self, call) -> None:
         """Run one request in the background; report a failure (input never waits)."""
@@ -317,6 +376,20 @@ class Chat:
                          + ("; reconnecting…" if event.reconnecting else ""))
             elif kind is ev.Reconnected:
                 self.out("-- reconnected")
+            elif kind is ev.FileMessage:
+                self.files[event.file.sha256] = event.file
+                self.out(f"[{clock(event.ts)}] {event.sender}: [file {event.file.name} "
+                         f"{event.file.mime}, {event.file.size} bytes] {event.file.caption}".rstrip()
+                         + f"   (/get {event.file.sha256[:12]})")
+            elif kind is ev.Undecryptable:
+                self.out(f"-- a message from {event.sender} could not be decrypted "
+                         "(tampered with, or sent to an old device); it was discarded")
+            elif kind is ev.KeyChanged:
+                self.out(f"-- {event.user} registered a new device: their security code "
+                         f"changes (/safety {event.user})")
+            elif kind is ev.IdentityChanged:
+                self.out(f"-- {event.user}'s security code changed; new safety number: "
+                         f"{event.safety_number}")
 
     def incoming(self, message: ev.Message) -> None:
         text = message.body.decode("utf-8", "replace")

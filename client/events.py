@@ -7,6 +7,16 @@ item over twice):
 - ``Message(seq, id, sender, ts, body)``: a message to this user.
 - ``Receipt(seq, kind, id, by, ts)``: a message this user sent was
   delivered to (``Status.DELIVERED``) or read by (``Status.READ``) ``by``.
+- ``FileMessage(seq, id, sender, ts, file)``: a file (``MediaInfo``: hash,
+  size, key, type, name, caption); ``Client.download(file, dest)`` gets it.
+- ``Undecryptable(seq, id, sender, ts, reason)``: a message that failed to
+  decrypt or was malformed inside (tampered with, or for an old device).
+  Never shown as text; acknowledged like any item, since it never will
+  decrypt and would otherwise be pushed again at every login.
+- ``KeyChanged(seq, user, device, ts)``: the server's notice that ``user``
+  registered a new device; the SDK has dropped its sessions with them.
+
+With end-to-end encryption ``Message.body`` is the decrypted text (UTF-8).
 
 Not stored by the server, never deduplicated:
 
@@ -21,6 +31,9 @@ From the SDK itself:
   messages sent from a persisted outbox that nobody is awaiting.
 - ``SendFailed(id, to, error)``: the server refused a message for good
   (UNKNOWN_USER, OFFLINE_FULL, INVALID); it left the outbox.
+- ``IdentityChanged(user, safety_number)``: a contact's identity key is
+  not the one seen before (a fetched bundle or a first message said so):
+  show "security code changed" and the new safety number to compare.
 - ``Disconnected(reason, reconnecting)`` / ``Reconnected(attempts)``: the
   connection dropped / is back (after HELLO, LOGIN, resubscribe and the
   outbox resend were started).
@@ -35,8 +48,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Union
 
+from transport.e2e import MediaKey
+
 __all__ = ["Status", "Message", "Receipt", "Presence", "Typing", "Sent", "SendFailed",
-           "Disconnected", "Reconnected", "Event"]
+           "Disconnected", "Reconnected", "Event", "MediaInfo", "FileMessage", "Undecryptable",
+           "KeyChanged", "IdentityChanged"]
 
 
 class Status(IntEnum):
@@ -63,6 +79,57 @@ class Message:
     sender: str
     ts: int             # when the server committed it
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    """How to fetch and open one file: ``key`` (a ``MediaKey``: the file
+    key, the ciphertext's SHA-256, the plaintext size), ``mime``, ``name``,
+    ``caption``. ``sha256`` (hex) names the blob on the server."""
+    key: MediaKey
+    mime: str
+    name: str = ""
+    caption: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return self.key.sha256.hex()
+
+    @property
+    def size(self) -> int:
+        return self.key.size
+
+
+@dataclass(frozen=True, slots=True)
+class FileMessage:
+    seq: int
+    id: str
+    sender: str
+    ts: int
+    file: MediaInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Undecryptable:
+    seq: int
+    id: str
+    sender: str
+    ts: int
+    reason: str         # why (for logs; never the message)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChanged:
+    seq: int
+    user: str
+    device: int         # the new device id
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityChanged:
+    user: str
+    safety_number: str  # the new one, 60 digits in groups of 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,4 +179,5 @@ class Reconnected:
     attempts: int       # connection attempts it took
 
 
-Event = Union[Message, Receipt, Presence, Typing, Sent, SendFailed, Disconnected, Reconnected]
+Event = Union[Message, Receipt, Presence, Typing, Sent, SendFailed, Disconnected, Reconnected,
+              FileMessage, Undecryptable, KeyChanged, IdentityChanged]

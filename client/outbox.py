@@ -9,7 +9,7 @@ is safe because the server deduplicates SENDs by (sender, id).
 Persistence (optional, ``path``): a JSON-lines journal in the client's
 profile directory, one line per change::
 
-    {"add": "<id>", "to": "+1555...", "body": "<base64>", "at": <ms>}
+    {"add": "<id>", "to": "+1555...", "body": "<base64>", "at": <ms>[, "media": [<sha256>...]]}
     {"del": "<id>"}
 
 An ``add`` is flushed and fsync'd before ``add()`` returns, so a message the
@@ -44,6 +44,7 @@ class OutboxEntry:
     at: int = 0         # ms, local clock, when the app wrote it
     pos: int = 0        # position in send order (set by the outbox)
     retries: int = 0    # INTERNAL / RATE_LIMITED answers so far
+    media: tuple[str, ...] = ()   # blob hashes the body refers to (SEND.media)
 
 
 class Outbox:
@@ -71,11 +72,12 @@ class Outbox:
     def get(self, id: str) -> OutboxEntry | None:
         return self._entries.get(id)
 
-    def add(self, id: str, to: str, body: bytes, at: int | None = None) -> OutboxEntry:
-        entry = OutboxEntry(id, to, body, int(time.time() * 1000) if at is None else at)
+    def add(self, id: str, to: str, body: bytes, at: int | None = None,
+            media: tuple[str, ...] = ()) -> OutboxEntry:
+        entry = OutboxEntry(id, to, body, int(time.time() * 1000) if at is None else at,
+                            media=tuple(media))
         self._insert(entry)
-        self._write({"add": id, "to": to, "body": base64.b64encode(body).decode(), "at": entry.at},
-                    sync=self.fsync)
+        self._write(_record(entry), sync=self.fsync)
         return entry
 
     def remove(self, id: str) -> OutboxEntry | None:
@@ -110,7 +112,8 @@ class Outbox:
                     if "add" in record:
                         self._entries.pop(record["add"], None)
                         self._insert(OutboxEntry(record["add"], record["to"],
-                                                 base64.b64decode(record["body"]), int(record["at"])))
+                                                 base64.b64decode(record["body"]), int(record["at"]),
+                                                 media=tuple(record.get("media", ()))))
                     else:
                         self._entries.pop(record["del"], None)
                 except (ValueError, KeyError, TypeError):
@@ -122,8 +125,7 @@ class Outbox:
         tmp = f"{self.path}.tmp"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
             for e in self._entries.values():
-                f.write(json.dumps({"add": e.id, "to": e.to, "at": e.at,
-                                    "body": base64.b64encode(e.body).decode()}) + "\n")
+                f.write(json.dumps(_record(e)) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -137,3 +139,10 @@ class Outbox:
         self._file.flush()
         if sync:
             os.fsync(self._file.fileno())
+
+
+def _record(e: OutboxEntry) -> dict:
+    record = {"add": e.id, "to": e.to, "body": base64.b64encode(e.body).decode(), "at": e.at}
+    if e.media:
+        record["media"] = list(e.media)
+    return record

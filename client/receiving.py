@@ -3,7 +3,7 @@
 ``Receiver`` turns the server's pushed frames into events on one queue, in
 arrival order, and acknowledges inbox items:
 
-- MESSAGE and RECEIPT are inbox items. ``InboxTracker`` drops duplicates
+- MESSAGE, RECEIPT and KEY_CHANGED are inbox items. ``InboxTracker`` drops duplicates
   (the server pushes every un-acknowledged item again after a reconnect);
   a new item waits in the queue until the app takes it from ``events()``,
   and only then is its seq due for RECEIVED. A duplicate of an item the app
@@ -16,6 +16,10 @@ arrival order, and acknowledges inbox items:
   it arrives.
 - PRESENCE and TYPING_EVENT are passed on as they come (and the last
   presence of each user is kept).
+- With end-to-end encryption, ``opener`` turns a new MESSAGE into its
+  event (decrypted ``Message``, ``FileMessage`` or ``Undecryptable``)
+  after the duplicate check, so a re-pushed message is never decrypted
+  twice (it would fail as a replay); ``on_key_changed`` hears KEY_CHANGED.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from client.inbox import MAX_SEQS_PER_FRAME, InboxTracker
 __all__ = ["Receiver"]
 
 _CLOSED = object()              # the end of the event stream
-_INBOX_EVENTS = (ev.Message, ev.Receipt)
+_INBOX_EVENTS = (ev.Message, ev.Receipt, ev.FileMessage, ev.Undecryptable, ev.KeyChanged)
 
 
 class Receiver:
-    def __init__(self, on_receipt: Callable[[str, ev.Status], Any], *, ack_delay: float = 0.005):
+    def __init__(self, on_receipt: Callable[[str, ev.Status], Any], *, ack_delay: float = 0.005,
+                 opener: Callable[[wire.Message], Any] | None = None,
+                 on_key_changed: Callable[[str], Any] | None = None):
         self.on_receipt, self.ack_delay = on_receipt, ack_delay
+        self.opener, self.on_key_changed = opener, on_key_changed
         self.inbox = InboxTracker()
         self.presence: dict[str, ev.Presence] = {}
         self.conn: Connection | None = None         # set while logged in
@@ -71,7 +78,15 @@ class Receiver:
         kind = type(frame)
         if kind is wire.Message:
             if self.inbox.arrived(frame.seq, (frame.sender, frame.id)):
-                self.emit(ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body))
+                self.emit(ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body)
+                          if self.opener is None else self.opener(frame))
+            else:
+                self._schedule()
+        elif kind is wire.KeyChanged:
+            if self.inbox.arrived(frame.seq):
+                if self.on_key_changed is not None:
+                    self.on_key_changed(frame.user)
+                self.emit(ev.KeyChanged(frame.seq, frame.user, frame.device, frame.ts))
             else:
                 self._schedule()
         elif kind is wire.Receipt:

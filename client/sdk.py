@@ -17,6 +17,12 @@ Three parts do the work, and this class wires them together:
   sent and resent, same id, in order, after every login until ACKed.
 - ``receiving.Receiver``: pushed frames become events; inbox items are
   deduplicated and acknowledged with batched RECEIVED once the app has them.
+- ``encryption.Encryption`` (on unless ``e2e=False``): keys published after
+  login, every 1:1 body encrypted before it enters the outbox (so a resend
+  is the same bytes) and decrypted before it becomes an event; ``media``:
+  files encrypted on the client and moved over the media HTTP API
+  (``send_file``, ``download``). docs/e2e.md has the design, docs/client.md
+  the choices (text bodies, undecryptable messages acknowledged).
 
 After a reconnect the client also subscribes again to everyone it had
 subscribed to. It does not reconnect after ``close()``, nor when the server
@@ -27,12 +33,19 @@ and ``events()`` ends after ``Disconnected(reconnecting=False)``.
 from __future__ import annotations
 
 import asyncio
+import logging
+import mimetypes
+import os
 import secrets
 from typing import Any, AsyncIterator, Iterable
 
 from transport import wire
 from transport.crypto import DeviceKey
+from transport.e2e import E2EError, Envelope, Media, Text
 from client import events as ev
+from client.e2e_store import E2EStore
+from client.encryption import Encryption
+from client.media import MediaClient
 from client.backoff import Backoff
 from client.connection import Connection
 from client.errors import ServerError
@@ -43,7 +56,10 @@ from client.sending import Sender
 
 __all__ = ["Client", "new_message_id", "checked"]
 
+log = logging.getLogger("switchboard.client")
+
 CLIENT_NAME = "switchboard-sdk/0.1"
+MEDIA_PORT = 5280
 
 
 def new_message_id() -> str:
@@ -82,18 +98,27 @@ class Client(Link):
     ``connect_timeout``, ``reconnect`` (False: a drop closes the client),
     ``backoff``, ``outbox_path`` (a JSON-lines file; None: in memory),
     ``max_in_flight`` (un-acked SENDs at a time), ``ack_delay`` (RECEIVED
-    batching window), ``client_name`` (HELLO's client string)."""
+    batching window), ``client_name`` (HELLO's client string), ``e2e``
+    (end-to-end encryption, on by default), ``e2e_dir`` (where keys, trust
+    and sessions are kept, 0600; None: in memory, for this object's life),
+    ``media_url`` (the node's media HTTP root; default port 5280 on ``host``)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5222, *, heartbeat: float = 30.0,
                  request_timeout: float = 10.0, connect_timeout: float = 5.0,
                  reconnect: bool = True, backoff: Backoff = Backoff(),
                  outbox_path: str | None = None, max_in_flight: int = 256,
-                 ack_delay: float = 0.005, client_name: str = CLIENT_NAME):
+                 ack_delay: float = 0.005, client_name: str = CLIENT_NAME,
+                 e2e: bool = True, e2e_dir: str | None = None, media_url: str | None = None):
         super().__init__(host, port, wire.Hello(wire.PROTOCOL_VERSION, heartbeat, client_name),
                          request_timeout=request_timeout, connect_timeout=connect_timeout,
                          reconnect=reconnect, backoff=backoff)
         self._subscriptions: dict[str, None] = {}
-        self._receiver = Receiver(self._on_receipt, ack_delay=ack_delay)
+        self._online_before = False             # logged in once already (then: key top-ups)
+        self._e2e = Encryption(E2EStore(e2e_dir), self._call, self._emit) if e2e else None
+        self._receiver = Receiver(self._on_receipt, ack_delay=ack_delay,
+                                  opener=self._open if e2e else None,
+                                  on_key_changed=self._e2e.key_changed if e2e else None)
+        self.media = MediaClient(media_url or f"http://{host}:{MEDIA_PORT}", self._media_credentials)
         self._sender = Sender(Outbox(outbox_path), self._receiver.emit, max_in_flight=max_in_flight)
 
     @classmethod
@@ -145,8 +170,15 @@ class Client(Link):
     async def login(self, user: str, device_id: int, device_key: DeviceKey) -> dict:
         """LOGIN; on success the credentials are kept for reconnects, the
         outbox is (re)sent and pushed items start to arrive. Returns the ACK's
-        map (``last_seen``: this user's previous last seen, ms or None)."""
-        return await self._login(user, device_id, device_key)
+        map (``last_seen``: this user's previous last seen, ms or None).
+        With end-to-end encryption on, returns once this device's keys are
+        published (made on first use)."""
+        if self._e2e is not None:
+            self._e2e.prepare(user, device_key)
+        info = await self._login(user, device_id, device_key)
+        if self._e2e is not None:
+            await self._e2e.after_login()
+        return info
 
     # -- messages ---------------------------------------------------------------------------
     async def send(self, to: str, body: bytes, id: str | None = None) -> ev.Sent:
@@ -156,6 +188,8 @@ class Client(Link):
         (cancelling the wait does not unsend it). Raises ValueError for bad
         input, ServerError if the server refuses it for good."""
         self._check_open()
+        if self._e2e is not None:
+            return await self._send_sealed(to, Text(_text(body)), (), id)
         frame = checked(wire.Send(new_message_id() if id is None else id, to, body))
         try:
             wire.encode(frame, max_frame=self.max_frame)
@@ -164,6 +198,51 @@ class Client(Link):
         if to == self.user:
             raise ValueError("cannot send a message to yourself")
         return await self._sender.add(frame.id, frame.to, frame.body)
+
+    async def _send_sealed(self, to: str, envelope: Envelope, media: tuple[str, ...],
+                           id: str | None) -> ev.Sent:
+        """Encrypt for ``to`` and queue; a resend of a queued id reuses its ciphertext."""
+        frame = checked(wire.Send(new_message_id() if id is None else id, to, b"", media))
+        if to == self.user:
+            raise ValueError("cannot send a message to yourself")
+        queued = self._sender.outbox.get(frame.id)
+        if queued is not None and queued.to == to:
+            return await self._sender.add(frame.id, to, queued.body, queued.media)
+
+        def queue(body: bytes) -> asyncio.Future:
+            try:
+                wire.encode(wire.Send(frame.id, to, body, media), max_frame=self.max_frame)
+            except wire.FrameError as error:
+                raise ValueError(f"message too large: {error.message}") from None
+            return self._sender.add(frame.id, to, body, media)
+        return await (await self._e2e.seal(to, envelope, queue))
+
+    async def send_file(self, to: str, path: str, *, mime: str | None = None,
+                        caption: str = "", id: str | None = None) -> ev.Sent:
+        """Encrypt the file at ``path`` with a fresh key, upload the
+        ciphertext (unless the server has it: see ``client.media``), then
+        send ``to`` an encrypted message holding its key, hash, size, type
+        and name. Needs end-to-end encryption."""
+        if self._e2e is None:
+            raise RuntimeError("send_file needs end-to-end encryption (e2e=True)")
+        self._check_open()
+        key, _ = await self.media.put_file(path)
+        mime = mime or mimetypes.guess_type(path)[0] or "application/octet-stream"
+        envelope = Media(key, mime, os.path.basename(path), caption)
+        return await self._send_sealed(to, envelope, (key.sha256.hex(),), id)
+
+    async def download(self, file: ev.MediaInfo | ev.FileMessage, dest: str) -> str:
+        """Fetch a received file into ``dest`` (resuming a partial download),
+        checking its hash and every chunk; returns ``dest``."""
+        info = file.file if isinstance(file, ev.FileMessage) else file
+        return await self.media.get_file(info, dest)
+
+    async def safety_number(self, user: str) -> str:
+        """The 60-digit safety number of this device and ``user``'s, to compare
+        out of band (fetches ``user``'s keys if none are known yet)."""
+        if self._e2e is None:
+            raise RuntimeError("safety numbers need end-to-end encryption (e2e=True)")
+        return await self._e2e.safety_number(user)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until the outbox is empty; False if ``timeout`` ran out first."""
@@ -207,11 +286,41 @@ class Client(Link):
         self._receiver.on_push(frame)
 
     def _went_online(self, conn: Connection) -> None:
-        """Logged in on ``conn``: outbox first, then acks and subscriptions."""
+        """Logged in on ``conn``: outbox first, then acks and subscriptions
+        (and, after a reconnect, a top-up of the published keys)."""
         self._sender.online(conn)
         self._receiver.online(conn)
         if self._subscriptions:
             self._spawn(self._subscribe(tuple(self._subscriptions)))
+        if self._e2e is not None and self._online_before:
+            self._spawn(self._e2e.after_login())
+        self._online_before = True
+
+    def _open(self, frame: wire.Message) -> Any:
+        """A new MESSAGE -> its event, decrypted; never its text if it fails."""
+        if getattr(frame, "group", None) is not None:   # group bodies: not end-to-end here
+            return ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body)
+        try:
+            envelope = self._e2e.open(frame.sender, frame.body)
+        except E2EError as error:
+            log.warning("message %s from %s rejected: %s", frame.id, frame.sender, error)
+            return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts, str(error))
+        if isinstance(envelope, Text):
+            return ev.Message(frame.seq, frame.id, frame.sender, frame.ts, envelope.text.encode())
+        if isinstance(envelope, Media):
+            return ev.FileMessage(frame.seq, frame.id, frame.sender, frame.ts, ev.MediaInfo(
+                envelope.key, envelope.mime, envelope.name, envelope.caption))
+        return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
+                                f"unsupported envelope {type(envelope).__name__}")
+
+    def _media_credentials(self) -> tuple[str, int, Any]:
+        if self._key is None:
+            raise RuntimeError("log in before using media")
+        return self.user, self.device_id, self._key.sign
+
+    async def close(self, timeout: float = 2.0) -> None:
+        await super().close(timeout)
+        await self.media.close()
 
     def _went_offline(self) -> None:
         self._sender.offline()
@@ -229,3 +338,15 @@ class Client(Link):
 
     def _on_receipt(self, id: str, status: ev.Status) -> None:
         self._sender.receipt(id, status)
+
+
+def _text(body: bytes | str) -> str:
+    """An end-to-end encrypted message is text: a str, or bytes of UTF-8."""
+    if isinstance(body, str):
+        return body
+    if not isinstance(body, (bytes, bytearray)):
+        raise ValueError(f"invalid body: expected bytes or str, got {type(body).__name__}")
+    try:
+        return bytes(body).decode()
+    except UnicodeDecodeError:
+        raise ValueError("invalid body: an encrypted message must be UTF-8 text") from None

@@ -58,11 +58,11 @@ class Sender:
             self.emptied.set()
 
     # -- the app's side ----------------------------------------------------------------
-    def add(self, id: str, to: str, body: bytes) -> asyncio.Future:
+    def add(self, id: str, to: str, body: bytes, media: tuple[str, ...] = ()) -> asyncio.Future:
         """Queue a message (or join the one already queued with this id)."""
         entry = self.outbox.get(id)
         if entry is None:
-            entry = self.outbox.add(id, to, body)
+            entry = self.outbox.add(id, to, body, media=media)
             self.emptied.clear()
             self._set_status(id, Status.QUEUED)
             heapq.heappush(self._unsent, (entry.pos, id))
@@ -116,7 +116,7 @@ class Sender:
             if entry is None or entry.pos != pos or id in self.in_flight:
                 continue
             try:
-                conn.request(wire.Send(entry.id, entry.to, entry.body),
+                conn.request(wire.Send(entry.id, entry.to, entry.body, entry.media),
                              lambda ack, error, id=id, conn=conn: self._answered(id, conn, ack, error))
             except wire.FrameError as error:     # over this server's max_frame
                 self._failed(id, ServerError(error.code, error.message))

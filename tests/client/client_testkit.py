@@ -27,6 +27,7 @@ from typing import Any, Callable
 from transport import wire
 from transport.code_sender import FileCodeSender
 from transport.crypto import DeviceKey, verify
+from transport.e2e import KeyBundle
 from client import Backoff, Client
 
 FAST = dict(backoff=Backoff(initial=0.02, maximum=0.1), request_timeout=3.0, connect_timeout=2.0)
@@ -98,6 +99,7 @@ class FakeServer:
         self.data_dir, self.heartbeat_min, self.max_frame = data_dir, heartbeat_min, max_frame
         self.codes = FileCodeSender(data_dir) if data_dir else None
         self.accounts: dict[str, tuple[int, bytes]] = {}       # phone -> (device, verify key)
+        self.keys: dict[str, tuple[KeyBundle, dict]] = {}        # phone -> (signed part, one-time prekeys)
         self.pending_codes: dict[str, str] = {}
         self.inboxes: dict[str, OrderedDict[int, wire.Frame]] = {}
         self.next_seq: dict[str, int] = {}
@@ -249,6 +251,28 @@ class FakeServer:
 
     def on_ping(self, conn, f):
         conn.ack(f, now_ms())
+
+    # a key directory (end-to-end encryption): no signature checks, the node's
+    # own behaviour is tested in tests/e2e/test_key_directory.py
+    def on_keyspublish(self, conn, f):
+        conn.ack(f, self.publish_keys(conn.user, KeyBundle.from_bytes(f.bundle)))
+
+    def publish_keys(self, user: str, bundle: KeyBundle) -> int:
+        _, held = self.keys.get(user, (None, {}))
+        held.update(bundle.one_time)
+        self.keys[user] = (bundle.with_one_time(()), held)
+        return len(held)
+
+    def on_keysfetch(self, conn, f):
+        if f.user not in self.keys:
+            return conn.error(f, E.NO_KEYS, f"{f.user} has no published keys")
+        signed, held = self.keys[f.user]
+        one_time = [held.popitem()] if held else []
+        conn.ack(f, {"device": self.accounts[f.user][0],
+                     "bundle": signed.with_one_time(one_time).to_bytes()})
+
+    def on_keyscount(self, conn, f):
+        conn.ack(f, len(self.keys[conn.user][1]) if conn.user in self.keys else None)
 
     def on_bye(self, conn, f):
         conn.ack(f)

@@ -28,7 +28,10 @@ async def make_client(server):
     clients: list[Client] = []
 
     async def make(**options: Any) -> Client:
-        client = await Client.connect("127.0.0.1", server.port, **{**FAST, **options})
+        # e2e off: these tests script the SDK's transport (outbox, acks,
+        # reconnects) against accounts that never publish keys; end-to-end
+        # encryption is tested against a real node (test_e2e_sdk.py)
+        client = await Client.connect("127.0.0.1", server.port, **{**FAST, "e2e": False, **options})
         clients.append(client)
         return client
 

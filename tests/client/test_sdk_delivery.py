@@ -300,7 +300,7 @@ async def test_outbox_file_survives_a_client_restart(server, logged_in, tmp_path
     server.add_account(BOB)
     # Step 1: the first client's messages are never acked; it closes
     server.on(wire.Send, lambda conn, frame: None)
-    first = await Client.connect("127.0.0.1", server.port, outbox_path=path, **FAST)
+    first = await Client.connect("127.0.0.1", server.port, outbox_path=path, e2e=False, **FAST)
     await first.login(ALICE, device, key)
     pending = [asyncio.ensure_future(first.send(BOB, b"%d" % i, id=f"p{i}")) for i in range(3)]
     await server.wait(lambda: len(server.frames(wire.Send)) == 3)
@@ -310,7 +310,7 @@ async def test_outbox_file_survives_a_client_restart(server, logged_in, tmp_path
             await task
     # Step 2: a new client on the same outbox file sends them after its login
     server.on(wire.Send, server.default)
-    second = await Client.connect("127.0.0.1", server.port, outbox_path=path, **FAST)
+    second = await Client.connect("127.0.0.1", server.port, outbox_path=path, e2e=False, **FAST)
     try:
         assert [id for id, _, _ in second.outbox] == ["p0", "p1", "p2"]
         await second.login(ALICE, device, key)

@@ -1,0 +1,116 @@
+"""Where the SDK keeps a device's end-to-end secrets: its ``LocalKeys``, the
+``TrustStore`` (which identity each contact had) and one ``SessionRecord``
+per contact, in memory or in the profile directory:
+
+    <profile>/keys.bin              LocalKeys (holds the device seed)
+    <profile>/trust.bin             TrustStore
+    <profile>/sessions/<user>.bin   SessionRecord with that user's device
+
+Every file holds secrets like the device seed does, so the directories are
+0700 and the files 0600, each written to a temporary file, fsynced, then
+renamed over the old one: a crash leaves the old state or the new one,
+never half of either. The rules of when to save (docs/e2e.md,
+"Persistence"): encrypt, save the session, then hand the ciphertext to the
+outbox; decrypt, save the session (and the keys after a first message),
+then acknowledge.
+
+A profile whose ``keys.bin`` belongs to another device key (the user
+registered this profile's phone on a new device) is not used: new keys
+and no sessions, since the old ones were with the old identity.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from transport.crypto import DeviceKey
+from transport.e2e import LocalKeys, SessionRecord, TrustStore
+
+__all__ = ["E2EStore", "write_private"]
+
+ONE_TIME = 100                  # one-time prekeys generated at first
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, mode 0600."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class E2EStore:
+    """The device's keys, trust and sessions; ``directory`` None keeps them in memory."""
+
+    def __init__(self, directory: str | None = None):
+        self.directory = directory
+        self.keys: LocalKeys | None = None
+        self.trust = TrustStore()
+        self._sessions: dict[str, SessionRecord] = {}
+        if directory is not None:
+            os.makedirs(os.path.join(directory, "sessions"), mode=0o700, exist_ok=True)
+            self.keys = self._load("keys.bin", LocalKeys.from_bytes)
+            self.trust = self._load("trust.bin", TrustStore.from_bytes) or TrustStore()
+
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.directory, *parts)
+
+    def _load(self, name: str, parse: Callable[[bytes], object]):
+        try:
+            with open(self._path(name), "rb") as f:
+                return parse(f.read())
+        except FileNotFoundError:
+            return None
+
+    # -- keys ----------------------------------------------------------------------------
+    def keys_for(self, device_key: DeviceKey) -> tuple[LocalKeys, bool]:
+        """This device's keys, made (and saved) if there are none or they
+        belong to another device key; True when they are new."""
+        if self.keys is not None and self.keys.identity == device_key.public:
+            return self.keys, False
+        self.keys = LocalKeys.generate(device_key, one_time=ONE_TIME)
+        self._sessions.clear()
+        if self.directory is not None:
+            for name in os.listdir(self._path("sessions")):
+                os.unlink(self._path("sessions", name))
+        self.save_keys()
+        return self.keys, True
+
+    def save_keys(self) -> None:
+        if self.directory is not None and self.keys is not None:
+            write_private(self._path("keys.bin"), self.keys.to_bytes())
+
+    def save_trust(self) -> None:
+        if self.directory is not None:
+            write_private(self._path("trust.bin"), self.trust.to_bytes())
+
+    # -- sessions ------------------------------------------------------------------------
+    def session(self, user: str) -> SessionRecord:
+        """The record for ``user`` (an empty one if there is none yet)."""
+        record = self._sessions.get(user)
+        if record is None:
+            record = None if self.directory is None else self._load(
+                os.path.join("sessions", f"{user}.bin"), SessionRecord.from_bytes)
+            record = self._sessions[user] = record or SessionRecord()
+        return record
+
+    def save_session(self, user: str) -> None:
+        if self.directory is not None and user in self._sessions:
+            write_private(self._path("sessions", f"{user}.bin"), self._sessions[user].to_bytes())
+
+    def replace_session(self, user: str, record: SessionRecord) -> None:
+        self._sessions[user] = record
+
+    def drop_session(self, user: str) -> None:
+        """Forget every session with ``user`` (their device changed)."""
+        self._sessions[user] = SessionRecord()
+        if self.directory is not None:
+            try:
+                os.unlink(self._path("sessions", f"{user}.bin"))
+            except FileNotFoundError:
+                pass

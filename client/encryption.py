@@ -1,0 +1,153 @@
+"""``Encryption``: the SDK's end-to-end half (used by ``Client``): keys
+published to the directory, a session per contact, every 1:1 body sealed
+before it enters the outbox and opened before it becomes an event.
+
+- ``prepare`` (before LOGIN) loads the device's keys or makes them on
+  first use (``E2EStore``); ``after_login`` publishes them with KEYS_PUBLISH; at every later login asks KEYS_COUNT
+  and tops the one-time prekeys up to ``ONE_TIME`` when fewer than
+  ``LOW_WATER`` are left, and rotates the signed prekey after a week.
+- ``seal(to, envelope, then)``: under a per-contact lock, fetches the
+  contact's bundle (KEYS_FETCH) if there is no session, checks the identity
+  against the trust store (``IdentityChanged`` event if it changed),
+  encrypts, saves the session, and only then calls ``then(ciphertext)``
+  (the outbox), inside the lock, so bodies enter the outbox in the order
+  they were encrypted. A resend reuses the outbox's ciphertext: same bytes,
+  no second message key.
+- ``open(sender, body)``: for a first message checks the identity (a new
+  one: event, and a fresh session record), decrypts, decodes the envelope,
+  saves the session and the keys, and returns the envelope; raises
+  ``E2EError`` for anything tampered with, replayed or malformed.
+- ``key_changed(user)``: the server's KEY_CHANGED notice: forget the
+  sessions with ``user``; the next send fetches the new device's bundle.
+- ``safety_number(user)``: the 60 digits to compare out of band.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from transport import wire
+from transport.crypto import DeviceKey
+from transport.e2e import (
+    Envelope, KeyBundle, SessionRecord, message_info, safety_number,
+)
+from client import events as ev
+from client.e2e_store import E2EStore
+
+__all__ = ["Encryption", "ONE_TIME", "LOW_WATER"]
+
+ONE_TIME = 100                  # one-time prekeys kept published
+LOW_WATER = 20                  # top up below this many
+ROTATE_AFTER = 7 * 86_400       # seconds: a new signed prekey every week
+
+
+class Encryption:
+    def __init__(self, store: E2EStore, call: Callable[[wire.Frame], Awaitable[Any]],
+                 emit: Callable[[Any], None]):
+        self.store, self.call, self.emit = store, call, emit
+        self.user: str | None = None
+        self._new = False                       # keys made at this login, not yet published
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def keys(self):
+        return self.store.keys
+
+    # -- the directory ----------------------------------------------------------------------
+    def prepare(self, user: str, device_key: DeviceKey) -> None:
+        """Before LOGIN: load or make the keys, so pushed messages can be opened."""
+        self.user = user
+        self._new = self.store.keys_for(device_key)[1]
+
+    async def after_login(self) -> None:
+        """Publish this device's keys, or top them up (see the module docstring)."""
+        keys, new, self._new = self.keys, self._new, False
+        held = None if new else await self.call(wire.KeysCount())
+        if held is None:                        # nothing published (new keys, or a new device)
+            missing = max(0, ONE_TIME - len(keys.one_time))
+            if missing:
+                keys.add_one_time(missing)
+                self.store.save_keys()
+            await self._publish(keys.bundle(one_time=False), list(keys.bundle().one_time))
+            return
+        rotate = time.time() - keys.signed_prekey.created > ROTATE_AFTER
+        if rotate:
+            keys.rotate_signed_prekey()
+        added = keys.add_one_time(ONE_TIME - held) if held < LOW_WATER else []
+        if rotate or added:
+            self.store.save_keys()
+            await self._publish(keys.bundle(one_time=False), added)
+
+    async def _publish(self, bundle: KeyBundle, one_time: list) -> None:
+        for i in range(0, max(1, len(one_time)), wire.MAX_PUBLISH):
+            part = bundle.with_one_time(one_time[i:i + wire.MAX_PUBLISH])
+            await self.call(wire.KeysPublish(part.to_bytes()))
+
+    # -- sending ------------------------------------------------------------------------------
+    async def seal(self, to: str, envelope: Envelope, then: Callable[[bytes], Any]) -> Any:
+        """Encrypt ``envelope`` for ``to``, save, and return ``then(ciphertext)``."""
+        lock = self._locks.setdefault(to, asyncio.Lock())
+        async with lock:
+            record = self.store.session(to)
+            if record.current is None:
+                record = await self._start(to)
+            body = record.encrypt(envelope.encode())
+            self.store.save_session(to)
+            return then(body)
+
+    async def _start(self, to: str) -> SessionRecord:
+        answer = await self.call(wire.KeysFetch(to))
+        bundle = KeyBundle.from_bytes(answer["bundle"]).verify()
+        self._observe(to, bundle.identity)
+        record = self.store.session(to)
+        record.initiate(self.keys, bundle)
+        return record
+
+    def _observe(self, user: str, identity: bytes) -> bool:
+        """Trust on first use; a changed identity is announced. True if it changed."""
+        change = self.store.trust.observe(user, identity)
+        self.store.save_trust()
+        if change is None:
+            return False
+        self.emit(ev.IdentityChanged(user, self._number(user, identity)))
+        return True
+
+    # -- receiving ----------------------------------------------------------------------------
+    def open(self, sender: str, body: bytes) -> Envelope:
+        """Decrypt and decode ``body`` from ``sender``; ``E2EError`` if it cannot be.
+        A first message from a new identity is decrypted with a fresh record
+        before anything is believed: a tampered identity changes nothing."""
+        info = message_info(body)
+        known = self.store.trust.identity(sender)
+        if info.prekey and known is not None and info.identity != known:
+            record = SessionRecord()
+            plaintext = record.decrypt(self.keys, body)
+            self.store.replace_session(sender, record)   # the old identity's sessions are void
+            self._observe(sender, info.identity)
+        else:
+            plaintext = self.store.session(sender).decrypt(self.keys, body)
+            if info.prekey and known is None:
+                self._observe(sender, info.identity)
+        self.store.save_session(sender)
+        if info.prekey:
+            self.store.save_keys()              # its one-time prekey is gone
+        return Envelope.decode(plaintext)
+
+    def key_changed(self, user: str) -> None:
+        self.store.drop_session(user)
+
+    # -- safety numbers -------------------------------------------------------------------------
+    async def safety_number(self, user: str) -> str:
+        """The safety number with ``user`` (fetching their keys if none are known)."""
+        identity = self.store.trust.identity(user)
+        if identity is None:
+            async with self._locks.setdefault(user, asyncio.Lock()):
+                if self.store.session(user).current is None:
+                    await self._start(user)
+            identity = self.store.trust.identity(user)
+        return self._number(user, identity)
+
+    def _number(self, user: str, identity: bytes) -> str:
+        return safety_number(self.user, self.keys.identity, user, identity)
