@@ -30,12 +30,14 @@ from typing import Any, AsyncIterator, Callable
 from transport import wire
 from client import events as ev
 from client.connection import Connection
+from client.groups import GROUP_INBOX_EVENTS
 from client.inbox import MAX_SEQS_PER_FRAME, InboxTracker
 
 __all__ = ["Receiver"]
 
 _CLOSED = object()              # the end of the event stream
 _INBOX_EVENTS = (ev.Message, ev.Receipt, ev.FileMessage, ev.Undecryptable, ev.KeyChanged)
+_INBOX_EVENTS += GROUP_INBOX_EVENTS
 
 
 class Receiver:
@@ -46,6 +48,7 @@ class Receiver:
         self.opener, self.on_key_changed = opener, on_key_changed
         self.inbox = InboxTracker()
         self.presence: dict[str, ev.Presence] = {}
+        self.groups: Any = None                     # client.groups.GroupInbox, set by Client
         self.conn: Connection | None = None         # set while logged in
         self._queue: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -75,6 +78,8 @@ class Receiver:
 
     # -- pushed frames -------------------------------------------------------------------------
     def on_push(self, frame: wire.Frame) -> None:
+        if self.groups is not None and self.groups.on_push(frame):
+            return                                  # a group's item (client/groups.py)
         kind = type(frame)
         if kind is wire.Message:
             if self.inbox.arrived(frame.seq, (frame.sender, frame.id)):

@@ -49,6 +49,7 @@ from client.media import MediaClient
 from client.backoff import Backoff
 from client.connection import Connection
 from client.errors import ServerError
+from client.groups import GroupInbox, Groups
 from client.link import Link, checked
 from client.outbox import Outbox
 from client.receiving import Receiver
@@ -91,7 +92,7 @@ class _Connecting:
         await self.client.close()
 
 
-class Client(Link):
+class Client(Groups, Link):
     """One user's connection to a Switchboard server. See the module docstring.
 
     Options: ``heartbeat`` (seconds asked for in HELLO), ``request_timeout``,
@@ -120,6 +121,7 @@ class Client(Link):
                                   on_key_changed=self._e2e.key_changed if e2e else None)
         self.media = MediaClient(media_url or f"http://{host}:{MEDIA_PORT}", self._media_credentials)
         self._sender = Sender(Outbox(outbox_path), self._receiver.emit, max_in_flight=max_in_flight)
+        self._groups = self._receiver.groups = GroupInbox(self._receiver, self._sender.receipt)
 
     @classmethod
     def connect(cls, host: str = "127.0.0.1", port: int = 5222, **options: Any) -> _Connecting:

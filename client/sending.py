@@ -31,6 +31,7 @@ from transport import wire
 from client.connection import Connection
 from client.errors import ClientClosed, ConnectionLost, ServerError
 from client.events import Event, SendFailed, Sent, Status
+from client.groups import group_frame, is_group
 from client.outbox import Outbox
 
 __all__ = ["Sender"]
@@ -116,7 +117,8 @@ class Sender:
             if entry is None or entry.pos != pos or id in self.in_flight:
                 continue
             try:
-                conn.request(wire.Send(entry.id, entry.to, entry.body, entry.media),
+                conn.request(group_frame(entry.id, entry.to, entry.body) if is_group(entry.to)
+                             else wire.Send(entry.id, entry.to, entry.body, entry.media),
                              lambda ack, error, id=id, conn=conn: self._answered(id, conn, ack, error))
             except wire.FrameError as error:     # over this server's max_frame
                 self._failed(id, ServerError(error.code, error.message))
