@@ -23,6 +23,11 @@ Commands (one per line on stdin; a pipe works too):
     /safety [+1555]  the safety number with them (default: the current peer):
                      compare it with theirs, out of band, to rule out a
                      man in the middle
+    /groups, /newgroup KEY NAME [+N ...], /group ID, /members, /add, /remove,
+    /admin, /unadmin, /rename, /leave
+                     group chats (client/cli_groups.py): in a group your
+                     lines go to every member, and your messages show ticks
+                     per member
     /help, /quit     (end of input quits too)
     anything else    a message to the current peer
 
@@ -47,7 +52,9 @@ from transport import wire
 from transport.code_sender import read_code_file
 from transport.crypto import DeviceKey
 from client import events as ev
+from client.cli_groups import GROUP_HELP, GroupCommands
 from client.errors import ClientClosed, ClientError, ServerError
+from client.groups import is_group
 from client.profile import Profile, default_dir
 from client.sdk import Client, checked, new_message_id
 
@@ -55,7 +62,8 @@ __all__ = ["main", "build_parser"]
 
 HELP = """commands: /chat +NUMBER   /last +NUMBER   /typing   /send-file PATH   /get HASH [DEST]
           /safety [+NUMBER]   /help   /quit
-anything else is a message to the current chat"""
+anything else is a message to the current chat (a person, or a group)
+""" + GROUP_HELP
 BLUE, RESET = "\033[34m", "\033[0m"
 
 
@@ -215,8 +223,9 @@ async def code_from_file(data_dir: str, phone: str, wait: float) -> str | None:
         await asyncio.sleep(0.1)
 
 
-class Chat:
-    """The chat loop: commands from stdin, events from the client."""
+class Chat(GroupCommands):
+    """The chat loop: commands from stdin, events from the client (group
+    commands and events: ``client.cli_groups``)."""
 
     def __init__(self, client: Client, me: str, out: Callable[[str], None] = say):
         self.client, self.me, self.out = client, me, out
@@ -267,6 +276,8 @@ class Chat:
             self.get_file(*rest.split(maxsplit=1))
         elif word == "/safety":
             self.spawn(self.safety(rest or self.peer))
+        elif self.group_command(word, rest):
+            pass
         elif word.startswith("/"):
             self.out(f"-- unknown command {word}; /help lists them")
         elif self.peer is None:
@@ -343,7 +354,8 @@ class Chat:
 
     async def sending(self, id: str, to: str, text: str) -> None:
         try:
-            await self.client.send(to, text.encode(), id=id)
+            send = self.client.send_group if is_group(to) else self.client.send
+            await send(to, text.encode(), id=id)
         except ValueError as error:
             self.mine.pop(id, None)
             self.out(f"-- not sent: {error}")
@@ -390,6 +402,8 @@ class Chat:
             elif kind is ev.IdentityChanged:
                 self.out(f"-- {event.user}'s security code changed; new safety number: "
                          f"{event.safety_number}")
+            else:
+                self.group_event(event)
 
     def incoming(self, message: ev.Message) -> None:
         text = message.body.decode("utf-8", "replace")
