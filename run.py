@@ -8,6 +8,7 @@
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
     python run.py bench relay [--pairs P --window W --rate R]  chat throughput and latency
     python run.py bench connections [N] [--quick]            idle users held by one node
+    python run.py bench media [--size MiB --rounds R]          media upload/download MiB/s
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     relay_arguments(suites.add_parser("relay", help="P pairs of TCP clients through a node"))
     from bench.connections import add_arguments as connections_arguments
     connections_arguments(suites.add_parser("connections", help="N idle logged-in users on a node"))
+    from bench.media import add_arguments as media_arguments
+    media_arguments(suites.add_parser("media", help="upload/download MiB/s, raw and end-to-end"))
 
     args = parser.parse_args(argv)
     if args.command == "node":

@@ -165,9 +165,10 @@ class LaunchedNode:
     Use as a context manager; ``start()`` returns once the node logged that
     it is up. ``data_dir`` may be given (and provisioned) before ``start``."""
 
-    def __init__(self, workers: int = 1, keep: bool = False):
+    def __init__(self, workers: int = 1, keep: bool = False, args: tuple[str, ...] = ()):
         self.workers = workers
         self.keep = keep
+        self.args = tuple(args)             # more ``run.py node`` arguments
         self.tmp = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
         self.data_dir = self.tmp / "data"
         self.data_dir.mkdir()
@@ -189,7 +190,7 @@ class LaunchedNode:
             self.launcher = subprocess.Popen(
                 [sys.executable, "run.py", "node", "--data-dir", str(self.data_dir),
                  "--workers", str(self.workers), "--admin-port", str(free_port()),
-                 "--port", "0", *extra],
+                 "--port", "0", *extra, *self.args],
                 cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
