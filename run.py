@@ -9,6 +9,7 @@
     python run.py bench relay [--pairs P --window W --rate R]  chat throughput and latency
     python run.py bench connections [N] [--quick]            idle users held by one node
     python run.py bench media [--size MiB --rounds R]          media upload/download MiB/s
+    python run.py bench groups [--members M --senders S]       group fan-out, everyone online
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     connections_arguments(suites.add_parser("connections", help="N idle logged-in users on a node"))
     from bench.media import add_arguments as media_arguments
     media_arguments(suites.add_parser("media", help="upload/download MiB/s, raw and end-to-end"))
+    from bench.groups import add_arguments as groups_arguments
+    groups_arguments(suites.add_parser("groups", help="fan-out to a group of M members, all online"))
 
     args = parser.parse_args(argv)
     if args.command == "node":

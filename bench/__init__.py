@@ -26,4 +26,7 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.suite == "media":
         from bench.media import main
         return main(args)
+    if args.suite == "groups":
+        from bench.groups import main
+        return main(args)
     raise SystemExit(f"unknown suite {args.suite!r}")
