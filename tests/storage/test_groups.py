@@ -1,0 +1,129 @@
+"""``storage.groups`` against every backend: one op per batch of a group's
+requests, the membership rules, fan-out and system events in the same
+transaction as the change, refusals that write nothing, idempotent
+resends, the oldest member promoted, and the coalesced ``missed`` event of
+a full inbox; inbox counts stay exact throughout."""
+
+from __future__ import annotations
+
+from storage import (DuplicateId, GroupFull, InvalidArgument, NotAdmin, NotMember, UnknownGroup,
+                     UnknownUser)
+from storage.groups import ADD, ADMIN, CREATE, LEAVE, REMOVE, RENAME, SEND
+from storage.mailbox import recount_inbox
+
+from storage_testkit import OTHER, RECEIVER, SENDER
+
+T = 1_700_000_000_000
+GID = f"{SENDER}/g"
+
+
+def audit(backend, *phones: str) -> None:
+    for phone in phones:
+        assert backend.storage.inbox_meta(phone) == backend.store.read(
+            lambda txn: recount_inbox(txn, phone)), phone
+
+
+def kinds(backend, phone: str) -> list:
+    return [(i.kind, getattr(i.payload, "event", None) or i.payload.id)
+            for i in backend.storage.inbox_after(phone)]
+
+
+async def run(backend, *requests, cap=1000, group_cap=1024, group=GID):
+    results, record = await backend.storage.group_batch(group, requests, T, cap, group_cap)
+    return results, record
+
+
+async def test_create_fan_out_and_events_in_one_op(users):
+    before = users.store.stats().ops
+    results, record = await run(users, (CREATE, SENDER, "Team", [RECEIVER, OTHER]),
+                                (SEND, SENDER, "m1", b"hi"), (RENAME, SENDER, "Team 2"))
+    assert users.store.stats().ops - before == 1
+    assert [ok for ok, _ in results] == [True, True, True]
+    assert results[0][1].value == GID and results[1][1].value == T and results[2][1].value == 2
+    assert (record.name, record.admins, record.members, record.version) == (
+        "Team 2", (SENDER,), (SENDER, RECEIVER, OTHER), 2)
+    for member in (RECEIVER, OTHER):
+        assert kinds(users, member) == [("group", "created"), ("message", "m1"),
+                                        ("group", "renamed")]
+        message = users.storage.inbox_after(member)[1].payload
+        assert (message.sender, message.group, message.body) == (SENDER, GID, b"hi")
+    assert kinds(users, SENDER) == [("group", "created"), ("group", "renamed")]   # no own copy
+    nudged = [(u, i.seq) for u, i in results[1][1].appended]
+    assert nudged == [(RECEIVER, 2), (OTHER, 2)]
+    assert users.storage.groups_of(OTHER) == [GID]
+    audit(users, SENDER, RECEIVER, OTHER)
+
+
+async def test_refusals_write_nothing(users):
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER]))
+    inboxes = {p: users.storage.inbox_meta(p) for p in (SENDER, RECEIVER, OTHER)}
+    results, record = await run(
+        users, (SEND, OTHER, "x1", b"no"), (ADD, RECEIVER, [OTHER]), (ADD, SENDER, ["+15559999999"]),
+        (ADMIN, SENDER, OTHER, True), (RENAME, RECEIVER, "Mine"), (ADMIN, SENDER, SENDER, False),
+        (CREATE, RECEIVER, "x", []), (REMOVE, SENDER, [OTHER]))
+    errors = [type(v) for ok, v in results if not ok]
+    assert errors == [NotMember, NotAdmin, UnknownUser, NotMember, NotAdmin, InvalidArgument,
+                      InvalidArgument]
+    assert results[-1][0] and results[-1][1].appended == ()     # removing a non-member: no-op
+    full, record = await run(users, (ADD, SENDER, [OTHER]), group_cap=2)
+    assert isinstance(full[0][1], GroupFull)
+    assert record.version == 1 and record.members == (SENDER, RECEIVER)
+    assert {p: users.storage.inbox_meta(p) for p in (SENDER, RECEIVER, OTHER)} == inboxes
+    results, _ = await run(users, (SEND, SENDER, "m1", b"x"), group=f"{SENDER}/nope")
+    assert isinstance(results[0][1], UnknownGroup)
+
+
+async def test_resends_are_idempotent(users):
+    first, _ = await run(users, (CREATE, SENDER, "Team", [RECEIVER]), (SEND, SENDER, "m1", b"x"))
+    again, record = await run(users, (CREATE, SENDER, "Team", [RECEIVER, OTHER]),
+                              (SEND, SENDER, "m1", b"x"), (ADD, SENDER, [RECEIVER]),
+                              (LEAVE, OTHER), (RENAME, SENDER, "Team"))
+    assert again[0][1].duplicate and again[1][1].duplicate and again[1][1].value == T
+    assert all(ok and not v.appended for ok, v in again)
+    assert record.version == 1 and kinds(users, RECEIVER) == [("group", "created"), ("message", "m1")]
+    # the same id to another destination is refused, as for 1:1 messages
+    await users.storage.store_message(SENDER, "d1", RECEIVER, b"1:1", T, 1000)
+    clash, _ = await run(users, (SEND, SENDER, "d1", b"x"))
+    assert isinstance(clash[0][1], DuplicateId)
+
+
+async def test_last_admin_leaving_promotes_the_oldest_member(users):
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER, OTHER]))
+    results, record = await run(users, (LEAVE, SENDER))
+    assert record.admins == (RECEIVER,) and record.members == (RECEIVER, OTHER)
+    assert [(u, i.payload.event) for u, i in results[0][1].appended] == [
+        (SENDER, "left"), (RECEIVER, "left"), (OTHER, "left"), (RECEIVER, "promoted"),
+        (OTHER, "promoted")]
+    assert users.storage.groups_of(SENDER) == []
+    results, record = await run(users, (REMOVE, RECEIVER, [RECEIVER]))
+    assert record.admins == (OTHER,) and record.members == (OTHER,)
+    audit(users, SENDER, RECEIVER, OTHER)
+
+
+async def test_a_full_inbox_gets_one_missed_event_that_counts(users):
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER, OTHER]))
+    # RECEIVER holds one message: at cap 1 the group goes on without it.
+    await users.storage.store_message(OTHER, "d1", RECEIVER, b"1:1", T, 1)
+    results, _ = await run(users, *[(SEND, SENDER, f"m{i}", b"x") for i in range(3)], cap=1)
+    assert all(ok for ok, _ in results)
+    assert kinds(users, OTHER) == [("group", "created"), ("message", "m0"), ("group", "missed")]
+    missed = [i for i in users.storage.inbox_after(RECEIVER) if i.kind == "group"][-1]
+    assert (missed.payload.event, missed.payload.count, missed.payload.by) == ("missed", 3, SENDER)
+    # once it is acked, the next miss starts a new event
+    await users.storage.ack_inbox(RECEIVER, [missed.seq])
+    await run(users, (SEND, SENDER, "m9", b"x"), cap=1)
+    again = users.storage.inbox_after(RECEIVER)[-1]
+    assert again.seq > missed.seq and (again.payload.event, again.payload.count) == ("missed", 1)
+    audit(users, SENDER, RECEIVER, OTHER)
+
+
+async def test_group_receipts_name_the_member_and_the_group(users):
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER]))
+    await run(users, (SEND, SENDER, "m1", b"x"))
+    seq = users.storage.inbox_after(RECEIVER)[-1].seq
+    delivered = await users.storage.ack_inbox(RECEIVER, [seq])
+    read = await users.storage.store_read(RECEIVER, SENDER, ["m1"])
+    assert [(r.to, r.receipt.kind, r.receipt.by, r.receipt.group) for r in delivered] == [
+        (SENDER, "delivered", RECEIVER, GID)]
+    assert read[0].receipt.group is None          # READ without a group says none
+    assert users.storage.inbox_after(SENDER)[-2].payload.group == GID
