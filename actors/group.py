@@ -99,16 +99,17 @@ def _answer(request: Any, event: Any) -> None:
 async def forward(system: Any, user: str, command: Any) -> None:
     """Hand ``user``'s group ``command`` to the group's actor, starting it
     if need be. A group that does not exist is refused here, from LMDB,
-    without starting an actor for it."""
-    if type(command) is CreateGroup:
-        group = group_id(user, command.key)
-    else:
-        group = command.group
-        if system.env["mailbox"].get_group(group) is None:
-            _answer(command, Rejected(command.ref, UNKNOWN_GROUP, f"no such group: {group}"))
-            return
+    without starting an actor for it (a running actor checks in its
+    transaction)."""
+    create = type(command) is CreateGroup
+    group = group_id(user, command.key) if create else command.group
     try:
-        ref = group_of(system, group) or await _start(system, group)
+        ref = group_of(system, group)
+        if ref is None:
+            if not create and system.env["mailbox"].get_group(group) is None:
+                _answer(command, Rejected(command.ref, UNKNOWN_GROUP, f"no such group: {group}"))
+                return
+            ref = await _start(system, group)
         ref.cast(GroupRequest(user, command))
     except (MailboxFull, RuntimeError) as error:
         _answer(command, Rejected(command.ref, INTERNAL, f"group busy ({error}); resend"))
