@@ -27,8 +27,13 @@ SESSION_REPLACED = "session_replaced"
 class ClientPort(Protocol):
     """What a session sees of its client connection (``transport.tcp``)."""
 
-    def push(self, event: Any) -> None:
-        """Send one of the events below to the client."""
+    def push(self, event: Any) -> bool | None:
+        """Send one of the events below to the client. ``False``: the
+        client is backed up and this inbox item was NOT sent; stop pushing
+        inbox items until it asks again with ``ResumePushes``."""
+
+    def resume(self) -> None:
+        """The session handled ``ResumePushes``: inbox pushes flow again."""
 
     def close(self, reason: str, text: str) -> None:
         """Tell the client why (a fatal error) and close the connection."""
@@ -106,6 +111,14 @@ class SetTyping:
 class Heartbeat:
     """The client is alive (a PING)."""
     ref: int
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ResumePushes:
+    """``client`` caught up after refusing inbox pushes (it was backed up):
+    push again, every item after ``upto``, the last one it took."""
+    upto: int
     client: Any = field(default=None, compare=False, repr=False)
 
 

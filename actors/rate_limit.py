@@ -1,4 +1,5 @@
-"""Sliding-window rate limits, per key (a phone number, a connection).
+"""Rate limits per key: sliding windows (a phone number, a connection) and
+token buckets (a user's sends, a sender flooding one recipient).
 
 ``RateLimiter(limit, period)`` admits at most ``limit`` events per key in any
 ``period`` seconds. The clock is passed in, as for supervisors' restart
@@ -12,7 +13,7 @@ import time
 from collections import deque
 from typing import Callable, Hashable
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "TokenBuckets"]
 
 _SWEEP_EVERY = 1024
 
@@ -71,3 +72,52 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+class TokenBuckets:
+    """Token buckets per key (a user, a (sender, recipient) pair): each key
+    earns ``rate`` tokens a second and saves at most ``burst``; an event
+    takes one. Unlike ``RateLimiter`` it smooths: a sender may burst, then
+    goes at ``rate``. A bucket that has refilled is the same as no bucket, so
+    full ones are swept now and then and memory follows the active keys."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate, self.burst, self.clock = float(rate), float(burst), clock
+        self._buckets: dict[Hashable, list[float]] = {}      # key -> [tokens, at]
+        self._since_sweep = 0
+
+    def wait(self, key: Hashable, now: float | None = None) -> float:
+        """Seconds until ``key`` has a token (0.0: it has one now)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = self._level(bucket, self.clock() if now is None else now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def take(self, key: Hashable, now: float | None = None) -> None:
+        """Take one token from ``key`` (callers check ``wait`` first)."""
+        now = self.clock() if now is None else now
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [self.burst - 1.0, now]
+            self._since_sweep += 1
+            if self._since_sweep >= _SWEEP_EVERY:
+                self.sweep(now)
+        else:
+            bucket[0] = self._level(bucket, now) - 1.0
+            bucket[1] = now
+
+    def sweep(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self._since_sweep = 0
+        full = [k for k, b in self._buckets.items() if self._level(b, now) >= self.burst]
+        for key in full:
+            del self._buckets[key]
+
+    def _level(self, bucket: list[float], now: float) -> float:
+        return min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+
+    def __len__(self) -> int:
+        return len(self._buckets)

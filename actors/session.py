@@ -24,11 +24,14 @@ is something new"; the session pushes every committed item after the last one
 it pushed, in seq order, so order holds whichever nudge arrives first. A
 nudge carries the items it announces; when they continue exactly where the
 pushes stopped they are pushed as they are, else the session reads its inbox.
+A connection whose client is backed up refuses inbox pushes (``push``
+returns False) until its buffer drains, then sends ``ResumePushes(upto)``:
+the session pushes again from there, so a slow reader costs no memory.
 
 Messages: ``Attach``, ``Detach``, ``SendMessage``, ``AckInbox``, ``MarkRead``,
 ``Subscribe``, ``SetTyping``, ``Heartbeat``, ``InboxAppended``,
 ``PresenceChanged``, ``TypingChanged``, ``SubmitBatch``, ``BatchStored``,
-``FlushInbox``, ``LingerExpired``; the key directory's (``PublishKeys``,
+``FlushInbox``, ``ResumePushes``, ``LingerExpired``; the key directory's (``PublishKeys``,
 ``FetchKeys``, ``CountKeys``, ``KeysStored``, ``RefuseRequest``) are handled
 by the ``actors.key_directory.KeyDirectory`` mixin.
 """
@@ -46,7 +49,8 @@ from actors.key_directory import KeyDirectory
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
     BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired, MarkRead,
-    PresenceChanged, Rejected, SendMessage, SetTyping, Subscribe, SubmitBatch, TypingChanged,
+    PresenceChanged, Rejected, ResumePushes, SendMessage, SetTyping, Subscribe, SubmitBatch,
+    TypingChanged,
 )
 from actors.messages import GetGroups, GroupCommand
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
@@ -165,10 +169,18 @@ class Session(KeyDirectory, Actor):
         if self.client is not None:
             self._flush()
 
+    def handle_resume_pushes(self, msg: ResumePushes) -> None:
+        if msg.client is self.client:           # else a stale one: attach pushes anew
+            self.pushed_upto = msg.upto
+            msg.client.resume()
+            self._flush()
+
     def _flush(self) -> None:
         items = self.mail.inbox_after(self.user, self.pushed_upto, PAGE)
         for item in items:
-            self.client.push(item)
+            if self.client.push(item) is False:     # backed up: it sends ResumePushes
+                self.pushed_upto = items[-1].seq
+                return
             self.pushed_upto = item.seq
             self.counters.messages_out += item.kind == "message"
         if len(items) == PAGE:

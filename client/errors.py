@@ -29,10 +29,11 @@ class ClientError(Exception):
 class ServerError(ClientError):
     """The server refused a request: ERROR ``code`` with ``message``."""
 
-    def __init__(self, code: ErrorCode, message: str = ""):
+    def __init__(self, code: ErrorCode, message: str = "", retry_after: int | None = None):
         super().__init__(code, message)
         self.code = ErrorCode(code)
         self.message = message
+        self.retry_after = retry_after      # RATE_LIMITED: ms until a retry can pass
 
     @property
     def fatal(self) -> bool:

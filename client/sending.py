@@ -137,7 +137,7 @@ class Sender:
         if error is None:
             self._acked(id, ack.value)
         elif isinstance(error, ServerError) and error.code in _RETRY and conn is self.conn:
-            self._retry(id)
+            self._retry(id, error.retry_after)
         elif isinstance(error, ServerError) and not error.fatal and error.code not in _RETRY:
             self._failed(id, error)
         # else: the connection is gone or going; the next login resends it
@@ -174,13 +174,14 @@ class Sender:
                 future.set_exception(error)
         self.emit(event)
 
-    def _retry(self, id: str) -> None:
-        """Send ``id`` again after a backoff; hold everything after it until then."""
+    def _retry(self, id: str, after_ms: int | None = None) -> None:
+        """Send ``id`` again after a backoff (the server's retry-after if it
+        gave one); hold everything after it until then."""
         entry = self.outbox.get(id)
         if entry is None:
             return
         entry.retries += 1
-        delay = min(2.0, 0.02 * 2 ** min(entry.retries - 1, 10))
+        delay = min(2.0, after_ms / 1000 if after_ms else 0.02 * 2 ** min(entry.retries - 1, 10))
         heapq.heappush(self._unsent, (entry.pos, id))
         if self._hold is not None:
             self._hold.cancel()

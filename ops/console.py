@@ -31,7 +31,9 @@ def parse_settings(pairs: list[str], webhook: str | None = None) -> dict[str, An
     """``["alert_actor_high=500", ...]`` -> config entries; unknown keys and
     bad values raise ``ValueError``."""
     from actors.monitor import MonitorSettings
+    from transport.flow import FlowConfig
     known = {f.name: f.default for f in fields(MonitorSettings)}
+    known.update({f.name: f.default for f in fields(FlowConfig)}, offline_cap=10_000)
     settings: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")

@@ -104,6 +104,7 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
     application environment), from the node's config. Opens the store."""
     from storage import open_storage
     from transport.code_sender import FileCodeSender
+    from transport.flow import FlowConfig
     from transport.tcp import ListenerConfig
     from transport.webhook import WebhookSink
 
@@ -126,7 +127,8 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
         "group_linger": float(config.get("group_linger", 30.0)),
         "linger": float(config.get("linger", 5.0)),
         "listener": ListenerConfig(host=config.get("bind", "127.0.0.1"),
-                                   port=int(config.get("port", 5222))),
+                                   port=int(config.get("port", 5222)),
+                                   flow=FlowConfig.from_config(config)),
         "counters": Counters(),
         "board": Board(),
         "alert_sinks": ([WebhookSink(config["alert_webhook"], node=config.get("node_name"))]

@@ -15,6 +15,11 @@ tables). Every client frame gets an ACK or an ERROR; a malformed,
 oversized or out-of-order frame gets an ERROR and closes this connection
 only. Writes are gathered and flushed once per event-loop turn.
 
+Flow control (``FlowControl``, transport/flow.py): a window of requests in
+flight (past it the socket is not read), inbox pushes held back while the
+client is slow to read (SLOW_CONSUMER when it stays so), and token-bucket
+rate limits per connection, per user and per (sender, recipient).
+
 Messages (Listener): ``Sweep``.
 """
 
@@ -37,6 +42,8 @@ from actors.registration import (
 from actors.session_registry import REGISTRY_NAME, CloseSession, OpenSession
 from transport import wire
 from transport.crypto import verify
+from storage.records import InboxItem
+from transport.flow import FlowConfig, FlowControl, Limits
 from transport.translate import bytes_for, command_for
 
 __all__ = ["Listener", "Connection", "ListenerConfig", "Sweep"]
@@ -59,6 +66,7 @@ class ListenerConfig:
     heartbeat_max: float = wire.HEARTBEAT_MAX
     max_auth_failures: int = 5          # per connection, then it is closed
     port_file: str | None = None        # write the bound port here (port 0 picks one)
+    flow: FlowConfig = FlowConfig()     # windows, buffers, rate limits (transport/flow.py)
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,14 @@ class Listener(Actor):
         self.config = config
         self.connections: set[Connection] = set()
         self.server: asyncio.base_events.Server | None = None
+        self.limits: Limits | None = None
 
     async def init(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config = self.config or self.system.env.get("listener") or ListenerConfig()
+        self.limits = Limits(cfg.flow)
         self.server = await loop.create_server(
-            lambda: Connection(self.system, cfg, self.connections),
+            lambda: Connection(self.system, cfg, self.connections, self.limits),
             # port 0 picks a free port once; a restarted listener keeps it, so
             # clients reconnect to where they were
             cfg.host, cfg.port or self.system.env.get("tcp_port", 0), reuse_port=True, backlog=4096)
@@ -92,10 +102,13 @@ class Listener(Actor):
 
     def handle_sweep(self, msg: Sweep) -> None:
         now = asyncio.get_running_loop().time()
+        slow = self.config.flow.slow_consumer_timeout
         for conn in list(self.connections):
             if now - conn.last_heard > wire.SILENT_INTERVALS * conn.heartbeat:
                 conn.fail(0, E.HEARTBEAT_TIMEOUT,
                           f"nothing heard for {wire.SILENT_INTERVALS} heartbeats of {conn.heartbeat:g} s")
+            elif conn.backed_up_since is not None and now - conn.backed_up_since > slow:
+                conn.fail(0, E.SLOW_CONSUMER, f"not reading: pushes held back for over {slow:g} s")
         self.system.send_after(1.0, self.ref, Sweep())
 
     async def terminate(self, reason: Any) -> None:
@@ -107,11 +120,13 @@ class Listener(Actor):
             await self.server.wait_closed()
 
 
-class Connection(asyncio.Protocol):
+class Connection(FlowControl, asyncio.Protocol):
     """One client socket. See the module docstring."""
 
-    def __init__(self, system: Any, config: ListenerConfig, registry: set):
+    def __init__(self, system: Any, config: ListenerConfig, registry: set,
+                 limits: Limits | None = None):
         self.system, self.config, self.registry = system, config, registry
+        self.init_flow(config.flow, limits or Limits(config.flow))
         self.decoder = wire.FrameDecoder(wire.Side.CLIENT, max_frame=config.max_frame)
         self.transport: asyncio.Transport | None = None
         self.state = "new"                  # new -> hello -> logged_in
@@ -121,7 +136,6 @@ class Connection(asyncio.Protocol):
         self.user: str | None = None
         self.session: Any = None            # the session actor serving us, once bound
         self.waiting: list[Any] = []        # commands that arrived before the session bound
-        self.outstanding: set[int] = set()  # refs handed to the session, not yet answered
         self.auth_failures = 0
         self.auth_chain: asyncio.Future | None = None
         self.out: list[bytes] = []
@@ -135,6 +149,7 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=self.flow.push_high, low=self.flow.push_low)
         self.registry.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -143,12 +158,13 @@ class Connection(asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except wire.FrameError as error:
-            for frame in error.frames:
-                self.dispatch(frame)
-            self.fail(error.ref, error.code, error.message)
-            return
+            frames, self.held_error = error.frames, error
         self.counters.frames_in += len(frames)
-        for frame in frames:
+        if self.held or self.held_error or self.in_flight + len(frames) > self.flow.max_in_flight:
+            self.held.extend(frames)        # the window may fill within this read
+            self.drain_held()
+            return
+        for frame in frames:                # the hot path: the window has room for all
             if self.closed:
                 return
             self.dispatch(frame)
@@ -163,7 +179,13 @@ class Connection(asyncio.Protocol):
 
     # -- the state machine ----------------------------------------------------------------
     def dispatch(self, frame: wire.Frame) -> None:
+        wait = self.limits.admit_frame(self)
+        if wait:
+            self.refuse(frame, wait, f"over {self.flow.frame_rate:g} frames/s on this connection")
+            return
         if self.state == "logged_in":
+            if type(frame) is wire.Send and not self.admit_send(frame):
+                return
             if type(frame) in _CHAT:                # the hot path: straight to the session
                 self.to_session(command_for(frame, self))
             elif isinstance(frame, wire.Bye):
@@ -200,16 +222,21 @@ class Connection(asyncio.Protocol):
                                cfg.max_frame, ref=frame.ref))
 
     def chain(self, step: Any) -> None:
-        """Run pre-login requests one after another, in arrival order."""
+        """Run pre-login requests one after another, in arrival order (each
+        counts in the window until it is answered)."""
         previous = self.auth_chain
+        self.in_flight += 1
 
         async def run() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            if not self.closed:
-                await step
-            else:
-                step.close()
+            try:
+                if previous is not None:
+                    await asyncio.gather(previous, return_exceptions=True)
+                if not self.closed:
+                    await step
+                else:
+                    step.close()
+            finally:
+                self.window_freed()
         self.auth_chain = asyncio.ensure_future(run())
 
     async def authenticate(self, frame: wire.Frame) -> None:
@@ -271,34 +298,51 @@ class Connection(asyncio.Protocol):
 
     # -- the session side (ClientPort) ---------------------------------------------------------
     def to_session(self, command: Any) -> None:
+        self.in_flight += 1
+        self.outstanding[command.ref] = self.outstanding.get(command.ref, 0) + 1
         if self.session is None:
             self.waiting.append(command)
-            return
-        self.outstanding.add(command.ref)
+        else:
+            self.cast(command)
+
+    def cast(self, command: Any) -> None:
         try:
             self.session.cast(command)
         except ActorError:
-            self.outstanding.discard(command.ref)
+            self.answered(command.ref)
             self.send(wire.Error(E.INTERNAL, "session restarting; resend", ref=command.ref))
 
     def bind(self, session: Any) -> None:
         if self.session is not None and session is not self.session:
-            for ref in sorted(self.outstanding):      # the old incarnation lost them
-                self.send(wire.Error(E.INTERNAL, "session restarted; resend", ref=ref))
-            self.outstanding.clear()
+            for ref, count in sorted(self.outstanding.items()):   # the old incarnation lost them
+                for _ in range(count):
+                    self.send(wire.Error(E.INTERNAL, "session restarted; resend", ref=ref))
+            lost, self.outstanding = sum(self.outstanding.values()), {}
+            self.window_freed(lost)
         self.session = session
+        self.pushed_seq, self.backed_up_since, self.resuming = 0, None, False  # it pushes anew
         waiting, self.waiting = self.waiting, []
         for command in waiting:
-            self.to_session(command)
+            self.cast(command)
 
-    def push(self, event: Any) -> None:
-        if type(event) is Acked or type(event) is Rejected:
-            self.outstanding.discard(event.ref)
+    def push(self, event: Any) -> bool | None:
+        kind = type(event)
+        if kind is Acked or kind is Rejected:
+            self.answered(event.ref)        # answers are never held back
+        elif self.backed_up_since is not None or self.write_paused or self.over_high():
+            if self.backed_up_since is None:
+                self.backed_up_since = self.loop.time()
+            return False                    # the session pushes it again after ResumePushes
+        elif kind is InboxItem:
+            self.pushed_seq = event.seq
         if self.closed:
-            return
+            return None
         if not self.out:
             self.loop.call_soon(self.flush)
-        self.out.append(bytes_for(event))
+        data = bytes_for(event)
+        self.out_bytes += len(data)
+        self.out.append(data)
+        return True
 
     def close(self, reason: str, text: str) -> None:
         self.fail(0, E[reason.upper()], text)
@@ -309,15 +353,26 @@ class Connection(asyncio.Protocol):
             return
         if not self.out:
             self.loop.call_soon(self.flush)
-        self.out.append(wire.encode(frame))
+        data = wire.encode(frame)
+        self.out_bytes += len(data)
+        self.out.append(data)
 
     def flush(self) -> None:
-        out, self.out = self.out, []
-        if out and self.transport is not None and not self.transport.is_closing():
+        out, self.out, self.out_bytes = self.out, [], 0
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
             data = b"".join(out)
             self.counters.frames_out += len(out)
             self.counters.bytes_out += len(data)
-            self.transport.write(data)
+            transport.write(data)
+            self.buffered = transport.get_write_buffer_size()
+            if self.buffered > self.flow.max_output and not self.slow:
+                self.slow = True
+                self.fail(0, E.SLOW_CONSUMER,
+                          f"not reading: over {self.flow.max_output} bytes waiting to be sent")
+                return
+        if self.backed_up_since is not None:
+            self.ask_resume()
 
     def fail(self, ref: int, code: wire.ErrorCode, text: str) -> None:
         """Send an error; a fatal one also closes the connection."""
@@ -344,9 +399,18 @@ class Connection(asyncio.Protocol):
             return
         if transport.can_write_eof():
             transport.write_eof()
-            self.loop.call_later(LINGER, transport.close)
+            self.loop.call_later(LINGER, _finish, transport)
         else:
-            transport.close()
+            _finish(transport)
 
     def eof_received(self) -> bool:
         return False                    # the client is done: close our side too
+
+
+def _finish(transport: asyncio.Transport) -> None:
+    """Close; a client that left output unread (a slow consumer) is cut off:
+    ``close`` would keep the unread bytes in memory until it reads them."""
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()

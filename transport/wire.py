@@ -139,6 +139,7 @@ class ErrorCode(IntEnum):
     WRONG_IDENTITY = 25
     NO_KEYS = 26
     KEYS_FULL = 27
+    SLOW_CONSUMER = 30      # the client stopped reading: its queued output passed the limit
 
     @property
     def fatal(self) -> bool:
@@ -150,6 +151,7 @@ FATAL: frozenset[ErrorCode] = frozenset({
     ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_TYPE,
     ErrorCode.UNSUPPORTED_VERSION, ErrorCode.OUT_OF_ORDER,
     ErrorCode.SESSION_REPLACED, ErrorCode.HEARTBEAT_TIMEOUT, ErrorCode.SHUTTING_DOWN,
+    ErrorCode.SLOW_CONSUMER,
 })
 
 

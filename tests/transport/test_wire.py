@@ -115,7 +115,7 @@ def test_error_codes_and_fatal_set():
     assert FATAL == {
         ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_TYPE,
         ErrorCode.UNSUPPORTED_VERSION, ErrorCode.OUT_OF_ORDER, ErrorCode.SESSION_REPLACED,
-        ErrorCode.HEARTBEAT_TIMEOUT, ErrorCode.SHUTTING_DOWN,
+        ErrorCode.HEARTBEAT_TIMEOUT, ErrorCode.SHUTTING_DOWN, ErrorCode.SLOW_CONSUMER,
     }
     assert ErrorCode.MALFORMED.fatal and not ErrorCode.RATE_LIMITED.fatal
 

@@ -1,0 +1,214 @@
+"""Flow control for client connections: the limits a ``Connection`` applies
+so that no client can take the worker down for the others.
+
+- **Window**: at most ``max_in_flight`` requests of one connection handed
+  on (to its session, to the registrar) and not yet answered. Past it the
+  connection stops reading its socket (``transport.pause_reading``) and
+  keeps what it already read, in order, until answers come back; TCP then
+  pushes back on the client. One connection can therefore never overflow its
+  session's mailbox, however many frames it pipelines.
+- **Output**: inbox pushes stop while the socket's write buffer is above
+  ``push_high`` (asyncio's ``pause_writing``) and resume from the last item
+  taken when it drains below ``push_low`` (``ResumePushes``): the inbox in
+  LMDB is the queue, not the process's memory. A client backed up for
+  ``slow_consumer_timeout`` seconds, or whose buffered output passes
+  ``max_output`` anyway (answers are never dropped), is closed with
+  SLOW_CONSUMER; its messages stay in its inbox until it reconnects.
+- **Rates** (token buckets, ``actors.rate_limit.TokenBuckets``): frames per
+  connection, SENDs per user, SENDs per (sender, recipient). An over-rate
+  frame gets ERROR RATE_LIMITED with ``retry_after`` (ms) and has no
+  effect; the connection stays open. After a refused SEND the connection
+  refuses every other SEND until that one comes again, so a pipelining
+  client cannot have a later message overtake the refused one.
+
+``FlowConfig`` holds the limits and their defaults (docs/operations.md);
+``Limits`` the buckets, shared by a listener's connections. The defaults
+leave room for the benchmarks (100 pairs at ~25k msgs/s) and the tests:
+they stop abuse, not traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Hashable
+
+from actors.messages import ResumePushes
+from actors.rate_limit import TokenBuckets
+from transport import wire
+
+__all__ = ["FlowConfig", "Limits", "FlowControl", "retry_ms"]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    max_in_flight: int = 1_000              # unanswered requests per connection, then pause reading
+    push_high: int = 256 * 1024             # write-buffer bytes: stop inbox pushes above this
+    push_low: int = 64 * 1024               # ... and resume below this
+    max_output: int = 1024 * 1024           # buffered output bytes: past this, SLOW_CONSUMER
+    slow_consumer_timeout: float = 10.0     # seconds backed up without catching up: SLOW_CONSUMER
+    frame_rate: float = 10_000.0            # frames/s per connection (0: no limit) ...
+    frame_burst: int = 20_000               # ... saved up to this many
+    send_rate: float = 2_000.0              # SENDs/s per user (0: no limit) ...
+    send_burst: int = 20_000
+    pair_rate: float = 1_000.0              # SENDs/s from one sender to one recipient (0: no limit) ...
+    pair_burst: int = 10_000
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "FlowConfig":
+        """The node config's keys of the same names (``run.py node --set``)."""
+        kinds = {f.name: type(f.default) for f in fields(cls)}
+        return cls(**{k: kinds[k](config[k]) for k in kinds if config.get(k) is not None})
+
+
+def retry_ms(wait: float) -> int:
+    return max(1, math.ceil(wait * 1000))
+
+
+class Limits:
+    """The token buckets of one listener: ``frames`` keyed by connection,
+    ``sends`` by user, ``pairs`` by (sender, recipient). Each ``admit_*``
+    returns 0.0 and counts the event, or the seconds to wait (nothing counted)."""
+
+    def __init__(self, cfg: FlowConfig, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.frames = _buckets(cfg.frame_rate, cfg.frame_burst, clock)
+        self.sends = _buckets(cfg.send_rate, cfg.send_burst, clock)
+        self.pairs = _buckets(cfg.pair_rate, cfg.pair_burst, clock)
+
+    def admit_frame(self, conn: Hashable) -> float:
+        frames = self.frames
+        if frames is None:
+            return 0.0
+        wait = frames.wait(conn)
+        if not wait:
+            frames.take(conn)
+        return wait
+
+    def admit_send(self, user: str, to: str) -> tuple[float, str]:
+        """(0.0, "") if ``user`` may send to ``to`` now, else (wait, which limit)."""
+        now = self.clock()
+        sends, pairs = self.sends, self.pairs
+        if sends is not None and (wait := sends.wait(user, now)):
+            return wait, f"over {sends.rate:g} messages/s for {user}"
+        if pairs is not None and (wait := pairs.wait((user, to), now)):
+            return wait, f"over {pairs.rate:g} messages/s from {user} to {to}"
+        if sends is not None:
+            sends.take(user, now)
+        if pairs is not None:
+            pairs.take((user, to), now)
+        return 0.0, ""
+
+
+def _buckets(rate: float, burst: int, clock: Callable[[], float]) -> TokenBuckets | None:
+    return TokenBuckets(rate, burst, clock) if rate > 0 else None
+
+
+class FlowControl:
+    """The flow-control half of ``transport.tcp.Connection`` (a mixin: it
+    uses the connection's ``transport``, ``session``, ``dispatch``, ``send``
+    and ``fail``). See the module docstring."""
+
+    def init_flow(self, flow: FlowConfig, limits: Limits) -> None:
+        self.flow, self.limits = flow, limits
+        self.outstanding: dict[int, int] = {}   # ref -> commands handed to the session, unanswered
+        self.in_flight = 0                  # requests handed on, not yet answered (the window)
+        self.held: deque[wire.Frame] = deque()  # frames read while the window was full
+        self.held_error: wire.FrameError | None = None  # what ends them, if a frame was bad
+        self.draining = False               # a drain of ``held`` is scheduled
+        self.reading = True
+        self.send_gate: str | None = None   # a SEND refused for rate: no other SEND until it returns
+        self.out_bytes = 0                  # in ``out``, not yet written
+        self.buffered = 0                   # in the transport, as last read (it only shrinks)
+        self.write_paused = False           # the transport is above its high-water mark
+        self.backed_up_since: float | None = None  # inbox pushes refused since (loop time)
+        self.resuming = False               # ResumePushes cast, not yet handled
+        self.pushed_seq = 0                 # last inbox item taken from the session
+        self.slow = False                   # SLOW_CONSUMER sent
+
+    # -- the window of requests in flight ---------------------------------------------------
+    def drain_held(self) -> None:
+        """Dispatch held frames while the window has room; stop reading the
+        socket while it is full (TCP pushes back on the client)."""
+        self.draining = False
+        held, window = self.held, self.flow.max_in_flight
+        while held and not self.closed:
+            if self.in_flight >= window:
+                if self.reading and self.transport is not None:
+                    self.reading = False
+                    self.transport.pause_reading()
+                return
+            self.dispatch(held.popleft())
+        if self.held_error is not None:
+            error, self.held_error = self.held_error, None
+            self.fail(error.ref, error.code, error.message)
+        elif not self.reading and not self.closed:
+            self.reading = True
+            self.transport.resume_reading()
+
+    def answered(self, ref: int) -> None:
+        """A request handed to the session got its answer."""
+        count = self.outstanding.get(ref)
+        if count is None:
+            return                          # failed by ``bind`` already
+        if count > 1:
+            self.outstanding[ref] = count - 1
+        else:
+            del self.outstanding[ref]
+        self.window_freed()
+
+    def window_freed(self, requests: int = 1) -> None:
+        self.in_flight -= requests
+        if self.held and not self.draining:
+            self.draining = True
+            self.loop.call_soon(self.drain_held)
+
+    # -- output: hold inbox pushes back while the client is slow --------------------------
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.ask_resume()
+
+    def over_high(self) -> bool:
+        """Would what waits here and in the transport pass ``push_high``?
+        (The transport's size is read again only when the cheap sum says so.)"""
+        high = self.flow.push_high
+        if self.out_bytes + self.buffered <= high:
+            return False
+        self.buffered = self.transport.get_write_buffer_size() if self.transport else 0
+        return self.out_bytes + self.buffered > high
+
+    def resume(self) -> None:
+        """The session took our ``ResumePushes``: take its pushes again."""
+        self.backed_up_since, self.resuming = None, False
+
+    def ask_resume(self) -> None:
+        """Backed up, and the socket drained: ask the session for the rest."""
+        if self.backed_up_since is not None and not self.resuming and not self.write_paused \
+                and self.session is not None and not self.closed:
+            self.resuming = True
+            self.session.cast(ResumePushes(self.pushed_seq, self))
+
+    # -- rates --------------------------------------------------------------------------
+    def admit_send(self, frame: wire.Send) -> bool:
+        gate = self.send_gate
+        if gate is not None and frame.id != gate:
+            self.refuse(frame, 0.001, f"send {gate} again first (it was refused for rate)")
+            return False
+        wait, why = self.limits.admit_send(self.user, frame.to)
+        if wait:
+            self.refuse(frame, wait, why)
+            return False
+        self.send_gate = None
+        return True
+
+    def refuse(self, frame: wire.Frame, wait: float, why: str) -> None:
+        """ERROR RATE_LIMITED: the frame had no effect; try again in ``wait`` s."""
+        if type(frame) is wire.Send and self.send_gate is None and self.state == "logged_in":
+            self.send_gate = frame.id
+        self.send(wire.Error(wire.ErrorCode.RATE_LIMITED, f"{why}; retry in {wait:.3f} s"[:256],
+                             retry_ms(wait), ref=frame.ref))
