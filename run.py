@@ -2,7 +2,7 @@
 
     python run.py node [--data-dir DIR] [--workers N] [--http-port P]   start a node
     python run.py client [--phone P] [--port N] ...     interactive chat client (docs/client.md)
-    python run.py chaos [SCENARIO] [--duration S] [--seed N]   chaos, judged by the history checker
+    python run.py chaos [SCENARIO] [--duration S] [--seed N] [--frames N]   chaos (history-checked), fuzzing
     python run.py top [--host H] [--http-port P]       live terminal view of a node
     python run.py status [--host H] [--http-port P]    one-shot summary (exit 0 ok, 1 degraded, 2 unreachable)
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
     chaos = commands.add_parser("chaos", help="chaos scenarios, long mode, judged by the history checker")
     chaos.add_argument("scenario", nargs="?", default="all",
-                       choices=["all", "kill_sessions", "escalation_storm"])
+                       choices=["all", "kill_sessions", "escalation_storm", "worker_kill", "fuzz"])
     chaos.add_argument("--seed", type=int, default=None, help="seed (default: from the clock)")
     chaos.add_argument("--duration", type=float, default=60.0, help="seconds of chaos per scenario")
     chaos.add_argument("--clients", type=int, default=20, help="chatting clients")
     chaos.add_argument("--rounds", type=int, default=1, help="runs per scenario: seeds seed, seed+1, ...")
+    chaos.add_argument("--frames", type=int, default=100_000, help="fuzz: bad frames to send")
+    chaos.add_argument("--concurrency", type=int, default=8, help="fuzz: bad connections at a time")
 
     bench = commands.add_parser("bench", help="run a benchmark (docs/benchmarks.md)")
     suites = bench.add_subparsers(dest="suite", required=True)

@@ -132,8 +132,10 @@ async def _until(predicate: Callable[[], Any], timeout: float) -> Any:
 
 
 async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float,
-                      chaos: Callable[[ChatLoad, ChaosResult, random.Random], Any]) -> ChaosResult:
-    """Run ``chaos`` while ``clients`` chat; then drain, close and judge."""
+                      chaos: Callable[[ChatLoad, ChaosResult, random.Random], Any],
+                      alive: Callable[[], bool] | None = None) -> ChaosResult:
+    """Run ``chaos`` while ``clients`` chat; then drain, close and judge.
+    ``alive`` says whether the node is still up (default: its root supervisor)."""
     rng = random.Random(seed)
     load = ChatLoad(node, clients, rate, rng)
     result = ChaosResult(name, seed, Verdict(0, 0, 0))
@@ -144,7 +146,7 @@ async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float
     finally:
         await load.close()
     result.verdict = load.history.check()
-    result.root_alive = _root_alive(node)
+    result.root_alive = alive() if alive is not None else _root_alive(node)
     return result
 
 

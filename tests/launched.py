@@ -97,3 +97,42 @@ def _node_up(log_path: Path, wait_until) -> list[int]:
 def client_port(log_path: Path) -> int:
     """The client port a launched node logged (``node up: clients HOST:PORT``)."""
     return int(re.search(r"node up: clients [\d.]+:(\d+)", log_path.read_text()).group(1))
+
+
+class FileCodes:
+    """Codes as a launched node's FileCodeSender left them under its data dir
+    (what ``Node.codes`` is for an in-process node)."""
+
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+
+    def __getitem__(self, phone: str) -> str:
+        from transport.code_sender import read_code_file
+        return read_code_file(self.data_dir, phone)
+
+
+def node_of(tmp_path, log_path: Path):
+    """A ``tests.nodes.Node`` for the launched node (no in-process system)."""
+    from tests.nodes import Node
+    data_dir = str(Path(tmp_path) / "data")
+    return Node("127.0.0.1", client_port(log_path), FileCodes(data_dir), None, data_dir)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def port_owner(port: int) -> int | None:
+    """The pid listening on TCP ``port`` (a launched node's worker), if any."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True,
+                         timeout=10).stdout
+    pids = re.findall(r"pid=(\d+)", out)
+    return int(pids[0]) if pids else None

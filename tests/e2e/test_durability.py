@@ -12,24 +12,13 @@ import signal
 import pytest
 
 from tests.e2e.conftest import Node, RawClient, login, register
-from tests.launched import _node_up, client_port, launched_node, wait_until
+from tests.launched import FileCodes, _node_up, client_port, launched_node, wait_until
 from transport import wire
-from transport.code_sender import read_code_file
 
 pytestmark = pytest.mark.timeout(90)
 
 ALICE, BOB = "+15550000011", "+15550000012"
 TOTAL = 8_000        # below the session mailbox bound (10,000): one burst, no throttling
-
-
-class FileCodes:
-    """Codes as the node's FileCodeSender left them under its data dir."""
-
-    def __init__(self, data_dir: str):
-        self.data_dir = data_dir
-
-    def __getitem__(self, phone: str) -> str:
-        return read_code_file(self.data_dir, phone)
 
 
 async def login_when_up(node: Node, account, timeout: float = 20.0) -> RawClient:
