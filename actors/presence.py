@@ -6,7 +6,9 @@ Sessions report ``UserOnline`` when a client attaches and ``UserOffline``
 ``Watch``es users gets their current presence at once and every change
 after, as ``PresenceChanged`` sent to its session. Subscriptions live as long
 as the watching session; they are not stored (clients subscribe again on
-login).
+login). A user watches at most ``max_watched`` users (node config, default
+2,000): past it ``Watch`` is refused, so SUBSCRIBEs to random numbers
+cannot grow the hub without bound.
 
 With several workers each has its own hub, and every hub hears every
 worker's changes: a hub forwards the ``UserOnline`` / ``UserOffline`` of its
@@ -32,6 +34,7 @@ __all__ = ["PresenceHub", "UserOnline", "UserOffline", "Watch", "Unwatch", "Peer
            "PRESENCE_NAME"]
 
 PRESENCE_NAME = "presence"
+MAX_WATCHED = 2_000           # users one user may watch at a time
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class PresenceHub(Actor):
         self._last_seen = last_seen
 
     def init(self) -> None:
+        self.max_watched = int(self.system.env.get("config", {}).get("max_watched", MAX_WATCHED))
         if self._last_seen is None:
             mailbox = self.system.env.get("mailbox")
             self._last_seen = mailbox.get_last_seen if mailbox is not None else (lambda user: None)
@@ -109,8 +113,12 @@ class PresenceHub(Actor):
         if cluster is not None and msg.where == "":
             cluster.broadcast(replace(msg, where=cluster.me))
 
-    def handle_watch(self, msg: Watch) -> list[PresenceChanged]:
-        mine = self.watching.setdefault(msg.watcher, set())
+    def handle_watch(self, msg: Watch) -> list[PresenceChanged] | str:
+        """The users' presence now, or why the watch is refused (a str)."""
+        mine = self.watching.get(msg.watcher, set())
+        if len(mine | set(msg.users)) > self.max_watched:
+            return f"a user may watch at most {self.max_watched} users"
+        self.watching[msg.watcher] = mine
         for user in msg.users:
             mine.add(user)
             self.watchers.setdefault(user, set()).add(msg.watcher)

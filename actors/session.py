@@ -286,7 +286,11 @@ class Session(KeyDirectory, Actor):
     async def handle_subscribe(self, msg: Subscribe) -> None:
         hub = self.system.whereis(PRESENCE_NAME)
         if hub is not None:
-            for state in await hub.call(Watch(self.user, msg.users)):
+            states = await hub.call(Watch(self.user, msg.users))
+            if isinstance(states, str):         # over the watch limit
+                self._answer(msg, Rejected(msg.ref, INVALID, states))
+                return
+            for state in states:
                 self._answer(msg, state)
         self._answer(msg, Acked(msg.ref))
 

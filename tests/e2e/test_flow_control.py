@@ -227,3 +227,21 @@ async def test_the_sdk_rides_the_send_limit_and_keeps_order(node):
     assert await receive_all(bob, 100) == [f"s{i}" for i in range(100)]
     await alice.close()
     await bob.close()
+
+
+@pytest.mark.node_config(max_watched=40)
+async def test_a_user_watches_at_most_max_watched_users(node):
+    alice = await login(node, await register(node, ALICE))
+    users = [f"+1555900{i:04d}" for i in range(41)]
+    # At the limit: 40 users watched (two SUBSCRIBEs, one repeating a user).
+    r1 = alice.send(wire.Subscribe(tuple(users[:30]), ref=alice.ref()))
+    assert isinstance(await alice.answer(r1), wire.Ack)
+    r2 = alice.send(wire.Subscribe(tuple(users[29:40]), ref=alice.ref()))
+    assert isinstance(await alice.answer(r2), wire.Ack)
+    # One past it: refused, and nothing changed; the connection stays.
+    r3 = alice.send(wire.Subscribe((users[40],), ref=alice.ref()))
+    reply = await alice.answer(r3)
+    assert isinstance(reply, wire.Error) and reply.code == E.INVALID and "at most 40" in reply.message
+    assert isinstance(await alice.answer(alice.send(wire.Subscribe((users[0],), ref=alice.ref()))),
+                      wire.Ack)
+    await alice.close()
