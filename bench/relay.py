@@ -22,14 +22,11 @@ processes; ack: SEND -> its ACK; receipt: SEND -> the delivered RECEIPT), the
 node's worker CPU and the load generator's CPU (utime + stime from /proc, %
 of one core). The last line is the median of the rounds.
 
-Relay pairs must land on the same worker: until cross-worker routing exists
-a worker only routes to its own sessions, so the default is one worker. With
-``--workers`` N > 1 each receiver SUBSCRIBEs to its sender after LOGIN: the
-presence hub is per worker, so PRESENCE says "online" only when both hold
-sessions on the same worker; otherwise the receiver reconnects (the kernel
-spreads connections over the workers' SO_REUSEPORT sockets) until it lands
-there. That measures what N worker processes carry when every conversation
-is local to one of them, not cross-worker routing.
+With ``--workers`` N > 1 the kernel spreads the connections over the
+workers' SO_REUSEPORT sockets, so about (N-1)/N of the pairs talk across
+workers: their messages, receipts and acks' nudges travel through the node's
+mesh (``actors/cluster.py``) in batches. That is the scaling from one to N
+worker processes on one node, cross-worker routing included.
 """
 
 from __future__ import annotations
@@ -51,9 +48,7 @@ __all__ = ["add_arguments", "main"]
 
 SENDERS, RECEIVERS = "+1555", "+1666"
 _TS = struct.Struct(">q")
-_ACK, _ERROR, _MESSAGE, _RECEIPT, _PRESENCE = (wire.Ack, wire.Error, wire.Message, wire.Receipt,
-                                               wire.Presence)
-COLOCATE_TRIES = 40
+_ACK, _ERROR, _MESSAGE, _RECEIPT = wire.Ack, wire.Error, wire.Message, wire.Receipt
 _encode, _Send, _Received = wire.encode, wire.Send, wire.Received
 
 
@@ -67,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of traffic before measuring (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds; the median is reported (default 3)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="node worker processes (default 1: pairs must share a worker)")
+                        help="node worker processes (default 1)")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--body", type=int, default=100, help="message body bytes (default 100)")
 
@@ -107,7 +102,6 @@ class Peer(WireClient):
         self.by_id: dict[str, int] = {}
         self.pad = b""
         self.delivered = 0                   # receivers: every MESSAGE, measured or not
-        self.presence: asyncio.Future | None = None   # waiting for a PRESENCE (co-location)
 
     def send_some(self, n: int, now: int) -> int:
         """Send up to ``n`` messages (the window permitting); returns how many."""
@@ -145,9 +139,6 @@ class Peer(WireClient):
                         rec.e2e[r].append((now - _TS.unpack_from(f.body)[0]) // 1000)
                 elif type(f) is _ERROR and rec is not None:
                     rec.errors[f.code.name] = rec.errors.get(f.code.name, 0) + 1
-                elif type(f) is _PRESENCE and self.presence is not None:
-                    if not self.presence.done():
-                        self.presence.set_result(f.online)
             self.delivered += got
             if r >= 0:
                 rec.delivered[r] += got
@@ -189,29 +180,16 @@ async def _client(spec: dict, conn: Any) -> dict:
     pairs: list[int] = spec["pairs"]
     gate = asyncio.Semaphore(50)
 
-    async def connect(user: str, near: str | None = None) -> Peer:
-        device = 0
-        for _ in range(COLOCATE_TRIES):
-            async with gate:
-                _, peer = await loop.create_connection(Peer, "127.0.0.1", spec["port"])
-                await peer.hello()
-                if not device:
-                    device = await peer.register(user, spec["data_dir"])
-                await peer.login(user, device)
-                if near is None or spec["workers"] == 1:
-                    return peer
-                peer.presence = loop.create_future()     # on the same worker as ``near``?
-                await peer.expect_ack(wire.Subscribe([near], ref=peer.ref()), "SUBSCRIBE")
-                if await asyncio.wait_for(peer.presence, 30.0):
-                    peer.presence = None
-                    return peer
-                peer.transport.close()
-                await peer.closed
-        raise BenchError(f"{user} did not land on the worker of {near}")
+    async def connect(user: str) -> Peer:
+        async with gate:
+            _, peer = await loop.create_connection(Peer, "127.0.0.1", spec["port"])
+            await peer.hello()
+            await peer.login(user, await peer.register(user, spec["data_dir"]))
+            return peer
 
     async def pair(i: int) -> tuple[Peer, Peer]:
         sender = await connect(phone(SENDERS, i))
-        return sender, await connect(phone(RECEIVERS, i), near=phone(SENDERS, i))
+        return sender, await connect(phone(RECEIVERS, i))
 
     peers = await asyncio.gather(*[pair(i) for i in pairs])
     conn.send(("ready", len(peers)))
@@ -369,10 +347,9 @@ _COLUMNS = [("delivered/s", "delivered_per_s", "{:>11,.0f}"), ("acked/s", "acked
 def main(args: argparse.Namespace) -> int:
     mode = f"open loop at {args.rate:,.0f} msgs/s" if args.rate > 0 else "closed loop"
     print(f"bench relay: {args.pairs} pairs, window {args.window}, {mode}, body {args.body} B; "
-          f"node: {args.workers} worker(s) (relay pairs must share a worker until cross-worker "
-          f"routing exists), fsync'd LMDB; {args.clients} load-generator processes; "
-          f"warm-up {args.warmup:g} s, {args.rounds} x {args.duration:g} s"
-          + ("; each pair co-located on one worker (SUBSCRIBE/PRESENCE check)"
+          f"node: {args.workers} worker(s), fsync'd LMDB; {args.clients} load-generator "
+          f"processes; warm-up {args.warmup:g} s, {args.rounds} x {args.duration:g} s"
+          + ("; pairs spread over the workers by the kernel (cross-worker routing)"
              if args.workers > 1 else ""))
     try:
         figures = run(args)

@@ -28,12 +28,16 @@ tells the workers (``DirectoryMoved``), and they re-join with their users.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
-__all__ = ["Directory", "JoinMesh", "MeshView", "PeerUp", "PeerDown", "Claims", "Claimed",
+TICK = timedelta(seconds=1.0)     # how often the directory checks its supervisor is alive
+
+__all__ = ["Directory", "StartDirectory", "JoinMesh", "MeshView", "PeerUp", "PeerDown", "Claims", "Claimed",
            "Releases", "OwnersChanged", "Evict", "WorkerDown", "DirectoryMoved", "RouteBatch"]
 
 
@@ -42,6 +46,11 @@ def _log() -> logging.Logger:
 
 
 # -- messages (pickled across processes) --------------------------------------------
+
+@dataclass
+class StartDirectory:
+    """From the node supervisor, right after creating the directory."""
+
 
 @dataclass
 class JoinMesh:
@@ -124,6 +133,10 @@ class Directory(ActorTypeDispatcher):
         self.peers: dict[str, Any] = {}
         self.owners: dict[str, str] = {}
         self.held: dict[str, set[str]] = {}       # worker -> users it owns
+        self.ppid = os.getppid()
+
+    def receiveMsg_StartDirectory(self, msg: "StartDirectory", sender) -> None:
+        self.wakeupAfter(TICK)
 
     def receiveMsg_JoinMesh(self, msg: JoinMesh, sender) -> None:
         if msg.worker in self.peers:
@@ -163,6 +176,15 @@ class Directory(ActorTypeDispatcher):
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         pass
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        """Exit with the node supervisor (OTP's link): a SIGKILLed supervisor
+        must not leave its directory running."""
+        if os.getppid() != self.ppid:
+            _log().error("the node supervisor is gone; the directory exits")
+            self.send(self.myAddress, ActorExitRequest())
+        else:
+            self.wakeupAfter(TICK)
 
     # -- internals --------------------------------------------------------------------
     def _claim(self, worker: str, users: tuple[str, ...]) -> dict[str, str]:

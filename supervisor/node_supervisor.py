@@ -51,7 +51,7 @@ from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ChildActorEx
                              WakeupMessage)
 
 from supervisor import thespian_loopback
-from supervisor.directory import Directory, DirectoryMoved, WorkerDown
+from supervisor.directory import Directory, DirectoryMoved, StartDirectory, WorkerDown
 from supervisor.restart_window import add_restart
 from supervisor.spec import SupFlags
 from supervisor.worker_process import (DEFAULT_SHUTDOWN, DEFAULT_START_TIMEOUT, StartWorker,
@@ -225,7 +225,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         self._queue = deque(range(msg.count))
         self._restarts, self._restart_count, self._phase = (), 0, "running"
         if msg.count > 1 or self._config.get("mesh"):
-            self._directory = self._config["directory"] = self.createActor(Directory)
+            self._start_directory()
         _log().info("starting %d workers (%s, intensity %d, period %ss)", msg.count,
                     self._flags.strategy, self._flags.intensity, self._flags.period)
         self.wakeupAfter(self._check, _Tick())
@@ -340,11 +340,15 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.wakeupAfter(timedelta(seconds=self._start_timeout),
                          _StartTimeout(slot, self._generation))
 
+    def _start_directory(self) -> None:
+        self._directory = self._config["directory"] = self.createActor(Directory)
+        self.send(self._directory, StartDirectory())
+
     def _restart_directory(self) -> None:
         if self._phase != "running":
             return
         _log().warning("the session directory exited; starting a new one")
-        self._directory = self._config["directory"] = self.createActor(Directory)
+        self._start_directory()
         for worker in self._slots:
             if worker is not None:
                 self.send(worker.address, DirectoryMoved(self._directory))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import urllib.request
 
 import pytest
@@ -39,7 +41,7 @@ async def next_of(client: RawClient, kind: type, timeout: float = 5.0):
 async def test_two_workers_chat_as_one_node(tmp_path):
     with launched_node(tmp_path, 2) as (launcher, log_path, tag):
         _node_up(log_path, wait_until)
-        wait_until(lambda: log_path.read_text().count("joined the mesh") >= 2, 15)
+        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
         node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
                     None, str(tmp_path / "data"))
         # Step 1: 12 users log in; the kernel spreads their connections over
@@ -107,3 +109,43 @@ async def test_two_workers_chat_as_one_node(tmp_path):
         assert isinstance(await previous.answer(previous.send(wire.Ping(ref=previous.ref()))),
                           wire.Ack)
         await previous.close()
+
+
+async def test_a_killed_worker_leaves_the_mesh_and_its_users_come_back(tmp_path):
+    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
+        pids = _node_up(log_path, wait_until)
+        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
+        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
+                    None, str(tmp_path / "data"))
+        accounts = [await register(node, phone) for phone in USERS[:8]]
+        clients = [await login(node, a) for a in accounts]
+        await asyncio.to_thread(wait_until, lambda: all(
+            w["connections"] > 0 for w in worker_status(log_path.read_text())), 10)
+        # Step 1: worker 0 is SIGKILLed. Its clients lose their connections;
+        # the others stay connected and are still served.
+        os.kill(pids[0], signal.SIGKILL)
+        survivors, lost = [], []
+        for account, client in zip(accounts, clients):
+            try:
+                await client.answer(client.send(wire.Ping(ref=client.ref())), timeout=3)
+                survivors.append((account, client))
+            except (EOFError, ConnectionError, asyncio.TimeoutError):
+                lost.append(account)
+        assert survivors and lost
+        # Step 2: a survivor writes to every user; the lost ones log in again
+        # (landing on the survivor or on the restarted worker) and get it.
+        sender_account, sender = survivors[0]
+        wait_until(lambda: log_path.read_text().count("node/0 joined the mesh: peers") >= 2, 30)
+        for account in accounts:
+            if account is not sender_account:
+                reply = await sender.answer(sender.send(
+                    wire.Send(f"after{account.phone[1:]}", account.phone, b"x", ref=sender.ref())))
+                assert isinstance(reply, wire.Ack), reply
+        for account, client in survivors[1:]:
+            assert (await next_of(client, wire.Message)).id == f"after{account.phone[1:]}"
+        for account in lost:
+            client = await login(node, account)
+            assert (await next_of(client, wire.Message)).id == f"after{account.phone[1:]}"
+            await client.close()
+        for _, client in survivors:
+            await client.close()

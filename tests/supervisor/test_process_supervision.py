@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.launched import _listeners, _node_up, _tagged_pids, launched_node
+from supervisor.launcher import process_tree
 from supervisor.node_supervisor import pid_alive
 from supervisor.spec import SupFlags
 
@@ -129,9 +130,12 @@ def test_one_for_one_escalation(node, wait_until):
 
 @pytest.mark.timeout(30)
 def test_workers_exit_when_their_supervisor_is_killed(node, wait_until):
+    # Two workers: the supervisor's children are them and the session directory.
     started = node.start(2, tree(idle_tree))
+    children = [p for p in process_tree(started.supervisor_pid) if p != started.supervisor_pid]
+    assert set(started.pids) < set(children), children
     os.kill(started.supervisor_pid, signal.SIGKILL)
-    wait_until(lambda: not any(pid_alive(p) for p in started.pids), timeout=5.0)
+    wait_until(lambda: not any(pid_alive(p) for p in children), timeout=5.0)
 
 
 # -- run.py node as a subprocess --------------------------------------------------------
