@@ -116,7 +116,7 @@ class PresenceHub(Actor):
     def handle_watch(self, msg: Watch) -> list[PresenceChanged] | str:
         """The users' presence now, or why the watch is refused (a str)."""
         mine = self.watching.get(msg.watcher, set())
-        if len(mine | set(msg.users)) > self.max_watched:
+        if len(mine) + len(set(msg.users).difference(mine)) > self.max_watched:
             return f"a user may watch at most {self.max_watched} users"
         self.watching[msg.watcher] = mine
         for user in msg.users:

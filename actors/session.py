@@ -188,6 +188,8 @@ class Session(KeyDirectory, Actor):
 
     # -- sending, acks, reads: one storage op per mailbox drain ------------------------
     def handle_send_message(self, msg: SendMessage) -> None:
+        if _orphaned(msg):
+            return
         waiting = self.pending.get(msg.id)
         if waiting is not None:                 # a resend while the first is in flight
             waiting.append(msg)
@@ -196,10 +198,12 @@ class Session(KeyDirectory, Actor):
         self._queue(msg)
 
     def handle_ack_inbox(self, msg: AckInbox) -> None:
-        self._queue(msg)
+        if not _orphaned(msg):
+            self._queue(msg)
 
     def handle_mark_read(self, msg: MarkRead) -> None:
-        self._queue(msg)
+        if not _orphaned(msg):
+            self._queue(msg)
 
     def _queue(self, request: Any) -> None:
         if not self.submit_cast:
@@ -319,6 +323,14 @@ class Session(KeyDirectory, Actor):
         hub = self.system.whereis(PRESENCE_NAME)
         if hub is not None:
             hub.cast(event)
+
+
+def _orphaned(request: Any) -> bool:
+    """The connection that sent ``request`` has closed: nobody can get the
+    answer, and a client resends what it still wants (SEND ids make that
+    safe). Skipping it keeps a client that pipelines requests and hangs up,
+    again and again, from piling work on the storage writer."""
+    return request.client is not None and request.client.closed is True
 
 
 def _log_failure(future: Any) -> None:

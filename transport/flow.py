@@ -33,7 +33,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Hashable
+from typing import Any, Callable
 
 from actors.messages import ResumePushes
 from actors.rate_limit import TokenBuckets
@@ -68,24 +68,15 @@ def retry_ms(wait: float) -> int:
 
 
 class Limits:
-    """The token buckets of one listener: ``frames`` keyed by connection,
-    ``sends`` by user, ``pairs`` by (sender, recipient). Each ``admit_*``
-    returns 0.0 and counts the event, or the seconds to wait (nothing counted)."""
+    """The token buckets of one listener: ``sends`` keyed by user, ``pairs``
+    by (sender, recipient). ``admit_send`` returns 0.0 and counts the SEND,
+    or the seconds to wait (nothing counted). (A connection's own frame
+    bucket is two numbers on the connection: ``FlowControl.admit_frame``.)"""
 
     def __init__(self, cfg: FlowConfig, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self.frames = _buckets(cfg.frame_rate, cfg.frame_burst, clock)
         self.sends = _buckets(cfg.send_rate, cfg.send_burst, clock)
         self.pairs = _buckets(cfg.pair_rate, cfg.pair_burst, clock)
-
-    def admit_frame(self, conn: Hashable) -> float:
-        frames = self.frames
-        if frames is None:
-            return 0.0
-        wait = frames.wait(conn)
-        if not wait:
-            frames.take(conn)
-        return wait
 
     def admit_send(self, user: str, to: str) -> tuple[float, str]:
         """(0.0, "") if ``user`` may send to ``to`` now, else (wait, which limit)."""
@@ -127,6 +118,7 @@ class FlowControl:
         self.resuming = False               # ResumePushes cast, not yet handled
         self.pushed_seq = 0                 # last inbox item taken from the session
         self.slow = False                   # SLOW_CONSUMER sent
+        self.tokens, self.tokens_at = float(flow.frame_burst), time.monotonic()  # frame bucket
 
     # -- the window of requests in flight ---------------------------------------------------
     def drain_held(self) -> None:
@@ -194,6 +186,21 @@ class FlowControl:
             self.session.cast(ResumePushes(self.pushed_seq, self))
 
     # -- rates --------------------------------------------------------------------------
+    def admit_frame(self) -> float:
+        """Take a token from this connection's frame bucket: 0.0, or the
+        seconds until there is one (nothing taken)."""
+        rate = self.flow.frame_rate
+        if rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens = min(self.flow.frame_burst, self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return (1.0 - tokens) / rate
+        self.tokens = tokens - 1.0
+        return 0.0
+
     def admit_send(self, frame: wire.Send) -> bool:
         gate = self.send_gate
         if gate is not None and frame.id != gate:

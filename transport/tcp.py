@@ -179,7 +179,7 @@ class Connection(FlowControl, asyncio.Protocol):
 
     # -- the state machine ----------------------------------------------------------------
     def dispatch(self, frame: wire.Frame) -> None:
-        wait = self.limits.admit_frame(self)
+        wait = self.admit_frame()
         if wait:
             self.refuse(frame, wait, f"over {self.flow.frame_rate:g} frames/s on this connection")
             return
