@@ -5,6 +5,7 @@ per contact, in memory or in the profile directory:
     <profile>/keys.bin              LocalKeys (holds the device seed)
     <profile>/trust.bin             TrustStore
     <profile>/sessions/<user>.bin   SessionRecord with that user's device
+    <profile>/groups/<group>.bin    GroupCipher (sender keys; "/" in the id as "~")
 
 Every file holds secrets like the device seed does, so the directories are
 0700 and the files 0600, each written to a temporary file, fsynced, then
@@ -25,7 +26,7 @@ import os
 from typing import Callable
 
 from transport.crypto import DeviceKey
-from transport.e2e import LocalKeys, SessionRecord, TrustStore
+from transport.e2e import GroupCipher, LocalKeys, SessionRecord, TrustStore
 
 __all__ = ["E2EStore", "write_private"]
 
@@ -52,8 +53,10 @@ class E2EStore:
         self.keys: LocalKeys | None = None
         self.trust = TrustStore()
         self._sessions: dict[str, SessionRecord] = {}
+        self._groups: dict[str, GroupCipher] = {}
         if directory is not None:
             os.makedirs(os.path.join(directory, "sessions"), mode=0o700, exist_ok=True)
+            os.makedirs(os.path.join(directory, "groups"), mode=0o700, exist_ok=True)
             self.keys = self._load("keys.bin", LocalKeys.from_bytes)
             self.trust = self._load("trust.bin", TrustStore.from_bytes) or TrustStore()
 
@@ -103,6 +106,27 @@ class E2EStore:
         if self.directory is not None and user in self._sessions:
             write_private(self._path("sessions", f"{user}.bin"), self._sessions[user].to_bytes())
 
+    # -- groups --------------------------------------------------------------------------
+    def group(self, group: str) -> GroupCipher:
+        cipher = self._groups.get(group)
+        if cipher is None:
+            cipher = None if self.directory is None else self._load(
+                os.path.join("groups", _group_file(group)), GroupCipher.from_bytes)
+            cipher = self._groups[group] = cipher or GroupCipher(group)
+        return cipher
+
+    def save_group(self, group: str) -> None:
+        if self.directory is not None and group in self._groups:
+            write_private(self._path("groups", _group_file(group)), self._groups[group].to_bytes())
+
+    def drop_group(self, group: str) -> None:
+        self._groups.pop(group, None)
+        if self.directory is not None:
+            try:
+                os.unlink(self._path("groups", _group_file(group)))
+            except FileNotFoundError:
+                pass
+
     def replace_session(self, user: str, record: SessionRecord) -> None:
         self._sessions[user] = record
 
@@ -114,3 +138,7 @@ class E2EStore:
                 os.unlink(self._path("sessions", f"{user}.bin"))
             except FileNotFoundError:
                 pass
+
+
+def _group_file(group: str) -> str:
+    return group.replace("/", "~") + ".bin"

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from transport import wire
-from client.events import Status
+from client.events import Status, Undecryptable
 from client.link import checked
 
 __all__ = ["Groups", "GroupInbox", "GroupCodec", "GroupMessage", "GroupReceipt", "GroupEvent",
@@ -107,8 +107,15 @@ class GroupCodec:
     def seal(self, group: str, body: bytes) -> bytes:
         return body
 
-    def open(self, group: str, sender: str, body: bytes) -> bytes:
+    def open(self, group: str, sender: str, body: bytes) -> bytes | None:
+        """The plaintext, or None if it cannot be opened."""
         return body
+
+    async def prepare(self, group: str) -> None:
+        """Before a send to ``group`` (e.g. hand out keys to its members)."""
+
+    def on_event(self, group: str, event: str, users: tuple[str, ...]) -> None:
+        """A system event of ``group`` arrived (e.g. re-key when a member left)."""
 
 
 class GroupInbox:
@@ -130,7 +137,10 @@ class GroupInbox:
         if kind is wire.Message and frame.group is not None:
             if r.inbox.arrived(frame.seq, (frame.sender, frame.id)):
                 body = self.codec.open(frame.group, frame.sender, frame.body)
-                r.emit(GroupMessage(frame.seq, frame.id, frame.group, frame.sender, frame.ts, body))
+                r.emit(GroupMessage(frame.seq, frame.id, frame.group, frame.sender, frame.ts, body)
+                       if body is not None else      # the codec could not open it
+                       Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
+                                     f"group {frame.group}: did not decrypt"))
             else:
                 r._schedule()
         elif kind is wire.Receipt and frame.group is not None:
@@ -143,6 +153,7 @@ class GroupInbox:
         elif kind is wire.GroupEvent:
             self.states.pop(frame.group, None)          # stale now: fetched again when needed
             if r.inbox.arrived(frame.seq):
+                self.codec.on_event(frame.group, _EVENT_NAMES[frame.event], frame.users)
                 r.emit(GroupEvent(frame.seq, frame.group, _EVENT_NAMES[frame.event], frame.by,
                                   frame.users, frame.name, frame.ts, frame.count))
             else:
@@ -232,8 +243,10 @@ class Groups:
         while offline, resent with the same id until acknowledged."""
         from client.sdk import new_message_id
         self._check_open()
-        frame = checked(wire.GroupSend(new_message_id() if id is None else id, group,
-                                       self._groups.codec.seal(group, body)))
+        id = new_message_id() if id is None else id
+        checked(wire.GroupSend(id, group, b""))
+        await self._groups.codec.prepare(group)
+        frame = checked(wire.GroupSend(id, group, self._groups.codec.seal(group, body)))
         try:
             wire.encode(frame, max_frame=self.max_frame)
         except wire.FrameError as error:

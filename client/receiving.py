@@ -83,8 +83,13 @@ class Receiver:
         kind = type(frame)
         if kind is wire.Message:
             if self.inbox.arrived(frame.seq, (frame.sender, frame.id)):
-                self.emit(ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body)
-                          if self.opener is None else self.opener(frame))
+                event = (ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body)
+                         if self.opener is None else self.opener(frame))
+                if event is not None:
+                    self.emit(event)
+                else:                               # for the SDK itself (a sender key): done
+                    self.inbox.handed(frame.seq)
+                    self._schedule()
             else:
                 self._schedule()
         elif kind is wire.KeyChanged:

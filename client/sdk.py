@@ -41,10 +41,11 @@ from typing import Any, AsyncIterator, Iterable
 
 from transport import wire
 from transport.crypto import DeviceKey
-from transport.e2e import E2EError, Envelope, Media, Text
+from transport.e2e import E2EError, Envelope, Media, SenderKeyMessage, Text
 from client import events as ev
 from client.e2e_store import E2EStore
 from client.encryption import Encryption
+from client.group_e2e import SenderKeyCodec
 from client.media import MediaClient
 from client.backoff import Backoff
 from client.connection import Connection
@@ -122,6 +123,8 @@ class Client(Groups, Link):
         self.media = MediaClient(media_url or f"http://{host}:{MEDIA_PORT}", self._media_credentials)
         self._sender = Sender(Outbox(outbox_path), self._receiver.emit, max_in_flight=max_in_flight)
         self._groups = self._receiver.groups = GroupInbox(self._receiver, self._sender.receipt)
+        if e2e:                                 # group bodies: sender keys (client/group_e2e.py)
+            self._groups.codec = SenderKeyCodec(self)
 
     @classmethod
     def connect(cls, host: str = "127.0.0.1", port: int = 5222, **options: Any) -> _Connecting:
@@ -312,6 +315,12 @@ class Client(Groups, Link):
         if isinstance(envelope, Media):
             return ev.FileMessage(frame.seq, frame.id, frame.sender, frame.ts, ev.MediaInfo(
                 envelope.key, envelope.mime, envelope.name, envelope.caption))
+        if isinstance(envelope, SenderKeyMessage) and isinstance(self.group_codec, SenderKeyCodec):
+            try:
+                self.group_codec.process(frame.sender, envelope.distribution)
+                return None                     # no event: the SDK's own business
+            except E2EError as error:
+                return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts, str(error))
         return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
                                 f"unsupported envelope {type(envelope).__name__}")
 

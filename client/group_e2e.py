@@ -1,0 +1,96 @@
+"""``SenderKeyCodec``: group bodies end-to-end encrypted with sender keys
+(docs/e2e.md, "Groups"), the ``GroupCodec`` an end-to-end ``Client`` uses.
+
+Each member has its own sender key per group (a ``GroupCipher``, saved in
+the ``E2EStore``). A group message is encrypted once, whatever the group's
+size; the server fans the ciphertext out.
+
+- ``prepare(group)`` (before every group send): every current member who
+  has not had this device's current sender key gets its distribution
+  message, over the 1:1 session (``SenderKeyMessage`` envelope, which
+  authenticates it), and the group send waits until those are committed,
+  so each member's inbox holds the key before the message.
+- ``seal`` / ``open``: ``GroupCipher.encrypt`` / ``decrypt``; a message that
+  does not decrypt opens to None (an ``Undecryptable`` event, acknowledged).
+- ``process(sender, distribution)``: a sender key received over 1:1.
+- ``on_event``: a member ``removed`` or ``left``: forget their keys, make a
+  new own sender key (``member_removed``), and send it, at the next group
+  send, to the members that remain only. The one who left holds only old
+  chain keys, which never encrypt again: it cannot read what follows. When
+  this user is the one removed, its keys of the group are dropped.
+- A new member gets the current sender key at the next send (no re-key: a
+  chain only moves forward, so it cannot read what came before).
+
+Distribution is remembered in memory only; after a restart it is sent again
+(harmless: a resent key can move a chain forward, never back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable
+
+from transport.e2e import E2EError, SenderKey, SenderKeyMessage
+from client.groups import GroupCodec
+
+__all__ = ["SenderKeyCodec"]
+
+log = logging.getLogger("switchboard.client")
+
+_LEAVING = frozenset({"removed", "left"})
+
+
+class SenderKeyCodec(GroupCodec):
+    def __init__(self, client: Any):
+        self.client = client
+        self.store = client._e2e.store
+        self.holders: dict[str, set[str]] = {}   # group -> members holding our current key
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def prepare(self, group: str) -> None:
+        async with self._locks.setdefault(group, asyncio.Lock()):
+            client = self.client
+            info = client._groups.states.get(group) or await client.group_info(group)
+            cipher = self.store.group(group)
+            distribution = cipher.distribution_message()        # made on first use
+            self.store.save_group(group)
+            holders = self.holders.setdefault(group, set())
+            missing = [m for m in info.members if m != client.user and m not in holders]
+            if missing:
+                await asyncio.gather(*(client._send_sealed(m, SenderKeyMessage(distribution), (), None)
+                                       for m in missing))
+                holders.update(missing)
+
+    def seal(self, group: str, body: bytes) -> bytes:
+        ciphertext = self.store.group(group).encrypt(body)
+        self.store.save_group(group)
+        return ciphertext
+
+    def open(self, group: str, sender: str, body: bytes) -> bytes | None:
+        try:
+            plaintext = self.store.group(group).decrypt(sender, body)
+        except E2EError as error:
+            log.warning("group %s message from %s rejected: %s", group, sender, error)
+            return None
+        self.store.save_group(group)
+        return plaintext
+
+    def process(self, sender: str, distribution: bytes) -> None:
+        group = SenderKey.from_distribution(distribution).group
+        self.store.group(group).process(sender, distribution)
+        self.store.save_group(group)
+
+    def on_event(self, group: str, event: str, users: Iterable[str]) -> None:
+        if event not in _LEAVING:
+            return
+        users = set(users)
+        if self.client.user in users:
+            self.store.drop_group(group)
+            self.holders.pop(group, None)
+            return
+        cipher = self.store.group(group)
+        for user in users:
+            cipher.member_removed(user)
+        self.store.save_group(group)
+        self.holders[group] = set()                         # the new key goes to who remains

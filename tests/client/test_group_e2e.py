@@ -1,0 +1,72 @@
+"""Group messages end-to-end encrypted with sender keys, through the SDK
+against a real node: members read them, the server stores ciphertext, and
+a removed member cannot read what is sent after, even holding on to every
+key it had."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from client.groups import GroupEvent, GroupMessage
+from client_testkit import next_event
+from test_e2e_sdk import files_under, relogin, sdk_user
+from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
+from transport.e2e import E2EError, GroupCipher
+
+pytestmark = pytest.mark.timeout(60)
+
+ALICE, BOB, CAROL = "+15550000101", "+15550000102", "+15550000103"
+
+
+async def test_a_removed_member_cannot_read_later_messages(node, tmp_path):  # noqa: F811
+    alice = await sdk_user(node, ALICE)
+    bob = await sdk_user(node, BOB, e2e_dir=str(tmp_path / "bob"))
+    carol = await sdk_user(node, CAROL)
+    store = node.system.env["mailbox"]
+    try:
+        # Step 1: a group of three; the first message reads on both sides
+        group = await alice.create_group("team", "team", [BOB, CAROL])
+        await alice.send_group(group, b"zqGROUP one, for all three")
+        for member in (bob, carol):
+            message = await next_event(member, (GroupMessage,))
+            assert (message.group, message.body) == (group, b"zqGROUP one, for all three")
+        # Carol keeps a copy of every group key she holds (a member turned hostile)
+        kept = carol.group_codec.store.group(group).to_bytes()
+
+        # Step 2: Alice removes Carol; Alice and Bob see it (and re-key)
+        await alice.remove_members(group, [CAROL])
+        for member in (alice, bob):
+            event = await next_event(member, (GroupEvent,))
+            while event.event != "removed":
+                event = await next_event(member, (GroupEvent,))
+            assert event.users == (CAROL,)
+
+        # Step 3: Bob is away; Alice writes to the group; the server keeps it for Bob
+        await bob.close()
+        sent = await alice.send_group(group, b"zqGROUP two, after carol left")
+        stored = [i for i in store.inbox_after(BOB, 0, 1000)
+                  if i.kind == "message" and i.payload.id == sent.id]
+        assert len(stored) == 1 and stored[0].payload.group == group
+        ciphertext = stored[0].payload.body
+        assert b"zqGROUP" not in ciphertext
+        assert not [i for i in store.inbox_after(CAROL, 0, 1000) if i.kind == "message"
+                    and getattr(i.payload, "id", None) == sent.id]
+
+        # Step 4: Carol, even with every key she ever had, cannot open it
+        with pytest.raises(E2EError):
+            GroupCipher.from_bytes(kept).decrypt(ALICE, ciphertext)
+        assert carol.group_codec.open(group, ALICE, ciphertext) is None
+
+        # Step 5: Bob returns and reads it
+        bob = await relogin(node, bob, e2e_dir=str(tmp_path / "bob"))
+        message = await next_event(bob, (GroupMessage,))
+        assert message.body == b"zqGROUP two, after carol left"
+    finally:
+        for client in (alice, bob, carol):
+            await client.close()
+    # no group plaintext in the node's files
+    for path, data in files_under(node.data_dir):
+        assert b"zqGROUP" not in data, path
+    assert os.path.isdir(node.data_dir)
