@@ -128,6 +128,7 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
         "linger": float(config.get("linger", 5.0)),
         "listener": ListenerConfig(host=config.get("bind", "127.0.0.1"),
                                    port=int(config.get("port", 5222)),
+                                   max_auth_failures=int(config.get("max_auth_failures", 5)),
                                    flow=FlowConfig.from_config(config)),
         "counters": Counters(),
         "board": Board(),
