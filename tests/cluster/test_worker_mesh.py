@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 
+from supervisor.launcher import process_tree
 from tests.e2e.conftest import Node, RawClient, login, register
 from tests.e2e.test_durability import FileCodes
 from tests.launched import _node_up, client_port, launched_node, wait_until
@@ -148,4 +149,44 @@ async def test_a_killed_worker_leaves_the_mesh_and_its_users_come_back(tmp_path)
             assert (await next_of(client, wire.Message)).id == f"after{account.phone[1:]}"
             await client.close()
         for _, client in survivors:
+            await client.close()
+
+
+async def test_a_killed_directory_is_restarted_and_rebuilt_from_the_workers(tmp_path):
+    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
+        workers = _node_up(log_path, wait_until)
+        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
+        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
+                    None, str(tmp_path / "data"))
+        accounts = [await register(node, phone) for phone in USERS[:6]]
+        clients = [await login(node, a) for a in accounts]
+        # Step 1: SIGKILL the directory: the node supervisor's one child that
+        # is not a worker.
+        sup = int(re.search(r"node supervisor pid (\d+)", log_path.read_text()).group(1))
+        directory = [p for p in process_tree(sup) if p != sup and p not in workers]
+        assert len(directory) == 1, directory
+        os.kill(directory[0], signal.SIGKILL)
+        wait_until(lambda: "starting a new one" in log_path.read_text(), 10)
+        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 4, 10)
+        # Step 2: the new directory knows who is where: a second login of
+        # each user, wherever it lands, replaces the first; and messages
+        # still cross workers.
+        for i, account in enumerate(accounts[:3]):
+            again = await login(node, account)
+            frame, _ = await clients[i].recv_until(
+                lambda f: isinstance(f, wire.Error) and f.ref == 0, 5)
+            assert frame.code == wire.ErrorCode.SESSION_REPLACED
+            clients[i] = again
+        for i, client in enumerate(clients):
+            for j, account in enumerate(accounts):
+                if i != j:
+                    client.send(wire.Send(f"d{i}x{j}", account.phone, b"x", ref=client.ref()))
+        for j, client in enumerate(clients):
+            got = set()
+            while len(got) < len(clients) - 1:
+                got.add((await next_of(client, wire.Message)).id)
+            assert got == {f"d{i}x{j}" for i in range(len(clients)) if i != j}
+        assert "did not answer" not in log_path.read_text()
+        assert "no answer from the session directory" not in log_path.read_text()
+        for client in clients:
             await client.close()
