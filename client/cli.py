@@ -53,6 +53,7 @@ from transport.code_sender import read_code_file
 from transport.crypto import DeviceKey
 from client import events as ev
 from client.cli_groups import GROUP_HELP, GroupCommands
+from client.cli_secure import SecureCommands
 from client.errors import ClientClosed, ClientError, ServerError
 from client.groups import is_group
 from client.profile import Profile, default_dir
@@ -223,7 +224,7 @@ async def code_from_file(data_dir: str, phone: str, wait: float) -> str | None:
         await asyncio.sleep(0.1)
 
 
-class Chat(GroupCommands):
+class Chat(GroupCommands, SecureCommands):
     """The chat loop: commands from stdin, events from the client (group
     commands and events: ``client.cli_groups``)."""
 
@@ -232,7 +233,7 @@ class Chat(GroupCommands):
         self.peer: str | None = None
         self.mine: dict[str, list] = {}             # id -> [to, text, ts, status shown]
         self.unread: dict[str, list[str]] = {}      # peer -> ids shown but not yet marked read
-        self.files: dict[str, ev.MediaInfo] = {}    # hex sha256 -> a file received this run
+        self.files: dict[str, ev.MediaInfo] = {}    # hex sha256 -> a file received (cli_secure)
         self.tasks: set[asyncio.Task] = set()
         self.blue = sys.stdout.isatty()
         for id, to, body in client.outbox:          # left over from an earlier run (encrypted)
@@ -299,45 +300,6 @@ class Chat(GroupCommands):
         if unread:
             self.spawn(self.request(self.client.mark_read(peer, unread)))
 
-    def send_file(self, path: str) -> None:
-        if self.peer is None:
-            self.out("-- pick someone first: /chat +NUMBER")
-        elif not path or not os.path.isfile(path):
-            self.out("-- usage: /send-file PATH (an existing file)")
-        else:
-            id, to, name = new_message_id(), self.peer, os.path.basename(path)
-            self.mine[id] = [to, f"[file {name}]", None, ev.Status.QUEUED]
-            self.out(f"-- encrypting and uploading {name}…")
-            self.spawn(self.request(self.client.send_file(to, path, id=id)))
-
-    def get_file(self, prefix: str = "", dest: str = "") -> None:
-        found = [info for sha, info in self.files.items() if prefix and sha.startswith(prefix)]
-        if len(found) != 1:
-            self.out("-- usage: /get HASH [DEST] (the hash of a file received this session)")
-            return
-        info = found[0]
-        dest = dest or os.path.basename(info.name) or info.sha256
-        self.spawn(self.fetch(info, dest))
-
-    async def fetch(self, info: ev.MediaInfo, dest: str) -> None:
-        try:
-            await self.client.download(info, dest)
-            self.out(f"-- saved {dest} ({info.size} bytes, checked)")
-        except Exception as error:          # noqa: BLE001 - reported, never fatal to the chat
-            self.out(f"-- download failed: {error}")
-
-    async def safety(self, peer: str | None) -> None:
-        if peer is None:
-            self.out("-- usage: /safety +NUMBER (or /chat with them first)")
-            return
-        try:
-            number = await self.client.safety_number(peer)
-            self.out(f"-- safety number with {peer}: {number}")
-            self.out("-- compare it with theirs (in person, or a call): if it matches, "
-                     "nobody is in the middle")
-        except (ValueError, ClientError) as error:
-            self.out(f"-- {error}")
-
     async def request(self, call) -> None:
         """Run one request in the background; report a failure (input never waits)."""
         try:
@@ -388,20 +350,8 @@ class Chat(GroupCommands):
                          + ("; reconnecting…" if event.reconnecting else ""))
             elif kind is ev.Reconnected:
                 self.out("-- reconnected")
-            elif kind is ev.FileMessage:
-                self.files[event.file.sha256] = event.file
-                self.out(f"[{clock(event.ts)}] {event.sender}: [file {event.file.name} "
-                         f"{event.file.mime}, {event.file.size} bytes] {event.file.caption}".rstrip()
-                         + f"   (/get {event.file.sha256[:12]})")
-            elif kind is ev.Undecryptable:
-                self.out(f"-- a message from {event.sender} could not be decrypted "
-                         "(tampered with, or sent to an old device); it was discarded")
-            elif kind is ev.KeyChanged:
-                self.out(f"-- {event.user} registered a new device: their security code "
-                         f"changes (/safety {event.user})")
-            elif kind is ev.IdentityChanged:
-                self.out(f"-- {event.user}'s security code changed; new safety number: "
-                         f"{event.safety_number}")
+            elif self.secure_event(event):
+                pass
             else:
                 self.group_event(event)
 
