@@ -14,6 +14,9 @@ General layout:
   app has and which RECEIVED are due (dedup and batching).
 - ``events``, ``errors``, ``backoff``: what the app sees, what it catches,
   and the reconnect delay policy (a pure function).
+- ``encryption`` + ``e2e_store``: end-to-end encryption (keys published,
+  a session per contact, state kept 0600); ``group_e2e``: group bodies with
+  sender keys; ``media``: files encrypted on the client, over HTTP.
 - ``profile``, ``cli``: the terminal client behind ``run.py client``.
 
 Imports: the client speaks only the wire protocol, so it imports
@@ -28,12 +31,14 @@ API (docs/client.md).
 from client.backoff import Backoff
 from client.errors import ClientClosed, ClientError, ConnectionLost, RequestTimeout, ServerError
 from client.events import (
-    Disconnected, Message, Presence, Receipt, Reconnected, SendFailed, Sent, Status, Typing,
+    Disconnected, FileMessage, IdentityChanged, KeyChanged, MediaInfo, Message, Presence, Receipt,
+    Reconnected, SendFailed, Sent, Status, Typing, Undecryptable,
 )
 from client.sdk import Client, new_message_id
 
 __all__ = [
     "Client", "new_message_id", "Backoff", "Status",
     "Message", "Receipt", "Presence", "Typing", "Sent", "SendFailed", "Disconnected", "Reconnected",
+    "FileMessage", "MediaInfo", "Undecryptable", "KeyChanged", "IdentityChanged",
     "ClientError", "ServerError", "ConnectionLost", "RequestTimeout", "ClientClosed",
 ]
