@@ -34,7 +34,7 @@ def parse_settings(pairs: list[str], webhook: str | None = None) -> dict[str, An
     from transport.flow import FlowConfig
     known = {f.name: f.default for f in fields(MonitorSettings)}
     known.update({f.name: f.default for f in fields(FlowConfig)}, offline_cap=10_000,
-                 max_watched=2_000, max_auth_failures=5)
+                 max_watched=2_000, max_auth_failures=5, media_max_size=100 * 1024 * 1024)
     settings: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
