@@ -1,0 +1,64 @@
+"""A group whose members sit on two workers of one node (``run.py node
+--workers 2``): each worker may run an actor for the group; the membership
+checks in the storage transaction keep them consistent, and fan-out nudges
+and per-member receipts cross between the workers through the mesh."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.cluster.test_worker_mesh import next_of, worker_status
+from tests.e2e.conftest import Node, login, register
+from tests.e2e.test_durability import FileCodes
+from tests.launched import _node_up, client_port, launched_node, wait_until
+from transport import wire
+
+pytestmark = pytest.mark.timeout(120)
+
+USERS = [f"+1555100{i:04d}" for i in range(8)]
+GID = f"{USERS[0]}/crew"
+
+
+async def test_a_group_spread_over_two_workers(tmp_path):
+    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
+        _node_up(log_path, wait_until)
+        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
+        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
+                    None, str(tmp_path / "data"))
+        # Step 1: 8 members log in, spread over both workers by the kernel.
+        clients = [await login(node, await register(node, phone)) for phone in USERS]
+        await asyncio.to_thread(
+            wait_until, lambda: (s := worker_status(log_path.read_text()))
+            and all(w["connections"] > 0 for w in s), 10)
+        creator = clients[0]
+        reply = await creator.answer(creator.send(
+            wire.GroupCreate("crew", "Crew", tuple(USERS[1:]), ref=creator.ref())))
+        assert reply.value == GID
+        # Step 2: every member sends once, at the same time, from either worker.
+        for i, client in enumerate(clients):
+            client.send(wire.GroupSend(f"g{i}", GID, b"hi", ref=client.ref()))
+        # Step 3: each member gets every other member's message (and its
+        # CREATED event), wherever the sender's actor ran, and each sender a
+        # delivered receipt from every other member.
+        want = len(USERS) - 1
+        got = [set() for _ in USERS]
+        by = [set() for _ in USERS]
+        while any(len(g) < want for g in got) or any(len(b) < want for b in by):
+            for j, client in enumerate(clients):
+                if len(got[j]) == want and len(by[j]) == want:
+                    continue
+                frame = await next_of(client, (wire.Message, wire.GroupEvent, wire.Receipt))
+                client.send(wire.Received((frame.seq,), ref=client.ref()))
+                if isinstance(frame, wire.Message):
+                    assert frame.group == GID
+                    got[j].add(frame.id)
+                elif isinstance(frame, wire.Receipt):
+                    assert (frame.id, frame.group, frame.kind) == (
+                        f"g{j}", GID, wire.ReceiptKind.DELIVERED)
+                    by[j].add(frame.by)
+        assert got == [{f"g{i}" for i in range(len(USERS)) if i != j} for j in range(len(USERS))]
+        assert by == [set(USERS) - {u} for u in USERS]
+        for client in clients:
+            await client.close()
