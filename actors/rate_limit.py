@@ -5,6 +5,10 @@ token buckets (a user's sends, a sender flooding one recipient).
 ``period`` seconds. The clock is passed in, as for supervisors' restart
 windows, so tests need no sleeps. Keys whose window emptied are swept now and
 then, so a stream of distinct keys cannot grow it without bound.
+
+``TokenBuckets(rate, burst)`` lets a key save up to ``burst`` events and
+then go at ``rate`` a second (transport/flow.py uses them for SENDs per user
+and per (sender, recipient)); full buckets are swept the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Callable, Hashable
 __all__ = ["RateLimiter", "TokenBuckets"]
 
 _SWEEP_EVERY = 1024
+_EPSILON = 1e-9               # float refills: 0.1 s at 10/s is one token, not 0.99999...
 
 
 class RateLimiter:
@@ -94,7 +99,7 @@ class TokenBuckets:
         if bucket is None:
             return 0.0
         tokens = self._level(bucket, self.clock() if now is None else now)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        return 0.0 if tokens >= 1.0 - _EPSILON else (1.0 - tokens) / self.rate
 
     def take(self, key: Hashable, now: float | None = None) -> None:
         """Take one token from ``key`` (callers check ``wait`` first)."""
@@ -112,7 +117,7 @@ class TokenBuckets:
     def sweep(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         self._since_sweep = 0
-        full = [k for k, b in self._buckets.items() if self._level(b, now) >= self.burst]
+        full = [k for k, b in self._buckets.items() if self._level(b, now) >= self.burst - _EPSILON]
         for key in full:
             del self._buckets[key]
 

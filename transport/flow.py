@@ -195,7 +195,7 @@ class FlowControl:
         now = time.monotonic()
         tokens = min(self.flow.frame_burst, self.tokens + (now - self.tokens_at) * rate)
         self.tokens_at = now
-        if tokens < 1.0:
+        if tokens < 1.0 - 1e-9:
             self.tokens = tokens
             return (1.0 - tokens) / rate
         self.tokens = tokens - 1.0
