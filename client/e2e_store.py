@@ -6,6 +6,7 @@ per contact, in memory or in the profile directory:
     <profile>/trust.bin             TrustStore
     <profile>/sessions/<user>.bin   SessionRecord with that user's device
     <profile>/groups/<group>.bin    GroupCipher (sender keys; "/" in the id as "~")
+    <profile>/opened/<seq>.bin      a message decrypted but not yet acknowledged
 
 Every file holds secrets like the device seed does, so the directories are
 0700 and the files 0600, each written to a temporary file, fsynced, then
@@ -14,6 +15,13 @@ never half of either. The rules of when to save (docs/e2e.md,
 "Persistence"): encrypt, save the session, then hand the ciphertext to the
 outbox; decrypt, save the session (and the keys after a first message),
 then acknowledge.
+
+Opened messages: decrypting consumes the message key, so a message pushed
+again after a crash (decrypted and saved, RECEIVED never sent) would fail
+as a replay. So the plaintext envelope of each decrypted message is kept,
+keyed by its inbox seq with its (sender, id), until the server confirms
+its RECEIVED; a re-push of that seq is opened from there. These files hold
+plaintext (0600, like the rest), for as long as a message is unacknowledged.
 
 A profile whose ``keys.bin`` belongs to another device key (the user
 registered this profile's phone on a new device) is not used: new keys
@@ -54,9 +62,11 @@ class E2EStore:
         self.trust = TrustStore()
         self._sessions: dict[str, SessionRecord] = {}
         self._groups: dict[str, GroupCipher] = {}
+        self._opened: dict[int, bytes] = {}     # in memory only: seq -> record
         if directory is not None:
             os.makedirs(os.path.join(directory, "sessions"), mode=0o700, exist_ok=True)
             os.makedirs(os.path.join(directory, "groups"), mode=0o700, exist_ok=True)
+            os.makedirs(os.path.join(directory, "opened"), mode=0o700, exist_ok=True)
             self.keys = self._load("keys.bin", LocalKeys.from_bytes)
             self.trust = self._load("trust.bin", TrustStore.from_bytes) or TrustStore()
 
@@ -105,6 +115,32 @@ class E2EStore:
     def save_session(self, user: str) -> None:
         if self.directory is not None and user in self._sessions:
             write_private(self._path("sessions", f"{user}.bin"), self._sessions[user].to_bytes())
+
+    # -- opened, not yet acknowledged -------------------------------------------------
+    def remember_opened(self, seq: int, sender: str, id: str, envelope: bytes) -> None:
+        record = f"{sender}\0{id}\0".encode() + envelope
+        if self.directory is None:
+            self._opened[seq] = record
+        else:
+            write_private(self._path("opened", f"{seq}.bin"), record)
+
+    def opened(self, seq: int, sender: str, id: str) -> bytes | None:
+        """The envelope of message ``seq`` if it was decrypted before (same sender and id)."""
+        record = self._opened.get(seq) if self.directory is None else \
+            self._load(os.path.join("opened", f"{seq}.bin"), bytes)
+        prefix = f"{sender}\0{id}\0".encode()
+        return record[len(prefix):] if record is not None and record.startswith(prefix) else None
+
+    def forget_opened(self, seqs) -> None:
+        """The server confirmed RECEIVED for ``seqs``."""
+        for seq in seqs:
+            if self.directory is None:
+                self._opened.pop(seq, None)
+            else:
+                try:
+                    os.unlink(self._path("opened", f"{seq}.bin"))
+                except FileNotFoundError:
+                    pass
 
     # -- groups --------------------------------------------------------------------------
     def group(self, group: str) -> GroupCipher:

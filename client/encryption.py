@@ -115,6 +115,16 @@ class Encryption:
         return True
 
     # -- receiving ----------------------------------------------------------------------------
+    def open_item(self, seq: int, sender: str, id: str, body: bytes) -> Envelope:
+        """``open`` for inbox item ``seq``, remembering the result until it is
+        acknowledged, so a re-push after a crash opens again (E2EStore)."""
+        known = self.store.opened(seq, sender, id)
+        if known is not None:
+            return Envelope.decode(known)
+        envelope = self.open(sender, body)
+        self.store.remember_opened(seq, sender, id, envelope.encode())
+        return envelope
+
     def open(self, sender: str, body: bytes) -> Envelope:
         """Decrypt and decode ``body`` from ``sender``; ``E2EError`` if it cannot be.
         A first message from a new identity is decrypted with a fresh record

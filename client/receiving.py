@@ -43,9 +43,11 @@ _INBOX_EVENTS += GROUP_INBOX_EVENTS
 class Receiver:
     def __init__(self, on_receipt: Callable[[str, ev.Status], Any], *, ack_delay: float = 0.005,
                  opener: Callable[[wire.Message], Any] | None = None,
-                 on_key_changed: Callable[[str], Any] | None = None):
+                 on_key_changed: Callable[[str], Any] | None = None,
+                 on_confirmed: Callable[[list[int]], Any] | None = None):
         self.on_receipt, self.ack_delay = on_receipt, ack_delay
         self.opener, self.on_key_changed = opener, on_key_changed
+        self.on_confirmed = on_confirmed            # RECEIVED acked: the server let go
         self.inbox = InboxTracker()
         self.presence: dict[str, ev.Presence] = {}
         self.groups: Any = None                     # client.groups.GroupInbox, set by Client
@@ -151,6 +153,8 @@ class Receiver:
         self._waiting.discard(future)
         if not future.cancelled() and future.exception() is None:
             self.inbox.confirmed(seqs)
+            if self.on_confirmed is not None:
+                self.on_confirmed(seqs)
             return
         self.inbox.unconfirmed(seqs)
         if self.conn is not None:

@@ -119,7 +119,8 @@ class Client(Groups, Link):
         self._e2e = Encryption(E2EStore(e2e_dir), self._call, self._emit) if e2e else None
         self._receiver = Receiver(self._on_receipt, ack_delay=ack_delay,
                                   opener=self._open if e2e else None,
-                                  on_key_changed=self._e2e.key_changed if e2e else None)
+                                  on_key_changed=self._e2e.key_changed if e2e else None,
+                                  on_confirmed=self._e2e.store.forget_opened if e2e else None)
         self.media = MediaClient(media_url or f"http://{host}:{MEDIA_PORT}", self._media_credentials)
         self._sender = Sender(Outbox(outbox_path), self._receiver.emit, max_in_flight=max_in_flight)
         self._groups = self._receiver.groups = GroupInbox(self._receiver, self._sender.receipt)
@@ -306,7 +307,7 @@ class Client(Groups, Link):
         if getattr(frame, "group", None) is not None:   # group bodies: not end-to-end here
             return ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body)
         try:
-            envelope = self._e2e.open(frame.sender, frame.body)
+            envelope = self._e2e.open_item(frame.seq, frame.sender, frame.id, frame.body)
         except E2EError as error:
             log.warning("message %s from %s rejected: %s", frame.id, frame.sender, error)
             return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts, str(error))

@@ -185,3 +185,29 @@ async def test_files_round_trip_encrypted_with_dedup_and_resume(node, tmp_path):
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_a_message_pushed_again_after_a_crash_still_opens(node, tmp_path):  # noqa: F811
+    # Bob's client decrypts a message (spending its key) but dies before its
+    # RECEIVED: the server pushes it again, and the new client opens it from
+    # the profile instead of failing it as a replay.
+    profile = str(tmp_path / "bob")
+    alice = await sdk_user(node, ALICE)
+    bob = await sdk_user(node, BOB, e2e_dir=profile, ack_delay=60.0)   # RECEIVED held back
+    try:
+        await alice.send(BOB, "before the crash", id="c1")
+        assert (await next_event(bob, (Message,))).body == b"before the crash"
+        assert os.listdir(os.path.join(profile, "opened"))        # kept until acknowledged
+        # the same device logs in from a new client: the old one is replaced, never acks
+        second = await relogin(node, bob, e2e_dir=profile)
+        await bob.close()
+        bob = second
+        again = await next_event(bob, (Message, Undecryptable))
+        assert isinstance(again, Message) and (again.id, again.body) == ("c1", b"before the crash")
+        await wait_for(lambda: node.system.env["mailbox"].inbox_count(BOB) == 0, 3)
+        await wait_for(lambda: not os.listdir(os.path.join(profile, "opened")), 3)
+        await alice.send(BOB, "after", id="c2")          # the session carries on
+        assert (await next_event(bob, (Message, Undecryptable))).body == b"after"
+    finally:
+        await alice.close()
+        await bob.close()
