@@ -35,7 +35,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.counters import counters_of
 from actors.exits import ActorError
-from actors.messages import Acked, Rejected
+from actors.messages import Acked, KeysFetched, Rejected
 from actors.registration import (
     REGISTRAR_NAME, BeginLogin, ConfirmCode, LoginFailed, Refused, RequestCode,
 )
@@ -53,6 +53,7 @@ log = logging.getLogger("switchboard.tcp")
 E = wire.ErrorCode
 _PRE_LOGIN = (wire.Register, wire.Confirm, wire.Login)
 LINGER = 2.0                            # seconds a closing connection waits for the client
+ANSWERS = frozenset({Acked, Rejected, KeysFetched})   # a request's last event: frees its window slot
 CLAIM_TIMEOUT = 5.0                     # seconds to wait for the session directory
 _CHAT = frozenset({wire.Send, wire.Received, wire.Read, wire.Subscribe, wire.Typing, wire.Ping})
 
@@ -327,7 +328,7 @@ class Connection(FlowControl, asyncio.Protocol):
 
     def push(self, event: Any) -> bool | None:
         kind = type(event)
-        if kind is Acked or kind is Rejected:
+        if kind in ANSWERS:
             self.answered(event.ref)        # answers are never held back
         elif self.backed_up_since is not None or self.write_paused or self.over_high():
             if self.backed_up_since is None:

@@ -245,3 +245,18 @@ async def test_a_user_watches_at_most_max_watched_users(node):
     assert isinstance(await alice.answer(alice.send(wire.Subscribe((users[0],), ref=alice.ref()))),
                       wire.Ack)
     await alice.close()
+
+
+def test_every_answer_event_frees_its_window_slot():
+    # An event a session pushes with a ``ref`` (and no ``client``: commands
+    # carry one) is the answer to a request; if the connection did not count
+    # it, the window would leak and the connection would stop reading.
+    import dataclasses
+
+    from actors import messages
+    from transport.tcp import ANSWERS
+    answers = {cls for cls in vars(messages).values()
+               if dataclasses.is_dataclass(cls) and isinstance(cls, type)
+               and {"ref"} <= {f.name for f in dataclasses.fields(cls)}
+               and "client" not in {f.name for f in dataclasses.fields(cls)}}
+    assert answers and answers <= ANSWERS, answers - ANSWERS
