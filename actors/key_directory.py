@@ -9,6 +9,13 @@ completes as ``KeysStored``, and the request is answered on the connection
 it came from, after the commit. The rules (who may publish, which prekey a
 fetch hands out, who is told of a key change) are ``storage.keydir``'s.
 
+KEYS_FETCH is rate-limited per user (``keys_fetch_limit`` in the node
+config, default 100 per 60 s; RATE_LIMITED past it): each fetch spends one
+of the owner's one-time prekeys, so a client fetching in a loop would
+drain them and leave first messages with only the signed prekey's forward
+secrecy (Signal limits it too). A legitimate client fetches once per new
+contact or key change.
+
 Messages: ``PublishKeys``, ``FetchKeys``, ``CountKeys``, ``KeysStored``, and
 ``RefuseRequest`` (a bundle the transport refused, answered in order).
 """
@@ -19,15 +26,19 @@ import logging
 from typing import Any
 
 from actors.messages import (
-    INTERNAL, INVALID, KEYS_FULL, NO_KEYS, UNKNOWN_USER, WRONG_IDENTITY, Acked, CountKeys,
+    INTERNAL, INVALID, KEYS_FULL, NO_KEYS, RATE_LIMITED, UNKNOWN_USER, WRONG_IDENTITY, Acked,
+    CountKeys,
     FetchKeys, KeysFetched, KeysStored, PublishKeys, RefuseRequest, Rejected,
 )
+from actors.rate_limit import RateLimiter
 from storage import InvalidArgument, UnknownUser
 from storage.keydir import KeysFull, NoKeys, WrongIdentity
 
 __all__ = ["KeyDirectory"]
 
 log = logging.getLogger("switchboard.keys")
+
+FETCH_LIMIT = (100, 60.0)         # KEYS_FETCH per user: count, period in seconds
 
 _REASONS = ((WrongIdentity, WRONG_IDENTITY), (KeysFull, KEYS_FULL), (NoKeys, NO_KEYS),
             (UnknownUser, UNKNOWN_USER), (InvalidArgument, INVALID))
@@ -40,6 +51,15 @@ class KeyDirectory:
         self._keys_op(msg, self.mail.publish_keys(self.user, msg.identity, msg.signed, msg.one_time))
 
     def handle_fetch_keys(self, msg: FetchKeys) -> None:
+        limiter = getattr(self, "_fetches", None)
+        if limiter is None:
+            count, period = (self.system.env.get("config") or {}).get("keys_fetch_limit", FETCH_LIMIT)
+            limiter = self._fetches = RateLimiter(int(count), float(period), clock=self.system.clock)
+        if not limiter.allow(self.user):
+            wait = limiter.retry_after(self.user)
+            self._answer(msg, Rejected(msg.ref, RATE_LIMITED,
+                                       f"too many key fetches; retry in {wait:.0f} s"))
+            return
         self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))
 
     def handle_count_keys(self, msg: CountKeys) -> None:

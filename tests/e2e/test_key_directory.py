@@ -124,3 +124,17 @@ async def test_media_refs_are_held_until_the_recipient_acks(node):
     assert isinstance(reply, wire.Error) and reply.code is E.MALFORMED
     await a.close()
     await b.close()
+
+
+@pytest.mark.node_config(keys_fetch_limit=(3, 60.0))
+async def test_key_fetches_are_rate_limited(node):
+    alice, bob = await register(node, ALICE), await register(node, BOB)
+    a, b = await login(node, alice), await login(node, bob)
+    assert (await publish(b, LocalKeys.generate(bob.key, one_time=10))).value == 10
+    for _ in range(3):
+        assert isinstance(await ask(a, wire.KeysFetch(BOB, ref=a.ref())), wire.Ack)
+    reply = await ask(a, wire.KeysFetch(BOB, ref=a.ref()))
+    assert isinstance(reply, wire.Error) and reply.code is E.RATE_LIMITED, reply
+    assert (await ask(b, wire.KeysCount(ref=b.ref()))).value == 7       # nothing more spent
+    await a.close()
+    await b.close()
