@@ -57,6 +57,7 @@ class Cluster:
         self.outbound: dict[str, list] = {}       # worker -> items not yet flushed
         self.claims: list[str] = []
         self.waiting: dict[int, list[asyncio.Future]] = {}
+        self.claimed: dict[int, tuple[str, ...]] = {}   # token -> users claimed
         self.releases: list[str] = []
         self.tokens = itertools.count(1)
         self.flush_scheduled = False
@@ -118,6 +119,7 @@ class Cluster:
             token = next(self.tokens)
             self.waiting[token] = self.waiting.pop(0)
             users, self.claims = tuple(self.claims), []
+            self.claimed[token] = users
             self.bridge.post(self.directory, Claims(self.me, users, token))
         if self.releases:
             users, self.releases = tuple(self.releases), []
@@ -176,6 +178,8 @@ class Cluster:
                 owners[user] = worker
 
     def _on_Claimed(self, msg: Claimed) -> None:
+        for user in self.claimed.pop(msg.token, ()):
+            self.owners.pop(user, None)          # ours now, whatever a peer said before
         for future in self.waiting.pop(msg.token, ()):
             if not future.done():
                 future.set_result(None)

@@ -1,9 +1,10 @@
 """Where a message for a user goes (cf. ejabberd_router).
 
-The answer is the user's live session: on this worker, found in the session
-table, or on another worker, found in the cluster's replica of the session
-directory (``actors/cluster.py``), which carries the message there in a
-batch. With no live session anywhere the message is not lost: everything
+The answer is the user's live session: on another worker when the cluster's
+replica of the session directory (``actors/cluster.py``) says so (it carries
+the message there in a batch; a session of the user that still lingers here
+after the user moved must not swallow it), else on this worker, found in the
+session table. With no live session anywhere the message is not lost: everything
 that must survive is already committed to the user's inbox in LMDB, and the
 session reads it there when the user logs in. Ephemeral things (typing,
 presence) to an absent user are simply not sent. A session whose mailbox
@@ -24,10 +25,10 @@ __all__ = ["route", "route_local"]
 def route(system: Any, user: str, msg: Any) -> bool:
     """Cast ``msg`` to ``user``'s session, on this worker or (through the
     cluster's batches) on the worker holding it; True if there was one."""
-    if route_local(system, user, msg):
-        return True
     cluster = system.env.get("cluster")
-    return cluster is not None and cluster.route(user, msg)
+    if cluster is not None and cluster.route(user, msg):
+        return True             # held by another worker (a session here may be lingering)
+    return route_local(system, user, msg)
 
 
 def route_local(system: Any, user: str, msg: Any) -> bool:

@@ -68,6 +68,20 @@ class SnapshotCollector:
                      process["loop_lag_ms"] / 1000)
         yield _gauge("monitor_sample_seconds", "What the last sampling pass cost",
                      process["sample_ms"] / 1000)
+        yield from self._mesh(snap.get("mesh"))
+
+    def _mesh(self, mesh: dict[str, Any] | None) -> Iterator[Metric]:
+        if mesh is None:
+            return
+        yield _gauge("mesh_peers", "Other workers of this node in the mesh", len(mesh["peers"]))
+        yield _gauge("mesh_remote_users", "Users with a session on another worker",
+                     mesh["remote_users"])
+        for name, doc in (("sent_items", "Chat events sent to other workers"),
+                          ("received_items", "Chat events received from other workers"),
+                          ("sent_batches", "Batches (Thespian messages) sent to other workers")):
+            family = CounterMetricFamily(P + "mesh_" + name, doc)
+            family.add_metric([], mesh[name])
+            yield family
 
     def _actors(self, snap: dict[str, Any]) -> Iterator[Metric]:
         info = GaugeMetricFamily(P + "worker_info", "This worker process",

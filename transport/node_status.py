@@ -93,7 +93,7 @@ def _worker_row(w: dict[str, Any]) -> dict[str, Any]:
             "connections": s["connections"], "alerts": len(s["alerts"]),
             "rss_bytes": s["process"]["rss_bytes"], "loop_lag_ms": s["process"]["loop_lag_ms"],
             "sample_ms": s["process"]["sample_ms"], "age_s": round(time.time() - s["at"], 2),
-            "rates": s["rates"], "overload": s["overload"]}
+            "rates": s["rates"], "overload": s["overload"], "mesh": s.get("mesh")}
 
 
 def node_point(view: dict[str, Any]) -> dict[str, Any]:

@@ -104,8 +104,9 @@ function render(view) {
   fill("workers", view.workers.map((w) => w.up
     ? [{id: w.slot}, {id: w.pid}, {id: w.port}, w.actors, w.queued, w.max_queue, w.connections,
        w.rates.frames_in, w.rss_bytes / 1048576, w.loop_lag_ms, w.sample_ms,
+       w.mesh ? `${fmt(w.mesh.sent_items)} / ${fmt(w.mesh.received_items)}` : "–",
        w.alerts ? `${w.alerts} alert(s)` : "up"]
-    : [{id: w.slot}, {id: null}, {id: w.port}, "", "", "", "", "", "", "", "", `down: ${w.error || "?"}`]),
+    : [{id: w.slot}, {id: null}, {id: w.port}, "", "", "", "", "", "", "", "", "", `down: ${w.error || "?"}`]),
     (i) => view.workers[i].up ? (view.workers[i].alerts ? "hot" : "") : "down");
   fill("top", view.top.map((row) => [row.queue, row.actor, {id: row.worker}]),
     (i) => view.top[i].queue >= high ? "hot" : "");

@@ -75,6 +75,10 @@ async def test_two_workers_chat_as_one_node(tmp_path):
             assert receipts == {f"m{i}-{j}" for j in range(len(USERS)) if i != j}
         status = await asyncio.to_thread(worker_status, log_path.read_text())
         assert all(w["mesh"]["received_items"] > 0 for w in status), [w["mesh"] for w in status]
+        with urllib.request.urlopen(f"http://127.0.0.1:{status[0]['http_port']}/metrics",
+                                    timeout=5) as r:
+            metrics = r.read().decode()
+        assert re.search(r"^switchboard_mesh_received_items_total [1-9]", metrics, re.M), metrics
         # Step 3: presence and typing cross too: user 0 watches everyone.
         watcher = clients[0]
         watcher.send(wire.Subscribe(tuple(USERS[1:]), ref=watcher.ref()))
@@ -184,7 +188,11 @@ async def test_a_killed_directory_is_restarted_and_rebuilt_from_the_workers(tmp_
         for j, client in enumerate(clients):
             got = set()
             while len(got) < len(clients) - 1:
-                got.add((await next_of(client, wire.Message)).id)
+                try:
+                    got.add((await next_of(client, wire.Message)).id)
+                except asyncio.TimeoutError:
+                    raise AssertionError(f"user {j} got only {sorted(got)}\n"
+                                         + log_path.read_text()[-6000:]) from None
             assert got == {f"d{i}x{j}" for i in range(len(clients)) if i != j}
         assert "did not answer" not in log_path.read_text()
         assert "no answer from the session directory" not in log_path.read_text()
