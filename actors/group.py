@@ -173,8 +173,12 @@ class Group(Actor):
         self._start_idle()
 
     def terminate(self, reason: Any) -> None:
-        """Answer what was taken but not stored: the client resends it."""
+        """Answer what was taken or queued but not stored (a crash drops the
+        mailbox): the client resends it, and the store deduplicates."""
         taken = [r for batch in self.in_flight for r in batch] + self.batch
+        taken += [m for m in self.ref.queued() if type(m) is GroupRequest]
+        for key, waiting in self.pending.items():   # resends parked behind a first send
+            taken += waiting[1:]
         for request in taken:
             command = request.command
             _answer(command, Rejected(command.ref, INTERNAL, "group restarted; resend"))

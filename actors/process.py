@@ -117,6 +117,13 @@ class ActorRef:
         queue = self._queue
         return 0 if queue is None else len(queue)
 
+    def queued(self) -> tuple:
+        """The messages waiting in the mailbox (a copy), e.g. for a
+        ``terminate`` that answers the requests it will never handle:
+        whatever is queued when an actor exits is dropped."""
+        queue = self._queue
+        return () if queue is None else tuple(queue)
+
     @property
     def exit_reason(self) -> Any:
         return self._exit_reason

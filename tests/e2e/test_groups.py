@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 import pytest
 
 from actors.group import group_of
+from actors.messages import GroupRequest, Rejected, SendGroup
 from tests.conftest import wait_for
 from tests.e2e.conftest import login, register
 from transport import wire
@@ -19,6 +21,16 @@ pytestmark = pytest.mark.timeout(30)
 E, K = wire.ErrorCode, wire.GroupEventKind
 ALICE, BOB, CAROL, DAVE = "+15550000061", "+15550000062", "+15550000063", "+15550000064"
 GID = f"{ALICE}/team"
+
+
+class Port:
+    """A stand-in connection that records what it is sent."""
+
+    def __init__(self):
+        self.events = []
+
+    def push(self, event) -> None:
+        self.events.append(event)
 
 
 async def ask(client, frame: wire.Frame) -> wire.Frame:
@@ -179,13 +191,30 @@ async def test_group_actor_crash_mid_fan_out_loses_nothing_acked(node):
     alice, bob = await users(node, ALICE, BOB)
     assert isinstance(await ask(alice, wire.GroupCreate("team", "Team", (BOB,))), wire.Ack)
     first = await wait_for(lambda: group_of(node.system, GID))
-    # Step 1: alice pipelines 60 sends; the group actor is crashed mid-way.
+    # Step 1: 20 sends are acked; then the LMDB writer is held on a real op
+    # while 180 more are pipelined, so the group actor has batches in the
+    # writer (to be committed, never acked by it) when it is crashed.
     refs = {alice.send(wire.GroupSend(f"m{i}", GID, b"%d" % i, ref=alice.ref())): f"m{i}"
-            for i in range(60)}
-    first.exit(RuntimeError("injected crash"))
-    # Step 2: what was not acked (answered INTERNAL: "resend") is resent, same id.
+            for i in range(20)}
     acked: set[str] = set()
-    while len(acked) < 60:
+    while len(acked) < 20:
+        frame, _ = await alice.recv_until(lambda f: isinstance(f, wire.Ack) and f.ref in refs)
+        acked.add(refs.pop(frame.ref))
+    release = threading.Event()
+    held = node.system.env["mailbox"].store.submit(lambda txn: release.wait(10))
+    refs.update({alice.send(wire.GroupSend(f"m{i}", GID, b"%d" % i, ref=alice.ref())): f"m{i}"
+                 for i in range(20, 200)})
+    await wait_for(lambda: sum(map(len, first._actor.in_flight)) == 180)
+    port = Port()                           # and one request still in its mailbox
+    first.cast(GroupRequest(ALICE, SendGroup(999, "queued", GID, b"q", port)))
+    first.exit(RuntimeError("injected crash"))
+    await first.join()
+    assert [(type(e), e.ref, e.reason) for e in port.events] == [(Rejected, 999, "internal")]
+    release.set()
+    await held
+    # Step 2: what was not acked (answered INTERNAL: "resend") is resent, same id.
+    internal = 0
+    while len(acked) < 200:
         frame, _ = await alice.recv_until(
             lambda f: isinstance(f, (wire.Ack, wire.Error)) and f.ref in refs, timeout=5)
         mid = refs.pop(frame.ref)
@@ -193,9 +222,12 @@ async def test_group_actor_crash_mid_fan_out_loses_nothing_acked(node):
             acked.add(mid)
         else:
             assert frame.code == E.INTERNAL, frame
+            internal += 1
             refs[alice.send(wire.GroupSend(mid, GID, mid[1:].encode(), ref=alice.ref()))] = mid
     second = await wait_for(lambda: (g := group_of(node.system, GID)) and g is not first and g)
     assert isinstance(first.exit_reason, RuntimeError) and second.is_alive
+    assert internal == 180                  # every send the crash caught: answered, resent
+    assert node.system.env["mailbox"].inbox_meta(BOB).messages == 200   # stored once each
     # Step 3: bob gets every message exactly once per id (one more send
     # nudges him past anything a dead incarnation stored without nudging).
     assert isinstance(await ask(alice, wire.GroupSend("last", GID, b"last")), wire.Ack)
@@ -205,7 +237,7 @@ async def test_group_actor_crash_mid_fan_out_loses_nothing_acked(node):
         if message.id not in seen:
             seen.append(message.id)
         bob.send(wire.Received((message.seq,), ref=bob.ref()))
-    assert set(seen) == acked | {"last"} and len(seen) == 61
+    assert set(seen) == acked | {"last"} and len(seen) == 201
     await alice.close()
     await bob.close()
 
