@@ -26,9 +26,12 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # Singletons whose loss costs more than their queue: supervisors (their
 # children would go down with them), the monitor and listeners, the tables
-# every session uses. A kind not listed here may be killed.
+# every session uses. Group actors too: their mailbox refuses past its bound
+# (``overflow = "reject"``), so it cannot grow without limit, and a KILL skips
+# the ``terminate`` that tells their members' clients to resend. A kind not
+# listed here may be killed.
 PROTECTED_KINDS = ("Supervisor", "QueueMonitor", "HttpListener", "Listener",
-                   "SessionRegistry", "PresenceHub", "Registrar")
+                   "SessionRegistry", "PresenceHub", "Registrar", "Group")
 
 
 def rss_bytes(statm: str = "/proc/self/statm") -> int:
