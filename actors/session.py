@@ -33,7 +33,10 @@ Messages: ``Attach``, ``Detach``, ``SendMessage``, ``AckInbox``, ``MarkRead``,
 ``PresenceChanged``, ``TypingChanged``, ``SubmitBatch``, ``BatchStored``,
 ``FlushInbox``, ``ResumePushes``, ``LingerExpired``; the key directory's (``PublishKeys``,
 ``FetchKeys``, ``CountKeys``, ``KeysStored``, ``RefuseRequest``) are handled
-by the ``actors.key_directory.KeyDirectory`` mixin.
+by the ``actors.key_directory.KeyDirectory`` mixin. Group commands
+(``GroupCommand``: create, add, remove, leave, admin, rename, send) are
+forwarded to the group's actor (``actors.group.forward``); ``GetGroups`` is
+answered here, from LMDB.
 """
 
 from __future__ import annotations
