@@ -39,7 +39,9 @@ from actors.messages import ResumePushes
 from actors.rate_limit import TokenBuckets
 from transport import wire
 
-__all__ = ["FlowConfig", "Limits", "FlowControl", "retry_ms"]
+__all__ = ["FlowConfig", "Limits", "FlowControl", "SENDS", "retry_ms"]
+
+SENDS = (wire.Send, wire.GroupSend)     # share one id space, one budget and one gate
 
 
 @dataclass(frozen=True)
@@ -201,12 +203,13 @@ class FlowControl:
         self.tokens = tokens - 1.0
         return 0.0
 
-    def admit_send(self, frame: wire.Send) -> bool:
+    def admit_send(self, frame: wire.Send | wire.GroupSend) -> bool:
         gate = self.send_gate
         if gate is not None and frame.id != gate:
             self.refuse(frame, 0.001, f"send {gate} again first (it was refused for rate)")
             return False
-        wait, why = self.limits.admit_send(self.user, frame.to)
+        to = frame.to if type(frame) is wire.Send else frame.group     # a group is one recipient
+        wait, why = self.limits.admit_send(self.user, to)
         if wait:
             self.refuse(frame, wait, why)
             return False
@@ -215,7 +218,7 @@ class FlowControl:
 
     def refuse(self, frame: wire.Frame, wait: float, why: str) -> None:
         """ERROR RATE_LIMITED: the frame had no effect; try again in ``wait`` s."""
-        if type(frame) is wire.Send and self.send_gate is None and self.state == "logged_in":
+        if type(frame) in SENDS and self.send_gate is None and self.state == "logged_in":
             self.send_gate = frame.id
         self.send(wire.Error(wire.ErrorCode.RATE_LIMITED, f"{why}; retry in {wait:.3f} s"[:256],
                              retry_ms(wait), ref=frame.ref))

@@ -260,3 +260,16 @@ def test_every_answer_event_frees_its_window_slot():
                and {"ref"} <= {f.name for f in dataclasses.fields(cls)}
                and "client" not in {f.name for f in dataclasses.fields(cls)}}
     assert answers and answers <= ANSWERS, answers - ANSWERS
+
+
+@pytest.mark.node_config(pair_rate=10, pair_burst=3)
+async def test_group_sends_share_the_send_budget(node):
+    accounts = [await register(node, who) for who in (ALICE, BOB)]
+    alice = await login(node, accounts[0])
+    create = await alice.answer(alice.send(wire.GroupCreate("team", "Team", (BOB,), ref=alice.ref())))
+    assert isinstance(create, wire.Ack), create
+    replies = [await alice.answer(alice.send(wire.GroupSend(f"g{i}", create.value, b"", ref=alice.ref())))
+               for i in range(4)]
+    assert [type(r) for r in replies] == [wire.Ack] * 3 + [wire.Error]
+    assert replies[3].code == E.RATE_LIMITED and replies[3].retry_after
+    await alice.close()
