@@ -9,7 +9,9 @@ size; the server fans the ciphertext out.
   has not had this device's current sender key gets its distribution
   message, over the 1:1 session (``SenderKeyMessage`` envelope, which
   authenticates it), and the group send waits until those are committed,
-  so each member's inbox holds the key before the message.
+  so each member's inbox holds the key before the message. A member with
+  no published keys (NO_KEYS) is skipped and logged, and tried again at the
+  next send: it gets the message but cannot read it.
 - ``seal`` / ``open``: ``GroupCipher.encrypt`` / ``decrypt``; a message that
   does not decrypt opens to None (an ``Undecryptable`` event, acknowledged).
 - ``process(sender, distribution)``: a sender key received over 1:1.
@@ -31,7 +33,9 @@ import asyncio
 import logging
 from typing import Any, Iterable
 
+from transport import wire
 from transport.e2e import E2EError, SenderKey, SenderKeyMessage
+from client.errors import ServerError
 from client.groups import GroupCodec
 
 __all__ = ["SenderKeyCodec"]
@@ -57,10 +61,16 @@ class SenderKeyCodec(GroupCodec):
             self.store.save_group(group)
             holders = self.holders.setdefault(group, set())
             missing = [m for m in info.members if m != client.user and m not in holders]
-            if missing:
-                await asyncio.gather(*(client._send_sealed(m, SenderKeyMessage(distribution), (), None)
-                                       for m in missing))
-                holders.update(missing)
+            results = await asyncio.gather(
+                *(client._send_sealed(m, SenderKeyMessage(distribution), (), None) for m in missing),
+                return_exceptions=True)
+            for member, result in zip(missing, results):
+                if isinstance(result, ServerError) and result.code is wire.ErrorCode.NO_KEYS:
+                    log.warning("group %s: %s has no keys; it cannot read this message", group, member)
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    holders.add(member)
 
     def seal(self, group: str, body: bytes) -> bytes:
         ciphertext = self.store.group(group).encrypt(body)
