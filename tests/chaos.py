@@ -39,7 +39,8 @@ class ChaosResult:
     verdict: Verdict
     kills: int = 0
     restart_ms: list[float] = field(default_factory=list)    # kill -> new incarnation
-    slow_restarts: int = 0                                    # over 1 s
+    slow_restarts: int = 0                                    # over restart_limit
+    restart_limit: float = 1.0                                # seconds
     root_alive: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -51,7 +52,7 @@ class ChaosResult:
         restarts = (f", restart p50 {sorted(self.restart_ms)[len(self.restart_ms) // 2]:.1f} ms"
                     f" max {max(self.restart_ms):.1f} ms" if self.restart_ms else "")
         return (f"{self.scenario} seed {self.seed}: {self.verdict.summary()}; "
-                f"{self.kills} kills{restarts}, {self.slow_restarts} over 1 s, "
+                f"{self.kills} kills{restarts}, {self.slow_restarts} over {self.restart_limit:g} s, "
                 f"root {'up' if self.root_alive else 'DOWN'}")
 
 

@@ -46,6 +46,7 @@ async def worker_kill(tmp_path: Any, seed: int = 1, kills: int = 2,
                     result.notes.append(f"kill {kill}: no worker listening")
                     result.slow_restarts += 1
                     continue
+                result.restart_limit = WORKER_RESTART_LIMIT
                 os.kill(victim, signal.SIGKILL)
                 killed = time.monotonic()
                 result.kills += 1
