@@ -74,12 +74,14 @@ class GroupCommands:
             self.spawn(self.request(self.client.leave_group(group)))
         return True
 
+    @property
     def group_names(self) -> dict[str, str]:
-        names = self.__dict__.setdefault("_group_names", {})
-        return names
+        """Group id -> name, as last seen (made on first use, so the host's
+        ``__init__`` stays the 1:1 chat's)."""
+        return self.__dict__.setdefault("_group_names", {})
 
     def label(self, group: str) -> str:
-        return self.group_names().get(group, group)
+        return self.group_names.get(group, group)
 
     # -- commands ------------------------------------------------------------------------
     def open_group(self, group: str) -> None:
@@ -98,7 +100,7 @@ class GroupCommands:
         except Exception as error:          # noqa: BLE001 - reported, never fatal to the chat
             self.out(f"-- {error}")
             return
-        self.group_names()[group] = name
+        self.group_names[group] = name
         self.peer = group
         self.out(f"-- created {name} ({group}); chatting in it")
 
@@ -111,7 +113,7 @@ class GroupCommands:
         if not infos:
             self.out("-- you are in no group (/newgroup KEY NAME +N ... creates one)")
         for info in infos:
-            self.group_names()[info.group] = info.name
+            self.group_names[info.group] = info.name
             self.out(f"-- {info.name}: {info.group} ({len(info.members)} members)")
 
     async def show_members(self, group: str) -> None:
@@ -120,7 +122,7 @@ class GroupCommands:
         except Exception as error:          # noqa: BLE001
             self.out(f"-- {error}")
             return
-        self.group_names()[group] = info.name
+        self.group_names[group] = info.name
         who = ", ".join(m + (" (admin)" if m in info.admins else "") for m in info.members)
         self.out(f"-- {info.name}: {who}")
 
@@ -142,7 +144,7 @@ class GroupCommands:
             self.member_ticks(event.id)
         elif kind is GroupEvent:
             if event.name:
-                self.group_names()[event.group] = event.name
+                self.group_names[event.group] = event.name
             if event.event == "missed":
                 self.out(f"-- {event.name}: {event.count} message(s) did not reach you "
                          "(your inbox was full)")
