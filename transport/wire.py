@@ -333,7 +333,8 @@ ErrCode = Annotated[ErrorCode, _enum(ErrorCode)]
 Kind = Annotated[ReceiptKind, _enum(ReceiptKind)]
 ErrorText = Annotated[str, _text(256)]
 MaybeMillis = Annotated[int | None, _optional(Millis.__metadata__[0])]
-MAX_GROUP = 2048               # members a GROUP_STATE can list (the server's group_cap is <= this)
+MAX_GROUP = 1536               # members a GROUP_STATE can list (the server's group_cap is <= this):
+                               # 1,536 members, all admins, with 16-char ids fit MAX_FRAME
 _group_id = _match(r"\+[1-9][0-9]{7,14}/[A-Za-z0-9_-]{1,32}", "a group id (creator/key)")
 GroupId = Annotated[str, _group_id]
 MaybeGroup = Annotated[str | None, _optional(_group_id)]

@@ -530,3 +530,12 @@ def test_only_the_two_codecs_import_msgpack():
                 for line in p.read_text(encoding="utf-8", errors="replace").splitlines())
     ]
     assert offenders == []
+
+
+def test_the_largest_group_state_fits_a_frame():
+    # every member of a group at the cap listed twice (all admins), longest ids and name
+    members = tuple(f"+1{i:014d}" for i in range(wire.MAX_GROUP))
+    frame = wire.GroupState("+123456789012345/" + "k" * 32, "n" * 100, "+123456789012345",
+                            members, members, 2**32 - 1)
+    assert len(encode(frame)) <= MAX_FRAME
+    assert decode_server_frame(encode(frame)) == frame
