@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,8 @@ class Connection(FlowControl, asyncio.Protocol):
         elif self.state == "hello":
             if isinstance(frame, _PRE_LOGIN):
                 self.chain(self.authenticate(frame))
+            elif isinstance(frame, wire.Ping):      # keeps a connection alive while a code is typed
+                self.send(wire.Ack(int(time.time() * 1000), ref=frame.ref))
             elif isinstance(frame, wire.Bye):
                 self.send(wire.Ack(ref=frame.ref))
                 self.close_after_flush()

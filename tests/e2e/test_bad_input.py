@@ -71,6 +71,17 @@ async def test_chat_frames_before_login_are_out_of_order(node):
     assert (await fatal(bad, E.OUT_OF_ORDER)).ref == 7
 
 
+async def test_ping_and_bye_are_allowed_before_login(node):
+    # docs/protocol.md: PING keeps a connection alive while the user types
+    # the one-time code; its ACK carries the server time.
+    client = await RawClient.connect(node)
+    await client.hello()
+    reply = await client.answer(client.send(wire.Ping(ref=client.ref())))
+    assert isinstance(reply, wire.Ack) and isinstance(reply.value, int) and reply.value > 0
+    assert isinstance(await client.answer(client.send(wire.Bye(ref=client.ref()))), wire.Ack)
+    assert await client.closed()
+
+
 async def test_login_twice_is_out_of_order(node):
     account = await register(node, ALICE)
     client = await login(node, account)
