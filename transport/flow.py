@@ -10,10 +10,11 @@ so that no client can take the worker down for the others.
 - **Output**: inbox pushes stop while the socket's write buffer is above
   ``push_high`` (asyncio's ``pause_writing``) and resume from the last item
   taken when it drains below ``push_low`` (``ResumePushes``): the inbox in
-  LMDB is the queue, not the process's memory. A client backed up for
-  ``slow_consumer_timeout`` seconds, or whose buffered output passes
-  ``max_output`` anyway (answers are never dropped), is closed with
-  SLOW_CONSUMER; its messages stay in its inbox until it reconnects.
+  LMDB is the queue, not the process's memory (typing events, being
+  ephemeral, are dropped meanwhile; answers and presence always go out). A
+  client backed up for ``slow_consumer_timeout`` seconds, or whose buffered
+  output passes ``max_output`` anyway, is closed with SLOW_CONSUMER; its
+  messages stay in its inbox until it reconnects.
 - **Rates** (token buckets, ``actors.rate_limit.TokenBuckets``): frames per
   connection, SENDs per user, SENDs per (sender, recipient). An over-rate
   frame gets ERROR RATE_LIMITED with ``retry_after`` (ms) and has no

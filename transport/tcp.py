@@ -36,7 +36,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.counters import counters_of
 from actors.exits import ActorError
-from actors.messages import Acked, KeysFetched, Rejected
+from actors.messages import Acked, KeysFetched, Rejected, TypingChanged
 from actors.registration import (
     REGISTRAR_NAME, BeginLogin, ConfirmCode, LoginFailed, Refused, RequestCode,
 )
@@ -332,13 +332,16 @@ class Connection(FlowControl, asyncio.Protocol):
     def push(self, event: Any) -> bool | None:
         kind = type(event)
         if kind in ANSWERS:
-            self.answered(event.ref)        # answers are never held back
-        elif self.backed_up_since is not None or self.write_paused or self.over_high():
-            if self.backed_up_since is None:
-                self.backed_up_since = self.loop.time()
-            return False                    # the session pushes it again after ResumePushes
-        elif kind is InboxItem:
-            self.pushed_seq = event.seq
+            self.answered(event.ref)        # answers (and all but the two below) go out
+        elif kind is InboxItem or kind is TypingChanged:
+            if self.backed_up_since is not None or self.write_paused or self.over_high():
+                if kind is TypingChanged:
+                    return None             # ephemeral: dropped
+                if self.backed_up_since is None:
+                    self.backed_up_since = self.loop.time()
+                return False                # the session pushes it again after ResumePushes
+            if kind is InboxItem:
+                self.pushed_seq = event.seq
         if self.closed:
             return None
         if not self.out:
