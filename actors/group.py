@@ -259,7 +259,7 @@ class Group(Actor):
         if msg.token != self.idle_token:
             return
         left = self.last_active + self.linger - time.monotonic()
-        if self.batch or self.in_flight or self.pending or left > 0:
+        if self.batch or self.in_flight or self.pending or self.ref.mailbox_len or left > 0:
             self._start_idle(max(left, 0.01))
         else:
             self.stop()
