@@ -14,8 +14,8 @@ create names the same group, adding a member twice changes nothing).
 
 Bodies stay opaque bytes here. ``GroupCodec`` is the one place a group
 message body is produced (``seal``, on send) and opened (``open``, on
-receive): group end-to-end encryption (sender keys, ``transport/e2e_group``)
-plugs in by giving the client another codec.
+receive): an end-to-end client plugs in the sender-keys codec
+(``client/group_e2e.py``); the base class passes bytes through.
 
 Events (inbox items, acknowledged with RECEIVED like 1:1 ones):
 
