@@ -109,7 +109,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_loses_nothing(node):
     await bob.close()
 
 
-@pytest.mark.node_config(slow_consumer_timeout=5.0)
+@pytest.mark.node_config(slow_consumer_timeout=20.0)
 async def test_a_briefly_slow_client_catches_up_without_a_disconnect(node):
     # Step 1: bob stops reading while alice sends 300 big messages.
     alice_acct, bob_acct = await register(node, ALICE), await register(node, BOB)
