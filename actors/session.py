@@ -201,12 +201,10 @@ class Session(KeyDirectory, Actor):
         self._queue(msg)
 
     def handle_ack_inbox(self, msg: AckInbox) -> None:
-        if not _orphaned(msg):
-            self._queue(msg)
+        self._queue(msg)            # even from a closed connection: RECEIVED then BYE means it
 
     def handle_mark_read(self, msg: MarkRead) -> None:
-        if not _orphaned(msg):
-            self._queue(msg)
+        self._queue(msg)
 
     def _queue(self, request: Any) -> None:
         if not self.submit_cast:
@@ -329,10 +327,13 @@ class Session(KeyDirectory, Actor):
 
 
 def _orphaned(request: Any) -> bool:
-    """The connection that sent ``request`` has closed: nobody can get the
-    answer, and a client resends what it still wants (SEND ids make that
-    safe). Skipping it keeps a client that pipelines requests and hangs up,
-    again and again, from piling work on the storage writer."""
+    """The connection that sent SEND ``request`` has closed: nobody can get
+    the ACK, and the client resends what it still has unacked (SEND ids make
+    that safe). Skipping it keeps a client that pipelines SENDs and hangs up,
+    again and again, from piling work on the storage writer. RECEIVED and
+    READ are not skipped: they are cheap, and a client that writes them and
+    then BYE (or just closes) meant them; dropping them would re-push what
+    it holds and withhold the sender's ticks."""
     return request.client is not None and request.client.closed is True
 
 

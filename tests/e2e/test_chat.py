@@ -63,3 +63,29 @@ async def test_resend_is_stored_and_delivered_once(node):
         await bob.recv(timeout=0.3)
     await alice.close()
     await bob.close()
+
+
+async def test_received_and_read_then_bye_still_count(node):
+    # Step 1: bob holds two messages and, in one write, acks them, reads
+    # them and says BYE: the server closes at once.
+    alice_acct, bob_acct = await register(node, ALICE), await register(node, BOB)
+    alice, bob = await login(node, alice_acct), await login(node, bob_acct)
+    for i in range(2):
+        assert isinstance(await alice.answer(alice.send(wire.Send(f"b{i}", BOB, b"x", ref=alice.ref()))), wire.Ack)
+    got = [(await bob.recv_until(lambda f: isinstance(f, wire.Message)))[0] for _ in range(2)]
+    bob.send_raw(wire.encode(wire.Received(tuple(m.seq for m in got), ref=bob.ref()))
+                 + wire.encode(wire.Read(ALICE, ("b0", "b1"), ref=bob.ref()))
+                 + wire.encode(wire.Bye(ref=bob.ref())))
+    assert await bob.closed()
+    # Step 2: alice gets both ticks for both, and bob's next login re-pushes nothing.
+    ticks = set()
+    while len(ticks) < 4:
+        receipt, _ = await alice.recv_until(lambda f: isinstance(f, wire.Receipt))
+        ticks.add((receipt.kind, receipt.id))
+    assert {i for _, i in ticks} == {"b0", "b1"}
+    bob = await login(node, bob_acct)
+    with pytest.raises(asyncio.TimeoutError):
+        frame = await bob.recv(timeout=0.5)
+        pytest.fail(f"re-pushed after RECEIVED + BYE: {frame}")
+    await alice.close()
+    await bob.close()
