@@ -124,6 +124,9 @@ class RouteBatch:
     source: str
     items: list = field(default_factory=list)
 
+    def __repr__(self) -> str:          # Thespian logs repr() of every message it moves
+        return f"RouteBatch({self.source}, {len(self.items)} items)"
+
 
 # -- the actor ------------------------------------------------------------------------
 
