@@ -5,14 +5,11 @@ and per-member receipts cross between the workers through the mesh."""
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
-from tests.cluster.test_worker_mesh import next_of, worker_status
-from tests.e2e.conftest import Node, login, register
-from tests.e2e.test_durability import FileCodes
-from tests.launched import _node_up, client_port, launched_node, wait_until
+from tests.cluster.mesh_node import mesh_node, next_of, spread
+from tests.e2e.conftest import login, register
 from transport import wire
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,16 +19,11 @@ GID = f"{USERS[0]}/crew"
 
 
 async def test_a_group_spread_over_two_workers(tmp_path):
-    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
-        _node_up(log_path, wait_until)
-        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
-        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
-                    None, str(tmp_path / "data"))
+    with mesh_node(tmp_path) as mesh:
+        node = mesh.node
         # Step 1: 8 members log in, spread over both workers by the kernel.
         clients = [await login(node, await register(node, phone)) for phone in USERS]
-        await asyncio.to_thread(
-            wait_until, lambda: (s := worker_status(log_path.read_text()))
-            and all(w["connections"] > 0 for w in s), 10)
+        await spread(mesh)
         creator = clients[0]
         reply = await creator.answer(creator.send(
             wire.GroupCreate("crew", "Crew", tuple(USERS[1:]), ref=creator.ref())))

@@ -6,7 +6,6 @@ messages, receipts, presence, typing, and the one-session-per-user rule."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -15,9 +14,9 @@ import urllib.request
 import pytest
 
 from supervisor.launcher import process_tree
-from tests.e2e.conftest import Node, RawClient, login, register
-from tests.e2e.test_durability import FileCodes
-from tests.launched import _node_up, client_port, launched_node, wait_until
+from tests.cluster.mesh_node import mesh_node, next_of, spread, worker_status
+from tests.e2e.conftest import login, register
+from tests.launched import wait_until
 from transport import wire
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,34 +24,14 @@ pytestmark = pytest.mark.timeout(120)
 USERS = [f"+1555000{i:04d}" for i in range(12)]
 
 
-def worker_status(log_text: str) -> list[dict]:
-    ports = re.search(r"worker HTTP ports ([\d ]+)", log_text).group(1).split()
-    out = []
-    for port in ports:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
-            out.append(json.load(r))
-    return out
-
-
-async def next_of(client: RawClient, kind: type, timeout: float = 5.0):
-    frame, _ = await client.recv_until(lambda f: isinstance(f, kind), timeout)
-    return frame
-
-
 async def test_two_workers_chat_as_one_node(tmp_path):
-    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
-        _node_up(log_path, wait_until)
-        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
-        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
-                    None, str(tmp_path / "data"))
+    with mesh_node(tmp_path) as mesh:
+        node, log_path = mesh.node, mesh.log_path
         # Step 1: 12 users log in; the kernel spreads their connections over
         # both workers (all on one would have probability 2 * 2^-12).
         accounts = [await register(node, phone) for phone in USERS]
         clients = [await login(node, a) for a in accounts]
-        spread = await asyncio.to_thread(
-            wait_until, lambda: (s := worker_status(log_path.read_text()))
-            and all(w["connections"] > 0 for w in s) and s, 10)
-        assert sum(w["connections"] for w in spread) == len(USERS)
+        assert sum(w["connections"] for w in await spread(mesh)) == len(USERS)
         # Step 2: every user sends to every other one once (132 messages):
         # each is pushed live, wherever the recipient is, and its delivered
         # receipt reaches the sender.
@@ -117,15 +96,11 @@ async def test_two_workers_chat_as_one_node(tmp_path):
 
 
 async def test_a_killed_worker_leaves_the_mesh_and_its_users_come_back(tmp_path):
-    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
-        pids = _node_up(log_path, wait_until)
-        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
-        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
-                    None, str(tmp_path / "data"))
+    with mesh_node(tmp_path) as mesh:
+        node, log_path, pids = mesh.node, mesh.log_path, mesh.workers
         accounts = [await register(node, phone) for phone in USERS[:8]]
         clients = [await login(node, a) for a in accounts]
-        await asyncio.to_thread(wait_until, lambda: all(
-            w["connections"] > 0 for w in worker_status(log_path.read_text())), 10)
+        await spread(mesh)
         # Step 1: worker 0 is SIGKILLed. Its clients lose their connections;
         # the others stay connected and are still served.
         os.kill(pids[0], signal.SIGKILL)
@@ -157,11 +132,8 @@ async def test_a_killed_worker_leaves_the_mesh_and_its_users_come_back(tmp_path)
 
 
 async def test_a_killed_directory_is_restarted_and_rebuilt_from_the_workers(tmp_path):
-    with launched_node(tmp_path, 2) as (launcher, log_path, tag):
-        workers = _node_up(log_path, wait_until)
-        wait_until(lambda: log_path.read_text().count("joined the mesh: peers") >= 2, 15)
-        node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
-                    None, str(tmp_path / "data"))
+    with mesh_node(tmp_path) as mesh:
+        node, log_path, workers = mesh.node, mesh.log_path, mesh.workers
         accounts = [await register(node, phone) for phone in USERS[:6]]
         clients = [await login(node, a) for a in accounts]
         # Step 1: SIGKILL the directory: the node supervisor's one child that
