@@ -37,11 +37,12 @@ import time
 from typing import Any
 
 from actors.actor import Actor
+from actors.drain_batch import DrainBatch
 from actors.exits import MailboxFull
 from actors.messages import (
     GROUP_FULL, INTERNAL, INVALID, NOT_ADMIN, NOT_MEMBER, UNKNOWN_GROUP, UNKNOWN_USER, Acked,
     AddMembers, BatchStored, CreateGroup, GetGroups, GroupIdle, GroupRequest, InboxAppended,
-    LeaveGroup, Rejected, RemoveMembers, RenameGroup, SendGroup, SetAdmin, SubmitBatch,
+    LeaveGroup, Rejected, RemoveMembers, RenameGroup, SendGroup, SetAdmin,
 )
 from actors.router import route
 from storage import (DuplicateId, GroupFull, InboxItem, InvalidArgument, NotAdmin, NotMember,
@@ -54,8 +55,6 @@ __all__ = ["Group", "GROUPS_SUP_NAME", "group_of", "forward", "group_info"]
 log = logging.getLogger("switchboard.group")
 
 GROUPS_SUP_NAME = "groups"
-BATCH_MAX = 128                 # requests per storage op, as for a session
-_SUBMIT = SubmitBatch()
 _ANY_NEW = 2**63 - 1            # an InboxAppended seq that makes a session read its inbox
 
 _OPS = {   # command -> storage request (the user is filled in)
@@ -148,7 +147,7 @@ def group_info(mail: Any, user: str, request: GetGroups) -> list[Any]:
 
 
 # -- the actor ----------------------------------------------------------------------------
-class Group(Actor):
+class Group(DrainBatch, Actor):
     mailbox_size = 10_000
     overflow = "reject"       # a flooded group refuses (INTERNAL: resend) and carries on
 
@@ -156,9 +155,8 @@ class Group(Actor):
         self.id = group
         self.record = None                      # the committed record (None: not created yet)
         self.pending: dict[tuple[str, str], list[GroupRequest]] = {}  # (sender, id) -> sends
-        self.batch: list[GroupRequest] = []     # queued for the next storage op
+        self.init_batch()                       # requests queued for the next storage op
         self.in_flight: list[tuple] = []        # batches submitted, not yet stored
-        self.submit_cast = False
         self.idle_token = 0
 
     def init(self) -> None:
@@ -193,16 +191,7 @@ class Group(Actor):
                 waiting.append(msg)
                 return
             self.pending[key] = [msg]
-        if not self.submit_cast:
-            self.submit_cast = True
-            self.ref.cast(_SUBMIT)              # behind everything already queued
-        self.batch.append(msg)
-        if len(self.batch) >= BATCH_MAX:
-            self._submit()
-
-    def handle_submit_batch(self, msg: SubmitBatch) -> None:
-        self.submit_cast = False
-        self._submit()
+        self._queue(msg)
 
     def _submit(self) -> None:
         requests, self.batch = tuple(self.batch), []

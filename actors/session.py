@@ -47,13 +47,13 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.counters import counters_of
+from actors.drain_batch import DrainBatch
 from actors.group import forward as forward_to_group, group_info
 from actors.key_directory import KeyDirectory
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
     BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired, MarkRead,
-    PresenceChanged, Rejected, ResumePushes, SendMessage, SetTyping, Subscribe, SubmitBatch,
-    TypingChanged,
+    PresenceChanged, Rejected, ResumePushes, SendMessage, SetTyping, Subscribe, TypingChanged,
 )
 from actors.messages import GetGroups, GroupCommand
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
@@ -67,8 +67,6 @@ __all__ = ["Session", "PAGE"]
 log = logging.getLogger("switchboard.session")
 
 PAGE = 256                    # inbox items pushed per turn before yielding
-BATCH_MAX = 128               # requests per storage op; more are split into several
-_SUBMIT = SubmitBatch()       # immutable: one instance serves every cast
 LAST_SEEN_EVERY_MS = 60_000   # while online, heartbeats refresh last seen this often
 
 
@@ -76,7 +74,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Session(KeyDirectory, Actor):
+class Session(KeyDirectory, DrainBatch, Actor):
     mailbox_size = 10_000
     overflow = "crash"        # state is in LMDB: a flooded session restarts, loses nothing
 
@@ -85,8 +83,7 @@ class Session(KeyDirectory, Actor):
         self.client: Any = None
         self.pushed_upto = 0                    # highest inbox seq pushed to this client
         self.pending: dict[str, list[Any]] = {} # message id -> requests waiting for its commit
-        self.batch: list[Any] = []              # requests queued for the next storage op
-        self.submit_cast = False                # a SubmitBatch is in the mailbox
+        self.init_batch()                       # requests queued for the next storage op
         self.linger_token = 0
         self.last_seen_written = 0
 
@@ -205,18 +202,6 @@ class Session(KeyDirectory, Actor):
 
     def handle_mark_read(self, msg: MarkRead) -> None:
         self._queue(msg)
-
-    def _queue(self, request: Any) -> None:
-        if not self.submit_cast:
-            self.submit_cast = True
-            self.ref.cast(_SUBMIT)              # behind everything already queued
-        self.batch.append(request)
-        if len(self.batch) >= BATCH_MAX:
-            self._submit()
-
-    def handle_submit_batch(self, msg: SubmitBatch) -> None:
-        self.submit_cast = False
-        self._submit()
 
     def _submit(self) -> None:
         requests, self.batch = tuple(self.batch), []

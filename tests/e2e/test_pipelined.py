@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.session import BATCH_MAX
+from actors.drain_batch import DrainBatch
 from tests.e2e.conftest import login, register
 from transport import wire
 
@@ -39,7 +39,7 @@ async def test_a_pipelined_burst_shares_storage_ops_and_keeps_order(node):
     assert acks[dup_ref] == acks[first_m5]
     # Fewer storage ops than messages: the session grouped them (at most BATCH_MAX each).
     ops = store.stats().ops - ops_before
-    assert n // BATCH_MAX <= ops < n, ops
+    assert n // DrainBatch.BATCH_MAX <= ops < n, ops
     # Step 4: bob gets each message once, in send order, with increasing seqs.
     got = []
     while len(got) < n:
