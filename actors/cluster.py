@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 from typing import Any
 
 from actors.presence import PRESENCE_NAME, PeerGone
@@ -58,6 +59,7 @@ class Cluster:
         self.claims: list[str] = []
         self.waiting: dict[int, list[asyncio.Future]] = {}
         self.claimed: dict[int, tuple[str, ...]] = {}   # token -> users claimed
+        self.rejoining: list[asyncio.Future] = []        # claims to answer on MeshView
         self.releases: list[str] = []
         self.tokens = itertools.count(1)
         self.flush_scheduled = False
@@ -67,7 +69,8 @@ class Cluster:
         """Serve the bridge on this loop and join the mesh."""
         self.system = system
         self.bridge.serve(asyncio.get_running_loop(), self.deliver)
-        self.bridge.post(self.directory, JoinMesh(self.me, self.bridge.address, local_users))
+        self.bridge.post(self.directory, JoinMesh(self.me, self.bridge.address, local_users,
+                                                  os.getpid()))
 
     # -- outbound ---------------------------------------------------------------------
     def route(self, user: str, msg: Any) -> bool:
@@ -155,6 +158,10 @@ class Cluster:
     def _on_MeshView(self, msg: MeshView) -> None:
         self.peers = {w: a for w, a in msg.peers.items() if w != self.me}
         self.owners = {u: w for u, w in msg.owners.items() if w != self.me}
+        for future in self.rejoining:
+            if not future.done():
+                future.set_result(None)
+        self.rejoining.clear()
         log.info("%s joined the mesh: peers %s", self.me, sorted(self.peers))
 
     def _on_PeerUp(self, msg: PeerUp) -> None:
@@ -190,6 +197,12 @@ class Cluster:
             registry.cast(EvictUsers(msg.users))
 
     def _on_DirectoryMoved(self, msg: DirectoryMoved) -> None:
+        """Join the new directory with every user held here, and those whose
+        claims the old one took with it (answered when the new one has them)."""
         self.directory = msg.address
-        self.bridge.post(msg.address, JoinMesh(self.me, self.bridge.address,
-                                               tuple(clients_of(self.system))))
+        users = set(clients_of(self.system))
+        for token in [t for t in self.waiting if t != 0]:   # 0: not flushed yet
+            users.update(self.claimed.pop(token, ()))
+            self.rejoining.extend(self.waiting.pop(token))
+        self.bridge.post(msg.address, JoinMesh(self.me, self.bridge.address, tuple(users),
+                                               os.getpid()))

@@ -15,8 +15,10 @@ decides who owns a user, so only one session per user lives on the node:
   ``Claimed(token)`` once recorded; peers get ``OwnersChanged``.
 - ``Releases(worker, users)``: users left ``worker`` (ignored for a user
   someone else has claimed since). Peers get ``OwnersChanged``.
-- ``WorkerDown(worker)`` (from the node supervisor): its users are gone;
-  peers get ``PeerDown``.
+- ``WorkerDown(worker, pid)`` (from the node supervisor): its users are
+  gone; peers get ``PeerDown``. Ignored when ``pid`` is not the process that
+  joined: the restarted worker may have joined before the news of its
+  predecessor's death arrived.
 
 Every message is a batch: a worker sends one ``Claims`` per flush of its
 logins, and the directory answers each with one message per peer, because a
@@ -57,6 +59,7 @@ class JoinMesh:
     worker: str
     address: Any
     users: tuple[str, ...] = ()
+    pid: int | None = None    # the worker's process: tells its incarnations apart
 
 
 @dataclass
@@ -109,6 +112,7 @@ class Evict:
 @dataclass
 class WorkerDown:
     worker: str
+    pid: int | None = None    # the process that died (None: unknown, drop whatever joined)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Directory(ActorTypeDispatcher):
         self.peers: dict[str, Any] = {}
         self.owners: dict[str, str] = {}
         self.held: dict[str, set[str]] = {}       # worker -> users it owns
+        self.pids: dict[str, int | None] = {}     # worker -> the process that joined
         self.ppid = os.getppid()
 
     def receiveMsg_StartDirectory(self, msg: "StartDirectory", sender) -> None:
@@ -145,6 +150,7 @@ class Directory(ActorTypeDispatcher):
         if msg.worker in self.peers:
             self._drop_worker(msg.worker, announce=False)
         self.peers[msg.worker] = msg.address
+        self.pids[msg.worker] = msg.pid
         self.held[msg.worker] = set()
         changed = self._claim(msg.worker, msg.users)
         self.send(msg.address, MeshView(dict(self.peers), dict(self.owners)))
@@ -173,7 +179,8 @@ class Directory(ActorTypeDispatcher):
         self._announce(changed, skip=msg.worker)
 
     def receiveMsg_WorkerDown(self, msg: WorkerDown, sender) -> None:
-        if msg.worker in self.peers:
+        joined = self.pids.get(msg.worker)
+        if msg.worker in self.peers and (msg.pid is None or joined in (None, msg.pid)):
             self._drop_worker(msg.worker, announce=True)
             _log().info("worker %s left the mesh; %d workers", msg.worker, len(self.peers))
 
@@ -215,6 +222,7 @@ class Directory(ActorTypeDispatcher):
             if self.owners.get(user) == worker:
                 del self.owners[user]
         self.peers.pop(worker, None)
+        self.pids.pop(worker, None)
         if announce:
             for address in self.peers.values():
                 self.send(address, PeerDown(worker))

@@ -357,7 +357,8 @@ class NodeSupervisor(ActorTypeDispatcher):
         worker, self._slots[slot] = self._slots[slot], None
         if self._directory is not None:
             self.send(self._directory,
-                      WorkerDown(f"{self._config.get('node_name', 'node')}/{slot}"))
+                      WorkerDown(f"{self._config.get('node_name', 'node')}/{slot}",
+                                 worker.pid if worker is not None else None))
         if self._starting == slot:
             self._starting = None
         if self._phase in ("stopping", "escalating", "owner_gone"):

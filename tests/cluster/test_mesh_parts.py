@@ -7,10 +7,11 @@ import asyncio
 import pickle
 import threading
 
+from actors.cluster import Cluster
 from actors.messages import InboxAppended, TypingChanged
 from storage.records import GroupEvent, InboxItem, KeyNotice, Message, Receipt
 from supervisor.bridge import Bridge
-from supervisor.directory import RouteBatch
+from supervisor.directory import Claimed, Claims, DirectoryMoved, JoinMesh, MeshView, RouteBatch
 
 
 def test_a_batch_survives_pickling_and_reprs_cheaply():
@@ -55,3 +56,49 @@ async def test_the_bridge_wakes_thespian_once_per_burst_and_delivers_on_the_loop
     finally:
         bridge.close()
     assert not bridge.deliver("late")
+
+
+class RecordingBridge:
+    """The bridge's asyncio-side surface, recording what the Cluster posts."""
+
+    address = "me-addr"
+
+    def __init__(self):
+        self.posted = []
+
+    def serve(self, loop, handler):
+        self.handler = handler
+
+    def post(self, address, message):
+        self.posted.append((address, message))
+
+
+class NoSystem:
+    env: dict = {}
+
+    def whereis(self, name):
+        return None
+
+
+async def test_claims_lost_with_the_old_directory_are_made_again_to_the_new_one():
+    bridge = RecordingBridge()
+    cluster = Cluster("node/0", bridge, "old-dir")
+    cluster.start(NoSystem())
+    # Step 1: a claim is flushed to the old directory, which dies unanswered.
+    claim = cluster.claim("+1")
+    cluster.flush()
+    assert isinstance(bridge.posted[-1][1], Claims) and bridge.posted[-1][0] == "old-dir"
+    # Step 2: another claim is queued, not yet flushed; then the directory moves.
+    later = cluster.claim("+2")
+    cluster.deliver(DirectoryMoved("new-dir"))
+    address, join = bridge.posted[-1]
+    assert address == "new-dir" and isinstance(join, JoinMesh) and "+1" in join.users
+    # Step 3: the new directory's view answers the lost claim; the queued one
+    # goes to the new directory with the next flush and is answered there.
+    cluster.deliver(MeshView({"node/0": "me-addr"}, {"+1": "node/0"}))
+    assert claim.done() and not later.done()
+    cluster.flush()
+    address, claims = bridge.posted[-1]
+    assert address == "new-dir" and claims.users == ("+2",)
+    cluster.deliver(Claimed(claims.token))
+    assert later.done()
