@@ -136,6 +136,9 @@ class FlowControl:
                     self.transport.pause_reading()
                 return
             self.dispatch(held.popleft())
+        if self.closed:
+            held.clear()                    # a fatal frame ended it: the rest is not handled
+            return
         if self.held_error is not None:
             error, self.held_error = self.held_error, None
             self.fail(error.ref, error.code, error.message)

@@ -157,6 +157,9 @@ class Connection(FlowControl, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_heard = self.loop.time()
         self.counters.bytes_in += len(data)
+        if self.closed:                     # lingering: what still arrives is discarded
+            self.held.clear()
+            return
         try:
             frames = self.decoder.feed(data)
         except wire.FrameError as error:

@@ -273,3 +273,30 @@ async def test_group_sends_share_the_send_budget(node):
     assert [type(r) for r in replies] == [wire.Ack] * 3 + [wire.Error]
     assert replies[3].code == E.RATE_LIMITED and replies[3].retry_after
     await alice.close()
+
+
+async def test_a_closed_connection_discards_what_still_arrives(node):
+    # Step 1: a client's first frame is fatal (a HELLO of an unknown version),
+    # followed by more than a window of frames in the same write; the server
+    # answers, closes its side and lingers.
+    listener = node.system.whereis("listener")._actor
+    ping = wire.encode(wire.Ping(ref=1))
+    sock = socket.create_connection((node.host, node.port))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, wire.encode(wire.Hello(99, 30.0, "bad", ref=1)) + ping * 1500)
+    # Step 2: it keeps writing during the linger; what the closed connection
+    # keeps stays empty (it used to decode and hold every frame).
+    peak = 0
+    try:
+        for _ in range(40):
+            await loop.sock_sendall(sock, ping * 5000)
+            closed = [c for c in listener.connections if c.closed]
+            peak = max([peak] + [len(c.held) for c in closed])
+            await asyncio.sleep(0.01)
+    except OSError:
+        pass                                # the server's linger ended: reset
+    finally:
+        sock.close()
+    assert closed or peak == 0
+    assert peak == 0, peak
