@@ -10,16 +10,24 @@ Transactions (plain functions over a ``Txn``) and their ops:
 - ``publish_keys`` / ``PublishKeys``: the device's bundle, after checking
   that its identity is the key the account registered (``WrongIdentity``);
   replaces the signed part, adds the one-time prekeys (an id already held
-  is overwritten, so a resent publish is harmless), refuses to go past
+  is overwritten; an id at or below ``spent``, the highest id ever handed
+  out, is ignored: so a resent publish is harmless), refuses to go past
   ``cap`` held (``KeysFull``, nothing stored). Returns how many are held.
 - ``fetch_keys`` / ``FetchKeys``: a user's signed part, the device id, and
-  the lowest-numbered one-time prekey, deleted in the same transaction, so
-  no two fetchers ever get the same one. ``NoKeys`` if nothing is published.
+  the lowest-numbered one-time prekey, deleted in the same transaction that
+  raises ``spent`` to its id, so no two fetchers ever get the same one, not
+  even after a resent publish. ``NoKeys`` if nothing is published.
   The fetch also records the two users as *key contacts* of each other.
 - ``count_keys``: one-time prekeys held (None: no bundle), a read.
 - ``device_replaced``: called by ``accounts.register_device`` in the
   transaction that replaces a device: deletes the old bundle and prekeys and
   appends a ``key_changed`` item to the inbox of every key contact.
+
+Why ``spent`` is enough to refuse a re-handed prekey: a device numbers its
+prekeys from one increasing counter (docs/e2e.md), and fetches pop the
+lowest id, so every id at or below the highest one handed out was either
+handed out or is a resend of one that was. ``device_replaced`` drops the
+record with its ``spent``: the new device counts afresh.
 
 Who hears of a key change, and why: the *key contacts* of a user are
 everyone who fetched the user's bundle and everyone whose bundle the user
@@ -110,14 +118,17 @@ def publish_keys(txn: Txn, user: str, identity: bytes, signed: bytes,
     if type(signed) is not bytes or not signed:
         raise InvalidArgument("the signed part must be bytes")
     raw = txn.get("keys", ub)
-    held = 0 if raw is None else unpack(raw)["otk"]
-    new = [(i, k) for i, k in one_time if txn.get("otk", _otk_key(ub, i)) is None]
+    record = {"otk": 0, "spent": 0} if raw is None else unpack(raw)
+    held, spent = record["otk"], record.get("spent", 0)
+    kept = [(i, k) for i, k in one_time if i > spent]
+    new = [i for i, _ in kept if txn.get("otk", _otk_key(ub, i)) is None]
     if held + len(new) > cap:
         raise KeysFull(held, len(new), cap)
-    for prekey_id, key in one_time:
+    for prekey_id, key in kept:
         txn.put("otk", _otk_key(ub, prekey_id), key)
     held += len(new)
-    txn.put("keys", ub, pack({"device": account["device"], "signed": signed, "otk": held}))
+    txn.put("keys", ub, pack({"device": account["device"], "signed": signed,
+                              "otk": held, "spent": spent}))
     return held
 
 
@@ -137,6 +148,7 @@ def fetch_keys(txn: Txn, fetcher: str, user: str) -> FetchedKeys:
         one_time = (_U32.unpack_from(key, len(key) - 4)[0], bytes(value))
         txn.delete("otk", key)
         record["otk"] -= 1
+        record["spent"] = max(record.get("spent", 0), one_time[0])
         txn.put("keys", ub, pack(record))
     txn.put("key_contacts", ub + SEP + fb, b"")
     txn.put("key_contacts", fb + SEP + ub, b"")
