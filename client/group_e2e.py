@@ -14,6 +14,10 @@ size; the server fans the ciphertext out.
   next send: it gets the message but cannot read it.
 - ``seal`` / ``open``: ``GroupCipher.encrypt`` / ``decrypt``; a message that
   does not decrypt opens to None (an ``Undecryptable`` event, acknowledged).
+  ``open_item`` (the receive path) first writes the plaintext aside under
+  the item's seq (``E2EStore.remember_opened``, like a 1:1 message), then
+  saves the moved chain: a re-push after a restart, before RECEIVED was
+  confirmed, opens from that copy instead of failing as a replay.
 - ``process(sender, distribution)``: a sender key received over 1:1.
 - ``on_event``: a member ``removed`` or ``left``: forget their keys, make a
   new own sender key (``member_removed``), and send it, at the next group
@@ -83,6 +87,20 @@ class SenderKeyCodec(GroupCodec):
         except E2EError as error:
             log.warning("group %s message from %s rejected: %s", group, sender, error)
             return None
+        self.store.save_group(group)
+        return plaintext
+
+    def open_item(self, seq: int, group: str, sender: str, id: str, body: bytes) -> bytes | None:
+        tag = f"{group}\0{id}"                  # never equal to a 1:1 item's id
+        known = self.store.opened(seq, sender, tag)
+        if known is not None:
+            return known
+        try:
+            plaintext = self.store.group(group).decrypt(sender, body)
+        except E2EError as error:
+            log.warning("group %s message from %s rejected: %s", group, sender, error)
+            return None
+        self.store.remember_opened(seq, sender, tag, plaintext)   # the copy, then the chain
         self.store.save_group(group)
         return plaintext
 

@@ -111,6 +111,12 @@ class GroupCodec:
         """The plaintext, or None if it cannot be opened."""
         return body
 
+    def open_item(self, seq: int, group: str, sender: str, id: str, body: bytes) -> bytes | None:
+        """``open`` for inbox item ``seq``; a codec whose opening consumes
+        keys keeps the plaintext until the item is acknowledged, so a
+        re-push after a restart opens to the same message."""
+        return self.open(group, sender, body)
+
     async def prepare(self, group: str) -> None:
         """Before a send to ``group`` (e.g. hand out keys to its members)."""
 
@@ -136,7 +142,7 @@ class GroupInbox:
         kind, r = type(frame), self.receiver
         if kind is wire.Message and frame.group is not None:
             if r.inbox.arrived(frame.seq, (frame.sender, frame.id)):
-                body = self.codec.open(frame.group, frame.sender, frame.body)
+                body = self.codec.open_item(frame.seq, frame.group, frame.sender, frame.id, frame.body)
                 r.emit(GroupMessage(frame.seq, frame.id, frame.group, frame.sender, frame.ts, body)
                        if body is not None else      # the codec could not open it
                        Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
