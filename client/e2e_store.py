@@ -5,7 +5,8 @@ per contact, in memory or in the profile directory:
     <profile>/keys.bin              LocalKeys (holds the device seed)
     <profile>/trust.bin             TrustStore
     <profile>/sessions/<user>.bin   SessionRecord with that user's device
-    <profile>/groups/<group>.bin    GroupCipher (sender keys; "/" in the id as "~")
+    <profile>/groups/<sha256>.bin   GroupCipher (sender keys), named by the
+                                    SHA-256 (hex) of the group id
     <profile>/opened/<seq>.bin      a message decrypted but not yet acknowledged
 
 Every file holds secrets like the device seed does, so the directories are
@@ -23,6 +24,10 @@ keyed by its inbox seq with its (sender, id), until the server confirms
 its RECEIVED; a re-push of that seq is opened from there. These files hold
 plaintext (0600, like the rest), for as long as a message is unacknowledged.
 
+Group files are named by a hash, never by the id itself: the id of a
+sender key comes from whoever sent the distribution message, and a name
+of any length or with any byte must not become a path.
+
 A profile whose ``keys.bin`` belongs to another device key (the user
 registered this profile's phone on a new device) is not used: new keys
 and no sessions, since the old ones were with the old identity.
@@ -30,6 +35,7 @@ and no sessions, since the old ones were with the old identity.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Callable
 
@@ -69,6 +75,16 @@ class E2EStore:
             os.makedirs(os.path.join(directory, "opened"), mode=0o700, exist_ok=True)
             self.keys = self._load("keys.bin", LocalKeys.from_bytes)
             self.trust = self._load("trust.bin", TrustStore.from_bytes) or TrustStore()
+            self._rename_old_groups()
+
+    def _rename_old_groups(self) -> None:
+        """Group files of an older profile (named by the id) move to their hash name."""
+        for name in os.listdir(self._path("groups")):
+            if name.endswith(".bin") and len(name) != 68:
+                old = os.path.join("groups", name)
+                cipher = self._load(old, GroupCipher.from_bytes)
+                write_private(self._path("groups", _group_file(cipher.group)), cipher.to_bytes())
+                os.unlink(self._path(old))
 
     def _path(self, *parts: str) -> str:
         return os.path.join(self.directory, *parts)
@@ -151,6 +167,11 @@ class E2EStore:
             cipher = self._groups[group] = cipher or GroupCipher(group)
         return cipher
 
+    def has_group(self, group: str) -> bool:
+        """Whether this device keeps state for ``group`` (in memory or saved)."""
+        return group in self._groups or (
+            self.directory is not None and os.path.exists(self._path("groups", _group_file(group))))
+
     def save_group(self, group: str) -> None:
         if self.directory is not None and group in self._groups:
             write_private(self._path("groups", _group_file(group)), self._groups[group].to_bytes())
@@ -177,4 +198,4 @@ class E2EStore:
 
 
 def _group_file(group: str) -> str:
-    return group.replace("/", "~") + ".bin"
+    return hashlib.sha256(group.encode("utf-8", "surrogatepass")).hexdigest() + ".bin"

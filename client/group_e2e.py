@@ -18,7 +18,12 @@ size; the server fans the ciphertext out.
   the item's seq (``E2EStore.remember_opened``, like a 1:1 message), then
   saves the moved chain: a re-push after a restart, before RECEIVED was
   confirmed, opens from that copy instead of failing as a replay.
-- ``process(sender, distribution)``: a sender key received over 1:1.
+- ``process(sender, distribution)``: a sender key received over 1:1, for
+  a group this device knows (it has the group's state: a group event or
+  an earlier key made it); for any other group the server is asked
+  (GROUP_INFO, at most ``UNKNOWN_PENDING`` at a time) and the key is kept
+  only if this user is a member. So a contact cannot make this device
+  keep one file per made-up group name.
 - ``on_event``: a member ``removed`` or ``left``: forget their keys, make a
   new own sender key (``member_removed``), and send it, at the next group
   send, to the members that remain only. The one who left holds only old
@@ -41,12 +46,14 @@ from transport import wire
 from transport.e2e import E2EError, SenderKey, SenderKeyMessage
 from client.errors import ServerError
 from client.groups import GroupCodec
+from client.link import checked
 
 __all__ = ["SenderKeyCodec"]
 
 log = logging.getLogger("switchboard.client")
 
 _LEAVING = frozenset({"removed", "left"})
+UNKNOWN_PENDING = 16            # distributions for unknown groups checked at a time
 
 
 class SenderKeyCodec(GroupCodec):
@@ -55,6 +62,7 @@ class SenderKeyCodec(GroupCodec):
         self.store = client._e2e.store
         self.holders: dict[str, set[str]] = {}   # group -> members holding our current key
         self._locks: dict[str, asyncio.Lock] = {}
+        self._unknown: dict[tuple[str, str], bytes] = {}   # (group, sender) -> being checked
 
     async def prepare(self, group: str) -> None:
         async with self._locks.setdefault(group, asyncio.Lock()):
@@ -106,13 +114,40 @@ class SenderKeyCodec(GroupCodec):
 
     def process(self, sender: str, distribution: bytes) -> None:
         group = SenderKey.from_distribution(distribution).group
+        checked(wire.GroupInfo(group))          # ValueError: not a group id at all
+        if self.store.has_group(group) or group in self.client._groups.states:
+            self._keep(group, sender, distribution)
+        elif len(self._unknown) < UNKNOWN_PENDING and (group, sender) not in self._unknown:
+            self._unknown[group, sender] = distribution
+            self.client._spawn(self._check(group, sender))
+        else:
+            log.warning("group %s: sender key from %s dropped (unknown group)", group, sender)
+
+    def _keep(self, group: str, sender: str, distribution: bytes) -> None:
         self.store.group(group).process(sender, distribution)
         self.store.save_group(group)
 
+    async def _check(self, group: str, sender: str) -> None:
+        """Keep a key of a group this device does not know, if the server
+        says this user is a member of it (and ``sender`` too)."""
+        try:
+            info = await self.client.group_info(group)
+        except (ServerError, ValueError) as error:
+            log.warning("group %s: sender key from %s dropped: %s", group, sender, error)
+            return
+        finally:
+            distribution = self._unknown.pop((group, sender))
+        if sender in info.members and self.client.user in info.members:
+            self._keep(group, sender, distribution)
+
     def on_event(self, group: str, event: str, users: Iterable[str]) -> None:
+        users = set(users)
+        if event not in _LEAVING or self.client.user not in users:
+            if not self.store.has_group(group):  # a member: its keys are welcome from now on
+                self.store.group(group)
+                self.store.save_group(group)
         if event not in _LEAVING:
             return
-        users = set(users)
         if self.client.user in users:
             self.store.drop_group(group)
             self.holders.pop(group, None)

@@ -32,6 +32,7 @@ Events (inbox items, acknowledged with RECEIVED like 1:1 ones):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -41,6 +42,8 @@ from client.link import checked
 
 __all__ = ["Groups", "GroupInbox", "GroupCodec", "GroupMessage", "GroupReceipt", "GroupEvent",
            "GroupInfo", "is_group", "group_frame", "GROUP_INBOX_EVENTS"]
+
+log = logging.getLogger("switchboard.client")
 
 _EVENT_NAMES = {k: k.name.lower() for k in wire.GroupEventKind}
 
@@ -142,7 +145,12 @@ class GroupInbox:
         kind, r = type(frame), self.receiver
         if kind is wire.Message and frame.group is not None:
             if r.inbox.arrived(frame.seq, (frame.sender, frame.id)):
-                body = self.codec.open_item(frame.seq, frame.group, frame.sender, frame.id, frame.body)
+                try:
+                    body = self.codec.open_item(frame.seq, frame.group, frame.sender, frame.id,
+                                                frame.body)
+                except Exception as error:  # noqa: BLE001 - one bad item must not kill the link
+                    log.warning("group %s message %s: %r", frame.group, frame.id, error)
+                    body = None
                 r.emit(GroupMessage(frame.seq, frame.id, frame.group, frame.sender, frame.ts, body)
                        if body is not None else      # the codec could not open it
                        Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
@@ -159,7 +167,10 @@ class GroupInbox:
         elif kind is wire.GroupEvent:
             self.states.pop(frame.group, None)          # stale now: fetched again when needed
             if r.inbox.arrived(frame.seq):
-                self.codec.on_event(frame.group, _EVENT_NAMES[frame.event], frame.users)
+                try:
+                    self.codec.on_event(frame.group, _EVENT_NAMES[frame.event], frame.users)
+                except Exception as error:  # noqa: BLE001 - the event is still the app's
+                    log.warning("group %s event: %r", frame.group, error)
                 r.emit(GroupEvent(frame.seq, frame.group, _EVENT_NAMES[frame.event], frame.by,
                                   frame.users, frame.name, frame.ts, frame.count))
             else:

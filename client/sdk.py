@@ -41,7 +41,7 @@ from typing import Any, AsyncIterator, Iterable
 
 from transport import wire
 from transport.crypto import DeviceKey
-from transport.e2e import E2EError, Envelope, Media, SenderKeyMessage, Text
+from transport.e2e import Envelope, Media, SenderKeyMessage, Text
 from client import events as ev
 from client.e2e_store import E2EStore
 from client.encryption import Encryption
@@ -307,21 +307,24 @@ class Client(Groups, Link):
         if getattr(frame, "group", None) is not None:   # group bodies: not end-to-end here
             return ev.Message(frame.seq, frame.id, frame.sender, frame.ts, frame.body)
         try:
-            envelope = self._e2e.open_item(frame.seq, frame.sender, frame.id, frame.body)
-        except E2EError as error:
-            log.warning("message %s from %s rejected: %s", frame.id, frame.sender, error)
-            return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts, str(error))
+            return self._open_envelope(frame)
+        except Exception as error:      # noqa: BLE001 - one bad item must not kill the link
+            log.warning("message %s from %s rejected: %r", frame.id, frame.sender, error)
+            return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
+                                    str(error) or type(error).__name__)
+
+    def _open_envelope(self, frame: wire.Message) -> Any:
+        """``_open``'s work; any exception makes the item undecryptable
+        (acknowledged, an event), never an error out of the receive path."""
+        envelope = self._e2e.open_item(frame.seq, frame.sender, frame.id, frame.body)
         if isinstance(envelope, Text):
             return ev.Message(frame.seq, frame.id, frame.sender, frame.ts, envelope.text.encode())
         if isinstance(envelope, Media):
             return ev.FileMessage(frame.seq, frame.id, frame.sender, frame.ts, ev.MediaInfo(
                 envelope.key, envelope.mime, envelope.name, envelope.caption))
         if isinstance(envelope, SenderKeyMessage) and isinstance(self.group_codec, SenderKeyCodec):
-            try:
-                self.group_codec.process(frame.sender, envelope.distribution)
-                return None                     # no event: the SDK's own business
-            except E2EError as error:
-                return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts, str(error))
+            self.group_codec.process(frame.sender, envelope.distribution)
+            return None                         # no event: the SDK's own business
         return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
                                 f"unsupported envelope {type(envelope).__name__}")
 
