@@ -32,7 +32,7 @@ class DrainBatch:
     def _queue(self, request: Any) -> None:
         if not self.submit_cast:
             self.submit_cast = True
-            self.ref.cast(_SUBMIT)              # behind everything already queued
+            self.ref.notify(_SUBMIT)            # behind everything already queued
         self.batch.append(request)
         if len(self.batch) >= self.BATCH_MAX:
             self._submit()

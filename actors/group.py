@@ -38,7 +38,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.drain_batch import DrainBatch
-from actors.exits import MailboxFull
+from actors.exits import ActorError
 from actors.messages import (
     GROUP_FULL, INTERNAL, INVALID, NOT_ADMIN, NOT_MEMBER, UNKNOWN_GROUP, UNKNOWN_USER, Acked,
     AddMembers, BatchStored, CreateGroup, GetGroups, GroupIdle, GroupRequest, InboxAppended,
@@ -110,7 +110,7 @@ async def forward(system: Any, user: str, command: Any) -> None:
                 return
             ref = await _start(system, group)
         ref.cast(GroupRequest(user, command))
-    except (MailboxFull, RuntimeError) as error:
+    except (ActorError, RuntimeError) as error:   # full, timed out, gone, failed to start
         _answer(command, Rejected(command.ref, INTERNAL, f"group busy ({error}); resend"))
 
 
@@ -200,7 +200,7 @@ class Group(DrainBatch, Actor):
         ops = [_OPS[type(r.command)](r.user, r.command) for r in requests]
         self.in_flight.append(requests)
         future = self.mail.group_batch(self.id, ops, now_ms(), self.cap, self.group_cap)
-        cast = self.ref.cast
+        cast = self.ref.notify              # a completion we asked for: never refused
         future.add_done_callback(lambda done: cast(BatchStored(requests, done)))
 
     def handle_batch_stored(self, msg: BatchStored) -> None:

@@ -147,6 +147,17 @@ class ActorRef:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def notify(self, msg: Any) -> None:
+        """Put in the mailbox a message this actor asked for: the completion
+        of work it started, or its own timer. Never refused by the bound:
+        the actor bounds how much it starts, and a completion it cannot
+        receive would leave that work unanswered for good. A dead actor's
+        is a dead letter, as for ``cast``."""
+        if self._exit_reason is not _ALIVE:
+            self.system.dead_letters += 1
+            return
+        self._deliver(msg)
+
     async def call(self, msg: Any, timeout: float | None = 5.0) -> Any:
         """Send ``msg`` and wait for the handler's return value."""
         if self._exit_reason is not _ALIVE:

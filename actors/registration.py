@@ -129,7 +129,7 @@ class Registrar(Actor):
         future = self.mail.confirm_device(
             msg.phone, hash_code(msg.phone, msg.code), msg.device_key, _now_ms(), detail=True)
         deferred = self.defer_reply()
-        cast = self.ref.cast
+        cast = self.ref.notify              # a completion we asked for: never refused
         future.add_done_callback(lambda done: cast(_Confirmed(msg, done, deferred)))
         return None
 

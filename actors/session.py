@@ -184,7 +184,7 @@ class Session(KeyDirectory, DrainBatch, Actor):
             self.pushed_upto = item.seq
             self.counters.messages_out += item.kind == "message"
         if len(items) == PAGE:
-            self.ref.cast(FlushInbox())
+            self.ref.notify(FlushInbox())
 
     # -- sending, acks, reads: one storage op per mailbox drain ------------------------
     def handle_send_message(self, msg: SendMessage) -> None:
@@ -217,7 +217,7 @@ class Session(KeyDirectory, DrainBatch, Actor):
             else:
                 ops.append((READ, r.peer, r.ids, r.group))
         future = self.mail.user_batch(self.user, ops, now_ms(), self.cap)
-        cast = self.ref.cast
+        cast = self.ref.notify              # a completion we asked for: never refused
         future.add_done_callback(lambda done: cast(BatchStored(requests, done)))
 
     def handle_batch_stored(self, msg: BatchStored) -> None:

@@ -75,9 +75,10 @@ class System:
         return ref
 
     def send_after(self, delay: float, ref: ActorRef, msg: Any) -> asyncio.TimerHandle:
-        """Cast ``msg`` to ``ref`` after ``delay`` seconds (``erlang:send_after``);
-        ``.cancel()`` the handle to take it back."""
-        return asyncio.get_running_loop().call_later(delay, ref.cast, msg)
+        """Send ``msg`` to ``ref`` after ``delay`` seconds (``erlang:send_after``);
+        ``.cancel()`` the handle to take it back. A timer is something the
+        actor asked for, so a full mailbox does not refuse it (``notify``)."""
+        return asyncio.get_running_loop().call_later(delay, ref.notify, msg)
 
     def whereis(self, name: Any) -> ActorRef | None:
         return self.registry.whereis(name)

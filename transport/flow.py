@@ -146,16 +146,19 @@ class FlowControl:
             self.reading = True
             self.transport.resume_reading()
 
-    def answered(self, ref: int) -> None:
-        """A request handed to the session got its answer."""
+    def answered(self, ref: int) -> bool:
+        """A request handed to the session got its answer; False when it
+        has had one already (``bind`` failed it when the session restarted,
+        and the group actor it was forwarded to answers it anyway)."""
         count = self.outstanding.get(ref)
         if count is None:
-            return                          # failed by ``bind`` already
+            return False
         if count > 1:
             self.outstanding[ref] = count - 1
         else:
             del self.outstanding[ref]
         self.window_freed()
+        return True
 
     def window_freed(self, requests: int = 1) -> None:
         self.in_flight -= requests

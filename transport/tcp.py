@@ -334,8 +334,9 @@ class Connection(FlowControl, asyncio.Protocol):
 
     def push(self, event: Any) -> bool | None:
         kind = type(event)
-        if kind in ANSWERS:
-            self.answered(event.ref)        # answers (and all but the two below) go out
+        if kind in ANSWERS:                 # answers (and all but the two below) go out,
+            if not self.answered(event.ref):
+                return None                 # once: one answer per request
         elif kind is InboxItem or kind is TypingChanged:
             if self.backed_up_since is not None or self.write_paused or self.over_high():
                 if kind is TypingChanged:

@@ -178,3 +178,26 @@ async def test_bad_mailbox_options_are_refused(system, options):
     with pytest.raises(ValueError):
         await system.spawn(Parkable, asyncio.Event(), asyncio.Event(), None, **options)
     assert len(system) == 0
+
+
+async def test_what_the_actor_asked_for_gets_into_a_full_mailbox(system):
+    # Step 1: a parked actor's mailbox is full: a cast is refused.
+    ref, gate = await parked(system, mailbox_size=2)
+    ref.cast(Item(0))
+    ref.cast(Item(1))
+    with pytest.raises(MailboxFull):
+        ref.cast(Item(2))
+    # Step 2: a completion it asked for (notify) and its own timer
+    # (send_after) still get in, behind what was there, and are handled.
+    ref.notify(Item(3))
+    system.send_after(0.01, ref, Item(4))
+    await asyncio.sleep(0.05)
+    assert ref.mailbox_len == 4 and ref.is_alive
+    gate.set()
+    await wait_for(lambda: ref.mailbox_len == 0)
+    assert await ref.call(Drain(), timeout=1) == [Item(n) for n in (0, 1, 3, 4)]
+    # Step 3: to a dead actor it is a dead letter, like a cast.
+    await ref.stop()
+    before = system.dead_letters
+    ref.notify(Item(5))
+    assert system.dead_letters == before + 1
