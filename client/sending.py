@@ -15,6 +15,12 @@ futures ``Client.send`` awaits. Its rules:
 - INTERNAL ("session restarted; resend", or a storage error) and
   RATE_LIMITED: the same SEND is sent again after a short backoff, and
   nothing later is sent meanwhile, so the retried message keeps its place.
+  Refusals of the SENDs in flight behind it come in too, often with a far
+  shorter retry-after (the server's order gate: 1 ms); the longest hold
+  pending is kept, so the window is not resent at every round trip. After
+  RATE_LIMITED the window shrinks to one SEND in flight and doubles at
+  every ACK (TCP's slow start), so once the hold is over the outbox is
+  probed one message at a time rather than sent whole into the limit.
 - A connection lost with SENDs in flight changes nothing: they are still in
   the outbox and go out after the next login.
 """
@@ -52,6 +58,7 @@ class Sender:
         self.conn: Connection | None = None     # set while logged in
         self._unsent: list[tuple[int, str]] = []  # heap of (pos, id)
         self._hold: asyncio.TimerHandle | None = None
+        self._window = max_in_flight              # SENDs in flight allowed now (slow start)
         self.emptied = asyncio.Event()
         for entry in outbox:
             self._set_status(entry.id, Status.QUEUED)
@@ -111,7 +118,7 @@ class Sender:
         conn = self.conn
         if conn is None or not conn.usable or self._hold is not None:
             return
-        while self._unsent and len(self.in_flight) < self.max_in_flight:
+        while self._unsent and len(self.in_flight) < self._window:
             pos, id = heapq.heappop(self._unsent)
             entry = self.outbox.get(id)
             if entry is None or entry.pos != pos or id in self.in_flight:
@@ -135,8 +142,11 @@ class Sender:
         if self.in_flight.get(id) is conn:
             del self.in_flight[id]
         if error is None:
+            self._window = min(self.max_in_flight, 2 * self._window)
             self._acked(id, ack.value)
         elif isinstance(error, ServerError) and error.code in _RETRY and conn is self.conn:
+            if error.code is E.RATE_LIMITED:
+                self._window = 1
             self._retry(id, error.retry_after)
         elif isinstance(error, ServerError) and not error.fatal and error.code not in _RETRY:
             self._failed(id, error)
@@ -183,9 +193,12 @@ class Sender:
         entry.retries += 1
         delay = min(2.0, after_ms / 1000 if after_ms else 0.02 * 2 ** min(entry.retries - 1, 10))
         heapq.heappush(self._unsent, (entry.pos, id))
+        loop = asyncio.get_running_loop()
         if self._hold is not None:
+            if self._hold.when() >= loop.time() + delay:
+                return                  # a longer hold is pending: its wait is the real one
             self._hold.cancel()
-        self._hold = asyncio.get_running_loop().call_later(delay, self._release)
+        self._hold = loop.call_later(delay, self._release)
 
     def _release(self) -> None:
         if self._hold is not None:
