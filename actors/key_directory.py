@@ -14,7 +14,8 @@ config, default 100 per 60 s; RATE_LIMITED past it): each fetch spends one
 of the owner's one-time prekeys, so a client fetching in a loop would
 drain them and leave first messages with only the signed prekey's forward
 secrecy (Signal limits it too). A legitimate client fetches once per new
-contact or key change.
+contact or key change. The table is the worker's, not the session's, so
+reconnecting does not reset it (with several workers, each has its own).
 
 Messages: ``PublishKeys``, ``FetchKeys``, ``CountKeys``, ``KeysStored``, and
 ``RefuseRequest`` (a bundle the transport refused, answered in order).
@@ -39,6 +40,7 @@ __all__ = ["KeyDirectory"]
 log = logging.getLogger("switchboard.keys")
 
 FETCH_LIMIT = (100, 60.0)         # KEYS_FETCH per user: count, period in seconds
+_FETCH_LIMITER = "keys_fetch_limiter"   # its table in system.env (per worker)
 
 _REASONS = ((WrongIdentity, WRONG_IDENTITY), (KeysFull, KEYS_FULL), (NoKeys, NO_KEYS),
             (UnknownUser, UNKNOWN_USER), (InvalidArgument, INVALID))
@@ -51,10 +53,7 @@ class KeyDirectory:
         self._keys_op(msg, self.mail.publish_keys(self.user, msg.identity, msg.signed, msg.one_time))
 
     def handle_fetch_keys(self, msg: FetchKeys) -> None:
-        limiter = getattr(self, "_fetches", None)
-        if limiter is None:
-            count, period = (self.system.env.get("config") or {}).get("keys_fetch_limit", FETCH_LIMIT)
-            limiter = self._fetches = RateLimiter(int(count), float(period), clock=self.system.clock)
+        limiter = _fetch_limiter(self.system)
         if not limiter.allow(self.user):
             wait = limiter.retry_after(self.user)
             self._answer(msg, Rejected(msg.ref, RATE_LIMITED,
@@ -81,6 +80,19 @@ class KeyDirectory:
             self._answer(request, KeysFetched(request.ref, keys.device, keys.signed, keys.one_time))
         else:
             self._answer(request, Acked(request.ref, msg.future.result()))
+
+
+def _fetch_limiter(system: Any) -> RateLimiter:
+    """The worker's KEYS_FETCH limiter: one table for all its sessions, so a
+    user who reconnects (a new session) does not start from zero."""
+    limiter = system.env.get(_FETCH_LIMITER)
+    if limiter is None:
+        count, period = (system.env.get("config") or {}).get("keys_fetch_limit", FETCH_LIMIT)
+        limiter = system.env[_FETCH_LIMITER] = RateLimiter(int(count), float(period),
+                                                           clock=system.clock)
+    elif len(limiter) > 10_000:
+        limiter.sweep()                     # drop users whose window has passed
+    return limiter
 
 
 def _reason(error: BaseException) -> str:

@@ -5,8 +5,11 @@ their return) with KEY_CHANGED, and SEND's media refs are counted."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from actors.session_registry import session_of
 from tests.e2e.conftest import login, register
 from transport import wire
 from transport.crypto import DeviceKey
@@ -136,5 +139,13 @@ async def test_key_fetches_are_rate_limited(node):
     reply = await ask(a, wire.KeysFetch(BOB, ref=a.ref()))
     assert isinstance(reply, wire.Error) and reply.code is E.RATE_LIMITED, reply
     assert (await ask(b, wire.KeysCount(ref=b.ref()))).value == 7       # nothing more spent
+    # Reconnecting (a new session once the old one's linger passed) does not
+    # reset the limit.
+    session = session_of(node.system, ALICE)
+    await a.close()
+    await asyncio.wait_for(session.join(), 3)
+    a = await login(node, alice)
+    reply = await ask(a, wire.KeysFetch(BOB, ref=a.ref()))
+    assert isinstance(reply, wire.Error) and reply.code is E.RATE_LIMITED, reply
     await a.close()
     await b.close()
