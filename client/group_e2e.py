@@ -11,7 +11,10 @@ size; the server fans the ciphertext out.
   authenticates it), and the group send waits until those are committed,
   so each member's inbox holds the key before the message. A member with
   no published keys (NO_KEYS) is skipped and logged, and tried again at the
-  next send: it gets the message but cannot read it.
+  next send: it gets the message but cannot read it. A member removed
+  while the keys are in flight re-keys (``on_event``): then the round is
+  done again with the new key and the new member list (at most
+  ``PREPARE_ROUNDS`` times), so ``seal`` never uses a key nobody has.
 - ``seal`` / ``open``: ``GroupCipher.encrypt`` / ``decrypt``; a message that
   does not decrypt opens to None (an ``Undecryptable`` event, acknowledged).
   ``open_item`` (the receive path) first writes the plaintext aside under
@@ -44,7 +47,7 @@ from typing import Any, Iterable
 
 from transport import wire
 from transport.e2e import E2EError, SenderKey, SenderKeyMessage
-from client.errors import ServerError
+from client.errors import ClientError, ServerError
 from client.groups import GroupCodec
 from client.link import checked
 
@@ -53,6 +56,7 @@ __all__ = ["SenderKeyCodec"]
 log = logging.getLogger("switchboard.client")
 
 _LEAVING = frozenset({"removed", "left"})
+PREPARE_ROUNDS = 4              # re-keys tolerated during one send's key distribution
 UNKNOWN_PENDING = 16            # distributions for unknown groups checked at a time
 
 
@@ -66,23 +70,36 @@ class SenderKeyCodec(GroupCodec):
 
     async def prepare(self, group: str) -> None:
         async with self._locks.setdefault(group, asyncio.Lock()):
-            client = self.client
-            info = client._groups.states.get(group) or await client.group_info(group)
-            cipher = self.store.group(group)
-            distribution = cipher.distribution_message()        # made on first use
-            self.store.save_group(group)
-            holders = self.holders.setdefault(group, set())
-            missing = [m for m in info.members if m != client.user and m not in holders]
-            results = await asyncio.gather(
-                *(client._send_sealed(m, SenderKeyMessage(distribution), (), None) for m in missing),
-                return_exceptions=True)
-            for member, result in zip(missing, results):
-                if isinstance(result, ServerError) and result.code is wire.ErrorCode.NO_KEYS:
-                    log.warning("group %s: %s has no keys; it cannot read this message", group, member)
-                elif isinstance(result, BaseException):
-                    raise result
-                else:
-                    holders.add(member)
+            for _ in range(PREPARE_ROUNDS):
+                if await self._distribute(group):
+                    return
+            raise ClientError(f"group {group} was re-keyed {PREPARE_ROUNDS} times during one send")
+
+    async def _distribute(self, group: str) -> bool:
+        """One round of ``prepare``; False if a member left meanwhile (the
+        own key was replaced while the keys were in flight): ``seal`` would
+        use a key nobody has yet, so the round is done again."""
+        client = self.client
+        info = client._groups.states.get(group) or await client.group_info(group)
+        cipher = self.store.group(group)
+        distribution = cipher.distribution_message()        # made on first use
+        own = cipher.own
+        self.store.save_group(group)
+        holders = self.holders.setdefault(group, set())
+        missing = [m for m in info.members if m != client.user and m not in holders]
+        results = await asyncio.gather(
+            *(client._send_sealed(m, SenderKeyMessage(distribution), (), None) for m in missing),
+            return_exceptions=True)
+        if self.store.group(group).own is not own or self.holders.get(group) is not holders:
+            return False                                    # re-keyed by on_event meanwhile
+        for member, result in zip(missing, results):
+            if isinstance(result, ServerError) and result.code is wire.ErrorCode.NO_KEYS:
+                log.warning("group %s: %s has no keys; it cannot read this message", group, member)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                holders.add(member)
+        return True
 
     def seal(self, group: str, body: bytes) -> bytes:
         ciphertext = self.store.group(group).encrypt(body)

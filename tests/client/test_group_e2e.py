@@ -9,9 +9,11 @@ import os
 
 import pytest
 
+from client.events import Undecryptable
 from client.groups import GroupEvent, GroupMessage
 from client_testkit import next_event
 from test_e2e_sdk import files_under, relogin, sdk_user
+from tests.conftest import wait_for
 from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
 from transport.e2e import E2EError, GroupCipher
 
@@ -70,3 +72,33 @@ async def test_a_removed_member_cannot_read_later_messages(node, tmp_path):  # n
     for path, data in files_under(node.data_dir):
         assert b"zqGROUP" not in data, path
     assert os.path.isdir(node.data_dir)
+
+
+async def test_a_member_removed_while_keys_are_in_flight_does_not_break_the_send(node, tmp_path):  # noqa: F811
+    alice = await sdk_user(node, ALICE)
+    bob = await sdk_user(node, BOB)
+    carol = await sdk_user(node, CAROL)
+    try:
+        group = await alice.create_group("race", "race", [BOB, CAROL])
+        send_sealed, removed = alice._send_sealed, []
+
+        async def remove_carol_first(*args):
+            # the first key distribution of the send: at this moment Alice
+            # removes Carol, and the GROUP_EVENT re-keys her sender key
+            if not removed:
+                removed.append(True)
+                before = alice.group_codec.store.group(group).own
+                await alice.remove_members(group, [CAROL])
+                await wait_for(lambda: alice.group_codec.store.group(group).own is not before)
+            return await send_sealed(*args)
+        alice._send_sealed = remove_carol_first
+
+        await alice.send_group(group, b"zqGROUP sent while carol was removed")
+        assert removed
+        message = await next_event(bob, (GroupMessage, Undecryptable))
+        assert isinstance(message, GroupMessage), message
+        assert message.body == b"zqGROUP sent while carol was removed"
+    finally:
+        await alice.close()
+        await bob.close()
+        await carol.close()
