@@ -190,6 +190,9 @@ class Session(KeyDirectory, DrainBatch, Actor):
     def handle_send_message(self, msg: SendMessage) -> None:
         if _orphaned(msg):
             return
+        if msg.to == self.user:
+            self._answer(msg, Rejected(msg.ref, INVALID, "a message to oneself"))
+            return
         waiting = self.pending.get(msg.id)
         if waiting is not None:                 # a resend while the first is in flight
             waiting.append(msg)

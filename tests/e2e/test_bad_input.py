@@ -223,6 +223,16 @@ async def test_send_to_unknown_user_is_an_error_not_a_close(node):
     await alice.close()
 
 
+async def test_send_to_oneself_is_invalid_not_a_close(node):
+    alice = await login(node, await register(node, ALICE))
+    reply = await alice.answer(alice.send(wire.Send("self1", ALICE, b"?", ref=alice.ref())))
+    assert reply.code == E.INVALID
+    assert isinstance(await alice.answer(alice.send(wire.Ping(ref=alice.ref()))), wire.Ack)
+    with pytest.raises(asyncio.TimeoutError):      # nothing was stored for her
+        await alice.recv(timeout=0.3)
+    await alice.close()
+
+
 async def test_reusing_a_message_id_for_another_recipient_is_invalid(node):
     await register(node, BOB)
     await register(node, CAROL)
