@@ -14,8 +14,10 @@ Every file holds secrets like the device seed does, so the directories are
 renamed over the old one: a crash leaves the old state or the new one,
 never half of either. The rules of when to save (docs/e2e.md,
 "Persistence"): encrypt, save the session, then hand the ciphertext to the
-outbox; decrypt, save the session (and the keys after a first message),
-then acknowledge.
+outbox; decrypt, write the plaintext copy (below), save the session (and
+the keys after a first message), then acknowledge. The copy comes first:
+a crash after it leaves the old session, which can open the message
+again; a crash after the session but before the copy would lose it.
 
 Opened messages: decrypting consumes the message key, so a message pushed
 again after a crash (decrypted and saved, RECEIVED never sent) would fail

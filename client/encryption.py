@@ -17,6 +17,8 @@ before it enters the outbox and opened before it becomes an event.
   one: event, and a fresh session record), decrypts, decodes the envelope,
   saves the session and the keys, and returns the envelope; raises
   ``E2EError`` for anything tampered with, replayed or malformed.
+  ``open_item`` (the receive path) writes the plaintext copy of the item
+  before it saves the session (E2EStore, "Opened messages").
 - ``key_changed(user)``: the server's KEY_CHANGED notice: forget the
   sessions with ``user``; the next send fetches the new device's bundle.
 - ``safety_number(user)``: the 60 digits to compare out of band.
@@ -117,18 +119,28 @@ class Encryption:
     # -- receiving ----------------------------------------------------------------------------
     def open_item(self, seq: int, sender: str, id: str, body: bytes) -> Envelope:
         """``open`` for inbox item ``seq``, remembering the result until it is
-        acknowledged, so a re-push after a crash opens again (E2EStore)."""
+        acknowledged, so a re-push after a crash opens again (E2EStore).
+        The copy is written before the session that consumed its key: a
+        crash between the two leaves the old session, which opens it again."""
         known = self.store.opened(seq, sender, id)
         if known is not None:
             return Envelope.decode(known)
-        envelope = self.open(sender, body)
-        self.store.remember_opened(seq, sender, id, envelope.encode())
-        return envelope
+        plaintext, prekey = self._decrypt(sender, body)
+        self.store.remember_opened(seq, sender, id, plaintext)
+        self._save(sender, prekey)
+        return Envelope.decode(plaintext)
 
     def open(self, sender: str, body: bytes) -> Envelope:
-        """Decrypt and decode ``body`` from ``sender``; ``E2EError`` if it cannot be.
-        A first message from a new identity is decrypted with a fresh record
-        before anything is believed: a tampered identity changes nothing."""
+        """Decrypt and decode ``body`` from ``sender``; ``E2EError`` if it cannot be."""
+        plaintext, prekey = self._decrypt(sender, body)
+        self._save(sender, prekey)
+        return Envelope.decode(plaintext)
+
+    def _decrypt(self, sender: str, body: bytes) -> tuple[bytes, bool]:
+        """The plaintext of ``body`` (the session moved in memory only) and
+        whether it was a first (prekey) message. A first message from a new
+        identity is decrypted with a fresh record before anything is
+        believed: a tampered identity changes nothing."""
         info = message_info(body)
         known = self.store.trust.identity(sender)
         if info.prekey and known is not None and info.identity != known:
@@ -140,10 +152,12 @@ class Encryption:
             plaintext = self.store.session(sender).decrypt(self.keys, body)
             if info.prekey and known is None:
                 self._observe(sender, info.identity)
+        return plaintext, info.prekey
+
+    def _save(self, sender: str, prekey: bool) -> None:
         self.store.save_session(sender)
-        if info.prekey:
+        if prekey:
             self.store.save_keys()              # its one-time prekey is gone
-        return Envelope.decode(plaintext)
 
     def key_changed(self, user: str) -> None:
         self.store.drop_session(user)

@@ -4,14 +4,20 @@ must open again when the server pushes it again to a new client process."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from client.e2e_store import E2EStore
+from client.encryption import Encryption
 from client.events import Undecryptable
 from client.groups import GroupMessage
 from client_testkit import next_event
 from test_e2e_sdk import relogin, sdk_user
 from tests.conftest import wait_for
 from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
+from transport.crypto import DeviceKey
+from transport.e2e import KeyBundle, LocalKeys, SessionRecord, Text
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,3 +44,28 @@ async def test_a_group_message_pushed_but_not_taken_opens_after_a_restart(node, 
     finally:
         await alice.close()
         await bob.close()
+
+
+def test_a_crash_between_the_copy_and_the_session_loses_nothing(tmp_path):
+    # Bob's device (a real E2EStore on disk) and a first message from Alice
+    profile = str(tmp_path / "bob")
+    device_key = DeviceKey()
+    bob = Encryption(E2EStore(profile), call=None, emit=lambda event: None)
+    bob.prepare(BOB, device_key)
+    alice_keys = LocalKeys.generate(DeviceKey(), one_time=1)
+    record = SessionRecord()
+    record.initiate(alice_keys, KeyBundle.from_bytes(bob.keys.bundle().to_bytes()).verify())
+    body = record.encrypt(Text("zqCRASH survives").encode())
+
+    # The plaintext copy cannot be written (its temporary file's name is
+    # taken by a directory): the process "dies" there
+    blocker = os.path.join(profile, "opened", "7.bin.tmp")
+    os.mkdir(blocker)
+    with pytest.raises(OSError):
+        bob.open_item(7, ALICE, "m1", body)
+
+    # A new process on the same profile: the re-push of item 7 opens
+    os.rmdir(blocker)
+    again = Encryption(E2EStore(profile), call=None, emit=lambda event: None)
+    again.prepare(BOB, device_key)
+    assert again.open_item(7, ALICE, "m1", body) == Text("zqCRASH survives")
