@@ -19,8 +19,9 @@ before it enters the outbox and opened before it becomes an event.
   ``E2EError`` for anything tampered with, replayed or malformed.
   ``open_item`` (the receive path) writes the plaintext copy of the item
   before it saves the session (E2EStore, "Opened messages").
-- ``key_changed(user)``: the server's KEY_CHANGED notice: forget the
+- ``key_changed(seq, user)``: the server's KEY_CHANGED notice: forget the
   sessions with ``user``; the next send fetches the new device's bundle.
+  Once per notice: a re-push after a restart keeps the new session.
 - ``safety_number(user)``: the 60 digits to compare out of band.
 """
 
@@ -43,6 +44,7 @@ __all__ = ["Encryption", "ONE_TIME", "LOW_WATER"]
 ONE_TIME = 100                  # one-time prekeys kept published
 LOW_WATER = 20                  # top up below this many
 ROTATE_AFTER = 7 * 86_400       # seconds: a new signed prekey every week
+_KEY_CHANGED = "\0key-changed"  # the id a handled KEY_CHANGED is remembered under
 
 
 class Encryption:
@@ -159,8 +161,16 @@ class Encryption:
         if prekey:
             self.store.save_keys()              # its one-time prekey is gone
 
-    def key_changed(self, user: str) -> None:
+    def key_changed(self, seq: int, user: str) -> None:
+        """KEY_CHANGED item ``seq``: drop the sessions with ``user``, once.
+        The notice is pushed again after a restart until its RECEIVED is
+        confirmed; by then a new session with the new device may exist,
+        so a notice already handled (remembered like an opened message,
+        after the drop) changes nothing."""
+        if self.store.opened(seq, user, _KEY_CHANGED) is not None:
+            return
         self.store.drop_session(user)
+        self.store.remember_opened(seq, user, _KEY_CHANGED, b"")
 
     # -- safety numbers -------------------------------------------------------------------------
     async def safety_number(self, user: str) -> str:

@@ -43,7 +43,7 @@ _INBOX_EVENTS += GROUP_INBOX_EVENTS
 class Receiver:
     def __init__(self, on_receipt: Callable[[str, ev.Status], Any], *, ack_delay: float = 0.005,
                  opener: Callable[[wire.Message], Any] | None = None,
-                 on_key_changed: Callable[[str], Any] | None = None,
+                 on_key_changed: Callable[[int, str], Any] | None = None,
                  on_confirmed: Callable[[list[int]], Any] | None = None):
         self.on_receipt, self.ack_delay = on_receipt, ack_delay
         self.opener, self.on_key_changed = opener, on_key_changed
@@ -97,7 +97,7 @@ class Receiver:
         elif kind is wire.KeyChanged:
             if self.inbox.arrived(frame.seq):
                 if self.on_key_changed is not None:
-                    self.on_key_changed(frame.user)
+                    self.on_key_changed(frame.seq, frame.user)
                 self.emit(ev.KeyChanged(frame.seq, frame.user, frame.device, frame.ts))
             else:
                 self._schedule()

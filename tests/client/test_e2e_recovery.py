@@ -10,7 +10,8 @@ import pytest
 
 from client.e2e_store import E2EStore
 from client.encryption import Encryption
-from client.events import Undecryptable
+from client import Message
+from client.events import KeyChanged, Undecryptable
 from client.groups import GroupMessage
 from client_testkit import next_event
 from test_e2e_sdk import relogin, sdk_user
@@ -69,3 +70,32 @@ def test_a_crash_between_the_copy_and_the_session_loses_nothing(tmp_path):
     again = Encryption(E2EStore(profile), call=None, emit=lambda event: None)
     again.prepare(BOB, device_key)
     assert again.open_item(7, ALICE, "m1", body) == Text("zqCRASH survives")
+
+
+async def test_a_key_change_notice_pushed_again_keeps_the_new_session(node, tmp_path):  # noqa: F811
+    alice = await sdk_user(node, ALICE, e2e_dir=str(tmp_path / "alice"))
+    bob = await sdk_user(node, BOB)
+    try:
+        await alice.send(BOB, "hi")
+        assert (await next_event(bob, (Message,))).body == b"hi"
+        # Step 1: Bob registers a new device; the KEY_CHANGED notice reaches
+        # Alice's SDK (sessions dropped), her app has not taken it yet
+        await bob.close()
+        bob = await sdk_user(node, BOB)
+        sessions = alice._e2e.store
+        await wait_for(lambda: sessions.session(BOB).current is None)
+        await alice.send(BOB, "to the new device")          # a new session
+        assert (await next_event(bob, (Message,))).body == b"to the new device"
+        session = sessions.session(BOB).current.id
+
+        # Step 2: Alice restarts; the notice is pushed again: handled once already
+        await alice.close()
+        alice = await relogin(node, alice, e2e_dir=str(tmp_path / "alice"))
+        notice = await next_event(alice, (KeyChanged,))
+        assert notice.user == BOB
+        assert alice._e2e.store.session(BOB).current.id == session
+        await alice.send(BOB, "same session")
+        assert (await next_event(bob, (Message,))).body == b"same session"
+    finally:
+        await alice.close()
+        await bob.close()
