@@ -14,8 +14,8 @@ Modules: ``errors``, ``keys``, ``records``, ``kv``, ``kv_lmdb``,
 """
 
 from storage.api import Storage, open_storage
-from storage.errors import (BadCode, CommitFailed, DuplicateId, GroupFull, InvalidArgument,
-                            NotAdmin, NotMember, OfflineFull, StorageError, StoreClosed,
+from storage.errors import (BadCode, CommitFailed, DuplicateId, EventsFull, GroupFull,
+                            InvalidArgument, NotAdmin, NotMember, OfflineFull, StorageError, StoreClosed,
                             UnknownGroup, UnknownUser)
 from storage.kv import DBS, Store, StoreStats, Txn
 from storage.records import (Account, CodeCheck, Confirmation, GroupEvent, GroupRecord, InboxItem,
@@ -25,7 +25,7 @@ __all__ = [
     "Storage", "open_storage", "Store", "Txn", "StoreStats", "DBS",
     "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull", "DuplicateId",
     "BadCode", "CommitFailed", "StoreClosed", "UnknownGroup", "NotMember", "NotAdmin",
-    "GroupFull", "GroupEvent", "GroupRecord",
+    "GroupFull", "EventsFull", "GroupEvent", "GroupRecord",
     "Account", "CodeCheck", "Confirmation", "InboxItem", "InboxMeta", "Message", "Receipt",
     "RoutedReceipt", "Stored",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = [
     "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull",
     "DuplicateId", "BadCode", "CommitFailed", "StoreClosed",
-    "UnknownGroup", "NotMember", "NotAdmin", "GroupFull",
+    "UnknownGroup", "NotMember", "NotAdmin", "GroupFull", "EventsFull",
 ]
 
 
@@ -38,6 +38,17 @@ class OfflineFull(StorageError):
         super().__init__(f"inbox of {phone} is full ({cap} undelivered messages)")
         self.phone = phone
         self.cap = cap
+
+
+class EventsFull(OfflineFull):
+    """A user to be added to a group holds ``cap`` unread group items
+    (events and ``missed`` markers): a join would grow the inbox past its
+    event cap (storage/groups.py). An ``OfflineFull``: the same answer."""
+
+    def __init__(self, phone: str, held: int, cap: int):
+        StorageError.__init__(self, f"inbox of {phone} is full ({held} unread group "
+                                    f"events, cap {cap}): add them once they have read them")
+        self.phone, self.held, self.cap = phone, held, cap
 
 
 class DuplicateId(StorageError):

@@ -26,19 +26,33 @@ asks (the storage layer knows nothing of actors):
 Rules: only members send; only admins add, remove, promote, demote and
 rename; anyone leaves; the creator is the first admin; when the last admin
 goes, the oldest remaining member (first in join order) is promoted, with
-its own ``promoted`` event; the last admin cannot demote itself. A member
-whose inbox holds ``cap`` messages does not get a group message: it gets a
-``missed`` event instead (not counted toward the cap, one per group,
-counting up while it stays unread), so nothing is lost silently.
+its own ``promoted`` event; the last admin cannot demote itself.
+
+Full inboxes. A member whose inbox holds ``cap`` messages does not get a
+group message, and a member whose inbox holds ``cap`` group items (events
+and markers, ``inbox_meta.evts``) does not get a system event: either is
+folded into the member's one ``missed`` marker for the group, so nothing
+is lost silently and a group is never blocked by one member. The marker's
+``count`` says how many messages it stands for (0: only events were
+missed; the group's state is one GROUP_INFO away). Each fold deletes the
+unread marker and appends a new one carrying the running count, so an
+online member is pushed the new count (a count raised in place would
+never reach a member already pushed that seq). A superseded marker never
+reaches the nudges (``Outcome.appended``). Joining takes an event slot:
+a CREATE or ADD naming a user whose inbox holds ``cap`` group items is
+refused (``EventsFull``, nothing written), so markers stay one per group
+the member joined while it had room, and no one can grow another user's
+inbox without bound by making groups around them. Events never count
+toward the message cap, nor messages toward the event cap.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from storage.errors import (DuplicateId, GroupFull, InvalidArgument, NotAdmin, NotMember,
-                            StorageError, UnknownGroup)
+from storage.errors import (DuplicateId, EventsFull, GroupFull, InvalidArgument, NotAdmin,
+                            NotMember, StorageError, UnknownGroup)
 from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes, inbox_key,
                           member_key, phone_bytes, prefix_end)
 from storage.kv import Txn
@@ -79,6 +93,7 @@ class _Group:
         raw = txn.get("groups", self.gb)
         self.g: dict | None = None if raw is None else unpack(raw)
         self.changed = False
+        self.superseded: set[tuple[str, int]] = set()   # (member, seq) of markers replaced
 
     # -- checks (raise before any write) -------------------------------------------
     def need(self, user: str) -> dict:
@@ -102,14 +117,48 @@ class _Group:
             phone_bytes(u)
         return list(dict.fromkeys(users))
 
+    def room_to_join(self, users: list[str]) -> None:
+        """Refuse a join for whom the first event would not fit (module doc)."""
+        for u in users:
+            held = self.metas[phone_bytes(u)]["evts"]
+            if held >= self.cap:
+                raise EventsFull(u, held, self.cap)
+
     # -- writes -----------------------------------------------------------------------
     def announce(self, event: str, by: str, users: list[str], to: list[str]) -> tuple:
-        """Append one system event to the inbox of each user in ``to``."""
+        """Append one system event to the inbox of each user in ``to``; a
+        user holding ``cap`` group items gets it folded into its marker."""
         payload = GroupEvent(self.id, event, by, tuple(users), self.g["name"], self.ts)
         value = pack_item(payload)
-        append = self.metas.append_packed
-        return tuple((u, InboxItem(append(phone_bytes(u), False, value), "group", payload))
-                     for u in to)
+        metas, cap = self.metas, self.cap
+        told: list[tuple[str, InboxItem]] = []
+        for u in to:
+            ub = phone_bytes(u)
+            if metas[ub]["evts"] >= cap:
+                told.append(self.missed(u, by, 0))
+            else:
+                told.append((u, InboxItem(metas.append_event(ub, value), "group", payload)))
+        return tuple(told)
+
+    def missed(self, member: str, by: str, messages: int) -> tuple[str, InboxItem]:
+        """Fold into ``member``'s ``missed`` marker for this group: the
+        unread one is replaced by a new one carrying the running count (so
+        it is pushed), or a first one is appended."""
+        txn, mb = self.txn, phone_bytes(member)
+        key = member_key(mb, self.gb)
+        count = messages
+        raw = txn.get("group_missed", key)
+        if raw is not None:
+            old_seq = unpack(raw)
+            old = txn.get("inbox", inbox_key(mb, old_seq))
+            if old is not None:             # still unread
+                count += unpack(old)["count"]
+                self.metas.delete_event(mb, old_seq)
+                self.superseded.add((member, old_seq))
+        payload = GroupEvent(self.id, "missed", by, (), self.g["name"], self.ts, count)
+        seq = self.metas.append_event(mb, pack_item(payload))
+        txn.put("group_missed", key, pack(seq))
+        return member, InboxItem(seq, "group", payload)
 
     def bump(self) -> int:
         self.g["v"] += 1
@@ -162,6 +211,7 @@ def _create(gr: _Group, user: str, name: Any, members: Any) -> Outcome:
         raise GroupFull(gr.id, gr.group_cap)
     for m in members[1:]:
         gr.metas.require_user(phone_bytes(m), m)
+    gr.room_to_join(members)
     gr.g = {"name": name, "by": user, "at": gr.ts, "admins": [user], "members": [], "v": 0}
     gr.join(members)
     gr.bump()
@@ -175,6 +225,7 @@ def _add(gr: _Group, user: str, users: Any) -> Outcome:
         raise GroupFull(gr.id, gr.group_cap)
     for u in new:
         gr.metas.require_user(phone_bytes(u), u)
+    gr.room_to_join(new)
     if not new:
         return Outcome(g["v"])
     gr.join(new)
@@ -261,30 +312,10 @@ def _send(gr: _Group, user: str, client_id: Any, body: Any) -> Outcome:
             continue
         appended.append((m, InboxItem(metas.append_packed(mb, True, value), "message", message)))
     for m in missed:
-        appended.extend(_missed(gr, m, user))
+        appended.append(gr.missed(m, user, 1))
     txn.put("dedup", dk, pack({"to": gr.id, "seq": 0, "ts": ts}))
     txn.put("dedup_ttl", dedup_ttl_key(ts, dk), b"")
     return Outcome(ts, tuple(appended))
-
-
-def _missed(gr: _Group, member: str, sender: str) -> tuple:
-    """Tell ``member`` (inbox full) that a message of this group missed it:
-    count up the ``missed`` event still in its inbox, or append a new one."""
-    txn, mb = gr.txn, phone_bytes(member)
-    key = member_key(mb, gr.gb)
-    raw = txn.get("group_missed", key)
-    if raw is not None:
-        item_key = inbox_key(mb, unpack(raw))
-        old = txn.get("inbox", item_key)
-        if old is not None:                 # still unread: count up in place (no nudge)
-            v = unpack(old)
-            v.update(count=v["count"] + 1, by=sender, ts=gr.ts)
-            txn.put("inbox", item_key, pack(v))
-            return ()
-    payload = GroupEvent(gr.id, "missed", sender, (), gr.g["name"], gr.ts, 1)
-    seq = gr.metas.append_packed(mb, False, pack_item(payload))
-    txn.put("group_missed", key, pack(seq))
-    return ((member, InboxItem(seq, "group", payload)),)
 
 
 _RUN: dict[str, Callable[..., Outcome]] = {
@@ -318,6 +349,11 @@ class GroupBatch:
         if gr.changed:
             txn.put("groups", gr.gb, pack(gr.g))
         gr.metas.save()
+        if gr.superseded:                   # a marker replaced later in this op: not to nudge
+            gone = gr.superseded
+            results = [(ok, replace(v, appended=tuple(
+                (u, item) for u, item in v.appended if (u, item.seq) not in gone)))
+                if ok else (ok, v) for ok, v in results]
         return results, gr.record()
 
 

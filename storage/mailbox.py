@@ -22,7 +22,9 @@ receipt is the consequence of *another* user's ack or read, and refusing it
 would either fail that user's ack (their inbox could never drain) or lose
 the receipt silently. Receipts stay bounded all the same: each message
 yields at most one ``delivered`` receipt, and ``read`` receipts are limited
-per call (the session layer rate-limits calls).
+per call (the session layer rate-limits calls). Group items (system events,
+``missed`` markers) are counted apart as well (``evts``, among ``rcpts``):
+they have a cap of their own, applied by storage/groups.py.
 """
 
 from __future__ import annotations
@@ -51,8 +53,14 @@ MAX_READ_IDS = 1000
 
 # -- inbox_meta: a mutable dict per user while a transaction runs ---------------
 def _load_meta(txn: Txn, user: bytes) -> dict:
+    """``next`` seq; ``msgs`` messages, ``rcpts`` other items held, of which
+    ``evts`` are group items (system events and ``missed`` markers)."""
     raw = txn.get("inbox_meta", user)
-    return {"next": 1, "msgs": 0, "rcpts": 0} if raw is None else unpack(raw)
+    if raw is None:
+        return {"next": 1, "msgs": 0, "rcpts": 0, "evts": 0}
+    meta = unpack(raw)
+    meta.setdefault("evts", 0)              # written before group items were counted
+    return meta
 
 
 class _Metas(dict):
@@ -79,6 +87,18 @@ class _Metas(dict):
         meta["msgs" if is_message else "rcpts"] += 1
         self.txn.put("inbox", inbox_key(user, seq), value)
         return seq
+
+    def append_event(self, user: bytes, value: bytes) -> int:
+        """Append a group item (a system event or a ``missed`` marker)."""
+        self[user]["evts"] += 1
+        return self.append_packed(user, False, value)
+
+    def delete_event(self, user: bytes, seq: int) -> None:
+        """Delete the group item at ``seq`` (the caller knows it is there)."""
+        meta = self[user]
+        meta["rcpts"] -= 1
+        meta["evts"] -= 1
+        self.txn.delete("inbox", inbox_key(user, seq))
 
     def require_user(self, user: bytes, phone: str) -> None:
         if user not in self.known:
@@ -150,6 +170,8 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
         if value["type"] != "message":
             txn.delete("inbox", key)
             metas[ub]["rcpts"] -= 1
+            if value["type"] == "group":
+                metas[ub]["evts"] -= 1
             continue
         sender = value["from"]
         sb = phone_bytes(sender)            # checked before the first write
@@ -226,7 +248,7 @@ def inbox_after(txn: Txn, user: str, after_seq: int = 0, limit: int | None = 100
 
 def inbox_meta(txn: Txn, user: str) -> InboxMeta:
     m = _load_meta(txn, phone_bytes(user))
-    return InboxMeta(m["next"], m["msgs"], m["rcpts"])
+    return InboxMeta(m["next"], m["msgs"], m["rcpts"], m["evts"])
 
 
 def inbox_count(txn: Txn, user: str) -> int:
@@ -238,15 +260,17 @@ def recount_inbox(txn: Txn, user: str) -> InboxMeta:
     """What ``inbox_meta`` should say, from a full scan of the inbox: an
     audit for tests and repair tools (O(items))."""
     ub = phone_bytes(user)
-    msgs = rcpts = 0
+    msgs = rcpts = evts = 0
     for _, raw in txn.range("inbox", inbox_prefix(ub), prefix_end(inbox_prefix(ub))):
-        if unpack(raw)["type"] == "message":
+        kind = unpack(raw)["type"]
+        if kind == "message":
             msgs += 1
         else:
             rcpts += 1
+            evts += kind == "group"
     last = txn.last("inbox", inbox_prefix(ub))
     top = inbox_seq(last[0]) + 1 if last else 1
-    return InboxMeta(max(top, _load_meta(txn, ub)["next"]), msgs, rcpts)
+    return InboxMeta(max(top, _load_meta(txn, ub)["next"]), msgs, rcpts, evts)
 
 
 def get_last_seen(txn: Txn, user: str) -> int | None:

@@ -83,10 +83,13 @@ class Confirmation:
 class InboxMeta:
     """Per-user inbox bookkeeping (``inbox_meta``): the next sequence number
     to assign and exact counts of the items held. ``next_seq`` never goes
-    back, even when the inbox empties."""
+    back, even when the inbox empties. ``events``: of the ``receipts`` (every
+    item that is not a message), the group items, which have their own cap
+    (storage/groups.py)."""
     next_seq: int = 1
     messages: int = 0
     receipts: int = 0
+    events: int = 0
 
     @property
     def count(self) -> int:

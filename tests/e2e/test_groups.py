@@ -187,6 +187,49 @@ async def test_a_full_inbox_misses_nothing_silently(node):
         await c.close()
 
 
+@pytest.mark.node_config(offline_cap=2)
+async def test_an_online_member_is_pushed_each_new_missed_count(node):
+    alice, bob = await users(node, ALICE, BOB)
+    assert isinstance(await ask(alice, wire.GroupCreate("team", "Team", (BOB,))), wire.Ack)
+    created = await next_of(bob, wire.GroupEvent)
+    assert isinstance(await ask(bob, wire.Received((created.seq,))), wire.Ack)
+    # Step 1: bob is online but does not ack: two 1:1 messages fill his inbox.
+    for i in range(2):
+        assert isinstance(await ask(alice, wire.Send(f"d{i}", BOB, b"x")), wire.Ack)
+    # Step 2: each group message that misses him replaces his marker with a
+    # new one, pushed: he sees 1, 2, 3 (a count raised in place never came).
+    counts = []
+    for i in range(3):
+        assert isinstance(await ask(alice, wire.GroupSend(f"g{i}", GID, b"g")), wire.Ack)
+        event = await next_of(bob, wire.GroupEvent)
+        counts.append((event.event, event.count))
+    assert counts == [(K.MISSED, 1), (K.MISSED, 2), (K.MISSED, 3)]
+    # Step 3: acking the last one leaves no marker behind.
+    assert isinstance(await ask(bob, wire.Received((event.seq,))), wire.Ack)
+    mailbox = node.system.env["mailbox"]
+    assert [i.kind for i in mailbox.inbox_after(BOB)] == ["message", "message"]
+    for c in (alice, bob):
+        await c.close()
+
+
+@pytest.mark.node_config(offline_cap=2)
+async def test_a_flood_of_changes_folds_into_one_marker_for_a_full_member(node):
+    alice, carol = await users(node, ALICE, CAROL)
+    bob_account = await register(node, BOB)
+    assert isinstance(await ask(alice, wire.GroupCreate("team", "Team", (BOB, CAROL))), wire.Ack)
+    for i in range(10):
+        assert (await ask(alice, wire.GroupRename(GID, f"Team {i}"))).value == i + 2
+    # bob (offline, cap 2) finds CREATED, the first RENAMED, then one MISSED
+    # (count 0: only events) naming the group as it is now
+    bob = await login(node, bob_account)
+    got = [await next_of(bob, wire.GroupEvent) for _ in range(3)]
+    assert [(e.event, e.name, e.count) for e in got] == [
+        (K.CREATED, "Team", 0), (K.RENAMED, "Team 0", 0), (K.MISSED, "Team 9", 0)]
+    assert node.system.env["mailbox"].inbox_meta(BOB).count == 3
+    for c in (alice, bob, carol):
+        await c.close()
+
+
 async def test_group_actor_crash_mid_fan_out_loses_nothing_acked(node):
     alice, bob = await users(node, ALICE, BOB)
     assert isinstance(await ask(alice, wire.GroupCreate("team", "Team", (BOB,))), wire.Ack)

@@ -1,13 +1,15 @@
 """``storage.groups`` against every backend: one op per batch of a group's
 requests, the membership rules, fan-out and system events in the same
 transaction as the change, refusals that write nothing, idempotent
-resends, the oldest member promoted, and the coalesced ``missed`` event of
-a full inbox; inbox counts stay exact throughout."""
+resends, the oldest member promoted, and the ``missed`` marker of a full
+inbox (messages and events past the caps folded into it, replaced so each
+new count is pushed; joins refused past the event cap); inbox counts stay
+exact throughout."""
 
 from __future__ import annotations
 
-from storage import (DuplicateId, GroupFull, InvalidArgument, NotAdmin, NotMember, UnknownGroup,
-                     UnknownUser)
+from storage import (DuplicateId, EventsFull, GroupFull, InvalidArgument, NotAdmin, NotMember,
+                     OfflineFull, UnknownGroup, UnknownUser)
 from storage.groups import ADD, ADMIN, CREATE, LEAVE, REMOVE, RENAME, SEND
 from storage.mailbox import recount_inbox
 
@@ -127,3 +129,60 @@ async def test_group_receipts_name_the_member_and_the_group(users):
         (SENDER, "delivered", RECEIVER, GID)]
     assert read[0].receipt.group is None          # READ without a group says none
     assert users.storage.inbox_after(SENDER)[-2].payload.group == GID
+
+
+async def test_a_missed_marker_is_replaced_so_the_new_count_is_pushed(users):
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER]))
+    await users.storage.store_message(OTHER, "d1", RECEIVER, b"1:1", T, 1)
+    first, _ = await run(users, (SEND, SENDER, "m0", b"x"), cap=1)
+    [(who, marker)] = first[0][1].appended
+    assert (who, marker.payload.event, marker.payload.count) == (RECEIVER, "missed", 1)
+    # two more in one op: each replaces the marker; only the last is nudged
+    more, _ = await run(users, (SEND, SENDER, "m1", b"x"), (SEND, SENDER, "m2", b"x"), cap=1)
+    nudged = [(u, i.seq, i.payload.count) for _, v in more for u, i in v.appended]
+    assert nudged == [(RECEIVER, marker.seq + 2, 3)]
+    held = [i for i in users.storage.inbox_after(RECEIVER) if i.kind == "group"]
+    assert [(i.seq, i.payload.event, i.payload.count) for i in held] == [
+        (1, "created", 0), (marker.seq + 2, "missed", 3)]
+    audit(users, SENDER, RECEIVER)
+
+
+async def test_events_past_the_cap_fold_into_the_marker(users):
+    """A flood of renames cannot grow a member's inbox past its cap: the
+    change commits for the group, the full member gets one marker."""
+    await run(users, (CREATE, SENDER, "n0", [RECEIVER]), cap=2)
+    for round_ in range(3):
+        results, record = await run(
+            users, *[(RENAME, SENDER, f"n{round_}-{j}") for j in range(50)], cap=2)
+        assert all(ok for ok, _ in results)
+    assert record.name == "n2-49" and record.version == 151
+    held = users.storage.inbox_after(RECEIVER)
+    assert [(i.payload.event, i.payload.count) for i in held] == [
+        ("created", 0), ("renamed", 0), ("missed", 0)]     # count 0: events only
+    assert (held[-1].payload.name, held[-1].payload.by) == ("n2-49", SENDER)
+    assert users.storage.inbox_meta(RECEIVER).events == 3
+    # messages missed later count in the same marker
+    await users.storage.store_message(OTHER, "d1", RECEIVER, b"1:1", T, 1)
+    await run(users, (SEND, SENDER, "m0", b"x"), cap=1)
+    assert [(i.payload.event, i.payload.count) for i in users.storage.inbox_after(RECEIVER)
+            if i.kind == "group"][-1] == ("missed", 1)
+    audit(users, SENDER, RECEIVER)
+
+
+async def test_a_join_is_refused_while_the_inbox_holds_cap_events(users):
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER]), cap=1)
+    before = {p: users.storage.inbox_meta(p) for p in (SENDER, RECEIVER, OTHER)}
+    results, record = await run(users, (CREATE, OTHER, "Mine", [RECEIVER]), cap=1,
+                                group=f"{OTHER}/g")
+    assert isinstance(results[0][1], EventsFull) and isinstance(results[0][1], OfflineFull)
+    assert results[0][1].phone == RECEIVER and record is None
+    await run(users, (CREATE, SENDER, "Two", []), group=f"{SENDER}/two", cap=5)
+    results, _ = await run(users, (ADD, SENDER, [RECEIVER]), cap=1, group=f"{SENDER}/two")
+    assert isinstance(results[0][1], EventsFull)
+    assert users.storage.groups_of(RECEIVER) == [GID]
+    assert users.storage.inbox_meta(RECEIVER) == before[RECEIVER]
+    # once read, there is room again
+    await users.storage.ack_inbox(RECEIVER, [i.seq for i in users.storage.inbox_after(RECEIVER)])
+    results, _ = await run(users, (ADD, SENDER, [RECEIVER]), cap=1, group=f"{SENDER}/two")
+    assert results[0][0] and users.storage.groups_of(RECEIVER) == [GID, f"{SENDER}/two"]
+    audit(users, SENDER, RECEIVER, OTHER)
