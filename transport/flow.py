@@ -16,11 +16,14 @@ so that no client can take the worker down for the others.
   output passes ``max_output`` anyway, is closed with SLOW_CONSUMER; its
   messages stay in its inbox until it reconnects.
 - **Rates** (token buckets, ``actors.rate_limit.TokenBuckets``): frames per
-  connection, SENDs per user, SENDs per (sender, recipient). An over-rate
-  frame gets ERROR RATE_LIMITED with ``retry_after`` (ms) and has no
-  effect; the connection stays open. After a refused SEND the connection
-  refuses every other SEND until that one comes again, so a pipelining
-  client cannot have a later message overtake the refused one.
+  connection, SENDs per user, SENDs per (sender, recipient), group changes
+  per user (``CHANGES``: each writes a system event into every member's
+  inbox, so they are budgeted like messages, only tighter; leaving a group
+  is never limited). An over-rate frame gets ERROR RATE_LIMITED with
+  ``retry_after`` (ms) and has no effect; the connection stays open. After
+  a refused SEND the connection refuses every other SEND until that one
+  comes again, so a pipelining client cannot have a later message overtake
+  the refused one.
 
 ``FlowConfig`` holds the limits and their defaults (docs/operations.md);
 ``Limits`` the buckets, shared by a listener's connections. The defaults
@@ -40,9 +43,11 @@ from actors.messages import ResumePushes
 from actors.rate_limit import TokenBuckets
 from transport import wire
 
-__all__ = ["FlowConfig", "Limits", "FlowControl", "SENDS", "retry_ms"]
+__all__ = ["FlowConfig", "Limits", "FlowControl", "SENDS", "CHANGES", "RATED", "retry_ms"]
 
 SENDS = (wire.Send, wire.GroupSend)     # share one id space, one budget and one gate
+CHANGES = (wire.GroupCreate, wire.GroupAdd, wire.GroupRemove, wire.GroupRename, wire.GroupAdmin)
+RATED = frozenset(SENDS + CHANGES)      # what ``FlowControl.admit`` budgets per user
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class FlowConfig:
     send_burst: int = 20_000
     pair_rate: float = 1_000.0              # SENDs/s from one sender to one recipient (0: no limit) ...
     pair_burst: int = 10_000
+    change_rate: float = 10.0               # group changes/s per user (0: no limit) ...
+    change_burst: int = 100
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "FlowConfig":
@@ -71,15 +78,28 @@ def retry_ms(wait: float) -> int:
 
 
 class Limits:
-    """The token buckets of one listener: ``sends`` keyed by user, ``pairs``
-    by (sender, recipient). ``admit_send`` returns 0.0 and counts the SEND,
-    or the seconds to wait (nothing counted). (A connection's own frame
-    bucket is two numbers on the connection: ``FlowControl.admit_frame``.)"""
+    """The token buckets of one listener: ``sends`` and ``changes`` keyed by
+    user, ``pairs`` by (sender, recipient). ``admit_send`` and
+    ``admit_change`` return 0.0 and count the frame, or the seconds to wait
+    (nothing counted). (A connection's own frame bucket is two numbers on
+    the connection: ``FlowControl.admit_frame``.)"""
 
     def __init__(self, cfg: FlowConfig, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.sends = _buckets(cfg.send_rate, cfg.send_burst, clock)
         self.pairs = _buckets(cfg.pair_rate, cfg.pair_burst, clock)
+        self.changes = _buckets(cfg.change_rate, cfg.change_burst, clock)
+
+    def admit_change(self, user: str) -> tuple[float, str]:
+        """(0.0, "") if ``user`` may change a group now, else (wait, why)."""
+        changes = self.changes
+        if changes is None:
+            return 0.0, ""
+        now = self.clock()
+        if wait := changes.wait(user, now):
+            return wait, f"over {changes.rate:g} group changes/s for {user}"
+        changes.take(user, now)
+        return 0.0, ""
 
     def admit_send(self, user: str, to: str) -> tuple[float, str]:
         """(0.0, "") if ``user`` may send to ``to`` now, else (wait, which limit)."""
@@ -209,6 +229,16 @@ class FlowControl:
             return (1.0 - tokens) / rate
         self.tokens = tokens - 1.0
         return 0.0
+
+    def admit(self, frame: wire.Frame) -> bool:
+        """A frame of ``RATED`` within its user's budgets? Else it is refused."""
+        if type(frame) in CHANGES:
+            wait, why = self.limits.admit_change(self.user)
+            if wait:
+                self.refuse(frame, wait, why)
+                return False
+            return True
+        return self.admit_send(frame)
 
     def admit_send(self, frame: wire.Send | wire.GroupSend) -> bool:
         gate = self.send_gate

@@ -44,7 +44,7 @@ from actors.session_registry import REGISTRY_NAME, CloseSession, OpenSession
 from transport import wire
 from transport.crypto import verify
 from storage.records import InboxItem
-from transport.flow import SENDS, FlowConfig, FlowControl, Limits
+from transport.flow import RATED, FlowConfig, FlowControl, Limits
 from transport.translate import bytes_for, command_for
 
 __all__ = ["Listener", "Connection", "ListenerConfig", "Sweep"]
@@ -189,7 +189,7 @@ class Connection(FlowControl, asyncio.Protocol):
             self.refuse(frame, wait, f"over {self.flow.frame_rate:g} frames/s on this connection")
             return
         if self.state == "logged_in":
-            if type(frame) in SENDS and not self.admit_send(frame):
+            if type(frame) in RATED and not self.admit(frame):
                 return
             if type(frame) in _CHAT:                # the hot path: straight to the session
                 self.to_session(command_for(frame, self))

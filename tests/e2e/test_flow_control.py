@@ -6,6 +6,7 @@ over the limits get RATE_LIMITED with a retry-after, and keep their order."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 
 import pytest
@@ -272,6 +273,28 @@ async def test_group_sends_share_the_send_budget(node):
                for i in range(4)]
     assert [type(r) for r in replies] == [wire.Ack] * 3 + [wire.Error]
     assert replies[3].code == E.RATE_LIMITED and replies[3].retry_after
+    await alice.close()
+
+
+@pytest.mark.node_config(change_rate=5, change_burst=4)
+async def test_group_changes_have_their_own_per_user_budget(node):
+    accounts = [await register(node, who) for who in (ALICE, BOB)]
+    alice = await login(node, accounts[0])
+
+    async def ask(frame):
+        return await alice.answer(alice.send(dataclasses.replace(frame, ref=alice.ref())))
+    gid = (await ask(wire.GroupCreate("team", "Team", (BOB,)))).value
+    # Step 1: three renames pass (the burst of four, the create included), the
+    # next change of any kind is refused with a retry-after and changes nothing.
+    replies = [await ask(wire.GroupRename(gid, f"n{i}")) for i in range(3)]
+    refused = await ask(wire.GroupAdmin(gid, BOB, True))
+    assert [type(r) for r in replies] == [wire.Ack] * 3 and replies[-1].value == 4
+    assert refused.code == E.RATE_LIMITED and 0 < refused.retry_after <= 250, refused
+    # Step 2: messages and leaving are not held back by it; after the wait
+    # the change passes.
+    assert isinstance(await ask(wire.GroupSend("g0", gid, b"")), wire.Ack)
+    await asyncio.sleep(refused.retry_after / 1000)
+    assert (await ask(wire.GroupAdmin(gid, BOB, True))).value == 5
     await alice.close()
 
 
