@@ -3,7 +3,9 @@
 about encryption.
 
     /send-file PATH    send a file to the current peer (encrypted, then uploaded)
-    /get HASH [DEST]   save a file received this session (HASH: a prefix)
+    /get HASH [DEST]   save a file received this session (HASH: a prefix); never
+                       overwrites: without DEST, the sender's name made safe
+                       (no path, no leading dot), "name (1).ext" if taken
     /safety [+N]       the safety number with them, to compare out of band
 
 Output: ``[12:01] +15550002: [file photo.jpg image/jpeg, 3145728 bytes]
@@ -28,6 +30,25 @@ def clock(ms: int | None) -> str:
     return time.strftime("%H:%M", time.localtime((ms or time.time() * 1000) / 1000))
 
 
+def safe_name(name: str) -> str:
+    """The sender's file name as a plain name in the current directory:
+    no directory part, no control characters, no leading dots (a sender
+    must not be able to drop a dotfile such as ``.bashrc``), 200 bytes at most."""
+    name = "".join(c for c in os.path.basename(name.replace("\\", "/")) if c.isprintable())
+    return name.strip().lstrip(".").strip().encode()[:200].decode("utf-8", "ignore")
+
+
+def free_name(directory: str, name: str) -> str:
+    """``name`` in ``directory``, or ``name (1).ext``, ``name (2).ext``...:
+    the first with neither a file nor a partial download (``.part``) there."""
+    stem, ext = os.path.splitext(name)
+    candidate, n = name, 0
+    while any(os.path.lexists(os.path.join(directory, c)) for c in (candidate, candidate + ".part")):
+        n += 1
+        candidate = f"{stem} ({n}){ext}"
+    return candidate if directory == "." else os.path.join(directory, candidate)
+
+
 class SecureCommands:
     """Needs the host's ``client``, ``out``, ``spawn``, ``request``, ``peer``,
     ``mine`` and ``files`` (see ``client.cli.Chat``)."""
@@ -49,13 +70,18 @@ class SecureCommands:
             self.out("-- usage: /get HASH [DEST] (the hash of a file received this session)")
             return
         info = found[0]
-        dest = dest or os.path.basename(info.name) or info.sha256
+        dest = dest or free_name(".", safe_name(info.name) or info.sha256[:16])
+        if os.path.lexists(dest):
+            self.out(f"-- {dest} exists; not overwritten (/get HASH DEST with a new name)")
+            return
         self.spawn(self.fetch(info, dest))
 
     async def fetch(self, info: ev.MediaInfo, dest: str) -> None:
         try:
-            await self.client.download(info, dest)
+            await self.client.download(info, dest, overwrite=False)
             self.out(f"-- saved {dest} ({info.size} bytes, checked)")
+        except FileExistsError:
+            self.out(f"-- {dest} appeared meanwhile; not overwritten")
         except Exception as error:          # noqa: BLE001 - reported, never fatal to the chat
             self.out(f"-- download failed: {error}")
 

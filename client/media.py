@@ -73,8 +73,10 @@ def file_sha256(path: str) -> bytes:
     return digest.digest()
 
 
-def decrypt_file(src: str, dst: str, key: MediaKey) -> None:
-    """Decrypt ``src`` into ``dst`` (atomically; nothing at ``dst`` on error)."""
+def decrypt_file(src: str, dst: str, key: MediaKey, overwrite: bool = True) -> None:
+    """Decrypt ``src`` into ``dst`` (atomically; nothing at ``dst`` on error).
+    ``overwrite`` False: FileExistsError if ``dst`` exists, even if it
+    appeared while decrypting (the file is linked into place, not renamed)."""
     decryptor = MediaDecryptor(key)
     tmp = f"{dst}.tmp"
     try:
@@ -82,7 +84,10 @@ def decrypt_file(src: str, dst: str, key: MediaKey) -> None:
             while chunk := fin.read(READ):
                 fout.write(decryptor.update(chunk))
             fout.write(decryptor.finish())
-        os.replace(tmp, dst)
+        if overwrite:
+            os.replace(tmp, dst)
+        else:
+            os.link(tmp, dst)                   # FileExistsError: dst is never replaced
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -177,11 +182,14 @@ class MediaClient:
             self._sent.popitem(last=False)
         return key, uploaded
 
-    async def get_file(self, info: MediaInfo, dest: str) -> str:
+    async def get_file(self, info: MediaInfo, dest: str, overwrite: bool = True) -> str:
+        if not overwrite and os.path.lexists(dest):
+            raise FileExistsError(f"{dest} exists")
         part = f"{dest}.part"
         await self.download(info.sha256, part)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, decrypt_file, part, dest, info.key)
+            await asyncio.get_running_loop().run_in_executor(
+                None, decrypt_file, part, dest, info.key, overwrite)
         finally:
             os.unlink(part)                     # whole and decrypted, or not worth resuming
         return dest

@@ -237,11 +237,14 @@ class Client(Groups, Link):
         envelope = Media(key, mime, os.path.basename(path), caption)
         return await self._send_sealed(to, envelope, (key.sha256.hex(),), id)
 
-    async def download(self, file: ev.MediaInfo | ev.FileMessage, dest: str) -> str:
+    async def download(self, file: ev.MediaInfo | ev.FileMessage, dest: str, *,
+                       overwrite: bool = True) -> str:
         """Fetch a received file into ``dest`` (resuming a partial download),
-        checking its hash and every chunk; returns ``dest``."""
+        checking its hash and every chunk; returns ``dest``. ``overwrite``
+        False: FileExistsError rather than replace an existing ``dest``.
+        The file's name comes from the sender: never use it as a path as is."""
         info = file.file if isinstance(file, ev.FileMessage) else file
-        return await self.media.get_file(info, dest)
+        return await self.media.get_file(info, dest, overwrite)
 
     async def safety_number(self, user: str) -> str:
         """The 60-digit safety number of this device and ``user``'s, to compare

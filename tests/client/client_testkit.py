@@ -319,11 +319,11 @@ class CliProcess:
         self.reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, *args: str, home: str) -> "CliProcess":
+    async def start(cls, *args: str, home: str, cwd: str | None = None) -> "CliProcess":
         import sys
         env = {**os.environ, "PYTHONPATH": cls.ROOT, "HOME": home, "PYTHONUNBUFFERED": "1"}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "client.cli", *args, cwd=cls.ROOT, env=env,
+            sys.executable, "-m", "client.cli", *args, cwd=cwd or cls.ROOT, env=env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
         return cls(proc)

