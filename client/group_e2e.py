@@ -10,8 +10,11 @@ size; the server fans the ciphertext out.
   message, over the 1:1 session (``SenderKeyMessage`` envelope, which
   authenticates it), and the group send waits until those are committed,
   so each member's inbox holds the key before the message. A member with
-  no published keys (NO_KEYS) is skipped and logged, and tried again at the
-  next send: it gets the message but cannot read it. A member removed
+  no published keys (NO_KEYS), or one whose keys cannot be fetched now
+  (RATE_LIMITED: KEYS_FETCH allows ~100 new contacts a minute, so a first
+  send to a big group reaches only that many), is skipped, announced
+  (``GroupKeysPending`` event) and tried again at the next send: it gets
+  the message but cannot read it. The others can. A member removed
   while the keys are in flight re-keys (``on_event``): then the round is
   done again with the new key and the new member list (at most
   ``PREPARE_ROUNDS`` times), so ``seal`` never uses a key nobody has.
@@ -48,7 +51,7 @@ from typing import Any, Iterable
 from transport import wire
 from transport.e2e import E2EError, SenderKey, SenderKeyMessage
 from client.errors import ClientError, ServerError
-from client.groups import GroupCodec
+from client.groups import GroupCodec, GroupKeysPending
 from client.link import checked
 
 __all__ = ["SenderKeyCodec"]
@@ -56,6 +59,7 @@ __all__ = ["SenderKeyCodec"]
 log = logging.getLogger("switchboard.client")
 
 _LEAVING = frozenset({"removed", "left"})
+_LATER = frozenset({wire.ErrorCode.NO_KEYS, wire.ErrorCode.RATE_LIMITED})  # skip, retry next send
 PREPARE_ROUNDS = 4              # re-keys tolerated during one send's key distribution
 UNKNOWN_PENDING = 16            # distributions for unknown groups checked at a time
 
@@ -92,13 +96,18 @@ class SenderKeyCodec(GroupCodec):
             return_exceptions=True)
         if self.store.group(group).own is not own or self.holders.get(group) is not holders:
             return False                                    # re-keyed by on_event meanwhile
+        pending: dict[wire.ErrorCode, list[str]] = {}
         for member, result in zip(missing, results):
-            if isinstance(result, ServerError) and result.code is wire.ErrorCode.NO_KEYS:
-                log.warning("group %s: %s has no keys; it cannot read this message", group, member)
+            if isinstance(result, ServerError) and result.code in _LATER:
+                pending.setdefault(result.code, []).append(member)
             elif isinstance(result, BaseException):
                 raise result
             else:
                 holders.add(member)
+        for code, users in pending.items():
+            log.warning("group %s: %d members without this sender key (%s); they cannot "
+                        "read this message", group, len(users), code.name.lower())
+            client._emit(GroupKeysPending(group, tuple(users), code.name.lower()))
         return True
 
     def seal(self, group: str, body: bytes) -> bytes:

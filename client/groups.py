@@ -27,6 +27,12 @@ Events (inbox items, acknowledged with RECEIVED like 1:1 ones):
   ``demoted``, ``renamed``, or ``missed`` (this user's inbox was full:
   ``count`` messages of the group did not reach it).
 
+Not an inbox item: ``GroupKeysPending(group, users, reason)``: an end-to-end
+group send went out, but ``users`` could not be handed this device's
+sender key first (no published keys, or this user's KEYS_FETCH rate limit
+ran out): they get the message and cannot read it; they are tried again
+at the next send.
+
 ``group_info`` returns ``GroupInfo`` snapshots (not events).
 """
 
@@ -41,7 +47,7 @@ from client.events import Status, Undecryptable
 from client.link import checked
 
 __all__ = ["Groups", "GroupInbox", "GroupCodec", "GroupMessage", "GroupReceipt", "GroupEvent",
-           "GroupInfo", "is_group", "group_frame", "GROUP_INBOX_EVENTS"]
+           "GroupInfo", "GroupKeysPending", "is_group", "group_frame", "GROUP_INBOX_EVENTS"]
 
 log = logging.getLogger("switchboard.client")
 
@@ -88,6 +94,13 @@ class GroupEvent:
     name: str
     ts: int
     count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKeysPending:
+    group: str
+    users: tuple[str, ...]
+    reason: str         # no_keys or rate_limited
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from client.events import Undecryptable
-from client.groups import GroupEvent, GroupMessage
+from client.groups import GroupEvent, GroupKeysPending, GroupMessage
 from client_testkit import next_event
 from test_e2e_sdk import files_under, relogin, sdk_user
 from tests.conftest import wait_for
@@ -102,3 +102,29 @@ async def test_a_member_removed_while_keys_are_in_flight_does_not_break_the_send
         await alice.close()
         await bob.close()
         await carol.close()
+
+
+@pytest.mark.node_config(keys_fetch_limit=(2, 60.0))
+async def test_members_over_the_key_fetch_limit_are_skipped_not_the_send(node, tmp_path):  # noqa: F811
+    dave = "+15550000104"
+    alice = await sdk_user(node, ALICE)
+    members = [await sdk_user(node, phone) for phone in (BOB, CAROL, dave)]
+    try:
+        # Step 1: Alice has no session with any of the three, and may fetch
+        # only two key bundles: one member is skipped, the send goes out
+        group = await alice.create_group("big", "big", [BOB, CAROL, dave])
+        await alice.send_group(group, b"zqGROUP for those with the key")
+        pending = await next_event(alice, (GroupKeysPending,))
+        assert pending.group == group and pending.reason == "rate_limited"
+        assert len(pending.users) == 1
+        # Step 2: the two others read it; the skipped one cannot
+        for member in members:
+            event = await next_event(member, (GroupMessage, Undecryptable))
+            if member.user in pending.users:
+                assert isinstance(event, Undecryptable), event
+            else:
+                assert event.body == b"zqGROUP for those with the key", event
+    finally:
+        await alice.close()
+        for member in members:
+            await member.close()
