@@ -38,15 +38,20 @@ and no sessions, since the old ones were with the old identity.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 from typing import Callable
 
 from transport.crypto import DeviceKey
-from transport.e2e import GroupCipher, LocalKeys, SessionRecord, TrustStore
+from transport.e2e import E2EError, GroupCipher, LocalKeys, SessionRecord, TrustStore
 
 __all__ = ["E2EStore", "write_private"]
 
 ONE_TIME = 100                  # one-time prekeys generated at first
+_HASHED = re.compile(r"[0-9a-f]{64}\.bin")   # a group file's name (_group_file)
+
+log = logging.getLogger("switchboard.client")
 
 
 def write_private(path: str, data: bytes) -> None:
@@ -82,9 +87,13 @@ class E2EStore:
     def _rename_old_groups(self) -> None:
         """Group files of an older profile (named by the id) move to their hash name."""
         for name in os.listdir(self._path("groups")):
-            if name.endswith(".bin") and len(name) != 68:
+            if name.endswith(".bin") and not _HASHED.fullmatch(name):
                 old = os.path.join("groups", name)
-                cipher = self._load(old, GroupCipher.from_bytes)
+                try:
+                    cipher = self._load(old, GroupCipher.from_bytes)
+                except (ValueError, E2EError) as error:     # unreadable: left as it is
+                    log.warning("group file %s not renamed: %s", name, error)
+                    continue
                 write_private(self._path("groups", _group_file(cipher.group)), cipher.to_bytes())
                 os.unlink(self._path(old))
 

@@ -6,15 +6,17 @@ item again at every login, forever)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 
 from client import Message
+from client.e2e_store import E2EStore
 from client.events import Disconnected, Undecryptable
 from test_e2e_sdk import relogin, sdk_user
 from tests.conftest import wait_for
 from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
-from transport.e2e import SenderKey, SenderKeyMessage
+from transport.e2e import GroupCipher, SenderKey, SenderKeyMessage
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -63,3 +65,20 @@ async def test_a_poisoned_sender_key_is_one_event_and_acknowledged(node, tmp_pat
     finally:
         await alice.close()
         await bob.close()
+
+
+def test_group_files_are_named_by_hash_and_old_names_are_renamed(tmp_path):
+    # A profile from before: groups/<id with "/" as "~">.bin, and a file
+    # that does not parse (left alone)
+    profile = tmp_path / "profile"
+    E2EStore(str(profile))
+    old = GroupCipher(f"{ALICE}/team")
+    old.distribution_message()
+    (profile / "groups" / f"{ALICE}~team.bin").write_bytes(old.to_bytes())
+    (profile / "groups" / "junk.bin").write_bytes(b"not a cipher")
+    store = E2EStore(str(profile))
+    names = sorted(p.name for p in (profile / "groups").iterdir())
+    assert names == sorted([hashlib.sha256(f"{ALICE}/team".encode()).hexdigest() + ".bin",
+                            "junk.bin"])
+    assert store.has_group(f"{ALICE}/team")
+    assert store.group(f"{ALICE}/team").own.key_id == old.own.key_id
