@@ -40,13 +40,14 @@ from actors.actor import Actor
 from actors.drain_batch import DrainBatch
 from actors.exits import ActorError
 from actors.messages import (
-    GROUP_FULL, INTERNAL, INVALID, NOT_ADMIN, NOT_MEMBER, UNKNOWN_GROUP, UNKNOWN_USER, Acked,
+    GROUP_FULL, INTERNAL, INVALID, NOT_ADMIN, NOT_MEMBER, OFFLINE_FULL, UNKNOWN_GROUP,
+    UNKNOWN_USER, Acked,
     AddMembers, BatchStored, CreateGroup, GetGroups, GroupIdle, GroupRequest, InboxAppended,
     LeaveGroup, Rejected, RemoveMembers, RenameGroup, SendGroup, SetAdmin,
 )
 from actors.router import route
 from storage import (DuplicateId, GroupFull, InboxItem, InvalidArgument, NotAdmin, NotMember,
-                     UnknownGroup, UnknownUser)
+                     OfflineFull, UnknownGroup, UnknownUser)
 from storage.groups import ADD, ADMIN, CREATE, LEAVE, REMOVE, RENAME, SEND, group_id
 from supervisor.base import SupervisorError, start_child
 
@@ -68,7 +69,7 @@ _OPS = {   # command -> storage request (the user is filled in)
 }
 
 _REASONS = ((UnknownGroup, UNKNOWN_GROUP), (NotMember, NOT_MEMBER), (NotAdmin, NOT_ADMIN),
-            (GroupFull, GROUP_FULL), (UnknownUser, UNKNOWN_USER),
+            (GroupFull, GROUP_FULL), (UnknownUser, UNKNOWN_USER), (OfflineFull, OFFLINE_FULL),
             (DuplicateId, INVALID), (InvalidArgument, INVALID))
 
 

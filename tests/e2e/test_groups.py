@@ -304,3 +304,19 @@ async def test_idle_group_actor_stops_and_is_rebuilt_from_lmdb(node):
     assert (message.id, message.group, message.sender) == ("b1", GID, BOB)
     await alice.close()
     await bob.close()
+
+
+@pytest.mark.node_config(offline_cap=1)
+async def test_a_join_past_a_members_event_cap_is_offline_full(node):
+    # Bob is offline and holds one group event: his cap (1). A second group
+    # naming him is refused, naming him; nothing is written for it.
+    alice = await login(node, await register(node, ALICE))
+    await register(node, BOB)
+    assert isinstance(await ask(alice, wire.GroupCreate("one", "One", (BOB,))), wire.Ack)
+    created, _ = await alice.recv_until(lambda f: isinstance(f, wire.GroupEvent), 3.0)
+    assert isinstance(await ask(alice, wire.Received((created.seq,))), wire.Ack)
+    refused = await ask(alice, wire.GroupCreate("two", "Two", (BOB,)))
+    assert refused.code == wire.ErrorCode.OFFLINE_FULL and BOB in refused.message, refused
+    info = await ask(alice, wire.GroupInfo(f"{ALICE}/two"))
+    assert isinstance(info, wire.Error) and info.code == wire.ErrorCode.UNKNOWN_GROUP, info
+    await alice.close()
