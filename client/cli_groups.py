@@ -146,8 +146,10 @@ class GroupCommands:
             if event.name:
                 self.group_names[event.group] = event.name
             if event.event == "missed":
-                self.out(f"-- {event.name}: {event.count} message(s) did not reach you "
-                         "(your inbox was full)")
+                what = (f"{event.count} message(s)" if event.count
+                        else "changes to the group")
+                self.out(f"-- {event.name}: {what} did not reach you (your inbox was full); "
+                         f"/members shows it as it is now")
             else:
                 whom = " ".join(event.users) if event.event not in ("left", "renamed") else ""
                 tail = event.name if event.event == "renamed" else ""
