@@ -90,7 +90,9 @@ class AppThread:
             loop.close()
             if not self.ready.done():
                 self.ready.set_exception(RuntimeError("stopped before it started"))
-            if error is None:
+            if self.done.done():
+                pass                            # a waiter gave up on it (cancelled it)
+            elif error is None:
                 self.done.set_result(None)
             else:
                 self.done.set_exception(error)
