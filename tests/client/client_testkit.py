@@ -328,6 +328,25 @@ class CliProcess:
             stderr=asyncio.subprocess.STDOUT)
         return cls(proc)
 
+    @classmethod
+    async def logged_in(cls, node: Any, tmp_path: Any, phone: str, *args: str,
+                        cwd: str | None = None) -> "CliProcess":
+        """A terminal client of ``phone`` on the test ``node``, registered
+        and logged in (the node keeps codes in memory: the client asks for
+        the code on stdin). Its profile is under ``tmp_path``."""
+        proc = await cls.start(
+            "--phone", phone, "--port", str(node.port), *args,
+            "--data-dir", str(tmp_path / "none"), "--profile", str(tmp_path / phone),
+            "--code-wait", "0", home=str(tmp_path), cwd=cwd)
+        try:
+            await proc.expect("enter the code")
+            proc.write(node.codes[phone])
+            await proc.expect(rf"logged in as \{phone}")
+        except BaseException:
+            await proc.stop()
+            raise
+        return proc
+
     async def _read(self) -> None:
         while line := await self.proc.stdout.readline():
             self.lines.append(line.decode("utf-8", "replace").rstrip("\n"))

@@ -23,15 +23,9 @@ async def test_safety_numbers_and_files_from_the_terminal(node, tmp_path):  # no
     async def start(phone: str) -> CliProcess:
         cwd = tmp_path / f"cwd{phone}"      # where /get without DEST saves
         cwd.mkdir()
-        proc = await CliProcess.start(
-            "--phone", phone, "--port", str(node.port), "--media-port", media_port,
-            "--data-dir", str(tmp_path / "none"), "--profile", str(tmp_path / phone),
-            "--code-wait", "0", home=str(tmp_path), cwd=str(cwd))
-        procs.append(proc)
-        await proc.expect("enter the code")
-        proc.write(node.codes[phone])
-        await proc.expect(rf"logged in as \{phone}")
-        return proc
+        procs.append(await CliProcess.logged_in(node, tmp_path, phone, "--media-port", media_port,
+                                                cwd=str(cwd)))
+        return procs[-1]
 
     try:
         # Step 1: both open the chat; their safety numbers match

@@ -18,14 +18,8 @@ async def test_two_cli_processes_chat_in_a_group(node, tmp_path):  # noqa: F811
     procs = []
 
     async def start(phone):
-        proc = await CliProcess.start(
-            "--phone", phone, "--port", str(node.port), "--data-dir", str(tmp_path / "none"),
-            "--profile", str(tmp_path / phone), "--code-wait", "0", home=str(tmp_path))
-        procs.append(proc)
-        await proc.expect("enter the code")
-        proc.write(node.codes[phone])
-        await proc.expect(rf"logged in as \{phone}")
-        return proc
+        procs.append(await CliProcess.logged_in(node, tmp_path, phone))
+        return procs[-1]
 
     try:
         alice, bob = await start(ALICE), await start(BOB)
