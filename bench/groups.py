@@ -33,8 +33,8 @@ import time
 from array import array
 from typing import Any
 
-from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, percentile, phone,
-                           provision, recv_report, run_client_process)
+from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
+                           percentile, phone, provision, recv_report, run_client_process)
 from transport import wire
 
 __all__ = ["add_arguments", "main", "run"]
@@ -53,11 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="members sending at once (default 4)")
     parser.add_argument("--window", type=int, default=8,
                         help="unacknowledged GROUP_SENDs per sender (default 8)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured round (default 5)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of traffic before measuring (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds; the median is reported (default 3)")
-    parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
-    parser.add_argument("--body", type=int, default=100, help="message body bytes (default 100)")
+    add_round_arguments(parser, duration=5.0, warmup=3.0)
 
 
 def group_id() -> str:

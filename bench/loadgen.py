@@ -37,7 +37,7 @@ from typing import Any
 from transport import wire
 from transport.crypto import DeviceKey
 
-__all__ = ["LaunchedNode", "cpu_seconds", "machine_cpu", "memory_kb", "sockstat", "phone", "device_key",
+__all__ = ["LaunchedNode", "add_round_arguments", "cpu_seconds", "machine_cpu", "memory_kb", "sockstat", "phone", "device_key",
            "provision", "WireClient", "BenchError", "percentile", "raise_nofile"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,20 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 class BenchError(RuntimeError):
     """The benchmark could not run (node did not start, a request failed...)."""
+
+
+# -- options ------------------------------------------------------------------
+def add_round_arguments(parser: Any, duration: float, warmup: float) -> None:
+    """The options every closed-loop chat bench shares: measured rounds,
+    warm-up, load-generator processes, body size."""
+    parser.add_argument("--duration", type=float, default=duration,
+                        help=f"seconds per measured round (default {duration:g})")
+    parser.add_argument("--warmup", type=float, default=warmup,
+                        help=f"seconds of traffic before measuring (default {warmup:g})")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measured rounds; the median is reported (default 3)")
+    parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
+    parser.add_argument("--body", type=int, default=100, help="message body bytes (default 100)")
 
 
 # -- /proc --------------------------------------------------------------------

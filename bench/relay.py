@@ -40,8 +40,8 @@ import time
 from array import array
 from typing import Any
 
-from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu,
-                           percentile, phone, recv_report, run_client_process)
+from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
+                           machine_cpu, percentile, phone, recv_report, run_client_process)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -58,13 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unacknowledged SENDs per sender (default 32)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="open loop: messages/s in all; 0 = closed loop (default)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured round (default 10)")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of traffic before measuring (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds; the median is reported (default 3)")
+    add_round_arguments(parser, duration=10.0, warmup=5.0)
     parser.add_argument("--workers", type=int, default=1,
                         help="node worker processes (default 1)")
-    parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
-    parser.add_argument("--body", type=int, default=100, help="message body bytes (default 100)")
 
 
 # -- the load generator (one per client process) --------------------------------------
