@@ -91,10 +91,10 @@ class Storage:
         ts = _now_ms() if ts_ms is None else ts_ms
         return self.store.submit(mailbox.AckInbox(user, tuple(seqs), ts))
 
-    def store_read(self, reader: str, peer: str, ids: Iterable[str], ts_ms: int | None = None
-                   ) -> Future[list[RoutedReceipt]]:
+    def store_read(self, reader: str, peer: str, ids: Iterable[str], ts_ms: int | None = None,
+                   group: str | None = None) -> Future[list[RoutedReceipt]]:
         ts = _now_ms() if ts_ms is None else ts_ms
-        return self.store.submit(mailbox.StoreRead(reader, peer, tuple(ids), ts))
+        return self.store.submit(mailbox.StoreRead(reader, peer, tuple(ids), ts, group))
 
     def user_batch(self, user: str, requests: Iterable[tuple], ts_ms: int, cap: int
                    ) -> Future[list[tuple[bool, Any]]]:

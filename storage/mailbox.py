@@ -35,7 +35,7 @@ from typing import Iterable
 from storage import blob_refs
 from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key,
-                          group_bytes, inbox_key, inbox_prefix, inbox_seq, phone_bytes,
+                          group_bytes, inbox_key, inbox_prefix, inbox_seq, member_key, phone_bytes,
                           prefix_end, u64)
 from storage.kv import Txn
 from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedReceipt, Stored,
@@ -188,14 +188,18 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
 
 def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
                metas: _Metas | None = None, group: str | None = None) -> list[RoutedReceipt]:
-    """Append a ``read`` receipt for each of ``peer``'s message ids (every
-    refusal is raised before anything is written); ``group`` when the
-    messages were sent to that group."""
+    """Append a ``read`` receipt for each of ``peer``'s message ids that
+    ``reader`` really received: sent to ``reader``, or to ``group`` while
+    ``reader`` is a member (the sender's dedup record says where each id
+    went). Other ids are skipped: a client cannot fill anyone's inbox with
+    receipts for messages it never got (receipts are not under the offline
+    cap). An id older than the dedup retention is skipped too. Every refusal
+    is raised before anything is written."""
     ids = list(ids)
-    phone_bytes(reader)
+    rb = phone_bytes(reader)
     pb = phone_bytes(peer)
     if group is not None:
-        group_bytes(group)
+        gb = group_bytes(group)
     if len(ids) > MAX_READ_IDS:
         raise InvalidArgument(f"at most {MAX_READ_IDS} ids per read receipt call")
     for cid in ids:
@@ -204,8 +208,14 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
     if own:
         metas = _Metas(txn)
     metas.require_user(pb, peer)
+    to = reader if group is None else group
+    if group is not None and txn.get("user_groups", member_key(rb, gb)) is None:
+        ids = []                            # not a member: read nothing of the group
     routed = []
     for cid in ids:
+        raw = txn.get("dedup", dedup_key(pb, client_id_bytes(cid)))
+        if raw is None or unpack(raw)["to"] != to:
+            continue
         receipt = Receipt("read", cid, reader, ts_ms, group)
         routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
     if own:
@@ -309,7 +319,6 @@ class StoreRead:
     peer: str
     ids: tuple[str, ...]
     ts_ms: int
-
     group: str | None = None
 
     def __call__(self, txn: Txn) -> list[RoutedReceipt]:

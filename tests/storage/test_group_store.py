@@ -124,11 +124,14 @@ async def test_group_receipts_name_the_member_and_the_group(users):
     await run(users, (SEND, SENDER, "m1", b"x"))
     seq = users.storage.inbox_after(RECEIVER)[-1].seq
     delivered = await users.storage.ack_inbox(RECEIVER, [seq])
-    read = await users.storage.store_read(RECEIVER, SENDER, ["m1"])
     assert [(r.to, r.receipt.kind, r.receipt.by, r.receipt.group) for r in delivered] == [
         (SENDER, "delivered", RECEIVER, GID)]
-    assert read[0].receipt.group is None          # READ without a group says none
-    assert users.storage.inbox_after(SENDER)[-2].payload.group == GID
+    # A READ must name the group its message went to; OTHER, not a member, reads nothing.
+    assert await users.storage.store_read(RECEIVER, SENDER, ["m1"]) == []
+    assert await users.storage.store_read(OTHER, SENDER, ["m1"], group=GID) == []
+    read = await users.storage.store_read(RECEIVER, SENDER, ["m1"], group=GID)
+    assert [(r.to, r.receipt.kind, r.receipt.group) for r in read] == [(SENDER, "read", GID)]
+    assert [i.payload.kind for i in users.storage.inbox_after(SENDER)[-2:]] == ["delivered", "read"]
 
 
 async def test_a_missed_marker_is_replaced_so_the_new_count_is_pushed(users):

@@ -106,6 +106,8 @@ async def test_cap_at_the_limit_and_one_past(users):
 
 async def test_receipts_do_not_count_toward_the_cap(users):
     s = users.storage
+    for i in range(10):                          # RECEIVER wrote to OTHER, who reads it all
+        await s.store_message(RECEIVER, f"r{i}", OTHER, b"x", T, 100)
     await s.store_read(OTHER, RECEIVER, [f"r{i}" for i in range(10)], T)
     for i in range(3):
         await send(s, f"m{i}", cap=3)
@@ -217,7 +219,11 @@ async def test_ack_routes_each_receipt_to_its_own_sender(users):
 
 async def test_read_receipts(users):
     s = users.storage
-    routed = await s.store_read(RECEIVER, SENDER, ["m1", "m2"], T + 9)
+    for cid in ("m1", "m2"):
+        await send(s, cid)
+    await send(s, "o1", to=OTHER)
+    # Only what the reader got is read: "o1" went to OTHER, "zz" was never sent.
+    routed = await s.store_read(RECEIVER, SENDER, ["m1", "o1", "zz", "m2"], T + 9)
     reads = [Receipt("read", "m1", RECEIVER, T + 9), Receipt("read", "m2", RECEIVER, T + 9)]
     assert routed == [RoutedReceipt(SENDER, 1, reads[0]), RoutedReceipt(SENDER, 2, reads[1])]
     assert [i.payload for i in s.inbox_after(SENDER)] == reads

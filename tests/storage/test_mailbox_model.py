@@ -64,7 +64,9 @@ class Model:
         return routed
 
     def read(self, reader, peer, cids, ts):
-        return [(peer, self.append(peer, ("read", cid, reader, ts))) for cid in cids]
+        """Only ids ``peer`` sent to ``reader`` are read (the dedup record says)."""
+        return [(peer, self.append(peer, ("read", cid, reader, ts))) for cid in cids
+                if self.dedup.get((peer, cid), (None,))[0] == reader]
 
 
 def as_tuple(item) -> tuple:
