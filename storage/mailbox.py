@@ -191,9 +191,10 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
     """Append a ``read`` receipt for each of ``peer``'s message ids that
     ``reader`` really received: sent to ``reader``, or to ``group`` while
     ``reader`` is a member (the sender's dedup record says where each id
-    went). Other ids are skipped: a client cannot fill anyone's inbox with
-    receipts for messages it never got (receipts are not under the offline
-    cap). An id older than the dedup retention is skipped too. Every refusal
+    went), once for a 1:1 message. Other ids are skipped: a client cannot
+    fill anyone's inbox with receipts for messages it never got or read
+    already (receipts are not under the offline cap). An id older than the
+    dedup retention is skipped too. Every refusal
     is raised before anything is written."""
     ids = list(ids)
     rb = phone_bytes(reader)
@@ -213,9 +214,14 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         ids = []                            # not a member: read nothing of the group
     routed = []
     for cid in ids:
-        raw = txn.get("dedup", dedup_key(pb, client_id_bytes(cid)))
-        if raw is None or unpack(raw)["to"] != to:
+        dk = dedup_key(pb, client_id_bytes(cid))
+        raw = txn.get("dedup", dk)
+        first = None if raw is None else unpack(raw)
+        if first is None or first["to"] != to or first.get("read"):
             continue
+        if group is None:                   # a 1:1 message is read once
+            first["read"] = True
+            txn.put("dedup", dk, pack(first))
         receipt = Receipt("read", cid, reader, ts_ms, group)
         routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
     if own:

@@ -227,6 +227,7 @@ async def test_read_receipts(users):
     reads = [Receipt("read", "m1", RECEIVER, T + 9), Receipt("read", "m2", RECEIVER, T + 9)]
     assert routed == [RoutedReceipt(SENDER, 1, reads[0]), RoutedReceipt(SENDER, 2, reads[1])]
     assert [i.payload for i in s.inbox_after(SENDER)] == reads
+    assert await s.store_read(RECEIVER, SENDER, ["m1"], T + 10) == []     # read once
     with pytest.raises(UnknownUser):
         await s.store_read(RECEIVER, "+4915112345678", ["m1"], T)
     with pytest.raises(InvalidArgument):

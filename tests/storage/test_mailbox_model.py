@@ -34,6 +34,7 @@ class Model:
         self.inbox: dict[str, dict[int, tuple]] = {p: {} for p in PHONES}
         self.next = {p: 1 for p in PHONES}
         self.dedup: dict[tuple[str, str], tuple[str, int, int]] = {}
+        self.read_ids: set[tuple[str, str]] = set()
 
     def append(self, phone: str, item: tuple) -> int:
         seq = self.next[phone]
@@ -64,9 +65,15 @@ class Model:
         return routed
 
     def read(self, reader, peer, cids, ts):
-        """Only ids ``peer`` sent to ``reader`` are read (the dedup record says)."""
-        return [(peer, self.append(peer, ("read", cid, reader, ts))) for cid in cids
-                if self.dedup.get((peer, cid), (None,))[0] == reader]
+        """Only ids ``peer`` sent to ``reader`` are read (the dedup record
+        says), each once."""
+        routed = []
+        for cid in cids:
+            sent_to_reader = self.dedup.get((peer, cid), (None,))[0] == reader
+            if sent_to_reader and (peer, cid) not in self.read_ids:
+                self.read_ids.add((peer, cid))
+                routed.append((peer, self.append(peer, ("read", cid, reader, ts))))
+        return routed
 
 
 def as_tuple(item) -> tuple:
