@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors.session_registry import session_of
-from client import Backoff, Client, Message, Sent
+from client import Backoff, Client, Message, Sent, Undecryptable
 from tests.history import History, Verdict
 from transport.crypto import DeviceKey
 
@@ -53,7 +53,8 @@ class ChaosResult:
                     f" max {max(self.restart_ms):.1f} ms" if self.restart_ms else "")
         return (f"{self.scenario} seed {self.seed}: {self.verdict.summary()}; "
                 f"{self.kills} kills{restarts}, {self.slow_restarts} over {self.restart_limit:g} s, "
-                f"root {'up' if self.root_alive else 'DOWN'}")
+                f"root {'up' if self.root_alive else 'DOWN'}"
+                + "".join(f"; {note}" for note in self.notes))
 
 
 def phone(i: int) -> str:
@@ -71,6 +72,7 @@ class ChatLoad:
         self.pending: list[asyncio.Future] = []
         self.sending = True
         self.sequence = 0
+        self.undecryptable: list[str] = []      # "id from sender: reason", for the notes
 
     async def start(self) -> None:
         for i in range(self.count):
@@ -102,6 +104,9 @@ class ChatLoad:
         async for event in client.events():
             if isinstance(event, Message):
                 self.history.deliver(event.id, event.sender, user, event.body)
+            elif isinstance(event, Undecryptable):   # would show as "lost": say why
+                self.undecryptable.append(f"{event.id} from {event.sender} to {user}: "
+                                          f"{event.reason}")
 
     async def drain(self, timeout: float) -> None:
         """Stop sending; wait for every send to be acked and every acked
@@ -147,6 +152,7 @@ async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float
     finally:
         await load.close()
     result.verdict = load.history.check()
+    result.notes.extend(f"undecryptable: {u}" for u in load.undecryptable)
     result.root_alive = alive() if alive is not None else _root_alive(node)
     return result
 
