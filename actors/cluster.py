@@ -37,7 +37,7 @@ from actors.session_registry import REGISTRY_NAME, EvictUsers, clients_of
 from supervisor.directory import (Claimed, Claims, DirectoryMoved, Evict, JoinMesh, MeshView,
                                   OwnersChanged, PeerDown, PeerUp, Releases, RouteBatch)
 
-__all__ = ["Cluster", "cluster_of", "BATCH_MAX", "FLUSH_AFTER"]
+__all__ = ["Cluster", "BATCH_MAX", "FLUSH_AFTER"]
 
 log = logging.getLogger("switchboard.cluster")
 
@@ -45,11 +45,10 @@ BATCH_MAX = 512           # items per Thespian message
 FLUSH_AFTER = 0.001       # seconds a batch may wait for more items
 
 
-def cluster_of(system: Any) -> "Cluster | None":
-    return system.env.get("cluster")
-
-
 class Cluster:
+    """One worker's member of the mesh, found as ``system.env["cluster"]``
+    (None on a node of one worker)."""
+
     def __init__(self, me: str, bridge: Any, directory: Any):
         self.me, self.bridge, self.directory = me, bridge, directory
         self.system: Any = None
