@@ -40,14 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import multiprocessing
 import random
 import socket
 import time
 from typing import Any
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu, phone,
-                           provision, raise_nofile, recv_report, run_client_process, sockstat)
+                           provision, raise_nofile, recv_report, run_client_process, sockstat,
+                           start_client_processes, stop_client_processes)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -242,16 +242,10 @@ def run(args: argparse.Namespace) -> dict:
         mem0, kern0 = node.worker_memory_kb(), _kernel()
         cpu0, machine0 = node.worker_cpu(), machine_cpu()
         # Step 3: C client processes log everyone in.
-        ctx = multiprocessing.get_context("fork")
-        procs, conns = [], []
-        for c in range(clients):
-            spec = {"users": users[c::clients], "source": f"127.0.0.{2 + c}", "port": node.port,
-                    "heartbeat": args.heartbeat, "concurrency": args.concurrency}
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_client_process, args=(spec, theirs), daemon=True)
-            proc.start()
-            procs.append(proc)
-            conns.append(mine)
+        procs, conns = start_client_processes(_client_process, [
+            {"users": users[c::clients], "source": f"127.0.0.{2 + c}", "port": node.port,
+             "heartbeat": args.heartbeat, "concurrency": args.concurrency}
+            for c in range(clients)])
         try:
             reports = [recv_report(conn, 600.0, "its logins") for conn in conns]
             out["login_cpu_server"] = node.worker_cpu() - cpu0
@@ -278,11 +272,7 @@ def run(args: argparse.Namespace) -> dict:
                 for code, count in f["errors"].items():
                     out["errors"][code] = out["errors"].get(code, 0) + count
         finally:
-            for proc in procs:
-                proc.join(timeout=30)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(timeout=5)
+            stop_client_processes(procs, timeout=30)
         out["mem0"], out["kern0"] = mem0, kern0
     out["total_seconds"] = time.perf_counter() - t_total
     return out

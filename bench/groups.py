@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import struct
 import time
@@ -34,7 +33,8 @@ from array import array
 from typing import Any
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
-                           percentile, phone, provision, recv_report, run_client_process)
+                           percentile, phone, provision, recv_report, run_client_process,
+                           start_client_processes, stop_client_processes)
 from transport import wire
 
 __all__ = ["add_arguments", "main", "run"]
@@ -211,20 +211,14 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     if not 2 <= args.members <= 1024 or not 1 <= args.senders <= args.members \
             or args.clients < 1 or args.rounds < 1 or args.window < 1:
         raise BenchError("--members must be 2..1024 and --senders 1..members")
-    ctx = multiprocessing.get_context("fork")
     with LaunchedNode(1) as node:                   # group_cap: the default 1,024
         provision(node.data_dir, [phone(MEMBERS, i) for i in range(args.members)])
         node.start()
         asyncio.run(_create_group(node.port, args.members))
-        procs, conns = [], []
-        for c in range(args.clients):
-            spec = {"port": node.port, "members": list(range(c, args.members, args.clients)),
-                    "senders": args.senders, "window": args.window, "body": args.body}
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_client_process, args=(spec, theirs), daemon=True)
-            proc.start()
-            procs.append(proc)
-            conns.append(mine)
+        procs, conns = start_client_processes(_client_process, [
+            {"port": node.port, "members": list(range(c, args.members, args.clients)),
+             "senders": args.senders, "window": args.window, "body": args.body}
+            for c in range(args.clients)])
         try:
             for conn in conns:
                 recv_report(conn, 120.0, "ready")
@@ -239,11 +233,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 cpu.append((node.worker_cpu(), sum(cpu_seconds(p.pid) for p in procs)))
             results = [recv_report(conn, 60.0, "results") for conn in conns]
         finally:
-            for proc in procs:
-                proc.join(timeout=15)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(timeout=5)
+            stop_client_processes(procs, timeout=15)
     figures = []
     for r in range(args.rounds):
         latency, ack = _merged(results, "latency", r), _merged(results, "ack", r)

@@ -38,7 +38,8 @@ from transport import wire
 from transport.crypto import DeviceKey
 
 __all__ = ["LaunchedNode", "add_round_arguments", "cpu_seconds", "machine_cpu", "memory_kb", "sockstat", "phone", "device_key",
-           "provision", "WireClient", "BenchError", "percentile", "raise_nofile"]
+           "provision", "WireClient", "BenchError", "percentile", "raise_nofile",
+           "start_client_processes", "stop_client_processes"]
 
 ROOT = Path(__file__).resolve().parents[1]
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -369,6 +370,30 @@ def run_client_process(main: Any, spec: dict, conn: Any) -> None:
         conn.send(("failed", repr(error)))
     finally:
         loop.close()
+
+
+def start_client_processes(target: Any, specs: list[dict]) -> tuple[list, list]:
+    """Fork one load-generator process per spec, running ``target(spec,
+    conn)``; returns the processes and the parent's ends of their pipes."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    procs, conns = [], []
+    for spec in specs:
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=target, args=(spec, theirs), daemon=True)
+        proc.start()
+        procs.append(proc)
+        conns.append(mine)
+    return procs, conns
+
+
+def stop_client_processes(procs: list, timeout: float) -> None:
+    """Wait up to ``timeout`` s for each process to end; kill what hangs."""
+    for proc in procs:
+        proc.join(timeout=timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def recv_report(conn: Any, timeout: float, what: str) -> Any:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import struct
 import time
@@ -41,7 +40,8 @@ from array import array
 from typing import Any
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
-                           machine_cpu, percentile, phone, recv_report, run_client_process)
+                           machine_cpu, percentile, phone, recv_report, run_client_process,
+                           start_client_processes, stop_client_processes)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -265,20 +265,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     """Run the benchmark; returns one dict of figures per round."""
     if args.pairs < 1 or args.window < 1 or args.clients < 1 or args.rounds < 1:
         raise BenchError("--pairs, --window, --clients and --rounds must be >= 1")
-    ctx = multiprocessing.get_context("fork")
     with LaunchedNode(args.workers) as node:
         node.start()
         clients = min(args.clients, args.pairs)
-        procs, conns = [], []
-        for c in range(clients):
-            spec = {"port": node.port, "data_dir": str(node.data_dir), "workers": args.workers,
-                    "pairs": list(range(c, args.pairs, clients)), "window": args.window,
-                    "rate_per_sender": args.rate / args.pairs, "body": args.body}
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_client_process, args=(spec, theirs), daemon=True)
-            proc.start()
-            procs.append(proc)
-            conns.append(mine)
+        procs, conns = start_client_processes(_client_process, [
+            {"port": node.port, "data_dir": str(node.data_dir), "workers": args.workers,
+             "pairs": list(range(c, args.pairs, clients)), "window": args.window,
+             "rate_per_sender": args.rate / args.pairs, "body": args.body}
+            for c in range(clients)])
         try:
             for conn in conns:
                 recv_report(conn, 120.0, "ready")
@@ -296,11 +290,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 cpu_machine.append(machine_cpu())
             results = [recv_report(conn, 60.0, "results") for conn in conns]
         finally:
-            for proc in procs:
-                proc.join(timeout=15)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(timeout=5)
+            stop_client_processes(procs, timeout=15)
         figures = []
         for r in range(rounds):
             e2e, ack, rcpt = (_merge(results, k, r) for k in ("e2e", "ack", "receipt"))
