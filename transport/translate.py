@@ -43,7 +43,8 @@ _COMMANDS: dict[type, Callable[[Any, Any], Any]] = {
     wire.GroupInfo: lambda f, c: GetGroups(f.ref, f.group, c),
 }
 
-_RECEIPT_KINDS = {"delivered": wire.ReceiptKind.DELIVERED, "read": wire.ReceiptKind.READ}
+# storage's receipt kinds ("delivered", "read", "failed") are the wire's names in lower case
+_RECEIPT_KINDS = {kind.name.lower(): kind for kind in wire.ReceiptKind}
 
 
 _GROUP_EVENTS = {kind.name.lower(): kind for kind in wire.GroupEventKind}

@@ -30,6 +30,8 @@ Entry points:
   ``data_received``.
 - ``validate(frame)``: the decoder's checks on a frame built in Python.
 - ``login_challenge(nonce, user, device)``: the bytes a LOGIN signs.
+- ``wrong_node(ref, host, port)``: the ERROR that sends a client to the
+  user's home node (a cluster's nodes answer REGISTER/CONFIRM/LOGIN so).
 
 Decoding raises only ``FrameError``; its ``code`` is MALFORMED, TOO_LARGE or
 UNKNOWN_TYPE, and its ``ref`` is the offending frame's ref when readable.
@@ -59,7 +61,7 @@ __all__ = [
     "CLIENT_FRAMES", "SERVER_FRAMES", "encode", "encode_raw", "encode_ack", "encode_message",
     "encode_receipt", "decode_body",
     "decode_client_frame", "decode_server_frame", "FrameDecoder", "validate",
-    "login_challenge",
+    "login_challenge", "wrong_node",
 ]
 
 PROTOCOL_VERSION = 1
@@ -140,6 +142,7 @@ class ErrorCode(IntEnum):
     NO_KEYS = 26
     KEYS_FULL = 27
     SLOW_CONSUMER = 30      # the client stopped reading: its queued output passed the limit
+    WRONG_NODE = 31         # not this user's home node: ``redirect`` says where to go
 
     @property
     def fatal(self) -> bool:
@@ -151,13 +154,14 @@ FATAL: frozenset[ErrorCode] = frozenset({
     ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_TYPE,
     ErrorCode.UNSUPPORTED_VERSION, ErrorCode.OUT_OF_ORDER,
     ErrorCode.SESSION_REPLACED, ErrorCode.HEARTBEAT_TIMEOUT, ErrorCode.SHUTTING_DOWN,
-    ErrorCode.SLOW_CONSUMER,
+    ErrorCode.SLOW_CONSUMER, ErrorCode.WRONG_NODE,
 })
 
 
 class ReceiptKind(IntEnum):
     DELIVERED = 1   # two ticks
     READ = 2        # read (blue) ticks
+    FAILED = 3      # the recipient's node refused it (inbox full, no such user): never delivered
 
 
 class GroupEventKind(IntEnum):
@@ -333,6 +337,17 @@ ErrCode = Annotated[ErrorCode, _enum(ErrorCode)]
 Kind = Annotated[ReceiptKind, _enum(ReceiptKind)]
 ErrorText = Annotated[str, _text(256)]
 MaybeMillis = Annotated[int | None, _optional(Millis.__metadata__[0])]
+_host = _match(r"[A-Za-z0-9._:-]{1,253}", "a host name or IP address of 1..253 chars")
+_port = _int(1, 65535)
+
+
+def _address(v: Any) -> tuple[str, int]:
+    if (type(v) is not tuple and type(v) is not list) or len(v) != 2:
+        raise _Bad(f"expected an array [host, port], got {_show(v)}")
+    return (_host(v[0]), _port(v[1]))
+
+
+Redirect = Annotated[tuple[str, int] | None, _optional(_address)]
 MAX_GROUP = 1536               # members a GROUP_STATE can list (the server's group_cap is <= this):
                                # 1,536 members, all admins, with 16-char ids fit MAX_FRAME
 _group_id = _match(r"\+[1-9][0-9]{7,14}/[A-Za-z0-9_-]{1,32}", "a group id (creator/key)")
@@ -566,12 +581,30 @@ class Ack(Frame):
     value: AckValue = None  # nil | bool | int | str<=256 | map of <=16 scalars
 
 
-@_frame(FrameType.ERROR, trim=("retry_after",))
+@_frame(FrameType.ERROR, trim=("retry_after", "redirect"))
 @dataclass(frozen=True, slots=True)
 class Error(Frame):
     code: ErrCode
     message: ErrorText
     retry_after: MaybeMillis = None     # RATE_LIMITED: ms until a retry can pass; omitted if nil
+    redirect: Redirect = None           # WRONG_NODE: [host, port] of the user's home; omitted if nil
+
+    def __post_init__(self) -> None:
+        if self.redirect is not None:
+            _as_tuple(self, "redirect")
+
+
+def wrong_node(ref: int, host: str, port: int) -> Error:
+    """The ERROR WRONG_NODE (fatal: close after sending it) that answers a
+    REGISTER, CONFIRM or LOGIN (``ref``) reaching a node that is not the
+    user's home: the client connects to ``host``:``port`` and repeats the
+    step there. ValueError if the address would not pass the decoder."""
+    frame = Error(ErrorCode.WRONG_NODE, f"not this user's node: go to {host}:{port}"[:256],
+                  redirect=(host, port), ref=ref)
+    try:
+        return validate(frame)
+    except FrameError as error:
+        raise ValueError(f"wrong_node: {error.message}") from None
 
 
 @_frame(FrameType.MESSAGE, pushed=True, trim=("group",))

@@ -116,6 +116,7 @@ def test_error_codes_and_fatal_set():
         ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_TYPE,
         ErrorCode.UNSUPPORTED_VERSION, ErrorCode.OUT_OF_ORDER, ErrorCode.SESSION_REPLACED,
         ErrorCode.HEARTBEAT_TIMEOUT, ErrorCode.SHUTTING_DOWN, ErrorCode.SLOW_CONSUMER,
+        ErrorCode.WRONG_NODE,
     }
     assert ErrorCode.MALFORMED.fatal and not ErrorCode.RATE_LIMITED.fatal
 
@@ -260,7 +261,7 @@ INVALID = [
     ("MESSAGE ts float", S, [67, 0, 1, "m", ALICE, 1.0, b"x"], M),
     ("MESSAGE body too big", S, [67, 0, 1, "m", ALICE, 0, bytes(MAX_BODY + 1)], M),
     ("RECEIPT ref not 0", S, [68, 5, 1, 1, "m", BOB, 0], M),
-    ("RECEIPT kind 3", S, [68, 0, 1, 3, "m", BOB, 0], M),
+    ("RECEIPT kind 4", S, [68, 0, 1, 4, "m", BOB, 0], M),
     ("RECEIPT kind 0", S, [68, 0, 1, 0, "m", BOB, 0], M),
     ("RECEIPT kind bool", S, [68, 0, 1, True, "m", BOB, 0], M),
     ("RECEIPT by bad", S, [68, 0, 1, 1, "m", "bob", 0], M),
