@@ -10,7 +10,8 @@ are the transactions; ``storage.keys`` is the key layout; docs/storage.md
 explains all of it.
 
 Modules: ``errors``, ``keys``, ``records``, ``kv``, ``kv_lmdb``,
-``kv_memory``, ``accounts``, ``mailbox``, ``batch``, ``groups``, ``api``.
+``kv_memory``, ``accounts``, ``metas``, ``mailbox``, ``batch``, ``groups``,
+``outq`` (what is owed to users homed on other nodes), ``api``.
 """
 
 from storage.api import Storage, open_storage

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from storage import accounts, blob_refs, groups, keydir, mailbox
+from storage import accounts, blob_refs, groups, keydir, mailbox, outq
 from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Store, StoreStats
@@ -36,7 +36,15 @@ def _now_ms() -> int:
 
 
 class Storage:
-    """Typed calls for every domain transaction; ``store`` is the backend."""
+    """Typed calls for every domain transaction; ``store`` is the backend.
+
+    ``remote``: None on a single node; in a cluster, set it to a callable
+    that names the node a user is homed on when that is not this one (else
+    None): the inbox writes then queue what they owe such users for their
+    node (``storage.outq``; seq 0 in the results) instead of storing it here.
+    """
+
+    remote: Callable[[str], str | None] | None = None
 
     def __init__(self, store: Store):
         self.store = store
@@ -83,24 +91,25 @@ class Storage:
     def store_message(self, sender: str, client_id: str, to: str, body: bytes,
                       ts_ms: int, cap: int) -> Future[Stored]:
         return self.store.submit(
-            mailbox.StoreMessage(sender, client_id, to, body, ts_ms, cap))
+            mailbox.StoreMessage(sender, client_id, to, body, ts_ms, cap, self.remote))
 
     def ack_inbox(self, user: str, seqs: Iterable[int], ts_ms: int | None = None
                   ) -> Future[list[RoutedReceipt]]:
         """``ts_ms`` (the receipts' time) defaults to now."""
         ts = _now_ms() if ts_ms is None else ts_ms
-        return self.store.submit(mailbox.AckInbox(user, tuple(seqs), ts))
+        return self.store.submit(mailbox.AckInbox(user, tuple(seqs), ts, self.remote))
 
     def store_read(self, reader: str, peer: str, ids: Iterable[str], ts_ms: int | None = None,
                    group: str | None = None) -> Future[list[RoutedReceipt]]:
         ts = _now_ms() if ts_ms is None else ts_ms
-        return self.store.submit(mailbox.StoreRead(reader, peer, tuple(ids), ts, group))
+        return self.store.submit(
+            mailbox.StoreRead(reader, peer, tuple(ids), ts, group, self.remote))
 
     def user_batch(self, user: str, requests: Iterable[tuple], ts_ms: int, cap: int
                    ) -> Future[list[tuple[bool, Any]]]:
         """Several of ``user``'s requests as one op (``storage.batch``): a
         result ``(True, value)`` or ``(False, exception)`` per request."""
-        return self.store.submit(UserBatch(user, tuple(requests), ts_ms, cap))
+        return self.store.submit(UserBatch(user, tuple(requests), ts_ms, cap, self.remote))
 
     def inbox_after(self, user: str, after_seq: int = 0, limit: int | None = 100
                     ) -> list[InboxItem]:
@@ -112,12 +121,35 @@ class Storage:
     def inbox_meta(self, user: str) -> InboxMeta:
         return self.store.read(lambda txn: mailbox.inbox_meta(txn, user))
 
+    # -- the outbound queue to other nodes (storage.outq) -------------------------
+    def outq_peek(self, dest: str, limit: int = 512) -> list[tuple[int, tuple]]:
+        """Up to ``limit`` items owed to node ``dest``, oldest first: (seq, item)."""
+        return self.store.read(lambda txn: outq.peek(txn, dest, limit))
+
+    def outq_pending(self) -> dict[str, int]:
+        """Items queued per destination node (those with any)."""
+        return self.store.read(outq.pending)
+
+    def outq_trim(self, dest: str, upto: int) -> Future[int]:
+        """Forget ``dest``'s items with seq <= ``upto`` (it confirmed them)."""
+        return self.store.submit(outq.Trim(dest, upto))
+
+    def outq_apply(self, origin: str, epoch: str, items: Iterable[tuple[int, tuple]],
+                   cap: int) -> Future[outq.Applied]:
+        """Apply a shipment from node ``origin`` exactly once (``outq.apply``)."""
+        return self.store.submit(outq.Apply(origin, epoch, tuple(items), cap, self.remote))
+
+    def outq_epoch(self) -> Future[str]:
+        """This store's epoch (drawn by the first call: hence a write)."""
+        return self.store.submit(outq.Epoch())
+
     # -- groups ----------------------------------------------------------------
     def group_batch(self, group: str, requests: Iterable[tuple], ts_ms: int, cap: int,
                     group_cap: int) -> Future[tuple[list[tuple[bool, Any]], GroupRecord | None]]:
         """One group's requests as one op (``storage.groups``): a result per
         request, and the group record after them."""
-        return self.store.submit(groups.GroupBatch(group, tuple(requests), ts_ms, cap, group_cap))
+        return self.store.submit(groups.GroupBatch(group, tuple(requests), ts_ms, cap, group_cap,
+                                                   self.remote))
 
     def get_group(self, group: str) -> GroupRecord | None:
         return self.store.read(lambda txn: groups.get_group(txn, group))

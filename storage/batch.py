@@ -8,7 +8,9 @@ transaction, one ``inbox_meta`` read and write per user touched, one
 ``users`` lookup per recipient. The requests run in the order given, inside
 the op's transaction, through the same functions as the single ops
 (``storage.mailbox``), so per-conversation order, dedup on (sender, client
-id), the offline cap and the receipts are exactly theirs.
+id), the offline cap and the receipts are exactly theirs; with ``remote``,
+what is owed to users homed on other nodes is queued for them
+(``storage.outq``), as those functions do.
 
 Each request gets its own result, ``(True, value)`` or ``(False,
 exception)``: a request the store refuses (``StorageError``: unknown user,
@@ -30,7 +32,7 @@ Requests are plain tuples (the storage layer knows nothing of actors):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from storage.errors import InvalidArgument, StorageError
 from storage.kv import Txn
@@ -47,10 +49,11 @@ class UserBatch:
     requests: tuple[tuple, ...]
     ts_ms: int
     cap: int
+    remote: Callable[[str], str | None] | None = None   # storage.metas: who is homed elsewhere
 
     def __call__(self, txn: Txn) -> list[tuple[bool, Any]]:
         user, ts, cap = self.user, self.ts_ms, self.cap
-        metas = _Metas(txn)
+        metas = _Metas(txn, self.remote)
         results: list[tuple[bool, Any]] = []
         append = results.append
         for request in self.requests:

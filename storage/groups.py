@@ -44,6 +44,10 @@ refused (``EventsFull``, nothing written), so markers stay one per group
 the member joined while it had room, and no one can grow another user's
 inbox without bound by making groups around them. Events never count
 toward the message cap, nor messages toward the event cap.
+
+A member homed on another node (``remote``, as in ``storage.metas``) gets
+its items through that node's outbound queue (``storage.outq``); its
+inbox_meta is not here, so none of the caps above is applied to it here.
 """
 
 from __future__ import annotations
@@ -86,10 +90,11 @@ class Outcome:
 class _Group:
     """One op's view of a group: the record as a dict, written back once."""
 
-    def __init__(self, txn: Txn, group: str, ts: int, cap: int, group_cap: int):
+    def __init__(self, txn: Txn, group: str, ts: int, cap: int, group_cap: int,
+                 remote: Callable[[str], str | None] | None = None):
         self.txn, self.id, self.gb = txn, group, group_bytes(group)
         self.ts, self.cap, self.group_cap = ts, cap, group_cap
-        self.metas = _Metas(txn)
+        self.metas = _Metas(txn, remote)
         raw = txn.get("groups", self.gb)
         self.g: dict | None = None if raw is None else unpack(raw)
         self.changed = False
@@ -120,7 +125,10 @@ class _Group:
     def room_to_join(self, users: list[str]) -> None:
         """Refuse a join for whom the first event would not fit (module doc)."""
         for u in users:
-            held = self.metas[phone_bytes(u)]["evts"]
+            ub = phone_bytes(u)
+            if self.metas.node_of(ub) is not None:
+                continue                    # homed elsewhere: its node's cap (not applied yet)
+            held = self.metas[ub]["evts"]
             if held >= self.cap:
                 raise EventsFull(u, held, self.cap)
 
@@ -134,7 +142,9 @@ class _Group:
         told: list[tuple[str, InboxItem]] = []
         for u in to:
             ub = phone_bytes(u)
-            if metas[ub]["evts"] >= cap:
+            if metas.node_of(ub) is not None:   # queued; the destination's cap: out of scope
+                metas.append_event(ub, value)
+            elif metas[ub]["evts"] >= cap:
                 told.append(self.missed(u, by, 0))
             else:
                 told.append((u, InboxItem(metas.append_event(ub, value), "group", payload)))
@@ -307,6 +317,9 @@ def _send(gr: _Group, user: str, client_id: Any, body: Any) -> Outcome:
         if m == user:
             continue
         mb = phone_bytes(m)
+        if metas.node_of(mb) is not None:   # queued; the destination's cap: out of scope
+            metas.append_packed(mb, True, value)
+            continue
         if metas[mb]["msgs"] >= cap:
             missed.append(m)
             continue
@@ -334,9 +347,10 @@ class GroupBatch:
     ts_ms: int
     cap: int                # a member's offline cap (messages in its inbox)
     group_cap: int          # members per group
+    remote: Callable[[str], str | None] | None = None   # storage.metas: who is homed elsewhere
 
     def __call__(self, txn: Txn) -> tuple[list[tuple[bool, Any]], GroupRecord | None]:
-        gr = _Group(txn, self.group, self.ts_ms, self.cap, self.group_cap)
+        gr = _Group(txn, self.group, self.ts_ms, self.cap, self.group_cap, self.remote)
         results: list[tuple[bool, Any]] = []
         for request in self.requests:
             try:

@@ -23,6 +23,7 @@ __all__ = [
     "SEP", "MAX_CLIENT_ID", "phone_bytes", "client_id_bytes", "u64", "from_u64",
     "inbox_key", "inbox_prefix", "inbox_seq", "dedup_key", "dedup_ttl_key",
     "dedup_key_of_ttl", "prefix_end", "group_bytes", "member_key", "GROUP_ID",
+    "node_bytes", "outq_key", "outq_prefix", "outq_seq", "MAX_NODE",
 ]
 
 SEP = b"\x00"
@@ -116,6 +117,34 @@ def group_bytes(group: str) -> bytes:
 def member_key(user: bytes, group: bytes) -> bytes:
     """``user_groups`` and ``group_missed``: ``phone \x00 group``."""
     return user + SEP + group
+
+
+# A node name (a cluster member: ``outq``, ``outq_meta``, ``outq_applied``):
+# 1..MAX_NODE bytes of UTF-8 without b"\x00", so ``node \x00 seq`` splits
+# cleanly and a key starting with b"\x00" in ``outq_meta`` is never a node.
+MAX_NODE = 64
+
+
+def node_bytes(node: str) -> bytes:
+    """The key bytes of a node name; raises ``InvalidArgument`` if malformed."""
+    raw = node.encode() if type(node) is str else b""
+    if not 0 < len(raw) <= MAX_NODE or SEP in raw:
+        raise InvalidArgument(f"a node name is 1..{MAX_NODE} bytes without NUL: {node!r}")
+    return raw
+
+
+def outq_prefix(node: bytes) -> bytes:
+    """Every ``outq`` key of destination ``node`` starts with this."""
+    return node + SEP
+
+
+def outq_key(node: bytes, seq: int) -> bytes:
+    """``outq``: ``node \x00 seq(u64)``."""
+    return node + SEP + _U64.pack(seq)
+
+
+def outq_seq(key: bytes) -> int:
+    return _U64.unpack_from(key, len(key) - 8)[0]
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

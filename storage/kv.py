@@ -47,6 +47,9 @@ DBS: tuple[str, ...] = (
     "groups",       # group id -> group record (name, admins, members, version)
     "user_groups",  # phone \0 group id -> b"" (the groups a user is in)
     "group_missed", # phone \0 group id -> seq of the "missed" event still in phone's inbox
+    "outq",         # dest node \0 u64 seq -> item owed to a user homed on that node (storage.outq)
+    "outq_meta",    # dest node -> next seq and items held; b"\0epoch" -> this store's epoch
+    "outq_applied", # origin node -> {epoch, seq}: the last of its items applied here
 )
 
 T = TypeVar("T")

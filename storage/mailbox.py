@@ -25,6 +25,13 @@ yields at most one ``delivered`` receipt, and ``read`` receipts are limited
 per call (the session layer rate-limits calls). Group items (system events,
 ``missed`` markers) are counted apart as well (``evts``, among ``rcpts``):
 they have a cap of their own, applied by storage/groups.py.
+
+In a cluster (``remote`` given: ``storage.metas``), a user homed on another
+node has no inbox here: a message to them is deduplicated here (so a resend
+is neither queued twice nor refused) and queued for their node
+(``storage.outq``), which applies its own cap and dedup; ``Stored.seq`` is
+then 0. Receipts for such a user are queued the same way, and their
+``RoutedReceipt.seq`` is 0: "went to another node, nothing to nudge here".
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from storage import blob_refs
-from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
+from storage import blob_refs, outq
+from storage.errors import DuplicateId, InvalidArgument, OfflineFull
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key,
                           group_bytes, inbox_key, inbox_prefix, inbox_seq, member_key, phone_bytes,
                           prefix_end, u64)
 from storage.kv import Txn
+from storage.metas import Metas as _Metas, Remote, load_meta as _load_meta
 from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedReceipt, Stored,
                              pack, pack_item, pack_message, unpack, unpack_item)
 
@@ -51,78 +59,15 @@ __all__ = [
 MAX_READ_IDS = 1000
 
 
-# -- inbox_meta: a mutable dict per user while a transaction runs ---------------
-def _load_meta(txn: Txn, user: bytes) -> dict:
-    """``next`` seq; ``msgs`` messages, ``rcpts`` other items held, of which
-    ``evts`` are group items (system events and ``missed`` markers)."""
-    raw = txn.get("inbox_meta", user)
-    if raw is None:
-        return {"next": 1, "msgs": 0, "rcpts": 0, "evts": 0}
-    meta = unpack(raw)
-    meta.setdefault("evts", 0)              # written before group items were counted
-    return meta
-
-
-class _Metas(dict):
-    """The inbox_meta of each user a transaction touches, written back once;
-    also remembers which recipients were found in ``users``. Several
-    transactions of one op (``storage.batch.UserBatch``) may share one."""
-
-    def __init__(self, txn: Txn):
-        super().__init__()
-        self.txn = txn
-        self.known: set[bytes] = set()
-
-    def __missing__(self, user: bytes) -> dict:
-        meta = self[user] = _load_meta(self.txn, user)
-        return meta
-
-    def append(self, user: bytes, payload: Message | Receipt) -> int:
-        return self.append_packed(user, isinstance(payload, Message), pack_item(payload))
-
-    def append_packed(self, user: bytes, is_message: bool, value: bytes) -> int:
-        meta = self[user]
-        seq = meta["next"]
-        meta["next"] = seq + 1
-        meta["msgs" if is_message else "rcpts"] += 1
-        self.txn.put("inbox", inbox_key(user, seq), value)
-        return seq
-
-    def append_event(self, user: bytes, value: bytes) -> int:
-        """Append a group item (a system event or a ``missed`` marker)."""
-        self[user]["evts"] += 1
-        return self.append_packed(user, False, value)
-
-    def delete_event(self, user: bytes, seq: int) -> None:
-        """Delete the group item at ``seq`` (the caller knows it is there)."""
-        meta = self[user]
-        meta["rcpts"] -= 1
-        meta["evts"] -= 1
-        self.txn.delete("inbox", inbox_key(user, seq))
-
-    def require_user(self, user: bytes, phone: str) -> None:
-        if user not in self.known:
-            _require_user(self.txn, user, phone)
-            self.known.add(user)
-
-    def save(self) -> None:
-        for user, meta in self.items():
-            self.txn.put("inbox_meta", user, pack(meta))
-
-
-def _require_user(txn: Txn, user: bytes, phone: str) -> None:
-    if txn.get("users", user) is None:
-        raise UnknownUser(phone)
-
-
 # -- writes ---------------------------------------------------------------------
 def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
                   ts_ms: int, cap: int, metas: _Metas | None = None,
-                  media: tuple[str, ...] = ()) -> Stored:
+                  media: tuple[str, ...] = (), remote: Remote | None = None) -> Stored:
     """Append a message to ``to``'s inbox. Every refusal is raised before
     anything is written (``UserBatch`` relies on it); with ``metas`` given,
-    the caller saves them. ``media``: blob hashes the message refers to,
-    held (``blob_refs``) until the recipient acks it."""
+    the caller saves them (and their ``remote`` is used). ``media``: blob
+    hashes the message refers to, held (``blob_refs``) until the recipient
+    acks it. ``to`` homed on another node: queued there (module doc)."""
     sb, tb, cid = phone_bytes(sender), phone_bytes(to), client_id_bytes(client_id)
     if type(body) is not bytes:
         raise InvalidArgument("message body must be bytes")
@@ -137,7 +82,12 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
         return Stored(first["seq"], first["ts"], duplicate=True)
     own = metas is None
     if own:
-        metas = _Metas(txn)
+        metas = _Metas(txn, remote)
+    node = metas.node_of(tb)
+    if node is not None:                    # its home applies require_user, cap, blob_refs
+        outq.put(txn, node, ("msg", sender, client_id, to, body, ts_ms, tuple(media)))
+        _record_sent(txn, dk, to, 0, ts_ms)
+        return Stored(0, ts_ms)
     metas.require_user(tb, to)
     if metas[tb]["msgs"] >= cap:
         raise OfflineFull(to, cap)
@@ -147,19 +97,25 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
         blob_refs.hold(txn, media, ts_ms)
     if own:
         metas.save()
-    txn.put("dedup", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
-    txn.put("dedup_ttl", dedup_ttl_key(ts_ms, dk), b"")
+    _record_sent(txn, dk, to, seq, ts_ms)
     return Stored(seq, ts_ms)
 
 
+def _record_sent(txn: Txn, dk: bytes, to: str, seq: int, ts_ms: int) -> None:
+    txn.put("dedup", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
+    txn.put("dedup_ttl", dedup_ttl_key(ts_ms, dk), b"")
+
+
 def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
-              metas: _Metas | None = None) -> list[RoutedReceipt]:
+              metas: _Metas | None = None, remote: Remote | None = None
+              ) -> list[RoutedReceipt]:
     """Delete ``user``'s items ``seqs`` (those already gone are skipped) and
-    route a ``delivered`` receipt to the sender of each message deleted."""
+    route a ``delivered`` receipt to the sender of each message deleted
+    (seq 0: queued for the sender's node)."""
     ub = phone_bytes(user)
     own = metas is None
     if own:
-        metas = _Metas(txn)
+        metas = _Metas(txn, remote)
     routed: list[RoutedReceipt] = []
     for seq in sorted(set(seqs)):
         key = inbox_key(ub, seq)
@@ -187,7 +143,8 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
 
 
 def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
-               metas: _Metas | None = None, group: str | None = None) -> list[RoutedReceipt]:
+               metas: _Metas | None = None, group: str | None = None,
+               remote: Remote | None = None) -> list[RoutedReceipt]:
     """Append a ``read`` receipt for each of ``peer``'s message ids that
     ``reader`` really received: sent to ``reader``, or to ``group`` while
     ``reader`` is a member (the sender's dedup record says where each id
@@ -195,7 +152,9 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
     fill anyone's inbox with receipts for messages it never got or read
     already (receipts are not under the offline cap). An id older than the
     dedup retention is skipped too. Every refusal
-    is raised before anything is written."""
+    is raised before anything is written. A ``peer`` homed on another node:
+    the dedup record checked is the one written HERE when its message was
+    applied (``storage.outq``), and the receipts are queued (seq 0)."""
     ids = list(ids)
     rb = phone_bytes(reader)
     pb = phone_bytes(peer)
@@ -207,7 +166,7 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         client_id_bytes(cid)
     own = metas is None
     if own:
-        metas = _Metas(txn)
+        metas = _Metas(txn, remote)
     metas.require_user(pb, peer)
     to = reader if group is None else group
     if group is not None and txn.get("user_groups", member_key(rb, gb)) is None:
@@ -303,10 +262,11 @@ class StoreMessage:
     body: bytes
     ts_ms: int
     cap: int
+    remote: Remote | None = None
 
     def __call__(self, txn: Txn) -> Stored:
         return store_message(txn, self.sender, self.client_id, self.to, self.body,
-                             self.ts_ms, self.cap)
+                             self.ts_ms, self.cap, remote=self.remote)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,9 +274,10 @@ class AckInbox:
     user: str
     seqs: tuple[int, ...]
     ts_ms: int
+    remote: Remote | None = None
 
     def __call__(self, txn: Txn) -> list[RoutedReceipt]:
-        return ack_inbox(txn, self.user, self.seqs, self.ts_ms)
+        return ack_inbox(txn, self.user, self.seqs, self.ts_ms, remote=self.remote)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,9 +287,11 @@ class StoreRead:
     ids: tuple[str, ...]
     ts_ms: int
     group: str | None = None
+    remote: Remote | None = None
 
     def __call__(self, txn: Txn) -> list[RoutedReceipt]:
-        return store_read(txn, self.reader, self.peer, self.ids, self.ts_ms, group=self.group)
+        return store_read(txn, self.reader, self.peer, self.ids, self.ts_ms, group=self.group,
+                          remote=self.remote)
 
 
 @dataclass(frozen=True, slots=True)

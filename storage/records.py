@@ -17,11 +17,11 @@ import msgpack
 __all__ = [
     "Account", "CodeCheck", "CodeStatus", "Confirmation", "InboxMeta", "Message", "Receipt",
     "InboxItem", "Stored", "RoutedReceipt", "GroupEvent", "GroupRecord", "pack", "unpack",
-    "pack_item", "pack_message", "unpack_item", "KeyNotice", "pack_key_notice",
+    "pack_item", "pack_message", "unpack_item", "unpack_tuple", "KeyNotice", "pack_key_notice",
 ]
 
 CodeStatus = Literal["ok", "bad", "expired", "missing"]
-ReceiptKind = Literal["delivered", "read"]
+ReceiptKind = Literal["delivered", "read", "failed"]
 
 
 # One Packer for the module (``packb`` builds a new one per call, ~2x the
@@ -33,6 +33,11 @@ pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
 
 def unpack(raw: bytes) -> Any:
     return msgpack.unpackb(raw, raw=False)
+
+
+def unpack_tuple(raw: bytes) -> Any:
+    """``unpack`` with every array as a tuple (``storage.outq`` items)."""
+    return msgpack.unpackb(raw, raw=False, use_list=False)
 
 
 # -- accounts -------------------------------------------------------------------
@@ -114,7 +119,11 @@ class Message:
 class Receipt:
     """A receipt owed to a message's sender: user ``by`` got (``delivered``)
     or read (``read``) the sender's message ``id`` at ``ts``; ``group`` when
-    that message went to a group (one receipt per member)."""
+    that message went to a group (one receipt per member). ``failed``: the
+    sender's node accepted the message (the sender had its ack) but the
+    node where ``by`` is homed refused it: ``by``'s inbox was full or there
+    is no such user (``storage.outq``); ``ts`` is the message's. An
+    explicit, asynchronous refusal, never a silent drop."""
     kind: ReceiptKind
     id: str
     by: str

@@ -1,0 +1,120 @@
+"""``Metas``: the ``inbox_meta`` of each user one transaction touches, and
+the one door every inbox append goes through (``storage.mailbox``,
+``storage.groups``, ``storage.keydir``, ``storage.outq``).
+
+Being that door is what makes a cluster cheap to support: given a
+``remote`` callable (``remote(user)`` is the node where ``user`` is homed
+when that is not this node, else None), an append for a user homed on
+another node goes into that node's outbound queue (``storage.outq.put``) in
+the same transaction, instead of into an inbox this node does not hold.
+Such a user is never loaded into or saved in the dict: its inbox_meta
+lives at its home, and the append returns seq 0 ("went to another node,
+nothing to nudge here"). ``remote=None``: a single node, every user local.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from storage import outq
+from storage.errors import UnknownUser
+from storage.keys import inbox_key
+from storage.kv import Txn
+from storage.records import Message, Receipt, pack, pack_item, unpack
+
+__all__ = ["Metas", "load_meta", "require_user", "Remote"]
+
+Remote = Callable[[str], str | None]
+
+
+def load_meta(txn: Txn, user: bytes) -> dict:
+    """``next`` seq; ``msgs`` messages, ``rcpts`` other items held, of which
+    ``evts`` are group items (system events and ``missed`` markers)."""
+    raw = txn.get("inbox_meta", user)
+    if raw is None:
+        return {"next": 1, "msgs": 0, "rcpts": 0, "evts": 0}
+    meta = unpack(raw)
+    meta.setdefault("evts", 0)              # written before group items were counted
+    return meta
+
+
+def require_user(txn: Txn, user: bytes, phone: str) -> None:
+    if txn.get("users", user) is None:
+        raise UnknownUser(phone)
+
+
+class Metas(dict):
+    """The inbox_meta of each local user a transaction touches, written back
+    once; also remembers which recipients were found in ``users``. Several
+    transactions of one op (``storage.batch.UserBatch``) may share one."""
+
+    def __init__(self, txn: Txn, remote: Remote | None = None):
+        super().__init__()
+        self.txn = txn
+        self.remote = remote
+        self.known: set[bytes] = set()
+        self._homes: dict[bytes, str | None] = {}
+
+    def node_of(self, user: bytes) -> str | None:
+        """The node ``user`` is homed on when it is not this one, else None."""
+        if self.remote is None:
+            return None
+        try:
+            return self._homes[user]
+        except KeyError:
+            node = self._homes[user] = self.remote(user.decode())
+            return node
+
+    def __missing__(self, user: bytes) -> dict:
+        if self.node_of(user) is not None:  # a bug in the caller, not bad input
+            raise RuntimeError(f"inbox_meta of {user!r} is kept at its home node, not here")
+        meta = self[user] = load_meta(self.txn, user)
+        return meta
+
+    def append(self, user: bytes, payload: Message | Receipt) -> int:
+        return self.append_packed(user, isinstance(payload, Message), pack_item(payload))
+
+    def append_packed(self, user: bytes, is_message: bool, value: bytes) -> int:
+        """Append to ``user``'s inbox; its seq there, or 0 when ``user`` is
+        homed on another node (the item was queued for that node)."""
+        node = self.node_of(user)
+        if node is not None:
+            outq.put(self.txn, node, ("item", user.decode(),
+                                      "message" if is_message else "receipt", value))
+            return 0
+        meta = self[user]
+        seq = meta["next"]
+        meta["next"] = seq + 1
+        meta["msgs" if is_message else "rcpts"] += 1
+        self.txn.put("inbox", inbox_key(user, seq), value)
+        return seq
+
+    def append_event(self, user: bytes, value: bytes) -> int:
+        """Append a group item (a system event or a ``missed`` marker)."""
+        node = self.node_of(user)
+        if node is not None:
+            outq.put(self.txn, node, ("item", user.decode(), "event", value))
+            return 0
+        self[user]["evts"] += 1
+        return self.append_packed(user, False, value)
+
+    def delete_event(self, user: bytes, seq: int) -> None:
+        """Delete the group item at ``seq`` (the caller knows it is there);
+        nothing for a user homed on another node."""
+        if self.node_of(user) is not None:
+            return
+        meta = self[user]
+        meta["rcpts"] -= 1
+        meta["evts"] -= 1
+        self.txn.delete("inbox", inbox_key(user, seq))
+
+    def require_user(self, user: bytes, phone: str) -> None:
+        """``UnknownUser`` unless ``user`` has an account here; a user homed
+        on another node passes (its home decides)."""
+        if user not in self.known and self.node_of(user) is None:
+            require_user(self.txn, user, phone)
+            self.known.add(user)
+
+    def save(self) -> None:
+        for user, meta in self.items():
+            self.txn.put("inbox_meta", user, pack(meta))

@@ -1,0 +1,271 @@
+"""The outbound queue ("outq"): inbox appends owed to users homed on other
+nodes, stored here until their node confirms it applied them.
+
+Each node of a cluster has its own store, and a user's inbox, account and
+dedup records live at the user's home node. An append for a user homed
+elsewhere (a message, a receipt, a group item: ``storage.metas`` routes
+them) cannot touch that node's store in this transaction, and must not be
+lost if this node or the link dies after the sender's ack. So it is put
+into a durable FIFO for the destination node *in the same transaction* as
+everything else the op wrote (the sender's dedup record, the acked item's
+deletion), and a forwarder ships it later: store-and-forward, as SMTP
+queues mail per destination host and XMPP servers queue stanzas per
+server-to-server stream. One queue per destination node, so one slow or
+dead node holds back only what is owed to it.
+
+Exactly once. The forwarder ships ``peek`` batches (at least once: it
+resends until the destination confirms) and trims what was confirmed. The
+destination ``apply``s a shipment in one transaction together with a
+per-origin watermark (``outq_applied``: the highest seq applied), and skips
+items at or below it: a resend after a lost confirmation changes nothing,
+and the returned ``upto`` is what the origin may ``trim``. Seqs are per
+destination, start at 1 and are never reused (``outq_meta`` keeps ``next``
+even when the queue empties).
+
+Why an epoch. A node whose store is wiped and recreated (a disk replaced,
+a restore) starts its seqs at 1 again, and the destination's watermark
+would make it skip them all as resends. Each store draws a random
+``epoch`` once; a shipment names it, and an epoch other than the one
+stored for that origin resets the origin's watermark. (One epoch is kept
+per origin: a shipment of the old epoch arriving after the new one's
+would be applied again; a forwarder ships one batch at a time, and a wiped
+store's forwarder is gone.)
+
+Items (msgpack-able tuples):
+
+- ``("msg", sender, client_id, to, body, ts_ms, media)``: a 1:1 message
+  accepted at the sender's home; applied with ``mailbox.store_message``
+  (dedup on (sender, client id) here too: ``store_read`` checks that
+  record later). A refusal here (``OfflineFull``, ``UnknownUser``) is not
+  an error of the shipment: a ``failed`` receipt goes back to the sender;
+  a duplicate (or a reused id, ``DuplicateId``) is skipped;
+- ``("item", user, kind, packed)``: an inbox item already packed
+  (``records.pack_item``), ``kind`` "message", "receipt" or "event" (a
+  group item); appended as ``Metas`` does; for a user unknown here it is
+  dropped with a warning (there is no inbox to append to).
+
+A malformed shipment (an unknown item, seqs not increasing, a field
+``store_message`` rejects) raises ``InvalidArgument`` and nothing of it is
+applied (the op rolls back): the origin runs code this node does not
+understand, and skipping items would lose messages silently.
+
+``apply`` needs ``storage.mailbox`` and ``storage.metas``, which need
+``put``: it imports them when called, so this module imports neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
+from storage.keys import (node_bytes, outq_key, outq_prefix, outq_seq, phone_bytes,
+                          prefix_end)
+from storage.kv import Txn
+from storage.records import (InboxItem, Message, Receipt, pack, unpack, unpack_item,
+                             unpack_tuple)
+
+__all__ = ["epoch", "put", "peek", "trim", "pending", "apply", "Applied", "Apply", "Trim",
+           "Epoch", "ITEM_KINDS"]
+
+log = logging.getLogger(__name__)
+
+_EPOCH = b"\x00epoch"           # in outq_meta; no node name starts with b"\x00"
+ITEM_KINDS = ("message", "receipt", "event")
+_ARITY = {"msg": 7, "item": 4}
+
+
+def epoch(txn: Txn) -> str:
+    """This store's epoch: drawn at random by the first call (in a write
+    transaction), the same ever after."""
+    raw = txn.get("outq_meta", _EPOCH)
+    if raw is not None:
+        return unpack(raw)
+    value = secrets.token_hex(8)
+    txn.put("outq_meta", _EPOCH, pack(value))
+    return value
+
+
+def _check_item(item: Any) -> tuple:
+    if type(item) not in (tuple, list) or not item or _ARITY.get(item[0]) != len(item):
+        raise InvalidArgument(f"not an outq item: {item!r:.200}")
+    if item[0] == "item" and (item[2] not in ITEM_KINDS or type(item[3]) is not bytes):
+        raise InvalidArgument(f"not an outq item: {item!r:.200}")
+    return tuple(item)
+
+
+def _meta(txn: Txn, nb: bytes) -> dict:
+    raw = txn.get("outq_meta", nb)
+    return {"next": 1, "held": 0} if raw is None else unpack(raw)
+
+
+def put(txn: Txn, dest: str, item: tuple) -> int:
+    """Append ``item`` to ``dest``'s queue; its seq there."""
+    nb = node_bytes(dest)
+    item = _check_item(item)
+    meta = _meta(txn, nb)
+    seq = meta["next"]
+    txn.put("outq", outq_key(nb, seq), pack(item))
+    meta["next"] = seq + 1
+    meta["held"] += 1
+    txn.put("outq_meta", nb, pack(meta))
+    return seq
+
+
+def peek(txn: Txn, dest: str, limit: int = 512) -> list[tuple[int, tuple]]:
+    """Up to ``limit`` of ``dest``'s items, oldest first, as (seq, item)."""
+    prefix = outq_prefix(node_bytes(dest))
+    return [(outq_seq(k), unpack_tuple(v))
+            for k, v in txn.range("outq", prefix, prefix_end(prefix), limit=limit)]
+
+
+def trim(txn: Txn, dest: str, upto: int) -> int:
+    """Delete ``dest``'s items with seq <= ``upto``; how many there were."""
+    nb = node_bytes(dest)
+    if type(upto) is not int or upto < 0:
+        raise InvalidArgument(f"upto must be an int >= 0, not {upto!r}")
+    prefix = outq_prefix(nb)
+    gone = [k for k, _ in txn.range("outq", prefix, outq_key(nb, upto + 1))]
+    for key in gone:
+        txn.delete("outq", key)
+    if gone:
+        meta = _meta(txn, nb)
+        meta["held"] -= len(gone)
+        txn.put("outq_meta", nb, pack(meta))
+    return len(gone)
+
+
+def pending(txn: Txn) -> dict[str, int]:
+    """Items queued per destination node (those with any), from the counts
+    in ``outq_meta``: one key per node ever written to, no item scan."""
+    held = {}
+    for key, raw in txn.range("outq_meta", b"\x01"):     # past _EPOCH
+        n = unpack(raw)["held"]
+        if n:
+            held[key.decode()] = n
+    return held
+
+
+# -- the destination's side ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What ``apply`` did: ``upto``, the origin's highest seq applied here
+    (what the origin may trim), and every item appended to a local inbox,
+    in order, as (user, InboxItem), to nudge their sessions."""
+    upto: int
+    nudges: list[tuple[str, InboxItem]]
+
+
+def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap: int,
+          remote=None) -> Applied:
+    """Apply a shipment of ``origin``'s items (``peek`` output) exactly once:
+    those at or below the watermark stored for (origin, epoch) are skipped.
+    ``cap``: the offline cap for the messages; ``remote`` as in
+    ``storage.metas`` (an item for a user homed elsewhere is queued on)."""
+    from storage.metas import Metas         # (module doc: the import cycle)
+    ob = node_bytes(origin)
+    if type(epoch) is not str or not epoch:
+        raise InvalidArgument(f"an epoch is a non-empty str, not {epoch!r}")
+    raw = txn.get("outq_applied", ob)
+    mark = unpack(raw) if raw is not None else None
+    done = mark["seq"] if mark is not None and mark["epoch"] == epoch else 0
+    fresh, last = [], done
+    for entry in items:
+        seq, item = entry if type(entry) in (tuple, list) and len(entry) == 2 else (None, None)
+        if type(seq) is not int or seq < 1:
+            raise InvalidArgument(f"not a (seq, item) pair: {entry!r:.200}")
+        item = _check_item(item)
+        if seq <= done:
+            continue
+        if seq <= last:
+            raise InvalidArgument(f"seqs from {origin} not increasing: {seq} after {last}")
+        fresh.append(item)
+        last = seq
+    if not fresh:
+        return Applied(done, [])
+    metas = Metas(txn, remote)
+    nudges: list[tuple[str, InboxItem]] = []
+    for item in fresh:
+        (_apply_msg if item[0] == "msg" else _apply_item)(txn, metas, item, cap, nudges)
+    metas.save()
+    txn.put("outq_applied", ob, pack({"epoch": epoch, "seq": last}))
+    return Applied(last, nudges)
+
+
+def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
+    from storage.mailbox import store_message
+    _, sender, client_id, to, body, ts, media = item
+    try:
+        stored = store_message(txn, sender, client_id, to, body, ts, cap, metas, tuple(media))
+    except (OfflineFull, UnknownUser) as refused:
+        log.info("outq: %s refused here (%s): a failed receipt goes to %s",
+                 client_id, refused, sender)
+        _append(metas, sender, Receipt("failed", client_id, to, ts), nudges)
+        return
+    except DuplicateId as reused:
+        log.warning("outq: message skipped: %s", reused)
+        return
+    if stored.seq and not stored.duplicate:
+        nudges.append((to, InboxItem(stored.seq, "message", Message(client_id, sender, ts, body))))
+
+
+def _apply_item(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
+    _, user, kind, value = item
+    ub = phone_bytes(user)
+    try:
+        metas.require_user(ub, user)
+    except UnknownUser:
+        log.warning("outq: a %s for %s dropped: no such user here", kind, user)
+        return
+    if kind == "event":
+        seq = metas.append_event(ub, value)
+    else:
+        seq = metas.append_packed(ub, kind == "message", value)
+    if seq:
+        nudges.append((user, unpack_item(seq, value)))
+
+
+def _append(metas, user: str, receipt: Receipt, nudges: list) -> None:
+    """A receipt for ``user`` (queued on if homed elsewhere; dropped with a
+    warning if unknown here too)."""
+    ub = phone_bytes(user)
+    try:
+        metas.require_user(ub, user)
+    except UnknownUser:
+        log.warning("outq: a %s receipt for %s dropped: no such user", receipt.kind, user)
+        return
+    seq = metas.append(ub, receipt)
+    if seq:
+        nudges.append((user, InboxItem(seq, "receipt", receipt)))
+
+
+# -- ops ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Apply:
+    origin: str
+    epoch: str
+    items: tuple | list
+    cap: int
+    remote: Any = None          # Callable[[str], str | None]; ops are never pickled
+
+    def __call__(self, txn: Txn) -> Applied:
+        return apply(txn, self.origin, self.epoch, self.items, self.cap, self.remote)
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    dest: str
+    upto: int
+
+    def __call__(self, txn: Txn) -> int:
+        return trim(txn, self.dest, self.upto)
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """Creates the epoch on first use; hence an op, not a read."""
+
+    def __call__(self, txn: Txn) -> str:
+        return epoch(txn)

@@ -1,0 +1,302 @@
+"""``storage.outq``, the durable queue of what one node owes users homed on
+another, between two real LMDB stores: A (home of ALICE and CAROL) and B
+(home of BOB). A message or receipt for a remote user is queued in the same
+transaction as the rest of the op, shipped with ``peek``, applied exactly
+once at the destination (per-origin watermark, reset by a new epoch), and
+trimmed; a refusal at the destination comes back as a ``failed`` receipt."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage import (DuplicateId, InboxItem, InboxMeta, InvalidArgument, Message, Receipt,
+                     RoutedReceipt, Stored, UnknownUser)
+from storage import outq
+from storage.batch import ACK, SEND, UserBatch
+from storage.groups import CREATE, SEND as GSEND
+from storage.mailbox import recount_inbox, store_message
+from storage.records import GroupEvent, pack_item
+
+from storage_testkit import KEY, Harness
+
+T = 1_700_000_000_000
+CAP = 1000
+ALICE, CAROL = "+15550000001", "+15550000003"    # homed at A
+BOB = "+15550000002"                             # homed at B
+DAVE = "+15550000009"                            # A believes B has him; B does not
+HOMES = {ALICE: "A", CAROL: "A", BOB: "B", DAVE: "B"}
+
+
+def remote_of(here: str):
+    def remote(user: str) -> str | None:
+        home = HOMES.get(user)
+        return home if home is not None and home != here else None
+    return remote
+
+
+async def node(tmp_path, name: str, *users: str) -> Harness:
+    harness = Harness("lmdb", tmp_path / name)
+    harness.storage.remote = remote_of(name)
+    for user in users:
+        await harness.storage.register_device(user, KEY, 1)
+    return harness
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    a = await node(tmp_path, "A", ALICE, CAROL)
+    b = await node(tmp_path, "B", BOB)
+    yield a.storage, b.storage
+    a.close()
+    b.close()
+
+
+async def ship(src, src_name: str, dst, dst_name: str, cap: int = CAP, limit: int = 512):
+    """One round of a forwarder: peek, apply at the destination, trim."""
+    items = src.outq_peek(dst_name, limit)
+    applied = await dst.outq_apply(src_name, await src.outq_epoch(), items, cap)
+    await src.outq_trim(dst_name, applied.upto)
+    return applied
+
+
+def audit(s, *users: str) -> None:
+    for user in users:
+        assert s.inbox_meta(user) == s.store.read(lambda txn: recount_inbox(txn, user)), user
+
+
+def meta_record(s, user: str):
+    return s.store.read(lambda txn: txn.get("inbox_meta", user.encode()))
+
+
+# -- the origin's side ------------------------------------------------------------
+async def test_a_message_to_a_remote_user_is_queued_and_acked_with_seq_0(cluster):
+    a, _ = cluster
+    assert await a.store_message(ALICE, "m1", BOB, b"hi", T, CAP) == Stored(0, T)
+    assert a.outq_pending() == {"B": 1}
+    assert a.outq_peek("B") == [(1, ("msg", ALICE, "m1", BOB, b"hi", T, ()))]
+    assert meta_record(a, BOB) is None and a.inbox_after(BOB) == []
+    # A resend is answered from the local dedup record and queues nothing.
+    assert await a.store_message(ALICE, "m1", BOB, b"hi", T + 5, CAP) == Stored(0, T, True)
+    assert a.outq_pending() == {"B": 1}
+    with pytest.raises(DuplicateId):
+        await a.store_message(ALICE, "m1", CAROL, b"hi", T, CAP)
+    assert a.outq_pending() == {"B": 1} and a.inbox_count(CAROL) == 0
+
+
+async def test_a_user_batch_queues_remote_sends_and_stores_local_ones(cluster):
+    a, _ = cluster
+    results = await a.user_batch(ALICE, [(SEND, "r", BOB, b"1"), (SEND, "l", CAROL, b"2"),
+                                         (SEND, "r2", DAVE, b"3")], T, CAP)
+    assert results == [(True, Stored(0, T)), (True, Stored(1, T)), (True, Stored(0, T))]
+    assert [item[3] for _, item in a.outq_peek("B")] == [BOB, DAVE]
+    assert a.inbox_count(CAROL) == 1
+    audit(a, ALICE, CAROL)
+
+
+async def test_an_op_that_raises_leaves_nothing_in_the_queue(cluster):
+    a, _ = cluster
+    seen = []
+
+    def send_then_fail(txn):
+        store_message(txn, ALICE, "x", BOB, b"", T, CAP, remote=remote_of("A"))
+        seen.append(outq.peek(txn, "B"))
+        raise RuntimeError("after the put")
+
+    with pytest.raises(RuntimeError):
+        await a.store.submit(send_then_fail)
+    assert len(seen[0]) == 1                        # it was queued inside the op
+    assert a.outq_pending() == {} and a.outq_peek("B") == []
+    assert await a.store_message(ALICE, "x", BOB, b"", T, CAP) == Stored(0, T)  # no dedup left
+    assert a.outq_peek("B")[0][0] == 1
+
+
+async def test_trim_removes_exactly_up_to_and_seqs_are_never_reused(cluster):
+    a, _ = cluster
+    for i in range(5):
+        await a.store_message(ALICE, f"m{i}", BOB, b"", T, CAP)
+    assert await a.outq_trim("B", 3) == 3
+    assert [seq for seq, _ in a.outq_peek("B")] == [4, 5]
+    assert [item[2] for _, item in a.outq_peek("B")] == ["m3", "m4"]
+    assert await a.outq_trim("B", 3) == 0
+    assert a.outq_pending() == {"B": 2}
+    assert await a.outq_trim("B", 99) == 2 and a.outq_pending() == {}
+    await a.store_message(ALICE, "m5", BOB, b"", T, CAP)
+    assert a.outq_peek("B") == [(6, ("msg", ALICE, "m5", BOB, b"", T, ()))]
+    with pytest.raises(InvalidArgument):
+        await a.outq_trim("B", -1)
+    with pytest.raises(InvalidArgument):
+        a.outq_peek("B\x00x")
+
+
+async def test_pending_counts_per_destination(cluster):
+    a, _ = cluster
+    assert a.outq_pending() == {}
+    s = a.store
+    await s.submit(lambda txn: [outq.put(txn, "C", ("item", BOB, "receipt", b"x"))
+                                for _ in range(3)])
+    await a.store_message(ALICE, "m1", BOB, b"", T, CAP)
+    assert a.outq_pending() == {"B": 1, "C": 3}
+    with pytest.raises(InvalidArgument):
+        await s.submit(lambda txn: outq.put(txn, "C", ("nope", BOB)))
+    assert a.outq_pending() == {"B": 1, "C": 3}
+
+
+async def test_the_epoch_is_drawn_once_per_store(cluster):
+    a, b = cluster
+    first = await a.outq_epoch()
+    assert await a.outq_epoch() == first and isinstance(first, str) and first
+    assert await b.outq_epoch() != first
+
+
+# -- the destination's side -------------------------------------------------------
+async def test_shipping_delivers_once_with_the_same_ts(cluster):
+    a, b = cluster
+    await a.store_message(ALICE, "m1", BOB, b"hi", T, CAP)
+    items = a.outq_peek("B")
+    epoch = await a.outq_epoch()
+    applied = await b.outq_apply("A", epoch, items, CAP)
+    message = Message("m1", ALICE, T, b"hi")
+    assert applied == outq.Applied(1, [(BOB, InboxItem(1, "message", message))])
+    assert b.inbox_after(BOB) == [InboxItem(1, "message", message)]
+    # The same shipment again (its confirmation was lost): nothing more.
+    assert await b.outq_apply("A", epoch, items, CAP) == outq.Applied(1, [])
+    assert b.inbox_count(BOB) == 1
+    assert await a.outq_trim("B", 1) == 1 and a.outq_pending() == {}
+    audit(b, BOB)
+
+
+async def test_a_new_epoch_restarting_seqs_is_applied(cluster, tmp_path):
+    a, b = cluster
+    await a.store_message(ALICE, "m1", BOB, b"", T, CAP)
+    await ship(a, "A", b, "B")
+    wiped = await node(tmp_path, "A-again", ALICE)      # A recreated: seqs restart at 1
+    wiped.storage.remote = remote_of("A")
+    try:
+        await wiped.storage.store_message(ALICE, "m2", BOB, b"", T + 1, CAP)
+        assert wiped.storage.outq_peek("B")[0][0] == 1
+        applied = await ship(wiped.storage, "A", b, "B")
+        assert applied.upto == 1 and [i.payload.id for _, i in applied.nudges] == ["m2"]
+    finally:
+        wiped.close()
+    assert [i.payload.id for i in b.inbox_after(BOB)] == ["m1", "m2"]
+
+
+async def test_order_is_kept_across_many_items_and_shipments(cluster):
+    a, b = cluster
+    await a.user_batch(ALICE, [(SEND, f"m{i}", BOB, b"%d" % i) for i in range(300)], T, CAP)
+    assert a.outq_pending() == {"B": 300}
+    for _ in range(10):                             # bounded: 3 rounds are enough
+        if not a.outq_pending():
+            break
+        await ship(a, "A", b, "B", limit=100)
+    assert a.outq_pending() == {}
+    assert [(i.seq, i.payload.id) for i in b.inbox_after(BOB, limit=None)] == [
+        (i + 1, f"m{i}") for i in range(300)]
+    audit(b, BOB)
+
+
+async def test_an_ack_at_b_sends_the_delivered_receipt_back_to_a(cluster):
+    a, b = cluster
+    await a.store_message(ALICE, "m1", BOB, b"hi", T, CAP)
+    await ship(a, "A", b, "B")
+    routed = await b.ack_inbox(BOB, [1], T + 10)
+    receipt = Receipt("delivered", "m1", BOB, T + 10)
+    assert routed == [RoutedReceipt(ALICE, 0, receipt)]
+    assert b.outq_pending() == {"A": 1} and meta_record(b, ALICE) is None
+    items, epoch = b.outq_peek("A"), await b.outq_epoch()
+    applied = await ship(b, "B", a, "A")
+    assert applied.nudges == [(ALICE, InboxItem(1, "receipt", receipt))]
+    # A resend (the confirmation was lost): a receipt has no dedup record of
+    # its own, the watermark alone keeps it from being appended twice.
+    assert await a.outq_apply("B", epoch, items, CAP) == outq.Applied(1, [])
+    assert a.inbox_after(ALICE) == [InboxItem(1, "receipt", receipt)]
+    audit(a, ALICE)
+    audit(b, BOB)
+
+
+async def test_a_read_at_b_queues_one_read_receipt(cluster):
+    a, b = cluster
+    await a.store_message(ALICE, "m1", BOB, b"hi", T, CAP)
+    await a.store_message(ALICE, "m2", BOB, b"hi", T, CAP)
+    await ship(a, "A", b, "B", limit=1)                 # m2 still queued at A
+    routed = await b.store_read(BOB, ALICE, ["m1", "m2", "never"], T + 20)
+    receipt = Receipt("read", "m1", BOB, T + 20)
+    assert routed == [RoutedReceipt(ALICE, 0, receipt)]  # m2 not here yet, "never" not sent
+    assert await b.store_read(BOB, ALICE, ["m1"], T + 30) == []   # read once
+    assert b.outq_pending() == {"A": 1}
+    await ship(b, "B", a, "A")
+    assert [i.payload for i in a.inbox_after(ALICE)] == [receipt]
+
+
+async def test_a_full_inbox_at_b_becomes_a_failed_receipt_for_the_sender(cluster):
+    a, b = cluster
+    await a.store_message(ALICE, "m1", BOB, b"", T, CAP)
+    await a.store_message(ALICE, "m2", BOB, b"", T + 1, CAP)
+    applied = await ship(a, "A", b, "B", cap=1)
+    assert applied.upto == 2 and [i.payload.id for _, i in applied.nudges] == ["m1"]
+    assert [i.payload.id for i in b.inbox_after(BOB)] == ["m1"]
+    assert a.outq_pending() == {}                       # a refusal is not a failed shipment
+    applied = await ship(b, "B", a, "A")
+    failed = Receipt("failed", "m2", BOB, T + 1)
+    assert applied.nudges == [(ALICE, InboxItem(1, "receipt", failed))]
+    assert [i.payload for i in a.inbox_after(ALICE)] == [failed]
+
+
+async def test_an_unknown_user_at_b_becomes_a_failed_receipt(cluster):
+    a, b = cluster
+    assert await a.store_message(ALICE, "d1", DAVE, b"", T, CAP) == Stored(0, T)
+    applied = await ship(a, "A", b, "B")
+    assert applied == outq.Applied(1, [])
+    await ship(b, "B", a, "A")
+    assert [i.payload for i in a.inbox_after(ALICE)] == [Receipt("failed", "d1", DAVE, T)]
+
+
+async def test_an_item_for_a_user_unknown_here_is_dropped_and_passed(cluster):
+    _, b = cluster
+    item = ("item", DAVE, "receipt", pack_item(Receipt("read", "x", ALICE, T)))
+    applied = await b.outq_apply("A", "e1", [(1, item)], CAP)
+    assert applied == outq.Applied(1, []) and b.inbox_count(DAVE) == 0
+    assert await b.outq_apply("A", "e1", [(1, item)], CAP) == outq.Applied(1, [])
+
+
+async def test_a_malformed_shipment_is_refused_whole(cluster):
+    a, b = cluster
+    await a.store_message(ALICE, "m1", BOB, b"", T, CAP)
+    good = a.outq_peek("B")
+    for bad in ([good[0], (3, ("what", BOB))],
+                [(2, good[0][1]), (2, good[0][1])],
+                [good[0], (2, ("item", BOB, "nope", b""))],
+                [good[0], (2, ("msg", ALICE, "m9", "bob", b"", T, ()))]):
+        with pytest.raises(InvalidArgument):
+            await b.outq_apply("A", "e1", bad, CAP)
+    assert b.inbox_count(BOB) == 0
+    assert (await b.outq_apply("A", "e1", good, CAP)).upto == 1
+
+
+async def test_a_group_fan_out_queues_for_a_remote_member(cluster):
+    a, b = cluster
+    gid = f"{ALICE}/g"
+    results, record = await a.group_batch(gid, [(CREATE, ALICE, "G", [CAROL, BOB]),
+                                                (GSEND, ALICE, "g1", b"yo")], T, 1, 16)
+    assert record.members == (ALICE, CAROL, BOB)
+    assert [u for ok, out in results for u, _ in out.appended] == [ALICE, CAROL, CAROL]
+    assert meta_record(a, BOB) is None and a.outq_pending() == {"B": 2}
+    # A full remote member is not capped here (its node's cap: out of scope).
+    (ok, out), = (await a.group_batch(gid, [(GSEND, ALICE, "g2", b"")], T, 1, 16))[0]
+    assert ok and [u for u, _ in out.appended] == [CAROL]   # CAROL: a "missed" marker
+    applied = await ship(a, "A", b, "B")
+    assert [(u, i.kind, i.seq) for u, i in applied.nudges] == [
+        (BOB, "group", 1), (BOB, "message", 2), (BOB, "message", 3)]
+    assert b.inbox_after(BOB)[0].payload == GroupEvent(gid, "created", ALICE, (CAROL, BOB),
+                                                       "G", T)
+    assert b.inbox_meta(BOB) == InboxMeta(4, 2, 1, 1)
+    audit(a, ALICE, CAROL)
+    audit(b, BOB)
+
+
+async def test_without_remote_every_user_is_local_as_before(cluster):
+    a, _ = cluster
+    op = UserBatch(ALICE, ((SEND, "m1", CAROL, b""), (SEND, "m2", BOB, b""), (ACK, [1])), T, CAP)
+    results = await a.store.submit(op)               # no remote: a single node
+    assert results[0] == (True, Stored(1, T)) and isinstance(results[1][1], UnknownUser)
+    assert a.outq_pending() == {}
