@@ -29,7 +29,9 @@ API (docs/client.md).
 """
 
 from client.backoff import Backoff
-from client.errors import ClientClosed, ClientError, ConnectionLost, RequestTimeout, ServerError
+from client.errors import (
+    ClientClosed, ClientError, ConnectionLost, RequestTimeout, ServerError, Undelivered,
+)
 from client.events import (
     Disconnected, FileMessage, IdentityChanged, KeyChanged, MediaInfo, Message, Presence, Receipt,
     Reconnected, SendFailed, Sent, Status, Typing, Undecryptable,
@@ -40,5 +42,5 @@ __all__ = [
     "Client", "new_message_id", "Backoff", "Status",
     "Message", "Receipt", "Presence", "Typing", "Sent", "SendFailed", "Disconnected", "Reconnected",
     "FileMessage", "MediaInfo", "Undecryptable", "KeyChanged", "IdentityChanged",
-    "ClientError", "ServerError", "ConnectionLost", "RequestTimeout", "ClientClosed",
+    "ClientError", "ServerError", "ConnectionLost", "RequestTimeout", "ClientClosed", "Undelivered",
 ]

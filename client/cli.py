@@ -33,7 +33,8 @@ Commands (one per line on stdin; a pipe works too):
 
 Output: incoming messages as ``[12:01] +15550002: hi``, your own as
 ``[12:01] you → +15550002: hello ✓`` printed again whenever a tick changes
-(✓ sent, ✓✓ delivered, ✓✓ read), and ``--`` lines for presence, typing,
+(✓ sent, ✓✓ delivered, ✓✓ read, or ✗ not delivered when the recipient's
+node refused it: their inbox is full), and ``--`` lines for presence, typing,
 files, key changes ("security code changed"), messages that failed to
 decrypt, and the connection.
 """
@@ -54,7 +55,7 @@ from transport.crypto import DeviceKey
 from client import events as ev
 from client.cli_groups import GROUP_HELP, GroupCommands
 from client.cli_secure import SecureCommands
-from client.errors import ClientClosed, ClientError, ServerError
+from client.errors import ClientClosed, ClientError, ServerError, Undelivered
 from client.groups import is_group
 from client.profile import Profile, default_dir
 from client.sdk import Client, checked, new_message_id
@@ -65,7 +66,7 @@ HELP = """commands: /chat +NUMBER   /last +NUMBER   /typing   /send-file PATH   
           /safety [+NUMBER]   /help   /quit
 anything else is a message to the current chat (a person, or a group)
 """ + GROUP_HELP
-BLUE, RESET = "\033[34m", "\033[0m"
+BLUE, RED, RESET = "\033[34m", "\033[31m", "\033[0m"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,8 +322,8 @@ class Chat(GroupCommands, SecureCommands):
         except ValueError as error:
             self.mine.pop(id, None)
             self.out(f"-- not sent: {error}")
-        except (ServerError, ClientClosed):
-            pass                                    # reported by the event (SendFailed)
+        except (ServerError, ClientClosed, Undelivered):
+            pass                                    # reported by the event (SendFailed, Receipt)
 
     def spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -370,11 +371,13 @@ class Chat(GroupCommands, SecureCommands):
             return                                  # a message from an earlier run, forgotten
         if ts is not None:
             mine[2] = ts
-        if status > mine[3]:
+        if mine[3] is ev.Status.FAILED or status is ev.Status.FAILED and mine[3] >= ev.Status.DELIVERED:
+            return                                  # FAILED is final; it cannot follow delivery
+        if status > mine[3] or status is ev.Status.FAILED:
             mine[3] = status
             ticks = status.ticks
-            if status is ev.Status.READ and self.blue:
-                ticks = f"{BLUE}{ticks}{RESET}"
+            if self.blue and status in (ev.Status.READ, ev.Status.FAILED):
+                ticks = f"{BLUE if status is ev.Status.READ else RED}{ticks}{RESET}"
             self.out(f"[{clock(mine[2])}] you → {mine[0]}: {mine[1]} {ticks}")
 
 

@@ -174,7 +174,7 @@ class Connection(asyncio.Protocol):
             self.on_push(frame)
 
     def _error(self, frame: wire.Error) -> None:
-        error = ServerError(frame.code, frame.message, frame.retry_after)
+        error = ServerError(frame.code, frame.message, frame.retry_after, frame.redirect)
         if frame.ref == 0:                  # about the connection: it is over
             log.info("server ends the connection: %s", error)
             self.close(error)

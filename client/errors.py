@@ -2,12 +2,16 @@
 
 - ``ServerError(code, message)``: the server answered a request with ERROR.
   ``code`` is a ``wire.ErrorCode``; ``fatal`` says the server closes the
-  connection after it.
+  connection after it; ``redirect`` is WRONG_NODE's (host, port), which the
+  client follows itself (``link``), so an app sees WRONG_NODE only when it
+  cannot be followed (no address, or too many redirects in a row).
 - ``ConnectionLost``: the connection went away while a request was waiting
   for its answer (``Client`` retries what is safe to retry; this reaches the
   app only for requests made before login, and when the client gives up).
 - ``RequestTimeout``: no answer within the request timeout (also a
   ``TimeoutError``).
+- ``Undelivered``: a ``send`` still waiting for its ACK when the message's
+  FAILED receipt came (the recipient's node refused it; see ``events``).
 - ``ClientClosed``: the client was closed (``close()``, or the server ended
   the session for good: SESSION_REPLACED, LOGIN_FAILED on re-login).
 
@@ -19,7 +23,8 @@ from __future__ import annotations
 
 from transport.wire import ErrorCode
 
-__all__ = ["ClientError", "ServerError", "ConnectionLost", "RequestTimeout", "ClientClosed"]
+__all__ = ["ClientError", "ServerError", "ConnectionLost", "RequestTimeout", "ClientClosed",
+           "Undelivered"]
 
 
 class ClientError(Exception):
@@ -29,11 +34,13 @@ class ClientError(Exception):
 class ServerError(ClientError):
     """The server refused a request: ERROR ``code`` with ``message``."""
 
-    def __init__(self, code: ErrorCode, message: str = "", retry_after: int | None = None):
+    def __init__(self, code: ErrorCode, message: str = "", retry_after: int | None = None,
+                 redirect: tuple[str, int] | None = None):
         super().__init__(code, message)
         self.code = ErrorCode(code)
         self.message = message
         self.retry_after = retry_after      # RATE_LIMITED: ms until a retry can pass
+        self.redirect = redirect            # WRONG_NODE: (host, port) of the user's home node
 
     @property
     def fatal(self) -> bool:
@@ -50,6 +57,16 @@ class ConnectionLost(ClientError, ConnectionError):
 
 class RequestTimeout(ClientError, TimeoutError):
     """The server did not answer in time."""
+
+
+class Undelivered(ClientError):
+    """The server accepted message ``id`` to ``to``, then the recipient's node
+    refused it (a FAILED receipt: their inbox is full, or no such user
+    there). It left the outbox and is never resent."""
+
+    def __init__(self, id: str, to: str):
+        super().__init__(f"message {id} was not delivered to {to}: their node refused it")
+        self.id, self.to = id, to
 
 
 class ClientClosed(ClientError):

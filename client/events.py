@@ -6,7 +6,10 @@ item over twice):
 
 - ``Message(seq, id, sender, ts, body)``: a message to this user.
 - ``Receipt(seq, kind, id, by, ts)``: a message this user sent was
-  delivered to (``Status.DELIVERED``) or read by (``Status.READ``) ``by``.
+  delivered to (``Status.DELIVERED``) or read by (``Status.READ``) ``by``,
+  or (``Status.FAILED``, a cluster) refused by ``by``'s home node after
+  this user's node had accepted it (their inbox is full, or there is no
+  such user there): it will never be delivered, and it is not resent.
 - ``FileMessage(seq, id, sender, ts, file)``: a file (``MediaInfo``: hash,
   size, key, type, name, caption); ``Client.download(file, dest)`` gets it.
 - ``Undecryptable(seq, id, sender, ts, reason)``: a message that failed to
@@ -56,8 +59,10 @@ __all__ = ["Status", "Message", "Receipt", "Presence", "Typing", "Sent", "SendFa
 
 
 class Status(IntEnum):
-    """Where a message this user sent is; only ever moves up (except FAILED)."""
-    FAILED = -1         # refused by the server; not in the outbox any more
+    """Where a message this user sent is; only ever moves up (except to
+    FAILED, from QUEUED or SENT)."""
+    FAILED = -1         # refused by the server, or by the recipient's node (a FAILED
+                        # receipt); not in the outbox any more, never delivered
     QUEUED = 0          # in the outbox, not yet acknowledged (a clock icon)
     SENT = 1            # committed by the server: one tick
     DELIVERED = 2       # the recipient's device has it: two ticks
@@ -68,7 +73,7 @@ class Status(IntEnum):
         return _TICKS[self]
 
 
-_TICKS = {Status.FAILED: "!", Status.QUEUED: "…", Status.SENT: "✓",
+_TICKS = {Status.FAILED: "✗ not delivered", Status.QUEUED: "…", Status.SENT: "✓",
           Status.DELIVERED: "✓✓", Status.READ: "✓✓ read"}
 
 
@@ -135,7 +140,7 @@ class IdentityChanged:
 @dataclass(frozen=True, slots=True)
 class Receipt:
     seq: int            # this user's inbox sequence number
-    kind: Status        # Status.DELIVERED or Status.READ
+    kind: Status        # Status.DELIVERED, Status.READ or Status.FAILED
     id: str             # the id of the message this user sent
     by: str             # who received / read it
     ts: int

@@ -171,6 +171,13 @@ class GroupInbox:
             else:
                 r._schedule()
         elif kind is wire.Receipt and frame.group is not None:
+            if frame.kind is wire.ReceiptKind.FAILED:   # never sent for a group (MISSED says it)
+                log.warning("group %s: a FAILED receipt for %s by %s, ignored",
+                            frame.group, frame.id, frame.by)
+                if r.inbox.arrived(frame.seq):
+                    r.inbox.handed(frame.seq)           # acknowledged, not shown
+                r._schedule()
+                return True
             status = Status.READ if frame.kind == wire.ReceiptKind.READ else Status.DELIVERED
             self._tick(frame.id, frame.by, status)
             if r.inbox.arrived(frame.seq):

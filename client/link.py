@@ -18,6 +18,17 @@ client is open, and make requests over it.
   or the server ended the session for good (``FINAL``: SESSION_REPLACED,
   LOGIN_FAILED on re-login, UNSUPPORTED_VERSION).
 - ``close``: BYE, close, stop every task.
+- Homes (a cluster): a node that is not the user's home answers REGISTER,
+  CONFIRM or LOGIN with ERROR WRONG_NODE carrying the home's address, and
+  closes. ``_lost`` (or ``_reconnect``, for a re-login) follows it: the
+  address becomes ``home``, the target of every later connect, and the
+  connection there is made at once; the step that was refused waits for it
+  and is made again there. ``next_node`` decides, a pure function: at most
+  ``MAX_REDIRECTS`` in a row (reset by any step that succeeds), then the
+  client is over with a ServerError saying so. An unreachable home is
+  retried with the backoff like any drop (its users are unavailable until
+  it is back: the design); a WRONG_NODE without an address is an ordinary
+  error.
 
 Hooks for the subclass: ``_on_push(frame)`` (pushed frames),
 ``_went_online(conn)`` (logged in on ``conn``), ``_went_offline()``,
@@ -38,12 +49,27 @@ from client.backoff import Backoff
 from client.connection import Connection
 from client.errors import ClientClosed, ConnectionLost, RequestTimeout, ServerError
 
-__all__ = ["Link", "FINAL", "checked"]
+__all__ = ["Link", "FINAL", "MAX_REDIRECTS", "checked", "next_node"]
 
 log = logging.getLogger("switchboard.client")
 
 E = wire.ErrorCode
 FINAL = frozenset({E.SESSION_REPLACED, E.LOGIN_FAILED, E.UNSUPPORTED_VERSION})
+MAX_REDIRECTS = 3               # WRONG_NODE redirects followed in a row, at most
+
+
+def next_node(error: BaseException | None, followed: int) -> tuple[str, int] | None:
+    """Where ``error`` (a refused step's, or why a connection closed) sends
+    the client: the (host, port) of a WRONG_NODE that carries one, None for
+    anything else. ``followed`` redirects were followed in a row already;
+    one more than MAX_REDIRECTS raises a ServerError WRONG_NODE saying so."""
+    if not isinstance(error, ServerError) or error.code is not E.WRONG_NODE or not error.redirect:
+        return None
+    host, port = error.redirect
+    if followed >= MAX_REDIRECTS:
+        raise ServerError(E.WRONG_NODE, f"sent to another node {followed + 1} times in a row "
+                          f"(last to {host}:{port}); the nodes disagree on this user's home")
+    return host, port
 
 
 def checked(frame: wire.Frame) -> wire.Frame:
@@ -79,6 +105,13 @@ class Link:
         self.closed_reason: BaseException | None = None
         self._tasks: set[asyncio.Task] = set()
         self._reconnector: asyncio.Task | None = None
+        self._redirects = 0                         # WRONG_NODEs followed since a step succeeded
+
+    @property
+    def home(self) -> tuple[str, int]:
+        """The node this client connects to: the one given, until a
+        WRONG_NODE names the user's home node."""
+        return self.host, self.port
 
     @property
     def connected(self) -> bool:
@@ -126,8 +159,26 @@ class Link:
         if self.user is not None:
             raise RuntimeError(f"{type(frame).__name__.upper()} is only allowed before login")
         deadline = self._deadline()
-        conn = await self._wait(self._connected, deadline)
-        return await conn.ask(frame, deadline)
+        while True:
+            conn = await self._wait(self._connected, deadline)
+            try:
+                ack = await conn.ask(frame, deadline)
+            except ServerError as error:
+                if next_node(error, 0) is None:
+                    raise
+                await self._redirected(conn, deadline)
+                continue
+            self._redirects = 0
+            return ack
+
+    async def _redirected(self, conn: Connection, deadline: float) -> None:
+        """A step on ``conn`` was answered WRONG_NODE: wait until ``_lost``
+        has followed it (the caller then makes the step on the next
+        connection), or raise the ServerError with which it gave up."""
+        loop = asyncio.get_running_loop()
+        await asyncio.wait({conn.lost}, timeout=max(deadline - loop.time(), 0))
+        if self._closing and isinstance(self.closed_reason, ServerError):
+            raise self.closed_reason
 
     async def _call(self, frame: wire.Frame) -> Any:
         """A request that needs login: waits for the connection, sends again
@@ -159,8 +210,14 @@ class Link:
                 info = await self._login_on(conn, user, device, key)
             except ConnectionLost:
                 continue
+            except ServerError as error:
+                if next_node(error, 0) is None:
+                    raise
+                await self._redirected(conn, deadline)
+                continue
             if conn is self._conn and conn.usable:
                 break
+        self._redirects = 0
         self.user, self.device_id, self._key = user, device, key
         self._online.set()
         self._went_online(conn)
@@ -188,6 +245,7 @@ class Link:
             self.heartbeat, self.nonce = ok.heartbeat, ok.nonce
             if self.user is not None:
                 await self._login_on(conn, self.user, self.device_id, self._key)
+                self._redirects = 0
             if not conn.usable or self._closing:
                 raise ConnectionLost(str(conn.error))
         except BaseException:
@@ -210,6 +268,17 @@ class Link:
         reason = conn.error
         if self._closing:
             return
+        try:
+            redirected = self._follow(reason)
+        except ServerError as error:
+            self._finish(error, disconnected=True)
+            return
+        if redirected:                  # a step goes to the home node, reconnect or not
+            if self.user is not None:
+                self._emit(ev.Disconnected(str(reason), reconnecting=True))
+            self._reconnector = asyncio.ensure_future(
+                self._reconnect(at_once=True, announce=self.user is not None))
+            return
         if not self.reconnect or isinstance(reason, ServerError) and reason.code in FINAL:
             self._finish(reason, disconnected=True)
             return
@@ -217,14 +286,35 @@ class Link:
         self._emit(ev.Disconnected(str(reason), reconnecting=True))
         self._reconnector = asyncio.ensure_future(self._reconnect())
 
-    async def _reconnect(self) -> None:
-        attempt = 0
+    def _follow(self, error: BaseException | None) -> bool:
+        """Make a WRONG_NODE's address the home; False if ``error`` is not
+        one to follow; ServerError past MAX_REDIRECTS in a row."""
+        address = next_node(error, self._redirects)
+        if address is None:
+            return False
+        self._redirects += 1
+        log.info("%s is not this user's node; going to %s:%d", self.home, *address)
+        self.host, self.port = address
+        return True
+
+    async def _reconnect(self, at_once: bool = False, announce: bool = True) -> None:
+        """Connect again (to ``home``) until it works: after a backoff,
+        except ``at_once`` (a redirect) and right after a WRONG_NODE."""
+        attempt, wait = 0, not at_once
         while not self._closing:
-            await asyncio.sleep(self.backoff.delay(attempt))
-            attempt += 1
+            if wait:
+                await asyncio.sleep(self.backoff.delay(attempt))
+            attempt, wait = attempt + 1, True
             try:
                 await self._establish()
             except ServerError as error:
+                try:
+                    if self._follow(error):
+                        wait = False
+                        continue
+                except ServerError as gave_up:
+                    self._finish(gave_up, disconnected=True)
+                    return
                 if error.code in FINAL:
                     self._finish(error, disconnected=True)
                     return
@@ -235,7 +325,8 @@ class Link:
                 return
             else:
                 log.info("reconnected after %d attempt(s)", attempt)
-                self._emit(ev.Reconnected(attempt))
+                if announce:
+                    self._emit(ev.Reconnected(attempt))
                 return
 
     def _spawn(self, coro: Any) -> None:

@@ -13,7 +13,8 @@ arrival order, and acknowledges inbox items:
   RECEIVED that fails (connection lost, INTERNAL) is sent again, after the
   next login if need be.
 - A RECEIPT also moves the message's status up (``on_receipt``), as soon as
-  it arrives.
+  it arrives; kind FAILED makes it ``Status.FAILED`` (and takes it out of
+  the outbox: ``sending``).
 - PRESENCE and TYPING_EVENT are passed on as they come (and the last
   presence of each user is kept).
 - With end-to-end encryption, ``opener`` turns a new MESSAGE into its
@@ -38,6 +39,8 @@ __all__ = ["Receiver"]
 _CLOSED = object()              # the end of the event stream
 _INBOX_EVENTS = (ev.Message, ev.Receipt, ev.FileMessage, ev.Undecryptable, ev.KeyChanged)
 _INBOX_EVENTS += GROUP_INBOX_EVENTS
+RECEIPT_STATUS = {wire.ReceiptKind.DELIVERED: ev.Status.DELIVERED,
+                  wire.ReceiptKind.READ: ev.Status.READ, wire.ReceiptKind.FAILED: ev.Status.FAILED}
 
 
 class Receiver:
@@ -102,7 +105,7 @@ class Receiver:
             else:
                 self._schedule()
         elif kind is wire.Receipt:
-            status = ev.Status.READ if frame.kind == wire.ReceiptKind.READ else ev.Status.DELIVERED
+            status = RECEIPT_STATUS[frame.kind]
             self.on_receipt(frame.id, status)
             if self.inbox.arrived(frame.seq):
                 self.emit(ev.Receipt(frame.seq, status, frame.id, frame.by, frame.ts))

@@ -23,6 +23,11 @@ futures ``Client.send`` awaits. Its rules:
   probed one message at a time rather than sent whole into the limit.
 - A connection lost with SENDs in flight changes nothing: they are still in
   the outbox and go out after the next login.
+- A FAILED receipt (the recipient's node refused a message this user's node
+  had accepted) sets status FAILED unless the message was delivered
+  already. If the message is still in the outbox (its ACK was lost), it
+  leaves it, so it is never resent, and a ``send`` waiting for it fails
+  with ``Undelivered``; the receipt event is the report (no ``SendFailed``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Callable
 
 from transport import wire
 from client.connection import Connection
-from client.errors import ClientClosed, ConnectionLost, ServerError
+from client.errors import ClientClosed, ConnectionLost, ServerError, Undelivered
 from client.events import Event, SendFailed, Sent, Status
 from client.groups import group_frame, is_group
 from client.outbox import Outbox
@@ -82,8 +87,10 @@ class Sender:
         return future
 
     def receipt(self, id: str, kind: Status) -> bool:
-        """A RECEIPT arrived; True if it moved the message's status up."""
+        """A RECEIPT arrived; True if it moved the message's status up (or to FAILED)."""
         old = self.status.get(id, Status.SENT)
+        if kind is Status.FAILED:
+            return self._undelivered(id, old)
         if kind > old:
             self._set_status(id, kind)
             return True
@@ -173,6 +180,20 @@ class Sender:
         self._set_status(id, Status.FAILED)
         self._resolve(id, SendFailed(id, entry.to, error), error)
         self._check_empty()
+
+    def _undelivered(self, id: str, old: Status) -> bool:
+        if old is Status.FAILED or old >= Status.DELIVERED:
+            return False                            # a contradiction: the first word stands
+        self._set_status(id, Status.FAILED)
+        entry = self.outbox.remove(id)
+        if entry is not None:                       # its ACK was lost: never send it again
+            log.info("message %s to %s refused by the recipient's node", id, entry.to)
+            error = Undelivered(id, entry.to)
+            for future in self.waiters.pop(id, ()):
+                if not future.done():
+                    future.set_exception(error)
+            self._check_empty()
+        return True
 
     def _resolve(self, id: str, event: Event, error: Exception | None) -> None:
         for future in self.waiters.pop(id, ()):
