@@ -1,6 +1,8 @@
 """Switchboard command line: wiring only.
 
     python run.py node [--data-dir DIR] [--workers N] [--http-port P]   start a node
+    python run.py node --name A [--join HOST:PORT] ...   a node of a cluster (docs/cluster.md)
+    python run.py cluster [--nodes 3]                  a local cluster of nodes A, B, C on loopback
     python run.py client [--phone P] [--port N] ...     interactive chat client (docs/client.md)
     python run.py chaos [SCENARIO] [--duration S] [--seed N] [--frames N]   chaos (history-checked), fuzzing
     python run.py top [--host H] [--http-port P]       live terminal view of a node
@@ -16,6 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--http-port", type=int, default=8222,
                       help="dashboard/metrics port of worker 0; worker N uses it + N (default: 8222; 0: free ports)")
     node.add_argument("--alert-webhook", metavar="URL", help="POST queue alerts as JSON to URL")
+    node.add_argument("--name", help="this node's name in a cluster; without --join it leads the cluster")
+    node.add_argument("--join", type=_host_port, metavar="HOST:PORT",
+                      help="join the cluster whose leader's admin port is HOST:PORT (needs --name)")
     node.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                       help="a monitor setting, e.g. alert_actor_high=500 (docs/operations.md)")
+
+    cluster = commands.add_parser("cluster", help="a local cluster of N nodes on loopback (docs/cluster.md)")
+    cluster.add_argument("--nodes", type=int, default=3, help="nodes A, B, C, ... (default: 3)")
+    cluster.add_argument("--data-dir", default="data/cluster", help="node X keeps its data in DIR/X")
+    cluster.add_argument("--workers", type=int, default=1, help="worker processes per node (default: 1)")
+    cluster.add_argument("--bind", default="127.0.0.1", help="address every listener binds (default: loopback)")
+    cluster.add_argument("--port", type=int, default=5222, help="client port of node A; B gets +1, ... (0: free)")
+    cluster.add_argument("--media-port", type=int, default=5280, help="media port of node A; B gets +1, ...")
+    cluster.add_argument("--http-port", type=int, default=8222, help="HTTP port of node A; B gets +10, ...")
+    cluster.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                         help="a setting for every node (see run.py node --set)")
 
     commands.add_parser("client", help="interactive chat client (see: run.py client --help)")
 
@@ -84,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         return run_node(args)
+    if args.command == "cluster":
+        from supervisor.cluster_launcher import run_cluster
+        return run_cluster(args)
     if args.command in ("top", "status"):
         from ops import console
         return console.main(args)

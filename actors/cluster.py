@@ -53,6 +53,8 @@ class Cluster:
         self.me, self.bridge, self.directory = me, bridge, directory
         self.system: Any = None
         self.peers: dict[str, Any] = {}           # worker -> Thespian address
+        self.far: dict[str, Any] = {}             # the other nodes' workers -> address
+        self.federation: Any = None               # actors/federation.py, in a cluster of nodes
         self.owners: dict[str, str] = {}          # user -> worker (other than me)
         self.outbound: dict[str, list] = {}       # worker -> items not yet flushed
         self.claims: list[str] = []
@@ -77,14 +79,29 @@ class Cluster:
         no other worker holds the user."""
         worker = self.owners.get(user)
         if worker is None or worker not in self.peers:
-            return False
+            home = self.federation.remote(user) if self.federation is not None else None
+            if home is None or f"{home}/0" not in self.far:
+                return False
+            worker = f"{home}/0"                # its node's gateway routes it there
         self._queue(worker, (user, msg))
         return True
 
     def broadcast(self, msg: Any) -> None:
-        """Queue ``msg`` for every peer's presence hub."""
-        for worker in self.peers:
+        """Queue ``msg`` for every peer's presence hub, on every node."""
+        for worker in (*self.peers, *self.far):
             self._queue(worker, (None, msg))
+
+    # -- the other nodes' workers (kept by the federation) -----------------------------
+    def set_far_peers(self, workers: dict[str, Any]) -> None:
+        self.far = dict(workers)
+
+    def add_far_peers(self, workers: dict[str, Any]) -> None:
+        self.far.update(workers)
+
+    def drop_far_node(self, node: str) -> None:
+        for worker in [w for w in self.far if w.split("/")[0] == node]:
+            del self.far[worker]
+            self.outbound.pop(worker, None)
 
     def claim(self, user: str) -> "asyncio.Future[None]":
         future = asyncio.get_running_loop().create_future()
@@ -128,7 +145,7 @@ class Cluster:
             self.bridge.post(self.directory, Releases(self.me, users))
 
     def _send(self, worker: str, items: list) -> None:
-        address = self.peers.get(worker)
+        address = self.peers.get(worker) or self.far.get(worker)
         if address is None:
             return                              # the peer went down: its users are gone
         self.sent_batches += 1
@@ -137,7 +154,10 @@ class Cluster:
 
     # -- inbound (on the loop, from the bridge) -------------------------------------------
     def deliver(self, msg: Any) -> None:
-        handler = getattr(self, "_on_" + type(msg).__name__, None)
+        name = "_on_" + type(msg).__name__
+        handler = getattr(self, name, None)
+        if handler is None and self.federation is not None:
+            handler = getattr(self.federation, name, None)
         if handler is None:
             log.warning("unexpected mesh message %r", type(msg).__name__)
             return
@@ -146,9 +166,14 @@ class Cluster:
     def _on_RouteBatch(self, msg: RouteBatch) -> None:
         self.received_items += len(msg.items)
         hub = None
+        far = msg.source.split("/")[0] != self.me.split("/")[0]
         for user, item in msg.items:
             if user is not None:
-                route_local(self.system, user, item)
+                worker = self.owners.get(user) if far else None
+                if worker is not None and worker in self.peers:
+                    self._queue(worker, (user, item))    # from another node, for a sibling
+                else:
+                    route_local(self.system, user, item)
             else:
                 hub = hub or self.system.whereis(PRESENCE_NAME)
                 if hub is not None:

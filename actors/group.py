@@ -232,7 +232,8 @@ class Group(DrainBatch, Actor):
         for r in waiting:
             _answer(r.command, Acked(r.command.ref, value.value))
         for user, item in value.appended:
-            nudges.setdefault(user, []).append(item)
+            if item.seq:                        # 0: queued for the member's home node
+                nudges.setdefault(user, []).append(item)
         if value.duplicate and type(command) is SendGroup and self.record is not None:
             # stored by an incarnation that crashed before nudging: members read their inbox
             for user in self.record.members:

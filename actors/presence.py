@@ -52,7 +52,8 @@ class UserOffline:
 
 @dataclass(frozen=True)
 class PeerGone:
-    """Worker ``worker`` is gone: its users are offline (unless seen elsewhere)."""
+    """Worker ``worker`` (or every worker of node ``worker``) is gone: its
+    users are offline (unless seen elsewhere)."""
     worker: str
 
 
@@ -104,8 +105,10 @@ class PresenceHub(Actor):
 
     def handle_peer_gone(self, msg: PeerGone) -> None:
         now = int(time.time() * 1000)
-        for user in [u for u, where in self.online.items() if msg.worker in where]:
-            self.handle_user_offline(UserOffline(user, now, msg.worker))
+        gone = msg.worker + "/"             # a node's name: all of its workers
+        for user, where in list(self.online.items()):
+            for worker in [w for w in where if w == msg.worker or w.startswith(gone)]:
+                self.handle_user_offline(UserOffline(user, now, worker))
 
     def _forward(self, msg: UserOnline | UserOffline) -> None:
         """Tell the other workers' hubs about a change on this worker."""

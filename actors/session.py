@@ -233,8 +233,9 @@ class Session(KeyDirectory, DrainBatch, Actor):
                 self._stored(request, ok, value, nudges)
             elif ok:
                 for routed in value:            # receipts appended to senders' inboxes
-                    nudges.setdefault(routed.to, []).append(
-                        InboxItem(routed.seq, "receipt", routed.receipt))
+                    if routed.seq:              # 0: queued for the sender's home node
+                        nudges.setdefault(routed.to, []).append(
+                            InboxItem(routed.seq, "receipt", routed.receipt))
                 self._answer(request, Acked(request.ref))
             else:
                 self._answer(request, Rejected(request.ref, self._reason(value), str(value)))
@@ -253,6 +254,7 @@ class Session(KeyDirectory, DrainBatch, Actor):
             self._answer(r, Acked(r.ref, value.ts_ms))
         if not value.duplicate:
             self.counters.messages_in += 1
+        if not value.duplicate and value.seq:   # seq 0: queued for the recipient's home node
             nudges.setdefault(request.to, []).append(InboxItem(
                 value.seq, "message", Message(request.id, self.user, value.ts_ms, request.body)))
 

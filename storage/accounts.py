@@ -120,6 +120,11 @@ def get_account(txn: Txn, phone: str) -> Account | None:
     return Account(phone, v["device"], v["key"], v["at"])
 
 
+def all_phones(txn: Txn) -> list[str]:
+    """Every registered phone (a cluster node announces them as homed on it)."""
+    return [key.decode() for key, _ in txn.range("users", b"", b"\xff")]
+
+
 # -- ops ------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PutCode:

@@ -87,6 +87,9 @@ class Storage:
     def get_account(self, phone: str) -> Account | None:
         return self.store.read(lambda txn: accounts.get_account(txn, phone))
 
+    def local_users(self) -> list[str]:
+        return self.store.read(accounts.all_phones)
+
     # -- inbox -----------------------------------------------------------------
     def store_message(self, sender: str, client_id: str, to: str, body: bytes,
                       ts_ms: int, cap: int) -> Future[Stored]:

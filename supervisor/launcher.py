@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import thespian_loopback
+from supervisor.cluster_directory import (LEADER_CAPABILITY, NODE_CAPABILITY, Rendezvous,
+                                          WhereIs)
 from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSupervisorStopped,
                                         ReportWorkers, StartWorkers, StopWorkers,
                                         WorkersReported, WorkersStarted, WorkersStopped,
@@ -61,15 +63,24 @@ def http_ports(bind: str, base: int, workers: int) -> list[int]:
             for _ in range(workers)]
 
 
-def start_actor_system(bind: str = "127.0.0.1", admin_port: int = 0):
+def start_actor_system(bind: str = "127.0.0.1", admin_port: int = 0, node: str | None = None,
+                       join: tuple[str, int] | None = None):
     """Start a multiprocTCPBase ActorSystem whose listeners all bind ``bind``;
-    returns ``(actor_system, admin_port)``."""
+    returns ``(actor_system, admin_port)``. ``node``: this node's name in a
+    cluster; it leads the Thespian convention unless it ``join``s the one
+    led by the system at ``(host, admin port)``."""
     thespian_loopback.tune_transport_environment()
     thespian_loopback.confine_listeners(bind)
     from thespian.actors import ActorSystem
 
     port = admin_port or free_port(bind if bind not in ("", "0.0.0.0") else "127.0.0.1")
     capabilities = {"Admin Port": port, "Process Startup Method": "fork"}
+    if node is not None:
+        capabilities[NODE_CAPABILITY] = node
+        if join is None:
+            capabilities[LEADER_CAPABILITY] = True
+        else:
+            capabilities["Convention Address.IPv4"] = tuple(join)
     # logDefs stays None: logDefs=False breaks actor creation on this base.
     return ActorSystem("multiprocTCPBase", capabilities, transientUnique=True), port
 
@@ -88,6 +99,28 @@ def ask_for(asys, address, message, reply_types: tuple[type, ...], timeout: floa
             log.debug("ignored while waiting for %s: %r", reply_types, reply)
         reply = asys.listen(remaining)
     return reply
+
+
+def find_cluster_directory(asys, timeout: float = 30.0):
+    """From a member: the address of the cluster directory on the leader,
+    through a ``Rendezvous`` created there (supervisor/cluster_directory.py);
+    None if the leader cannot be reached within ``timeout``. Joining the
+    convention takes a moment, so creation is retried until then."""
+    from thespian.actors import ActorSystemException
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            rendezvous = asys.createActor(Rendezvous,
+                                          targetActorRequirements={LEADER_CAPABILITY: True})
+        except ActorSystemException as exc:       # no leader in the convention yet
+            log.debug("no convention leader yet: %s", exc)
+            time.sleep(0.5)
+            continue
+        reply = asys.ask(rendezvous, WhereIs(), min(5.0, max(0.1, deadline - time.monotonic())))
+        if reply is not None and not isinstance(reply, (str, bytes)):
+            return reply
+    return None
 
 
 def start_workers(asys, count: int, config: dict[str, Any], flags: SupFlags = DEFAULT_FLAGS,
@@ -229,12 +262,26 @@ def run_node(args) -> int:
         return 2
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    name, join = getattr(args, "name", None), getattr(args, "join", None)
+    if join is not None and name is None:
+        log.error("--join needs --name: every node of a cluster has a name")
+        return 2
     try:
-        asys, admin_port = start_actor_system(args.bind, args.admin_port)
+        asys, admin_port = start_actor_system(args.bind, args.admin_port, name, join)
     except Exception as exc:  # noqa: BLE001 - report and exit non-zero
         log.error("could not start the Thespian ActorSystem on %s:%s: %s",
                   args.bind, args.admin_port, exc)
         return 1
+    cluster: dict[str, Any] = {}
+    if name is not None:
+        cluster = {"node_name": name, "cluster_leader": join is None}
+        if join is not None:
+            cluster["cluster_directory"] = find_cluster_directory(asys)
+            if cluster["cluster_directory"] is None:
+                log.error("could not reach the cluster's leader at %s:%d", *join)
+                asys.shutdown()
+                return 1
+            log.info("node %s joined the cluster led by %s:%d", name, *join)
     local = args.bind if args.bind not in ("", "0.0.0.0") else "127.0.0.1"
     port = args.port or free_port(local)
     media_port = getattr(args, "media_port", 5280) or free_port(local)
@@ -242,7 +289,7 @@ def run_node(args) -> int:
               "port": port, "media_port": media_port,
               "log_level": logging.getLevelName(logging.getLogger().level),
               "http_ports": http_ports(args.bind, getattr(args, "http_port", 8222), args.workers),
-              **dict(getattr(args, "settings", None) or {})}
+              **cluster, **dict(getattr(args, "settings", None) or {})}
     node_pids = _node_processes(admin_port)
     rc = 1
     try:

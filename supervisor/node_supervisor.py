@@ -20,7 +20,12 @@ start order (``ActorExitRequest``, then SIGKILL after ``config["shutdown"]``
 s), tells its owner ``NodeSupervisorStopped`` and exits: escalation, which the
 launcher turns into a non-zero exit.
 
-With more than one worker (or ``config["mesh"]``), the supervisor first
+In a cluster of nodes, the leader's supervisor creates the
+``ClusterDirectory`` (``config["cluster_leader"]``; supervisor/cluster_directory.py),
+every node's supervisor sends it a ``NodeHeartbeat`` on each liveness tick,
+and the workers get its address as ``config["cluster_directory"]``.
+
+With more than one worker (or ``config["mesh"]``, or a cluster), the supervisor first
 starts the node's session ``Directory`` (``supervisor/directory.py``) as
 its own child and hands its address to every worker in the config; it
 tells the directory ``WorkerDown`` when a worker exits, and restarts a
@@ -51,6 +56,7 @@ from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ChildActorEx
                              WakeupMessage)
 
 from supervisor import thespian_loopback
+from supervisor.cluster_directory import DIRECTORY_NAME, ClusterDirectory, NodeHeartbeat
 from supervisor.directory import Directory, DirectoryMoved, StartDirectory, WorkerDown
 from supervisor.restart_window import add_restart
 from supervisor.spec import SupFlags
@@ -224,7 +230,10 @@ class NodeSupervisor(ActorTypeDispatcher):
         self._slots = [None] * msg.count
         self._queue = deque(range(msg.count))
         self._restarts, self._restart_count, self._phase = (), 0, "running"
-        if msg.count > 1 or self._config.get("mesh"):
+        if self._config.get("cluster_leader"):
+            self._config["cluster_directory"] = self.createActor(ClusterDirectory,
+                                                                 globalName=DIRECTORY_NAME)
+        if msg.count > 1 or self._config.get("mesh") or self._config.get("cluster_directory"):
             self._start_directory()
         _log().info("starting %d workers (%s, intensity %d, period %ss)", msg.count,
                     self._flags.strategy, self._flags.intensity, self._flags.period)
@@ -315,6 +324,9 @@ class NodeSupervisor(ActorTypeDispatcher):
                 _log().warning("worker %d (pid %d) found dead by the liveness check", slot, worker.pid)
                 self._found_dead += 1
                 self._worker_exited(slot, "found dead")
+        if self._phase == "running" and self._config.get("cluster_directory") is not None:
+            self.send(self._config["cluster_directory"],
+                      NodeHeartbeat(self._config.get("node_name", "node")))
         if self._phase == "running" and self._owner_pid and not pid_alive(self._owner_pid):
             _log().error("owner process %d is gone: stopping the node", self._owner_pid)
             self._begin_stop("owner_gone", "owner process gone")

@@ -117,9 +117,18 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("bridge") is not None:        # a member of the node's mesh of workers
         from actors.cluster import Cluster
         cluster = Cluster(config["worker_name"], config["bridge"], config["directory"])
+        if config.get("cluster_directory") is not None:     # one node of a cluster of nodes
+            from actors.federation import Federation
+            host = config.get("bind", "127.0.0.1")
+            cluster.federation = Federation(
+                config.get("node_name", "node"), config["worker_name"],
+                config["cluster_directory"],
+                ("127.0.0.1" if host in ("", "0.0.0.0") else host, int(config["port"])),
+                gateway=config.get("worker_index", 0) == 0)
     return {
         "config": config,
         "cluster": cluster,
+        "federation": cluster.federation if cluster is not None else None,
         "mailbox": mailbox,
         "code_sender": config.get("code_sender") or FileCodeSender(data_dir),
         "offline_cap": int(config.get("offline_cap", 10_000)),
@@ -151,6 +160,8 @@ async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
             system.env.update(env)
             if env["cluster"] is not None:
                 env["cluster"].start(system)
+            if env["federation"] is not None:
+                env["federation"].start(system, env["cluster"])
             root = await system.spawn(Supervisor, ROOT_FLAGS, ROOT_CHILDREN, name="root")
             log.info("worker tree started: %d actors, port %s", len(system),
                      system.env.get("tcp_port"))
@@ -168,4 +179,6 @@ async def run_worker_tree(config: dict[str, Any], stopping: asyncio.Event,
             await root.stop(SHUTDOWN, timeout=None)
             log.info("worker tree stopped")
     finally:
+        if env["federation"] is not None:
+            env["federation"].stop()
         env["mailbox"].close()

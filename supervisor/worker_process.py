@@ -55,6 +55,7 @@ from typing import Any, Callable
 from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ThespianWatch,
                              WakeupMessage, WatchMessage)
 
+from supervisor import cluster_directory as nodes
 from supervisor import directory as mesh
 from supervisor import thespian_loopback
 from supervisor.bridge import Bridge
@@ -232,7 +233,9 @@ class AsyncioSide:
 # -- the Thespian side ---------------------------------------------------------
 
 _MESH = (mesh.RouteBatch, mesh.MeshView, mesh.PeerUp, mesh.PeerDown, mesh.OwnersChanged,
-         mesh.Claimed, mesh.Evict, mesh.DirectoryMoved)
+         mesh.Claimed, mesh.Evict, mesh.DirectoryMoved,
+         nodes.ClusterView, nodes.NodeUp, nodes.NodeDown, nodes.HomesChanged, nodes.Assigned,
+         nodes.Shipment, nodes.Shipped)
 
 
 class WorkerProcess(ActorTypeDispatcher):

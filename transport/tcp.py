@@ -251,6 +251,9 @@ class Connection(FlowControl, asyncio.Protocol):
         if registrar is None:
             self.fail(frame.ref, E.SHUTTING_DOWN, "registration is not running")
             return
+        federation = self.system.env.get("federation")
+        if federation is not None and await self.sent_home(federation, frame):
+            return
         try:
             if isinstance(frame, wire.Register):
                 self.answer(frame.ref, await registrar.call(RequestCode(frame.phone)))
@@ -262,6 +265,28 @@ class Connection(FlowControl, asyncio.Protocol):
         except ActorError as error:
             log.warning("registration request failed: %r", error)
             self.send(wire.Error(E.INTERNAL, "try again", ref=frame.ref))
+
+    async def sent_home(self, federation: Any, frame: wire.Frame) -> bool:
+        """In a cluster, a user registers and logs in on its home node
+        (docs/cluster.md): elsewhere the answer is WRONG_NODE with the home's
+        address. True if this connection was sent away."""
+        phone = frame.user if isinstance(frame, wire.Login) else frame.phone
+        try:
+            home = await federation.home_for(phone, register=isinstance(frame, wire.Register))
+        except asyncio.TimeoutError:
+            self.fail(frame.ref, E.INTERNAL, "the cluster directory did not answer; try again")
+            return True
+        if home is None:
+            return False
+        address = federation.client_of(home)
+        if address is None:                     # the view lags the directory: rare, brief
+            self.fail(frame.ref, E.INTERNAL, f"{phone}'s home node {home} is unknown here; "
+                      "try again")
+            return True
+        log.info("%s is homed on node %s: redirected to %s:%d", phone, home, *address)
+        self.send(wire.wrong_node(frame.ref, *address))
+        self.close_after_flush()
+        return True
 
     async def login(self, registrar: Any, frame: wire.Login) -> None:
         key = await registrar.call(BeginLogin(frame.user, frame.device))

@@ -1,0 +1,215 @@
+"""``Federation``: a worker's view of the cluster of nodes (the node-level
+half of the mesh; ``actors/cluster.py`` is the worker-level half). Found as
+``system.env["federation"]`` (None on a node that is not in a cluster).
+
+Where a user's data lives (docs/cluster.md): every user has a *home node*,
+the node the phone was registered on. The home holds the account, the
+inbox, the dedup records and the live session; a client that connects
+elsewhere is sent home (``WRONG_NODE`` with the home's address). So
+everything a session does stays on its node, except appending to the inbox
+of a user homed elsewhere, which storage turns into an item of a durable
+per-destination queue in the same transaction (storage/outq.py): the
+sender's ACK still waits for a commit, on the sender's home.
+
+This object keeps:
+
+- a replica of the cluster directory (supervisor/cluster_directory.py):
+  ``homes`` (phone -> node), ``nodes`` (gateway and client address, up or
+  down), the other nodes' workers (handed to the ``Cluster`` so presence
+  broadcasts reach every hub of the cluster);
+- on the node's *gateway* (worker 0) the forwarder and the receiving end
+  of the queues: ``Shipment`` batches of up to ``SHIP_MAX`` items go to the
+  destination's gateway, one in flight per destination, resent after
+  ``RESEND_AFTER`` s without ``Shipped`` (the destination applies each
+  origin's items once, in order, by a watermark in its own LMDB), and
+  trimmed when confirmed. A queue to a node that is down waits in LMDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+from actors.messages import InboxAppended
+from actors.presence import PRESENCE_NAME, PeerGone
+from supervisor.cluster_directory import (Assign, Assigned, ClusterView, HomesChanged,
+                                          JoinCluster, NodeDown, NodeUp, Shipment, Shipped)
+
+__all__ = ["Federation", "SHIP_MAX", "RESEND_AFTER", "POLL"]
+
+log = logging.getLogger("switchboard.federation")
+
+SHIP_MAX = 512            # queue items per Shipment
+RESEND_AFTER = 2.0        # seconds without Shipped before a shipment is sent again
+POLL = 0.005              # seconds between looks at the queues when nothing poked
+ASSIGN_TIMEOUT = 5.0
+
+
+class Federation:
+    def __init__(self, node: str, worker: str, directory: Any, client: tuple[str, int],
+                 gateway: bool):
+        self.node, self.worker, self.directory = node, worker, directory
+        self.client, self.gateway = client, gateway
+        self.homes: dict[str, str] = {}
+        self.nodes: dict[str, Any] = {}            # node -> NodeInfo
+        self.cluster: Any = None
+        self.system: Any = None
+        self.mail: Any = None
+        self.cap = 10_000
+        self.tokens = itertools.count(1)
+        self.assigning: dict[int, asyncio.Future] = {}
+        self.in_flight: dict[str, tuple[int, float]] = {}   # dest -> (last seq, sent at)
+        self.poke = asyncio.Event()
+        self.forwarder: asyncio.Task | None = None
+        self.shipped_items = self.applied_items = 0
+
+    def start(self, system: Any, cluster: Any) -> None:
+        self.system, self.cluster = system, cluster
+        self.mail = system.env["mailbox"]
+        self.cap = int(system.env.get("offline_cap", self.cap))
+        self.mail.remote = self.remote
+        users = tuple(self.mail.local_users()) if self.gateway else None
+        cluster.bridge.post(self.directory, JoinCluster(self.node, self.worker,
+                                                        cluster.bridge.address, self.client, users))
+        if self.gateway:
+            self.forwarder = asyncio.ensure_future(self._forward())
+
+    def stop(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.cancel()
+
+    # -- questions ------------------------------------------------------------------
+    def remote(self, user: str) -> str | None:
+        """The node ``user`` is homed on when it is not this one, else None."""
+        home = self.homes.get(user)
+        return None if home is None or home == self.node else home
+
+    def client_of(self, node: str) -> tuple[str, int] | None:
+        info = self.nodes.get(node)
+        return None if info is None else tuple(info.client)
+
+    def is_up(self, node: str) -> bool:
+        info = self.nodes.get(node)
+        return info is not None and info.up
+
+    async def home_for(self, phone: str, register: bool) -> str | None:
+        """Where ``phone`` must register or log in, when not here (None:
+        here). A registration of a phone nobody holds asks the directory to
+        make this node its home first."""
+        if phone in self.homes or not register or self.mail.get_account(phone) is not None:
+            return self.remote(phone)
+        token = next(self.tokens)
+        future = self.assigning[token] = asyncio.get_running_loop().create_future()
+        self.cluster.bridge.post(self.directory, Assign(phone, self.node, token))
+        try:
+            home = await asyncio.wait_for(future, ASSIGN_TIMEOUT)
+        finally:
+            self.assigning.pop(token, None)
+        return None if home == self.node else home
+
+    # -- from the cluster directory (through Cluster.deliver) ---------------------------
+    def _on_ClusterView(self, msg: ClusterView) -> None:
+        self.nodes = dict(msg.nodes)
+        self.homes.update(msg.homes)
+        self.cluster.set_far_peers({w: a for w, a in msg.workers.items()
+                                    if w.split("/")[0] != self.node
+                                    and self.is_up(w.split("/")[0])})
+        log.info("%s: cluster view: nodes %s, %d homes", self.worker,
+                 {n: ("up" if i.up else "down") for n, i in self.nodes.items()}, len(self.homes))
+        self.poke.set()
+
+    def _on_NodeUp(self, msg: NodeUp) -> None:
+        if msg.info is not None:
+            if msg.node not in self.nodes or not self.nodes[msg.node].up:
+                log.info("%s: heard of node %s (up)", self.worker, msg.node)
+            self.nodes[msg.node] = msg.info
+            self.in_flight.pop(msg.node, None)        # a new gateway: send again at once
+        if msg.node != self.node:
+            self.cluster.add_far_peers(msg.workers)
+        self.poke.set()
+
+    def _on_NodeDown(self, msg: NodeDown) -> None:
+        info = self.nodes.get(msg.node)
+        if info is not None:
+            info.up = False
+        self.in_flight.pop(msg.node, None)
+        self.cluster.drop_far_node(msg.node)
+        hub = self.system.whereis(PRESENCE_NAME)
+        if hub is not None:
+            hub.cast(PeerGone(msg.node))
+        log.warning("%s: node %s is down", self.worker, msg.node)
+
+    def _on_HomesChanged(self, msg: HomesChanged) -> None:
+        self.homes.update(msg.homes)
+
+    def _on_Assigned(self, msg: Assigned) -> None:
+        self.homes[msg.phone] = msg.home
+        future = self.assigning.get(msg.token)
+        if future is not None and not future.done():
+            future.set_result(msg.home)
+
+    # -- the receiving end of the queues (gateway) -------------------------------------
+    def _on_Shipment(self, msg: Shipment) -> None:
+        future = self.mail.outq_apply(msg.origin, msg.epoch, msg.items, self.cap)
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(
+            lambda done: loop.call_soon_threadsafe(self._applied, msg.origin, done))
+
+    def _applied(self, origin: str, done: Any) -> None:
+        error = done.exception()
+        if error is not None:
+            log.error("applying a shipment from %s failed (it will be resent): %r", origin, error)
+            return
+        applied = done.result()
+        self.applied_items += len(applied.nudges)
+        from actors.router import route
+        per_user: dict[str, list] = {}
+        for user, item in applied.nudges:
+            per_user.setdefault(user, []).append(item)
+        for user, items in per_user.items():
+            route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
+        info = self.nodes.get(origin)
+        if info is not None:
+            self.cluster.bridge.post(info.gateway, Shipped(self.node, applied.upto))
+        self.poke.set()              # bounces may have been queued back to the origin
+
+    def _on_Shipped(self, msg: Shipped) -> None:
+        sent = self.in_flight.get(msg.node)
+        if sent is None or msg.upto < sent[0]:
+            return                   # a confirmation of an older resend
+        self.mail.outq_trim(msg.node, msg.upto).add_done_callback(
+            lambda done, loop=asyncio.get_running_loop(), node=msg.node:
+            loop.call_soon_threadsafe(self._trimmed, node, done))
+
+    def _trimmed(self, node: str, done: Any) -> None:
+        if done.exception() is not None:
+            log.error("trimming the queue to %s failed: %r", node, done.exception())
+        self.in_flight.pop(node, None)
+        self.poke.set()
+
+    # -- the forwarder (gateway) -------------------------------------------------------
+    async def _forward(self) -> None:
+        epoch = await asyncio.wrap_future(self.mail.outq_epoch())
+        while True:
+            try:
+                await asyncio.wait_for(self.poke.wait(), POLL)
+            except asyncio.TimeoutError:
+                pass
+            self.poke.clear()
+            now = time.monotonic()
+            for dest, count in self.mail.outq_pending().items():
+                if count <= 0 or not self.is_up(dest):
+                    continue
+                sent = self.in_flight.get(dest)
+                if sent is not None and now - sent[1] < RESEND_AFTER:
+                    continue
+                items = self.mail.outq_peek(dest, SHIP_MAX)
+                if not items:
+                    continue
+                self.in_flight[dest] = (items[-1][0], now)
+                self.shipped_items += len(items)
+                self.cluster.bridge.post(self.nodes[dest].gateway,
+                                         Shipment(self.node, epoch, items))

@@ -1,0 +1,267 @@
+"""The cluster directory: which nodes are in the cluster, which are up, and
+the home node of every user (cf. OTP's ``global`` name registry, kept by
+one process here). A Thespian actor on the convention leader, a child of
+the leader's ``NodeSupervisor``; members find it through a ``Rendezvous``.
+
+How a member finds it: Thespian creates an actor in another system of the
+convention when asked with ``targetActorRequirements``, but a ``globalName``
+is only unique within the system that registered it (measured: asking for
+it from a member created a second actor). So a member's launcher creates a
+``Rendezvous`` on the leader (the actor is placed by its capability check:
+only the leader has ``"Switchboard Leader"``) and asks it ``WhereIs``; the
+rendezvous, running *on* the leader, creates the directory by its
+``globalName``, which gives the one the leader's supervisor created, and
+replies with its address.
+
+State (soft, rebuilt by the joins):
+
+- ``nodes``: name -> ``NodeInfo`` (its gateway worker, the client address
+  clients are redirected to, up or down). A node is up while its node
+  supervisor's ``NodeHeartbeat`` arrives; ``DOWN_AFTER`` seconds without
+  one, or Thespian's convention news that its system left, mark it down, and
+  every worker of the other nodes hears ``NodeDown`` (their presence hubs
+  mark its users offline; what is queued for it waits in LMDB).
+- ``homes``: phone -> node. A node's gateway joins with every user
+  registered in its LMDB; a registration of a phone nobody holds asks
+  ``Assign`` first, so two nodes cannot both become a phone's home.
+- ``workers``: every worker of every node, told of every change.
+
+Messages: ``JoinCluster`` (reply ``ClusterView``; others get ``NodeUp`` /
+``HomesChanged``), ``NodeHeartbeat``, ``Assign`` (reply ``Assigned``),
+Thespian's ``ActorSystemConventionUpdate`` and ``WakeupMessage``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import (ActorExitRequest, ActorSystemConventionUpdate, ActorTypeDispatcher,
+                             WakeupMessage)
+
+__all__ = ["ClusterDirectory", "Rendezvous", "WhereIs", "DIRECTORY_NAME", "LEADER_CAPABILITY",
+           "NODE_CAPABILITY", "NodeInfo", "JoinCluster", "ClusterView", "NodeUp", "NodeDown",
+           "HomesChanged", "NodeHeartbeat", "Assign", "Assigned", "Shipment", "Shipped",
+           "DOWN_AFTER"]
+
+DIRECTORY_NAME = "switchboard-cluster-directory"
+LEADER_CAPABILITY = "Switchboard Leader"
+NODE_CAPABILITY = "Switchboard Node"
+DOWN_AFTER = 3.0          # seconds without a heartbeat before a node is marked down
+TICK = timedelta(seconds=0.5)
+
+
+def _log() -> logging.Logger:
+    return logging.getLogger("switchboard.cluster_directory")
+
+
+# -- messages (pickled across processes and machines) ----------------------------------
+
+@dataclass
+class WhereIs:
+    """To a ``Rendezvous``: reply with the cluster directory's address."""
+
+
+@dataclass
+class NodeInfo:
+    gateway: Any                       # the Thespian address of the node's worker 0
+    client: tuple[str, int]            # where the node's clients connect
+    up: bool = True
+
+
+@dataclass
+class JoinCluster:
+    node: str
+    worker: str                        # "<node>/<slot>"
+    address: Any
+    client: tuple[str, int]
+    users: tuple[str, ...] | None = None   # the gateway's join: every user homed on the node
+
+
+@dataclass
+class ClusterView:
+    nodes: dict[str, NodeInfo]
+    homes: dict[str, str]
+    workers: dict[str, Any]
+
+
+@dataclass
+class NodeUp:
+    """``node`` is up (``info`` None: not known yet) and/or these of its
+    ``workers`` joined."""
+    node: str
+    info: NodeInfo | None
+    workers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NodeDown:
+    node: str
+
+
+@dataclass
+class HomesChanged:
+    homes: dict[str, str]
+
+
+@dataclass
+class NodeHeartbeat:
+    node: str
+
+
+@dataclass
+class Assign:
+    """A worker of ``node`` wants to register ``phone``: make ``node`` its
+    home unless it has one. Reply ``Assigned``."""
+    phone: str
+    node: str
+    token: int
+
+
+@dataclass
+class Assigned:
+    token: int
+    phone: str
+    home: str
+
+
+@dataclass
+class Shipment:
+    """Gateway to gateway: ``items`` of the origin's outbound queue for the
+    receiving node, ``(seq, item)`` oldest first (storage/outq.py)."""
+    origin: str
+    epoch: str
+    items: list
+
+    def __repr__(self) -> str:          # Thespian logs repr() of every message it moves
+        return f"Shipment({self.origin}, {len(self.items)} items)"
+
+
+@dataclass
+class Shipped:
+    """The receiving gateway applied everything of ``origin``'s queue up to
+    ``upto``: the origin may trim it."""
+    node: str
+    upto: int
+
+
+# -- the actors ------------------------------------------------------------------------
+
+class Rendezvous(ActorTypeDispatcher):
+    """Created by a member's launcher on the leader (see the module docstring)."""
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict, requirements: dict) -> bool:
+        return bool(capabilities.get(LEADER_CAPABILITY))
+
+    def receiveMsg_WhereIs(self, msg: WhereIs, sender) -> None:
+        self.send(sender, self.createActor(ClusterDirectory, globalName=DIRECTORY_NAME))
+        self.wakeupAfter(timedelta(seconds=5))      # exiting at once could drop the reply
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        self.send(self.myAddress, ActorExitRequest())
+
+
+class ClusterDirectory(ActorTypeDispatcher):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nodes: dict[str, NodeInfo] = {}
+        self.heard: dict[str, float] = {}          # node -> last heartbeat (monotonic)
+        self.homes: dict[str, str] = {}
+        self.workers: dict[str, Any] = {}
+        self.ticking = False
+
+    def receiveMsg_JoinCluster(self, msg: JoinCluster, sender) -> None:
+        self._tick_soon()
+        self.workers[msg.worker] = msg.address
+        self.heard.setdefault(msg.node, time.monotonic())
+        changed: dict[str, str] = {}
+        if msg.users is not None:
+            for phone in msg.users:
+                if self.homes.get(phone) != msg.node:
+                    if phone in self.homes:
+                        _log().error("%s is registered on both %s and %s; keeping %s",
+                                     phone, self.homes[phone], msg.node, self.homes[phone])
+                        continue
+                    self.homes[phone] = changed[phone] = msg.node
+            info = self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True)
+            self.heard[msg.node] = time.monotonic()
+            _log().info("node %s joined the cluster (%d users); nodes %s", msg.node,
+                        len(msg.users), sorted(self.nodes))
+        self.send(msg.address, self._view())
+        up = NodeUp(msg.node, self.nodes.get(msg.node), {msg.worker: msg.address})
+        for worker, address in self._listening(skip_node=None):
+            if worker != msg.worker:
+                self.send(address, up)
+                if changed:
+                    self.send(address, HomesChanged(changed))
+
+    def receiveMsg_NodeHeartbeat(self, msg: NodeHeartbeat, sender) -> None:
+        self._tick_soon()
+        self.heard[msg.node] = time.monotonic()
+        info = self.nodes.get(msg.node)
+        if info is not None and not info.up:
+            info.up = True
+            _log().info("node %s is up again", msg.node)
+            self._tell_all(NodeUp(msg.node, info), skip_node=msg.node)
+            for worker, address in self.workers.items():     # it may have missed changes
+                if worker.split("/")[0] == msg.node:
+                    self.send(address, self._view())
+
+    def receiveMsg_Assign(self, msg: Assign, sender) -> None:
+        home = self.homes.setdefault(msg.phone, msg.node)
+        self.send(sender, Assigned(msg.token, msg.phone, home))
+        if home == msg.node:
+            self._tell_all(HomesChanged({msg.phone: home}), skip_node=None)
+
+    def receiveMsg_ActorSystemConventionUpdate(self, msg: ActorSystemConventionUpdate,
+                                               sender) -> None:
+        node = (msg.remoteCapabilities or {}).get(NODE_CAPABILITY)
+        if not msg.remoteAdded and node in self.nodes:
+            self._mark_down(node, "its actor system left the convention")
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
+        now = time.monotonic()
+        for node, info in self.nodes.items():
+            if info.up and now - self.heard.get(node, now) > DOWN_AFTER:
+                self._mark_down(node, f"no heartbeat for {DOWN_AFTER:.0f} s")
+        self.wakeupAfter(TICK)
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
+        pass
+
+    # -- internals --------------------------------------------------------------------
+    def _tick_soon(self) -> None:
+        if not self.ticking:
+            self.ticking = True
+            self.notifyOnSystemRegistrationChanges(True)
+            self.wakeupAfter(TICK)
+
+    def _mark_down(self, node: str, why: str) -> None:
+        info = self.nodes[node]
+        if not info.up:
+            return
+        info.up = False
+        _log().warning("node %s is down: %s", node, why)
+        self._tell_all(NodeDown(node), skip_node=node)
+
+    def _view(self) -> ClusterView:
+        return ClusterView(dict(self.nodes), dict(self.homes), dict(self.workers))
+
+    def _listening(self, skip_node: str | None) -> list[tuple[str, Any]]:
+        """The workers to tell: not those of ``skip_node`` nor of a node that
+        is down (a send to a dead process only costs Thespian retries)."""
+        listening = []
+        for worker, address in self.workers.items():
+            node = worker.split("/")[0]
+            info = self.nodes.get(node)
+            if node != skip_node and (info is None or info.up):
+                listening.append((worker, address))
+        return listening
+
+    def _tell_all(self, msg: Any, skip_node: str | None) -> None:
+        for _, address in self._listening(skip_node):
+            self.send(address, msg)

@@ -1,0 +1,97 @@
+"""A real cluster of ``run.py node --name X [--join ...]`` subprocesses on
+loopback, for the multi-node tests: node ``A`` leads, the others join it,
+each with its own data directory, ports chosen free at run time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from supervisor.launcher import free_port, process_tree
+from tests.e2e.conftest import Node
+from tests.e2e.test_durability import FileCodes
+from tests.launched import _node_up, client_port, launched_node, wait_until
+
+__all__ = ["ClusterNode", "Cluster", "cluster", "start_node"]
+
+
+@dataclass
+class ClusterNode:
+    name: str
+    dir: Path
+    node: Node                 # for tests.e2e.conftest.register / login (its client port)
+    log_path: Path
+    launcher: object
+    workers: list[int] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the node (launcher, Admin, supervisor,
+        workers): the node is gone at once, as in a machine failure."""
+        pids = set(process_tree(self.launcher.pid))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Cluster:
+    nodes: dict[str, ClusterNode]
+    leader_admin: int
+    stack: contextlib.ExitStack
+
+    def __getitem__(self, name: str) -> ClusterNode:
+        return self.nodes[name]
+
+    def restart(self, name: str, port: int) -> ClusterNode:
+        """Start node ``name`` again (same data directory, client ``port``)."""
+        old = self.nodes[name]
+        self.nodes[name] = start_node(self.stack, old.dir, name, self.leader_admin,
+                                      leader=name == "A", port=port, restart=True)
+        return self.nodes[name]
+
+
+def start_node(stack: contextlib.ExitStack, directory: Path, name: str, leader_admin: int,
+               leader: bool, port: int = 0, workers: int = 1, restart: bool = False) -> ClusterNode:
+    directory.mkdir(exist_ok=True)
+    if restart:                                    # keep the old log for the post-mortem
+        old = directory / "node.log"
+        if old.exists():
+            old.rename(directory / f"node.{len(list(directory.glob('node*.log')))}.log")
+    extra = ["--name", name, "--port", str(port)]
+    extra += ["--admin-port", str(leader_admin)] if leader else \
+        ["--join", f"127.0.0.1:{leader_admin}"]
+    launcher, log_path, _ = stack.enter_context(launched_node(directory, workers, *extra))
+    workers_pids = _node_up(log_path, wait_until)
+    data = str(directory / "data")
+    node = Node("127.0.0.1", client_port(log_path), FileCodes(data), None, data)
+    return ClusterNode(name, directory, node, log_path, launcher, workers_pids)
+
+
+@contextlib.contextmanager
+def cluster(tmp_path: Path, names: tuple[str, ...] = ("A", "B"), workers: int = 1):
+    """Nodes ``names`` (the first leads), up and all known to each other."""
+    with contextlib.ExitStack() as stack:
+        leader_admin = free_port()
+        nodes = {}
+        for i, name in enumerate(names):
+            nodes[name] = start_node(stack, tmp_path / name, name, leader_admin, leader=i == 0,
+                                     workers=workers)
+        for n in nodes.values():        # every gateway has the others in its view
+            wait_until(lambda n=n: _knows(n.log(), names), 20)
+        yield Cluster(nodes, leader_admin, stack)
+
+
+def _knows(log: str, names: tuple[str, ...]) -> bool:
+    """The node has heard of every other node (its view or a NodeUp since)."""
+    views = re.findall(r"cluster view: nodes (\{[^}]*\})", log)
+    seen = set(re.findall(r"'(\w+)': 'up'", views[-1])) if views else set()
+    seen |= set(re.findall(r"node (\w+) is up", log))
+    seen |= set(re.findall(r"heard of node (\w+)", log))
+    return set(names) <= seen

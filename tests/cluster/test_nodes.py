@@ -1,0 +1,106 @@
+"""Several nodes as one chat service: real ``run.py node --name X [--join]``
+processes joined in one Thespian convention on loopback. Users live on
+their home node (where they registered); what crosses between nodes is the
+durable per-destination queue (messages, receipts), presence and typing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.cluster.cluster_nodes import cluster
+from tests.cluster.mesh_node import next_of
+from tests.e2e.conftest import RawClient, login, register
+from transport import wire
+
+pytestmark = pytest.mark.timeout(120)
+
+ALICE, BOB, CAROL = "+15550001001", "+15550002002", "+15550003003"
+
+
+async def test_two_nodes_chat_with_ticks_presence_and_typing(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        a, b = c["A"].node, c["B"].node
+        alice, bob = await register(a, ALICE), await register(b, BOB)
+        ca, cb = await login(a, alice), await login(b, bob)
+        # alice (on A) watches bob (on B): online, seen across nodes.
+        ca.send(wire.Subscribe((BOB,), ref=ca.ref()))
+        await ca.recv_until(lambda f: isinstance(f, wire.Presence) and f.online, 5)
+        # 20 messages each way, acked after the commit on the sender's node,
+        # pushed to the recipient on the other node in order.
+        for i in range(20):
+            ref = ca.send(wire.Send(f"a{i}", BOB, b"hi bob %d" % i, ref=ca.ref()))
+            assert isinstance(await ca.answer(ref), wire.Ack)
+        for i in range(20):
+            cb.send(wire.Send(f"b{i}", ALICE, b"hi alice %d" % i, ref=cb.ref()))
+        got_b = [await next_of(cb, wire.Message) for _ in range(20)]
+        assert [m.id for m in got_b] == [f"a{i}" for i in range(20)]
+        assert got_b[3].body == b"hi bob 3" and got_b[3].sender == ALICE
+        got_a = [await next_of(ca, wire.Message) for _ in range(20)]
+        assert [m.id for m in got_a] == [f"b{i}" for i in range(20)]
+        # two ticks, then read ticks, back across the nodes
+        cb.send(wire.Received(tuple(m.seq for m in got_b), ref=cb.ref()))
+        delivered = {(await next_of(ca, wire.Receipt)).id for _ in range(20)}
+        assert delivered == {f"a{i}" for i in range(20)}
+        cb.send(wire.Read(ALICE, ("a0", "a1"), ref=cb.ref()))
+        reads = [await next_of(ca, wire.Receipt) for _ in range(2)]
+        assert {(r.id, r.kind) for r in reads} == {("a0", wire.ReceiptKind.READ),
+                                                   ("a1", wire.ReceiptKind.READ)}
+        # typing crosses; bob leaving shows as offline with a last seen
+        cb.send(wire.Typing(ALICE, True, ref=cb.ref()))
+        assert (await next_of(ca, wire.TypingEvent)).sender == BOB
+        await cb.close()
+        gone = await next_of(ca, wire.Presence)
+        assert not gone.online and gone.last_seen, gone
+        await ca.close()
+
+
+async def test_a_user_is_sent_to_its_home_node(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        a, b = c["A"].node, c["B"].node
+        bob = await register(b, BOB)
+        # login at A: WRONG_NODE with B's client address, and the connection closes
+        client = await RawClient.connect(a)
+        await client.hello()
+        signature = bob.key.sign(wire.login_challenge(client.nonce, BOB, bob.device))
+        reply = await client.answer(client.send(wire.Login(BOB, bob.device, signature,
+                                                           ref=client.ref())))
+        assert isinstance(reply, wire.Error) and reply.code == wire.ErrorCode.WRONG_NODE, reply
+        assert tuple(reply.redirect) == ("127.0.0.1", b.port)
+        assert await client.closed()
+        # registering bob again at A goes to B too: one home per phone
+        client = await RawClient.connect(a)
+        await client.hello()
+        reply = await client.answer(client.send(wire.Register(BOB, ref=client.ref())))
+        assert reply.code == wire.ErrorCode.WRONG_NODE and reply.redirect[1] == b.port
+        await client.close()
+        # a new phone registered at B first is B's, even when asked at A next
+        carol = await register(b, CAROL)
+        client = await RawClient.connect(a)
+        await client.hello()
+        reply = await client.answer(client.send(wire.Register(CAROL, ref=client.ref())))
+        assert reply.code == wire.ErrorCode.WRONG_NODE and reply.redirect[1] == b.port
+        await client.close()
+        assert carol.phone == CAROL
+
+
+async def test_messages_to_an_offline_user_on_another_node_wait_for_it(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        a, b = c["A"].node, c["B"].node
+        alice, bob = await register(a, ALICE), await register(b, BOB)
+        ca = await login(a, alice)
+        for i in range(30):
+            ref = ca.send(wire.Send(f"m{i}", BOB, b"x", ref=ca.ref()))
+            assert isinstance(await ca.answer(ref), wire.Ack)
+        await asyncio.sleep(0.5)          # shipped to B and stored there meanwhile
+        cb = await login(b, bob)
+        got = [await next_of(cb, wire.Message) for _ in range(30)]
+        assert [m.id for m in got] == [f"m{i}" for i in range(30)]
+        # a resent id is stored once, even across nodes
+        ref = ca.send(wire.Send("m5", BOB, b"x", ref=ca.ref()))
+        assert isinstance(await ca.answer(ref), wire.Ack)
+        with pytest.raises(asyncio.TimeoutError):
+            await next_of(cb, wire.Message, timeout=1.0)
+        await ca.close()
+        await cb.close()
