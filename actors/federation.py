@@ -35,10 +35,11 @@ from typing import Any
 
 from actors.messages import InboxAppended
 from actors.presence import PRESENCE_NAME, PeerGone
-from supervisor.cluster_directory import (Assign, Assigned, ClusterView, HomesChanged,
-                                          JoinCluster, NodeDown, NodeUp, Shipment, Shipped)
+from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, HomesChanged,
+                                          JoinCluster, NodeDown, NodeUp, Reply, Shipment,
+                                          Shipped)
 
-__all__ = ["Federation", "SHIP_MAX", "RESEND_AFTER", "POLL"]
+__all__ = ["Federation", "RemoteRefused", "NodeUnavailable", "SHIP_MAX", "RESEND_AFTER", "POLL"]
 
 log = logging.getLogger("switchboard.federation")
 
@@ -46,6 +47,20 @@ SHIP_MAX = 512            # queue items per Shipment
 RESEND_AFTER = 2.0        # seconds without Shipped before a shipment is sent again
 POLL = 0.005              # seconds between looks at the queues when nothing poked
 ASSIGN_TIMEOUT = 5.0
+CALL_TIMEOUT = 5.0
+
+
+class RemoteRefused(Exception):
+    """The node that holds the data refused the call: ``reason`` is the
+    error reason it gave (actors/messages.py), answered to the client as is."""
+
+    def __init__(self, reason: str, text: str):
+        super().__init__(text)
+        self.reason = reason
+
+
+class NodeUnavailable(Exception):
+    """The node that holds the data is down or did not answer."""
 
 
 class Federation:
@@ -61,6 +76,7 @@ class Federation:
         self.cap = 10_000
         self.tokens = itertools.count(1)
         self.assigning: dict[int, asyncio.Future] = {}
+        self.calls: dict[int, asyncio.Future] = {}
         self.in_flight: dict[str, tuple[int, float]] = {}   # dest -> (last seq, sent at)
         self.poke = asyncio.Event()
         self.forwarder: asyncio.Task | None = None
@@ -109,6 +125,55 @@ class Federation:
         finally:
             self.assigning.pop(token, None)
         return None if home == self.node else home
+
+    # -- calls to another node: data homed there, read or written there ------------------
+    def call(self, node: str, request: tuple) -> "asyncio.Future[Any]":
+        """Run ``request`` on ``node`` (see ``_serve``); the future fails with
+        ``RemoteRefused`` if it refused, ``NodeUnavailable`` if the node is down
+        or does not answer within ``CALL_TIMEOUT``."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        info = self.nodes.get(node)
+        if info is None or not info.up:
+            future.set_exception(NodeUnavailable(f"node {node} is down; try again later"))
+            return future
+        token = next(self.tokens)
+        self.calls[token] = future
+        self.cluster.bridge.post(info.gateway, Call(self.cluster.bridge.address, token, request))
+        loop.call_later(CALL_TIMEOUT, self._call_timed_out, token, node)
+        return future
+
+    def _call_timed_out(self, token: int, node: str) -> None:
+        future = self.calls.pop(token, None)
+        if future is not None and not future.done():
+            future.set_exception(NodeUnavailable(f"node {node} did not answer; try again"))
+
+    def _on_Reply(self, msg: Reply) -> None:
+        future = self.calls.pop(msg.token, None)
+        if future is None or future.done():
+            return
+        if msg.ok:
+            future.set_result(msg.value)
+        else:
+            future.set_exception(RemoteRefused(*msg.value))
+
+    def _on_Call(self, msg: Call) -> None:
+        kind, *args = msg.request
+        if kind == "fetch_keys":
+            done = self.mail.fetch_keys(*args)
+        else:
+            self.cluster.bridge.post(msg.reply_to, Reply(msg.token, False,
+                                                         ("invalid", f"unknown call {kind!r}")))
+            return
+        loop = asyncio.get_running_loop()
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._served, msg, f))
+
+    def _served(self, msg: Call, done: Any) -> None:
+        from actors.key_directory import refusal_reason
+        error = done.exception()
+        reply = (Reply(msg.token, True, done.result()) if error is None else
+                 Reply(msg.token, False, (refusal_reason(error), str(error))))
+        self.cluster.bridge.post(msg.reply_to, reply)
 
     # -- from the cluster directory (through Cluster.deliver) ---------------------------
     def _on_ClusterView(self, msg: ClusterView) -> None:

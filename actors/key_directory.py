@@ -59,7 +59,12 @@ class KeyDirectory:
             self._answer(msg, Rejected(msg.ref, RATE_LIMITED,
                                        f"too many key fetches; retry in {wait:.0f} s"))
             return
-        self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))
+        federation = self.system.env.get("federation")
+        home = federation.remote(msg.user) if federation is not None else None
+        if home is not None:                # the keys live on the user's home node
+            self._keys_op(msg, federation.call(home, ("fetch_keys", self.user, msg.user)))
+        else:
+            self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))
 
     def handle_count_keys(self, msg: CountKeys) -> None:
         self._answer(msg, Acked(msg.ref, self.mail.count_keys(self.user)))
@@ -95,9 +100,19 @@ def _fetch_limiter(system: Any) -> RateLimiter:
     return limiter
 
 
-def _reason(error: BaseException) -> str:
+def refusal_reason(error: BaseException) -> str:
+    """The error reason a key directory failure is answered with (also when
+    it happened on the user's home node: ``RemoteRefused`` carries it)."""
+    reason = getattr(error, "reason", None)      # federation.RemoteRefused
+    if isinstance(reason, str):
+        return reason
     for cls, reason in _REASONS:
         if isinstance(error, cls):
             return reason
+    if type(error).__name__ == "NodeUnavailable":
+        return INTERNAL
     log.error("key directory write failed: %r", error, exc_info=error)
     return INTERNAL
+
+
+_reason = refusal_reason

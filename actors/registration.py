@@ -147,6 +147,8 @@ class Registrar(Actor):
             if old is not None:
                 old.close(SESSION_REPLACED, "a new device was registered for this number")
             for notice in confirmed.notices:    # key contacts: "their keys changed"
+                if not notice.seq:              # queued for the contact's home node
+                    continue
                 item = InboxItem(notice.seq, "key_changed", notice.notice)
                 route(self.system, notice.to, InboxAppended(notice.seq, (item,)))
             log.info("registered %s device %d", msg.request.phone, confirmed.device_id)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 from storage import keydir
 from storage.errors import InvalidArgument
@@ -78,7 +79,7 @@ def _check(txn: Txn, phone: str, code_hash: bytes, now_ms: int) -> CodeCheck:
 
 
 def confirm_device(txn: Txn, phone: str, code_hash: bytes, verify_key: bytes,
-                   now_ms: int) -> Confirmation:
+                   now_ms: int, remote: Any = None) -> Confirmation:
     """``check_code`` with the code's hash, then ``register_device`` if it
     was right: one transaction, so a code is never consumed without the
     device being registered, nor the reverse."""
@@ -86,7 +87,7 @@ def confirm_device(txn: Txn, phone: str, code_hash: bytes, verify_key: bytes,
     check = _check(txn, phone, bytes(code_hash), now_ms)
     if check.status != "ok":
         return Confirmation(None, check)
-    device_id, notices = _register(txn, phone, verify_key, now_ms)
+    device_id, notices = _register(txn, phone, verify_key, now_ms, remote)
     return Confirmation(device_id, check, tuple(notices))
 
 
@@ -102,13 +103,14 @@ def register_device(txn: Txn, phone: str, verify_key: bytes, now_ms: int) -> int
     return _register(txn, phone, verify_key, now_ms)[0]
 
 
-def _register(txn: Txn, phone: str, verify_key: bytes, now_ms: int) -> tuple[int, list]:
+def _register(txn: Txn, phone: str, verify_key: bytes, now_ms: int,
+              remote: Any = None) -> tuple[int, list]:
     key = phone_bytes(phone)
     _verify_key(verify_key)
     raw = txn.get("users", key)
     device_id = 1 if raw is None else unpack(raw)["device"] + 1
     txn.put("users", key, pack({"device": device_id, "key": verify_key, "at": now_ms}))
-    notices = [] if raw is None else keydir.device_replaced(txn, phone, device_id, now_ms)
+    notices = [] if raw is None else keydir.device_replaced(txn, phone, device_id, now_ms, remote)
     return device_id, notices
 
 
@@ -152,9 +154,11 @@ class ConfirmDevice:
     code_hash: bytes
     verify_key: bytes
     now_ms: int
+    remote: Any = None          # storage/metas.py: key contacts homed on other nodes
 
     def __call__(self, txn: Txn) -> Confirmation:
-        return confirm_device(txn, self.phone, self.code_hash, self.verify_key, self.now_ms)
+        return confirm_device(txn, self.phone, self.code_hash, self.verify_key, self.now_ms,
+                              self.remote)
 
 
 @dataclass(frozen=True, slots=True)

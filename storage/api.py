@@ -62,7 +62,7 @@ class Storage:
         ``detail``: the ``Confirmation`` instead of the id, whose ``notices``
         say which key contacts were told of the new device (to nudge them)."""
         confirmed = self.store.submit(
-            accounts.ConfirmDevice(phone, code_hash, verify_key, now_ms))
+            accounts.ConfirmDevice(phone, code_hash, verify_key, now_ms, self.remote))
         outcome = confirmed.get_loop().create_future()
 
         def settle(done: Future[Confirmation]) -> None:

@@ -49,6 +49,7 @@ from storage.errors import InvalidArgument, StorageError, UnknownUser
 from storage.keys import SEP, phone_bytes, prefix_end
 from storage.kv import Txn
 from storage.mailbox import _Metas
+from storage.metas import Remote
 from storage.records import KeyNotice, pack, pack_key_notice, unpack
 
 __all__ = [
@@ -166,8 +167,10 @@ def key_contacts(txn: Txn, user: str) -> list[str]:
             txn.range("key_contacts", ub + SEP, prefix_end(ub + SEP))]
 
 
-def device_replaced(txn: Txn, user: str, device: int, ts_ms: int) -> list[RoutedNotice]:
-    """The account now has a new device: forget its keys, tell its contacts."""
+def device_replaced(txn: Txn, user: str, device: int, ts_ms: int,
+                    remote: Remote | None = None) -> list[RoutedNotice]:
+    """The account now has a new device: forget its keys, tell its contacts
+    (a contact homed on another node through the outq: seq 0 here)."""
     ub = phone_bytes(user)
     txn.delete("keys", ub)
     stale = [k for k, _ in txn.range("otk", ub + SEP, prefix_end(ub + SEP))]
@@ -176,13 +179,13 @@ def device_replaced(txn: Txn, user: str, device: int, ts_ms: int) -> list[Routed
     contacts = key_contacts(txn, user)
     if not contacts:
         return []
-    metas = _Metas(txn)
+    metas = _Metas(txn, remote)
     notice = KeyNotice(user, device, ts_ms)
     value = pack_key_notice(notice)
     routed = []
     for contact in contacts:
         cb = phone_bytes(contact)
-        if txn.get("users", cb) is None:
+        if metas.node_of(cb) is None and txn.get("users", cb) is None:
             continue
         routed.append(RoutedNotice(contact, metas.append_packed(cb, False, value), notice))
     metas.save()

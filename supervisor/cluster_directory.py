@@ -44,13 +44,14 @@ from thespian.actors import (ActorExitRequest, ActorSystemConventionUpdate, Acto
 
 __all__ = ["ClusterDirectory", "Rendezvous", "WhereIs", "DIRECTORY_NAME", "LEADER_CAPABILITY",
            "NODE_CAPABILITY", "NodeInfo", "JoinCluster", "ClusterView", "NodeUp", "NodeDown",
-           "HomesChanged", "NodeHeartbeat", "Assign", "Assigned", "Shipment", "Shipped",
+           "HomesChanged", "NodeHeartbeat", "Assign", "Assigned", "Shipment", "Shipped", "Call", "Reply",
            "DOWN_AFTER"]
 
 DIRECTORY_NAME = "switchboard-cluster-directory"
 LEADER_CAPABILITY = "Switchboard Leader"
 NODE_CAPABILITY = "Switchboard Node"
 DOWN_AFTER = 3.0          # seconds without a heartbeat before a node is marked down
+RECENT = 1.5             # seconds: a heartbeat this fresh outweighs a convention "left"
 TICK = timedelta(seconds=0.5)
 
 
@@ -148,6 +149,25 @@ class Shipped:
     upto: int
 
 
+@dataclass
+class Call:
+    """Worker to a node's gateway: run ``request`` there (a read or write of
+    data homed on that node, e.g. ``("fetch_keys", fetcher, user)``) and
+    send ``Reply(token, ...)`` to ``reply_to``."""
+    reply_to: Any
+    token: int
+    request: tuple
+
+
+@dataclass
+class Reply:
+    """``ok``: ``value`` is the result; else ``value`` is ``(reason, text)``,
+    the refusal's error reason (actors/messages.py) and message."""
+    token: int
+    ok: bool
+    value: Any
+
+
 # -- the actors ------------------------------------------------------------------------
 
 class Rendezvous(ActorTypeDispatcher):
@@ -220,7 +240,10 @@ class ClusterDirectory(ActorTypeDispatcher):
     def receiveMsg_ActorSystemConventionUpdate(self, msg: ActorSystemConventionUpdate,
                                                sender) -> None:
         node = (msg.remoteCapabilities or {}).get(NODE_CAPABILITY)
-        if not msg.remoteAdded and node in self.nodes:
+        if (not msg.remoteAdded and node in self.nodes
+                and time.monotonic() - self.heard.get(node, 0.0) > RECENT):
+            # (a node restarted under the same name registers anew: the news
+            # that its old system left must not mark the new one down)
             self._mark_down(node, "its actor system left the convention")
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:

@@ -62,10 +62,13 @@ def phone(i: int) -> str:
 
 
 class ChatLoad:
-    """``clients`` SDK users chatting at random, recording a History."""
+    """``clients`` SDK users chatting at random, recording a History. With
+    several ``nodes`` (a cluster), user ``i`` registers on node ``i % n``."""
 
-    def __init__(self, node: Any, clients: int, rate: float, rng: random.Random):
+    def __init__(self, node: Any, clients: int, rate: float, rng: random.Random,
+                 nodes: list[Any] | None = None):
         self.node, self.count, self.rate, self.rng = node, clients, rate, rng
+        self.nodes = nodes or [node]
         self.history = History()
         self.clients: dict[str, Client] = {}
         self.tasks: list[asyncio.Future] = []
@@ -73,13 +76,14 @@ class ChatLoad:
         self.sending = True
         self.sequence = 0
         self.undecryptable: list[str] = []      # "id from sender: reason", for the notes
+        self.failures: dict[str, int] = {}      # why sends failed (not a loss: never acked)
 
     async def start(self) -> None:
         for i in range(self.count):
-            user, key = phone(i), DeviceKey()
-            client = await Client.connect(self.node.host, self.node.port, **FAST)
+            user, key, node = phone(i), DeviceKey(), self.nodes[i % len(self.nodes)]
+            client = await Client.connect(node.host, node.port, **FAST)
             await client.register(user)
-            device = await client.confirm(user, self.node.codes[user], key)
+            device = await client.confirm(user, node.codes[user], key)
             await client.login(user, device, key)
             self.clients[user] = client
         for user, client in self.clients.items():
@@ -97,7 +101,12 @@ class ChatLoad:
             await asyncio.sleep(self.rng.expovariate(self.rate))
 
     async def _acked(self, sending: Any) -> None:
-        sent: Sent = await sending
+        try:
+            sent: Sent = await sending
+        except Exception as exc:
+            self.failures[type(exc).__name__ + ": " + str(exc)[:80]] = \
+                self.failures.get(type(exc).__name__ + ": " + str(exc)[:80], 0) + 1
+            raise
         self.history.ack(sent.id)
 
     async def _receive(self, user: str, client: Client) -> None:
@@ -139,11 +148,12 @@ async def _until(predicate: Callable[[], Any], timeout: float) -> Any:
 
 async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float,
                       chaos: Callable[[ChatLoad, ChaosResult, random.Random], Any],
-                      alive: Callable[[], bool] | None = None) -> ChaosResult:
+                      alive: Callable[[], bool] | None = None,
+                      nodes: list[Any] | None = None) -> ChaosResult:
     """Run ``chaos`` while ``clients`` chat; then drain, close and judge.
     ``alive`` says whether the node is still up (default: its root supervisor)."""
     rng = random.Random(seed)
-    load = ChatLoad(node, clients, rate, rng)
+    load = ChatLoad(node, clients, rate, rng, nodes)
     result = ChaosResult(name, seed, Verdict(0, 0, 0))
     await load.start()
     try:
@@ -153,6 +163,7 @@ async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float
         await load.close()
     result.verdict = load.history.check()
     result.notes.extend(f"undecryptable: {u}" for u in load.undecryptable)
+    result.notes.extend(f"{n} sends failed: {why}" for why, n in load.failures.items())
     result.root_alive = alive() if alive is not None else _root_alive(node)
     return result
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from supervisor.launcher import free_port, process_tree
 from tests.e2e.conftest import Node
 from tests.e2e.test_durability import FileCodes
-from tests.launched import _node_up, client_port, launched_node, wait_until
+from tests.launched import _node_up, _tagged_pids, client_port, launched_node, wait_until
 
 __all__ = ["ClusterNode", "Cluster", "cluster", "start_node"]
 
@@ -26,6 +26,7 @@ class ClusterNode:
     node: Node                 # for tests.e2e.conftest.register / login (its client port)
     log_path: Path
     launcher: object
+    tag: bytes
     workers: list[int] = field(default_factory=list)
 
     def log(self) -> str:
@@ -34,7 +35,7 @@ class ClusterNode:
     def kill(self) -> None:
         """SIGKILL every process of the node (launcher, Admin, supervisor,
         workers): the node is gone at once, as in a machine failure."""
-        pids = set(process_tree(self.launcher.pid))
+        pids = set(process_tree(self.launcher.pid)) | _tagged_pids(self.tag)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -67,11 +68,11 @@ def start_node(stack: contextlib.ExitStack, directory: Path, name: str, leader_a
     extra = ["--name", name, "--port", str(port)]
     extra += ["--admin-port", str(leader_admin)] if leader else \
         ["--join", f"127.0.0.1:{leader_admin}"]
-    launcher, log_path, _ = stack.enter_context(launched_node(directory, workers, *extra))
+    launcher, log_path, tag = stack.enter_context(launched_node(directory, workers, *extra))
     workers_pids = _node_up(log_path, wait_until)
     data = str(directory / "data")
     node = Node("127.0.0.1", client_port(log_path), FileCodes(data), None, data)
-    return ClusterNode(name, directory, node, log_path, launcher, workers_pids)
+    return ClusterNode(name, directory, node, log_path, launcher, tag, workers_pids)
 
 
 @contextlib.contextmanager
