@@ -31,9 +31,11 @@ import asyncio
 import itertools
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
-from actors.messages import InboxAppended
+from actors.messages import Acked, InboxAppended
+from storage.records import InboxItem
 from actors.presence import PRESENCE_NAME, PeerGone
 from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, HomesChanged,
                                           JoinCluster, NodeDown, NodeUp, Reply, Shipment,
@@ -143,6 +145,30 @@ class Federation:
         loop.call_later(CALL_TIMEOUT, self._call_timed_out, token, node)
         return future
 
+    async def group_info(self, user: str, request: Any, local: Any) -> list[Any]:
+        """GROUP_INFO across nodes: a named group from its home node, else
+        ``user``'s groups gathered from every node that is up (a node that is
+        down or slow is left out of the list rather than failing it)."""
+        from actors.group import group_home, remote_answer
+        bare = replace(request, client=None)
+        if request.group is not None:
+            home = self.remote(group_home(request.group))
+            if home is None:
+                return local(self.mail, user, request)
+            future = self.call(home, ("group_info", user, bare))
+            try:
+                return await future
+            except Exception:  # noqa: BLE001 - answered as the refusal it was
+                return [remote_answer(request.ref, future)]
+        events = local(self.mail, user, request)[:-1]
+        others = [n for n, info in self.nodes.items() if n != self.node and info.up]
+        answers = await asyncio.gather(*(self.call(n, ("group_info", user, bare)) for n in others),
+                                       return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, list):
+                events.extend(answer[:-1])
+        return [*events, Acked(request.ref, len(events))]
+
     def _call_timed_out(self, token: int, node: str) -> None:
         future = self.calls.pop(token, None)
         if future is not None and not future.done():
@@ -159,8 +185,22 @@ class Federation:
 
     def _on_Call(self, msg: Call) -> None:
         kind, *args = msg.request
+        if kind == "group":                 # a member homed elsewhere: the group runs here
+            from actors.group import forward
+            user, command = args
+            port = _ReplyPort(self.cluster.bridge, msg)
+            asyncio.ensure_future(forward(self.system, user, replace(command, client=port)))
+            return
+        if kind == "group_info":            # reads: answered at once
+            from actors.group import group_info
+            self.cluster.bridge.post(msg.reply_to, Reply(msg.token, True,
+                                                         group_info(self.mail, *args)))
+            return
         if kind == "fetch_keys":
             done = self.mail.fetch_keys(*args)
+        elif kind == "read":                # READ of a group's messages: checked where it lives
+            reader, peer, ids, group = args
+            done = self.mail.store_read(reader, peer, ids, None, group)
         else:
             self.cluster.bridge.post(msg.reply_to, Reply(msg.token, False,
                                                          ("invalid", f"unknown call {kind!r}")))
@@ -171,9 +211,24 @@ class Federation:
     def _served(self, msg: Call, done: Any) -> None:
         from actors.key_directory import refusal_reason
         error = done.exception()
-        reply = (Reply(msg.token, True, done.result()) if error is None else
-                 Reply(msg.token, False, (refusal_reason(error), str(error))))
+        if error is not None:
+            reply = Reply(msg.token, False, (refusal_reason(error), str(error)))
+        elif msg.request[0] == "read":
+            routed = done.result()
+            self._nudge([(r.to, InboxItem(r.seq, "receipt", r.receipt)) for r in routed if r.seq])
+            reply = Reply(msg.token, True, len(routed))
+        else:
+            reply = Reply(msg.token, True, done.result())
         self.cluster.bridge.post(msg.reply_to, reply)
+
+    def _nudge(self, appended: list) -> None:
+        """Tell local sessions of items just appended to their inboxes."""
+        from actors.router import route
+        per_user: dict[str, list] = {}
+        for user, item in appended:
+            per_user.setdefault(user, []).append(item)
+        for user, items in per_user.items():
+            route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
 
     # -- from the cluster directory (through Cluster.deliver) ---------------------------
     def _on_ClusterView(self, msg: ClusterView) -> None:
@@ -230,12 +285,7 @@ class Federation:
             return
         applied = done.result()
         self.applied_items += len(applied.nudges)
-        from actors.router import route
-        per_user: dict[str, list] = {}
-        for user, item in applied.nudges:
-            per_user.setdefault(user, []).append(item)
-        for user, items in per_user.items():
-            route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
+        self._nudge(applied.nudges)
         info = self.nodes.get(origin)
         if info is not None:
             self.cluster.bridge.post(info.gateway, Shipped(self.node, applied.upto))
@@ -278,3 +328,17 @@ class Federation:
                 self.shipped_items += len(items)
                 self.cluster.bridge.post(self.nodes[dest].gateway,
                                          Shipment(self.node, epoch, items))
+
+
+class _ReplyPort:
+    """Stands for the client of a request run for another node: its one
+    answer goes back as the call's ``Reply`` (what a connection's ``push``
+    is to a local request)."""
+
+    def __init__(self, bridge: Any, call: Call):
+        self.bridge, self.call, self.answered = bridge, call, False
+
+    def push(self, event: Any) -> None:
+        if not self.answered:
+            self.answered = True
+            self.bridge.post(self.call.reply_to, Reply(self.call.token, True, event))

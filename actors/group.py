@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from actors.actor import Actor
@@ -103,6 +104,12 @@ async def forward(system: Any, user: str, command: Any) -> None:
     transaction)."""
     create = type(command) is CreateGroup
     group = group_id(user, command.key) if create else command.group
+    federation = system.env.get("federation")
+    home = federation.remote(group_home(group)) if federation is not None else None
+    if home is not None:                # the group lives on its creator's home node
+        federation.call(home, ("group", user, replace(command, client=None))).add_done_callback(
+            lambda done: _answer(command, remote_answer(command.ref, done)))
+        return
     try:
         ref = group_of(system, group)
         if ref is None:
@@ -113,6 +120,20 @@ async def forward(system: Any, user: str, command: Any) -> None:
         ref.cast(GroupRequest(user, command))
     except (ActorError, RuntimeError) as error:   # full, timed out, gone, failed to start
         _answer(command, Rejected(command.ref, INTERNAL, f"group busy ({error}); resend"))
+
+
+def group_home(group: str) -> str:
+    """The user whose home node holds ``group``: its creator (``group_id``)."""
+    return group.split("/", 1)[0]
+
+
+def remote_answer(ref: int, done: Any) -> Any:
+    """The answer to a request another node ran (``Federation.call``)."""
+    error = done.exception()
+    if error is None:
+        return done.result()
+    reason = getattr(error, "reason", None)
+    return Rejected(ref, reason if isinstance(reason, str) else INTERNAL, str(error))
 
 
 async def _start(system: Any, group: str) -> Any:

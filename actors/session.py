@@ -48,7 +48,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.counters import counters_of
 from actors.drain_batch import DrainBatch
-from actors.group import forward as forward_to_group, group_info
+from actors.group import forward as forward_to_group, group_home, group_info, remote_answer
 from actors.key_directory import KeyDirectory
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
@@ -204,7 +204,15 @@ class Session(KeyDirectory, DrainBatch, Actor):
         self._queue(msg)            # even from a closed connection: RECEIVED then BYE means it
 
     def handle_mark_read(self, msg: MarkRead) -> None:
-        self._queue(msg)
+        federation = self.system.env.get("federation")
+        home = (federation.remote(group_home(msg.group))
+                if federation is not None and msg.group is not None else None)
+        if home is None:
+            self._queue(msg)
+            return                          # a group's messages: read where the group lives
+        federation.call(home, ("read", self.user, msg.peer, msg.ids, msg.group)).add_done_callback(
+            lambda done: self._answer(msg, Acked(msg.ref) if done.exception() is None
+                                      else remote_answer(msg.ref, done)))
 
     def _submit(self) -> None:
         requests, self.batch = tuple(self.batch), []
@@ -273,8 +281,13 @@ class Session(KeyDirectory, DrainBatch, Actor):
     async def handle_group_command(self, msg: GroupCommand) -> None:
         await forward_to_group(self.system, self.user, msg)
 
-    def handle_get_groups(self, msg: GetGroups) -> None:
-        for event in group_info(self.mail, self.user, msg):
+    async def handle_get_groups(self, msg: GetGroups) -> None:
+        federation = self.system.env.get("federation")
+        if federation is None:
+            events = group_info(self.mail, self.user, msg)
+        else:                               # groups live on their creators' home nodes
+            events = await federation.group_info(self.user, msg, group_info)
+        for event in events:
             self._answer(msg, event)
 
     # -- presence, typing, heartbeats ---------------------------------------------------
