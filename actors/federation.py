@@ -90,8 +90,11 @@ class Federation:
         self.cap = int(system.env.get("offline_cap", self.cap))
         self.mail.remote = self.remote
         users = tuple(self.mail.local_users()) if self.gateway else None
+        ports = system.env["config"].get("http_ports") or ()
+        http = (self.client[0], int(ports[0])) if ports and ports[0] else None
         cluster.bridge.post(self.directory, JoinCluster(self.node, self.worker,
-                                                        cluster.bridge.address, self.client, users))
+                                                        cluster.bridge.address, self.client, users,
+                                                        http))
         if self.gateway:
             self.forwarder = asyncio.ensure_future(self._forward())
 

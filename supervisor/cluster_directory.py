@@ -71,6 +71,7 @@ class NodeInfo:
     gateway: Any                       # the Thespian address of the node's worker 0
     client: tuple[str, int]            # where the node's clients connect
     up: bool = True
+    http: tuple[str, int] | None = None    # worker 0's HTTP (dashboard, /api/status)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class JoinCluster:
     address: Any
     client: tuple[str, int]
     users: tuple[str, ...] | None = None   # the gateway's join: every user homed on the node
+    http: tuple[str, int] | None = None
 
 
 @dataclass
@@ -207,7 +209,8 @@ class ClusterDirectory(ActorTypeDispatcher):
                                      phone, self.homes[phone], msg.node, self.homes[phone])
                         continue
                     self.homes[phone] = changed[phone] = msg.node
-            info = self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True)
+            info = self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True,
+                                                   tuple(msg.http) if msg.http else None)
             self.heard[msg.node] = time.monotonic()
             _log().info("node %s joined the cluster (%d users); nodes %s", msg.node,
                         len(msg.users), sorted(self.nodes))
