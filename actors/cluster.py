@@ -91,6 +91,11 @@ class Cluster:
         for worker in (*self.peers, *self.far):
             self._queue(worker, (None, msg))
 
+    def tell(self, worker: str, msg: Any) -> None:
+        """Queue ``msg`` for ``worker``'s presence hub."""
+        if worker in self.peers or worker in self.far:
+            self._queue(worker, (None, msg))
+
     # -- the other nodes' workers (kept by the federation) -----------------------------
     def set_far_peers(self, workers: dict[str, Any]) -> None:
         self.far = dict(workers)

@@ -36,7 +36,7 @@ from typing import Any
 
 from actors.messages import Acked, InboxAppended
 from storage.records import InboxItem
-from actors.presence import PRESENCE_NAME, PeerGone
+from actors.presence import PRESENCE_NAME, PeerGone, TellOnline
 from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, HomesChanged,
                                           JoinCluster, NodeDown, NodeUp, Reply, Shipment,
                                           Shipped)
@@ -242,6 +242,7 @@ class Federation:
                                     and self.is_up(w.split("/")[0])})
         log.info("%s: cluster view: nodes %s, %d homes", self.worker,
                  {n: ("up" if i.up else "down") for n, i in self.nodes.items()}, len(self.homes))
+        self._tell_online(tuple(self.cluster.far))
         self.poke.set()
 
     def _on_NodeUp(self, msg: NodeUp) -> None:
@@ -252,7 +253,13 @@ class Federation:
             self.in_flight.pop(msg.node, None)        # a new gateway: send again at once
         if msg.node != self.node:
             self.cluster.add_far_peers(msg.workers)
+            self._tell_online(tuple(msg.workers))
         self.poke.set()
+
+    def _tell_online(self, workers: tuple[str, ...]) -> None:
+        hub = self.system.whereis(PRESENCE_NAME) if workers else None
+        if hub is not None:
+            hub.cast(TellOnline(workers))
 
     def _on_NodeDown(self, msg: NodeDown) -> None:
         info = self.nodes.get(msg.node)

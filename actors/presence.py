@@ -17,7 +17,8 @@ the worker they come from (``where``). A user is online while some worker
 says so; ``PeerGone`` (a worker died) drops what that worker said.
 
 Messages: ``UserOnline``, ``UserOffline``, ``Watch`` (call), ``Unwatch``,
-``PeerGone``.
+``PeerGone``, ``TellOnline`` (a node joined or came back: its workers hear
+who is online here, as a worker's hub would have told them live).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from actors.actor import Actor
 from actors.messages import PresenceChanged
 from actors.router import route
 
-__all__ = ["PresenceHub", "UserOnline", "UserOffline", "Watch", "Unwatch", "PeerGone",
+__all__ = ["PresenceHub", "UserOnline", "UserOffline", "Watch", "Unwatch", "PeerGone", "TellOnline",
            "PRESENCE_NAME"]
 
 PRESENCE_NAME = "presence"
@@ -55,6 +56,12 @@ class PeerGone:
     """Worker ``worker`` (or every worker of node ``worker``) is gone: its
     users are offline (unless seen elsewhere)."""
     worker: str
+
+
+@dataclass(frozen=True)
+class TellOnline:
+    """Tell these workers (of another node, just joined) who is online here."""
+    workers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,16 @@ class PresenceHub(Actor):
         for user, where in list(self.online.items()):
             for worker in [w for w in where if w == msg.worker or w.startswith(gone)]:
                 self.handle_user_offline(UserOffline(user, now, worker))
+
+    def handle_tell_online(self, msg: "TellOnline") -> None:
+        """Workers that just joined (or came back) learn who is online here."""
+        cluster = self.system.env.get("cluster")
+        if cluster is None:
+            return
+        mine = [user for user, where in self.online.items() if "" in where]
+        for worker in msg.workers:
+            for user in mine:
+                cluster.tell(worker, UserOnline(user, cluster.me))
 
     def _forward(self, msg: UserOnline | UserOffline) -> None:
         """Tell the other workers' hubs about a change on this worker."""

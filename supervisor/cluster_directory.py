@@ -229,7 +229,8 @@ class ClusterDirectory(ActorTypeDispatcher):
         if info is not None and not info.up:
             info.up = True
             _log().info("node %s is up again", msg.node)
-            self._tell_all(NodeUp(msg.node, info), skip_node=msg.node)
+            workers = {w: a for w, a in self.workers.items() if w.split("/")[0] == msg.node}
+            self._tell_all(NodeUp(msg.node, info, workers), skip_node=msg.node)
             for worker, address in self.workers.items():     # it may have missed changes
                 if worker.split("/")[0] == msg.node:
                     self.send(address, self._view())

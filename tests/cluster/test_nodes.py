@@ -12,6 +12,7 @@ import pytest
 from tests.cluster.cluster_nodes import cluster
 from tests.cluster.mesh_node import next_of
 from tests.e2e.conftest import RawClient, login, register
+from tests.launched import wait_until
 from transport import wire
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,5 +103,31 @@ async def test_messages_to_an_offline_user_on_another_node_wait_for_it(tmp_path)
         assert isinstance(await ca.answer(ref), wire.Ack)
         with pytest.raises(asyncio.TimeoutError):
             await next_of(cb, wire.Message, timeout=1.0)
+        await ca.close()
+        await cb.close()
+
+
+async def test_a_restarted_node_learns_who_is_online_and_gets_what_was_queued(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        a, b = c["A"].node, c["B"].node
+        alice, bob = await register(a, ALICE), await register(b, BOB)
+        ca = await login(a, alice)
+        ca.send(wire.Subscribe((BOB,), ref=ca.ref()))
+        port = b.port
+        c["B"].kill()
+        # A keeps accepting messages for bob while B is down: queued on A
+        for i in range(10):
+            ref = ca.send(wire.Send(f"q{i}", BOB, b"x", ref=ca.ref()))
+            assert isinstance(await ca.answer(ref), wire.Ack)
+        b = c.restart("B", port).node
+        await asyncio.to_thread(wait_until, lambda: "heard of node B (up)" in c["A"].log()
+                                or "node B is up" in c["A"].log(), 20)
+        cb = await login(b, bob)
+        got = [await next_of(cb, wire.Message, 10) for _ in range(10)]
+        assert [m.id for m in got] == [f"q{i}" for i in range(10)]
+        # bob, on the new B, sees alice online on A without her doing anything
+        cb.send(wire.Subscribe((ALICE,), ref=cb.ref()))
+        await cb.recv_until(lambda f: isinstance(f, wire.Presence) and f.user == ALICE
+                            and f.online, 5)
         await ca.close()
         await cb.close()
