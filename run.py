@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     chaos = commands.add_parser("chaos", help="chaos scenarios, long mode, judged by the history checker")
     chaos.add_argument("scenario", nargs="?", default="all",
-                       choices=["all", "kill_sessions", "escalation_storm", "worker_kill", "fuzz"])
+                       choices=["all", "kill_sessions", "escalation_storm", "worker_kill", "fuzz",
+                                "node_kill"])
     chaos.add_argument("--seed", type=int, default=None, help="seed (default: from the clock)")
     chaos.add_argument("--duration", type=float, default=60.0, help="seconds of chaos per scenario")
     chaos.add_argument("--clients", type=int, default=20, help="chatting clients")

@@ -37,9 +37,9 @@ from typing import Any
 from actors.messages import Acked, InboxAppended
 from storage.records import InboxItem
 from actors.presence import PRESENCE_NAME, PeerGone, TellOnline
-from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, HomesChanged,
-                                          JoinCluster, NodeDown, NodeUp, Reply, Shipment,
-                                          Shipped)
+from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, DirectoryFound,
+                                          HomesChanged, JoinCluster, NodeDown, NodeUp, Reply,
+                                          Shipment, Shipped)
 
 __all__ = ["Federation", "RemoteRefused", "NodeUnavailable", "SHIP_MAX", "RESEND_AFTER", "POLL"]
 
@@ -89,14 +89,23 @@ class Federation:
         self.mail = system.env["mailbox"]
         self.cap = int(system.env.get("offline_cap", self.cap))
         self.mail.remote = self.remote
+        self._join()
+        if self.gateway:
+            self.forwarder = asyncio.ensure_future(self._forward())
+
+    def _join(self) -> None:
+        cluster, system = self.cluster, self.system
         users = tuple(self.mail.local_users()) if self.gateway else None
         ports = system.env["config"].get("http_ports") or ()
         http = (self.client[0], int(ports[0])) if ports and ports[0] else None
         cluster.bridge.post(self.directory, JoinCluster(self.node, self.worker,
                                                         cluster.bridge.address, self.client, users,
                                                         http))
-        if self.gateway:
-            self.forwarder = asyncio.ensure_future(self._forward())
+
+    def _on_DirectoryFound(self, msg: DirectoryFound) -> None:
+        """The leader was restarted: join its new directory (rebuilt from the joins)."""
+        self.directory = msg.address
+        self._join()
 
     def stop(self) -> None:
         if self.forwarder is not None:

@@ -28,6 +28,9 @@ State (soft, rebuilt by the joins):
 
 Messages: ``JoinCluster`` (reply ``ClusterView``; others get ``NodeUp`` /
 ``HomesChanged``), ``NodeHeartbeat``, ``Assign`` (reply ``Assigned``),
+``Ping`` (reply ``Pong``: a member's launcher checks the directory is there
+and, when the leader was restarted, finds the new one and tells its node
+``DirectoryFound``),
 Thespian's ``ActorSystemConventionUpdate`` and ``WakeupMessage``.
 """
 
@@ -45,6 +48,7 @@ from thespian.actors import (ActorExitRequest, ActorSystemConventionUpdate, Acto
 __all__ = ["ClusterDirectory", "Rendezvous", "WhereIs", "DIRECTORY_NAME", "LEADER_CAPABILITY",
            "NODE_CAPABILITY", "NodeInfo", "JoinCluster", "ClusterView", "NodeUp", "NodeDown",
            "HomesChanged", "NodeHeartbeat", "Assign", "Assigned", "Shipment", "Shipped", "Call", "Reply",
+           "Ping", "Pong", "DirectoryFound",
            "DOWN_AFTER"]
 
 DIRECTORY_NAME = "switchboard-cluster-directory"
@@ -152,6 +156,23 @@ class Shipped:
 
 
 @dataclass
+class Ping:
+    """From a member's launcher: is the directory still there? (``Pong``)"""
+
+
+@dataclass
+class Pong:
+    nodes: int
+
+
+@dataclass
+class DirectoryFound:
+    """To a member's node supervisor and workers: the cluster directory is
+    now at ``address`` (the leader restarted): heartbeat and join there."""
+    address: Any
+
+
+@dataclass
 class Call:
     """Worker to a node's gateway: run ``request`` there (a read or write of
     data homed on that node, e.g. ``("fetch_keys", fetcher, user)``) and
@@ -234,6 +255,9 @@ class ClusterDirectory(ActorTypeDispatcher):
             for worker, address in self.workers.items():     # it may have missed changes
                 if worker.split("/")[0] == msg.node:
                     self.send(address, self._view())
+
+    def receiveMsg_Ping(self, msg: Ping, sender) -> None:
+        self.send(sender, Pong(len(self.nodes)))
 
     def receiveMsg_Assign(self, msg: Assign, sender) -> None:
         home = self.homes.setdefault(msg.phone, msg.node)

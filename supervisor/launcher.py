@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import thespian_loopback
-from supervisor.cluster_directory import (LEADER_CAPABILITY, NODE_CAPABILITY, Rendezvous,
-                                          WhereIs)
+from supervisor.cluster_directory import (LEADER_CAPABILITY, NODE_CAPABILITY, DirectoryFound,
+                                          Ping, Pong, Rendezvous, WhereIs)
 from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSupervisorStopped,
                                         ReportWorkers, StartWorkers, StopWorkers,
                                         WorkersReported, WorkersStarted, WorkersStopped,
@@ -45,6 +45,7 @@ log = logging.getLogger("switchboard.launcher")
 
 HEALTH_CHECK_EVERY = 5.0      # seconds between "are you there?" asks to the supervisor
 ASK_TIMEOUT = 5.0
+PING_TIMEOUT = 2.0            # seconds a member waits for the cluster directory
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -224,8 +225,9 @@ class _StopRequested:
         self.signal = signum
 
 
-def _wait(asys, supervisor, stop: _StopRequested) -> int:
-    """Until a stop signal (0) or the supervisor escalates or vanishes (1)."""
+def _wait(asys, supervisor, stop: _StopRequested, check: Any = None) -> int:
+    """Until a stop signal (0) or the supervisor escalates or vanishes (1).
+    ``check()`` runs with each health check (a member's cluster directory)."""
     next_check = time.monotonic() + HEALTH_CHECK_EVERY
     while stop.signal is None:
         msg = asys.listen(0.25)
@@ -241,9 +243,33 @@ def _wait(asys, supervisor, stop: _StopRequested) -> int:
             if reply is None and stop.signal is None:
                 log.error("node supervisor does not answer: exiting")
                 return 1
+            if check is not None:
+                check()
             next_check = time.monotonic() + HEALTH_CHECK_EVERY
     log.info("got %s: shutting down", signal.Signals(stop.signal).name)
     return 0
+
+
+class _DirectoryWatch:
+    """A member's check that the cluster directory still answers. When the
+    leader is restarted its directory is a new actor: find it again through
+    a ``Rendezvous`` and tell the node supervisor (``DirectoryFound``), which
+    heartbeats it and has the workers join it (the directory's state is
+    rebuilt from the joins)."""
+
+    def __init__(self, asys, supervisor, directory) -> None:
+        self.asys, self.supervisor, self.directory = asys, supervisor, directory
+
+    def __call__(self) -> None:
+        if ask_for(self.asys, self.directory, Ping(), (Pong,), PING_TIMEOUT) is not None:
+            return
+        found = find_cluster_directory(self.asys, timeout=PING_TIMEOUT)
+        if found is None:
+            log.warning("the cluster directory does not answer; the leader may be down")
+        elif found != self.directory:
+            log.warning("the cluster directory moved (the leader restarted): joining it again")
+            self.directory = found
+            self.asys.tell(self.supervisor, DirectoryFound(found))
 
 
 def _node_processes(admin_port: int) -> list[int]:
@@ -303,7 +329,9 @@ def run_node(args) -> int:
                 log.info("media: http://%s:%d/media", args.bind, media_port)
                 log.info("dashboard: http://%s:%d/ (worker HTTP ports %s)", args.bind,
                          config["http_ports"][0], " ".join(map(str, config["http_ports"])))
-                rc = _wait(asys, supervisor, stop)
+                watch = (_DirectoryWatch(asys, supervisor, config["cluster_directory"])
+                         if join is not None else None)
+                rc = _wait(asys, supervisor, stop, watch)
                 node_pids = sorted(set(node_pids) | set(_node_processes(admin_port)))
                 if rc == 0 and not stop_node(asys, supervisor,
                                              timeout=10.0 + 6.0 * args.workers):

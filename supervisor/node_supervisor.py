@@ -56,7 +56,8 @@ from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ChildActorEx
                              WakeupMessage)
 
 from supervisor import thespian_loopback
-from supervisor.cluster_directory import DIRECTORY_NAME, ClusterDirectory, NodeHeartbeat
+from supervisor.cluster_directory import (DIRECTORY_NAME, ClusterDirectory, DirectoryFound,
+                                          NodeHeartbeat)
 from supervisor.directory import Directory, DirectoryMoved, StartDirectory, WorkerDown
 from supervisor.restart_window import add_restart
 from supervisor.spec import SupFlags
@@ -253,6 +254,15 @@ class NodeSupervisor(ActorTypeDispatcher):
         self._stop_requester = sender
         if self._phase == "running":
             self._begin_stop("stopping", "asked to stop")
+
+    def receiveMsg_DirectoryFound(self, msg: DirectoryFound, sender) -> None:
+        """The leader was restarted: heartbeat the new cluster directory, and
+        have the workers join it (new workers get it in their config)."""
+        _log().warning("the cluster directory moved: joining it again")
+        self._config["cluster_directory"] = msg.address
+        for worker in self._slots:
+            if worker is not None:
+                self.send(worker.address, msg)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         # Thespian now sends ActorExitRequest to every child at once; the

@@ -49,6 +49,11 @@ _TRANSPORT_DEFAULTS = {
     "THESPIAN_MAX_QUEUED_TRANSMITS": "50",
     "THESPIAN_QUEUED_TRANSMIT_UNBLOCK_THRESHOLD": "40",
     "THESPIAN_DROP_TRANSMITS_LEVEL": "1050",
+    # A cluster member re-registers with the convention leader every 5 s
+    # (Thespian's default is 7 min 22 s), so a restarted leader knows its
+    # members again within seconds (docs/cluster.md); M:S format.
+    "CONVENTION_REREGISTRATION_PERIOD": "0:05",
+    "CONVENTION_RESTART_PERIOD": "0:03",
 }
 
 

@@ -10,6 +10,8 @@ judge as ``tests/chaos.py``; each takes a scratch directory for the node.
   every worker listening again within 10 s; the node still up.
 - ``fuzz``: ``tests/fuzz.py`` against a launched node (its worker's memory
   is then measured alone).
+- ``node_kill``: a cluster of three nodes, one SIGKILLed under load and
+  started again (``tests/chaos_cluster.py``).
 """
 
 from __future__ import annotations
@@ -86,4 +88,9 @@ def result_port(log_path: Any) -> int:
     return client_port(log_path)
 
 
-LAUNCHED_SCENARIOS = {"worker_kill": worker_kill, "fuzz": fuzz_run}
+def _node_kill(*args: Any, **kwargs: Any) -> Any:
+    from tests.chaos_cluster import node_kill          # a cluster of three node processes
+    return node_kill(*args, **kwargs)
+
+
+LAUNCHED_SCENARIOS = {"worker_kill": worker_kill, "fuzz": fuzz_run, "node_kill": _node_kill}

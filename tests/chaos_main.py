@@ -61,6 +61,10 @@ async def _launched(name: str, data_dir: Path, args: argparse.Namespace, seed: i
     if name == "fuzz":
         return await LAUNCHED_SCENARIOS[name](data_dir, seed=seed, frames=args.frames,
                                               concurrency=args.concurrency, progress=progress)
+    if name == "node_kill":          # a kill, a node down for 3 s, its return: ~8 s each
+        kills = max(1, int(args.duration // 10))
+        return await LAUNCHED_SCENARIOS[name](data_dir, seed=seed, kills=kills, every=(3.0, 6.0),
+                                              clients=args.clients, progress=progress)
     # Kills at least 10.5 s apart: never more than the node supervisor's 3 in 30 s.
     kills = max(1, int(args.duration // 12.25))
     return await LAUNCHED_SCENARIOS[name](data_dir, seed=seed, kills=kills, every=(10.5, 14.0),

@@ -131,3 +131,26 @@ async def test_a_restarted_node_learns_who_is_online_and_gets_what_was_queued(tm
                             and f.online, 5)
         await ca.close()
         await cb.close()
+
+
+async def test_the_cluster_heals_when_the_leader_is_restarted(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        a, b = c["A"].node, c["B"].node
+        alice, bob = await register(a, ALICE), await register(b, BOB)
+        port = a.port
+        c["A"].kill()
+        a = (await asyncio.to_thread(c.restart, "A", port)).node
+        # B's launcher finds the new cluster directory and B joins it again
+        await asyncio.to_thread(wait_until, lambda: "joining it again" in c["B"].log(), 30)
+        await asyncio.to_thread(wait_until, lambda: "heard of node B (up)" in c["A"].log(), 20)
+        ca, cb = await login(a, alice), await login(b, bob)
+        ref = ca.send(wire.Send("after", BOB, b"x", ref=ca.ref()))
+        assert isinstance(await ca.answer(ref), wire.Ack)
+        assert (await next_of(cb, wire.Message, 10)).id == "after"
+        ref = cb.send(wire.Send("back", ALICE, b"y", ref=cb.ref()))
+        assert isinstance(await cb.answer(ref), wire.Ack)
+        assert (await next_of(ca, wire.Message, 10)).id == "back"
+        carol = await register(b, CAROL)           # a new home assigned by the new directory
+        assert carol.phone == CAROL
+        await ca.close()
+        await cb.close()
