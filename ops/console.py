@@ -6,7 +6,10 @@ that view, so the layout is tested without a node. ``top`` redraws every
 ``--interval`` s with plain ANSI (home + clear), until Ctrl-C or
 ``--iterations``. ``status`` prints once and exits ``0`` when every worker is
 up and no alert is raised, ``1`` when the node answers but is degraded
-(a worker unreachable or an alert raised), ``2`` when it does not answer.
+(a worker unreachable or an alert raised; in a cluster also a node down or
+unreachable, or an alert on another node), ``2`` when it does not answer.
+In a cluster both show a CLUSTER table (one row per node, from the view's
+``cluster`` part) and the alerts of every node, with the node's name.
 
 Also here: ``parse_settings``, the ``run.py node --set KEY=VALUE`` parser.
 """
@@ -21,7 +24,7 @@ import urllib.request
 from dataclasses import fields
 from typing import Any
 
-__all__ = ["fetch", "render", "main", "parse_settings", "OK", "DEGRADED", "UNREACHABLE"]
+__all__ = ["fetch", "render", "render_cluster", "health", "main", "parse_settings", "OK", "DEGRADED", "UNREACHABLE"]
 
 OK, DEGRADED, UNREACHABLE = 0, 1, 2
 _EXTRA_SETTINGS = ("dashboard_push", "node_name")
@@ -95,9 +98,13 @@ def render(view: dict[str, Any], top: int = 10) -> str:
                     f"{_n(offline['receipts'])} receipts  longest {_n(offline['max'])}")
     if tail:
         lines.append("   ".join(tail))
-    lines += ["", f"ALERTS ({len(view['alerts'])})"]
-    lines += [f"  ! w{a['worker']} {a['text']} (for {a.get('for_s', 0):.0f} s)"
-              for a in view["alerts"][:top]] or ["  none"]
+    cluster = view.get("cluster")
+    alerts = cluster["alerts"] if cluster else view["alerts"]
+    lines += ["", f"ALERTS ({len(alerts)})"]
+    lines += [f"  ! {a['node'] + ' ' if cluster else ''}w{a['worker']} {a['text']} "
+              f"(for {a.get('for_s') or 0:.0f} s)" for a in alerts[:top]] or ["  none"]
+    if cluster:
+        lines += ["", *render_cluster(cluster)]
     lines += ["", f"{'WORKER':>6} {'PID':>7} {'PORT':>6} {'ACTORS':>9} {'QUEUED':>9} "
                   f"{'MAXQ':>7} {'CONNS':>7} {'RSS MB':>7} {'LAG ms':>7} {'SAMPLE ms':>9}"]
     for w in view["workers"]:
@@ -120,10 +127,31 @@ def render(view: dict[str, Any], top: int = 10) -> str:
     return "\n".join(lines)
 
 
+def render_cluster(cluster: dict[str, Any]) -> list[str]:
+    """The CLUSTER table: one line per node of the view's ``cluster`` part."""
+    lines = [f"CLUSTER  {cluster['up']}/{len(cluster['nodes'])} nodes up",
+             f"{'NODE':<10} {'STATE':<12} {'CLIENTS AT':<22} {'CONNS':>7} {'ACTORS':>9} "
+             f"{'MAXQ':>7} {'MSG IN/s':>9} {'QUEUED TO':>9} {'ALERTS':>6}"]
+    for n in cluster["nodes"]:
+        s = n["summary"]
+        queued = "-" if n["queued_to"] is None else f"{n['queued_to']:,}"
+        head = f"{n['name'] + ('*' if n['self'] else ''):<10} {n['state']:<12} {n['client'] or '-':<22}"
+        if s is None:
+            lines.append(f"{head} {'':>7} {'':>9} {'':>7} {'':>9} {queued:>9}   {n['error']}")
+            continue
+        lines.append(f"{head} {s['connections']:>7,} {s['actors']:>9,} {s['max_queue']:>7,} "
+                     f"{_n(s['messages_in']):>9} {queued:>9} {len(s['alerts']):>6}")
+    return lines
+
+
 def health(view: dict[str, Any]) -> int:
     """``OK`` or ``DEGRADED`` for a node that answered."""
-    t = view["totals"]
-    return OK if t["up"] == t["workers"] and not t["alerts"] else DEGRADED
+    t, cluster = view["totals"], view.get("cluster")
+    if t["up"] != t["workers"] or t["alerts"]:
+        return DEGRADED
+    if cluster and (cluster["down"] or cluster["alerts"]):
+        return DEGRADED
+    return OK
 
 
 def main(args: Any) -> int:

@@ -19,6 +19,9 @@ Routes:
 - ``GET /metrics``: Prometheus text (``transport.metrics``);
 - ``GET /api/status``: this worker's latest snapshot (JSON);
 - ``GET /api/node``: the node's view, every worker merged (``transport.node_status``);
+  in a cluster with ``outq`` and ``cluster`` (every node: ``transport.cluster_status``);
+- ``GET /api/summary``: this node's compact summary, what other nodes' dashboards
+  fetch from worker 0;
 - ``GET /ws``: a websocket that sends ``{"type": "history", "points": [...]}``
   once, then ``{"type": "status", "node": {...}}`` every ``dashboard_push`` s
   (default 1);
@@ -71,9 +74,10 @@ class HttpListener(AppThreadActor):
                 "bind": host, "client_port": config.get("port"),
                 "admin_port": config.get("admin_port"), "http_ports": ports or None,
                 "data_dir": config.get("data_dir"), "workers": max(1, len(ports))}
+        federation = env.get("federation")
         view = NodeView(board, node, slot, ports, _peer_host(host),
-                        float(config.get("dashboard_push", 1.0)))
-        self.dashboard = Dashboard(board, view)
+                        float(config.get("dashboard_push", 1.0)), federation=federation)
+        self.dashboard = Dashboard(board, view, federation)
         self.slot, self.host = slot, host
         return AppThread(self.dashboard.app, host, port, "http", background=view.run)
 
@@ -89,9 +93,9 @@ def _peer_host(host: str) -> str:
 class Dashboard:
     """The routes of the operator's HTTP server (run by an ``AppThread``)."""
 
-    def __init__(self, board: Any, view: NodeView):
+    def __init__(self, board: Any, view: NodeView, federation: Any = None):
         self.board, self.view = board, view
-        self.registry = registry_for(board)
+        self.registry = registry_for(board, federation)
         self.sockets: set[web.WebSocketResponse] = set()
 
     # -- the app ------------------------------------------------------------------
@@ -101,6 +105,7 @@ class Dashboard:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/api/status", self.status)
         app.router.add_get("/api/node", self.node)
+        app.router.add_get("/api/summary", self.summary)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_static("/static/", WEB_DIR)
@@ -116,14 +121,22 @@ class Dashboard:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def status(self, request: web.Request) -> web.Response:
-        snap = self.board.latest
+        snap = self.view.own_status()
         if request.query.get("history"):
             snap = {**(snap or {}), "history": list(self.board.history)}
         return web.json_response(snap)
 
     async def node(self, request: web.Request) -> web.Response:
-        view = self.view.latest or await self.view.refresh()
+        self.view.want_cluster()
+        view = self.view.latest
+        if view is None or ("cluster" in view and not view["cluster"]["asked"]):
+            view = await self.view.refresh()      # the first read after a quiet spell
         return web.json_response(view)
+
+    async def summary(self, request: web.Request) -> web.Response:
+        if self.view.summary is None:
+            await self.view.refresh()
+        return web.json_response(self.view.summary)
 
     async def _close_sockets(self, app: web.Application) -> None:
         for ws in list(self.sockets):

@@ -6,7 +6,10 @@ the ``QueueMonitor``. ``SnapshotCollector`` turns the monitor's latest
 published snapshot (``Board.latest``, at most one interval old) into metric
 families when Prometheus scrapes, in the HTTP thread; each worker has its own
 ``CollectorRegistry`` (``registry_for``) with the standard process collector
-beside it. docs/operations.md lists every name.
+beside it. In a cluster, ``ClusterCollector`` adds the nodes by state (this
+worker's replica of the cluster directory) and, on the node's gateway
+(worker 0, the one that ships and applies), its outbound queue.
+docs/operations.md lists every name.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from actors.queue_sample import MAILBOX_BUCKETS, OFFLINE_BUCKETS
 
-__all__ = ["SnapshotCollector", "registry_for", "render", "CONTENT_TYPE"]
+__all__ = ["SnapshotCollector", "ClusterCollector", "registry_for", "render", "CONTENT_TYPE"]
 
 P = "switchboard_"
 # Every name here is a classic one (no dots, no UTF-8), so the output is the
@@ -156,10 +159,48 @@ class SnapshotCollector:
         yield raised
 
 
-def registry_for(board: Any) -> CollectorRegistry:
-    """A fresh registry: the snapshot collector and the process collector."""
+class ClusterCollector:
+    """The cluster's numbers, read from the worker's ``Federation`` when
+    scraped (see the module docstring)."""
+
+    def __init__(self, federation: Any):
+        self.federation = federation
+
+    def collect(self) -> Iterator[Metric]:
+        from transport.cluster_status import known_nodes, outq
+        fed = self.federation
+        nodes = known_nodes(fed)
+        names = set(nodes) | {fed.node}
+        up = sum(1 for name in names if name == fed.node or nodes[name].up)
+        states = GaugeMetricFamily(P + "cluster_nodes",
+                                   "Nodes of the cluster, by state (the directory's view)",
+                                   labels=["state"])
+        states.add_metric(["up"], up)
+        states.add_metric(["down"], len(names) - up)
+        yield states
+        if not fed.gateway:
+            return
+        queue = outq(fed)
+        items = GaugeMetricFamily(P + "outq_items",
+                                  "Items in the outbound queue, waiting for their node",
+                                  labels=["dest"])
+        for dest, count in queue["pending"].items():
+            items.add_metric([dest], count)
+        yield items
+        for name, doc in (("shipped_items", "Outbound queue items shipped (resends included)"),
+                          ("applied_items", "Items from other nodes applied to local inboxes")):
+            family = CounterMetricFamily(P + "outq_" + name, doc)
+            family.add_metric([], queue[name])
+            yield family
+
+
+def registry_for(board: Any, federation: Any = None) -> CollectorRegistry:
+    """A fresh registry: the snapshot collector, the cluster collector in a
+    cluster, and the process collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(board))
+    if federation is not None:
+        registry.register(ClusterCollector(federation))
     ProcessCollector(registry=registry)
     return registry
 

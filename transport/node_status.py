@@ -7,7 +7,11 @@ board, its siblings' over loopback HTTP (their ports are in
 ``config["http_ports"]``, one per worker slot), then ``merge``. One
 websocket per browser and no cross-origin requests; a worker that does not
 answer within ``PEER_TIMEOUT`` shows as unreachable and the rest still show.
-The cluster issue extends the same shape to other nodes.
+In a cluster the view also gets ``outq`` (the node's outbound queue) and
+``cluster`` (every node of the cluster: ``transport.cluster_status``); the
+other nodes are asked only while someone watches (a websocket is open, or
+``/api/node`` was read in the last ``WANT_FOR`` s), so an idle node does
+not poll the cluster.
 
 ``merge`` is pure; ``NodeView`` runs in the HTTP thread's loop, refreshes
 the view every ``push_interval`` s, keeps a ring of chart points and hands
@@ -24,9 +28,12 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["merge", "node_point", "NodeView", "PEER_TIMEOUT"]
+from transport.cluster_status import ClusterFetch, cluster_part, federation_counters, outq, summary
+
+__all__ = ["merge", "node_point", "NodeView", "PEER_TIMEOUT", "WANT_FOR"]
 
 PEER_TIMEOUT = 0.5
+WANT_FOR = 10.0           # seconds the cluster is polled after an /api/node read
 _RATE_KEYS = ("frames_in", "frames_out", "messages_in", "messages_out", "store_ops",
               "commits", "dead_letters")
 
@@ -109,8 +116,13 @@ class NodeView:
     """Refreshes the node's view in the HTTP thread (see the module docstring)."""
 
     def __init__(self, board: Any, node: dict[str, Any], slot: int, ports: list[int],
-                 host: str, push_interval: float = 1.0, history: int = 300):
+                 host: str, push_interval: float = 1.0, history: int = 300,
+                 federation: Any = None):
         self.board, self.node, self.slot = board, node, slot
+        self.federation = federation
+        self.fetch = ClusterFetch(federation) if federation is not None else None
+        self.wanted_until = 0.0
+        self.summary: dict[str, Any] | None = None
         self.ports, self.host, self.push_interval = ports, host, push_interval
         self.history: deque[dict[str, Any]] = deque(board.history, maxlen=history)
         self.latest: dict[str, Any] | None = None
@@ -129,10 +141,32 @@ class NodeView:
         finally:
             await self._session.close()
 
+    def own_status(self) -> dict[str, Any] | None:
+        """This worker's snapshot (``/api/status``), with its federation's
+        counters in a cluster."""
+        snap = self.board.latest
+        if snap is None or self.federation is None:
+            return snap
+        return {**snap, "federation": federation_counters(self.federation)}
+
+    def want_cluster(self) -> None:
+        """Someone reads the view: poll the other nodes for ``WANT_FOR`` s."""
+        self.wanted_until = time.monotonic() + WANT_FOR
+
     async def refresh(self) -> dict[str, Any]:
-        rows = await asyncio.gather(*(self._worker(slot, port)
-                                      for slot, port in enumerate(self.ports or [None])))
+        asked = self.fetch is not None and (bool(self.subscribers)
+                                            or time.monotonic() < self.wanted_until)
+        others = self.fetch.fetch(self._session) if asked else asyncio.sleep(0, {})
+        rows, fetched = await asyncio.gather(
+            asyncio.gather(*(self._worker(slot, port)
+                             for slot, port in enumerate(self.ports or [None]))), others)
         view = merge(self.node, list(rows))
+        if self.federation is not None:
+            view["outq"] = outq(self.federation, [r["status"] for r in rows])
+            self.summary = summary(view)
+            view["cluster"] = cluster_part(self.federation, self.summary, fetched, asked)
+        else:
+            self.summary = summary(view)
         self.latest = view
         if view["totals"]["up"]:
             self.history.append(node_point(view))
@@ -153,8 +187,9 @@ class NodeView:
 
     async def _worker(self, slot: int, port: int | None) -> dict[str, Any]:
         if slot == self.slot or port is None or self._session is None:
-            return {"slot": slot, "port": port, "status": self.board.latest,
-                    "error": None if self.board.latest else "no sample yet"}
+            own = self.own_status()
+            return {"slot": slot, "port": port, "status": own,
+                    "error": None if own else "no sample yet"}
         try:
             async with self._session.get(f"http://{self.host}:{port}/api/status") as response:
                 response.raise_for_status()

@@ -93,12 +93,16 @@ function render(view) {
   $("t-commit").textContent = store ? `${store.median_commit_ms.toFixed(1)} / ${store.p99_commit_ms.toFixed(1)}` : "–";
   $("t-offline").textContent = off ? `${fmt(off.messages)} (${fmt(off.users)})` : "–";
 
-  const alerts = view.alerts;
+  // In a cluster the banner lists every node's alerts, each with its node's name.
+  const cluster = view.cluster;
+  const alerts = cluster ? cluster.alerts : view.alerts;
+  const where = (a) => cluster ? `node ${a.node} worker ${a.worker}` : `worker ${a.worker}`;
   const banner = $("alerts");
   banner.className = "alerts " + (alerts.length ? "active" : "none");
   $("alerts-title").textContent = alerts.length
     ? `${alerts.length} active alert${alerts.length > 1 ? "s" : ""}` : "No active alerts";
-  list("alerts-list", alerts.map((a) => `worker ${a.worker}: ${a.text} — for ${fmt(a.for_s)} s, peak ${fmt(a.peak)}`));
+  list("alerts-list", alerts.map((a) => `${where(a)}: ${a.text} — for ${fmt(a.for_s)} s, peak ${fmt(a.peak)}`));
+  renderCluster(cluster);
 
   const high = view.thresholds ? view.thresholds.actor_high : Infinity;
   fill("workers", view.workers.map((w) => w.up
@@ -119,6 +123,26 @@ function render(view) {
   const th = view.thresholds;
   $("thresholds").textContent = th ? `actor alert at ≥ ${fmt(th.actor_high)} for ${th.sustain} s, clears at ≤ ${fmt(th.actor_low)}; `
     + `worker alert at ≥ ${fmt(th.worker_high)}, clears at ≤ ${fmt(th.worker_low)}` : "";
+}
+
+// The Cluster table: one row per node, hidden on a standalone node.
+function renderCluster(cluster) {
+  $("cluster-panel").hidden = !cluster;
+  if (!cluster) return;
+  $("cluster-title").textContent = `Cluster: ${cluster.up} of ${cluster.nodes.length} nodes up`;
+  fill("cluster", cluster.nodes.map((n) => {
+    const s = n.summary, q = s && s.outq;
+    const state = n.state === "up" ? (n.self ? "up (this node)" : "up")
+      : n.state === "down" ? "down" : `${n.state}: ${n.error || "?"}`;
+    return s
+      ? [n.name, state, n.client || "–", s.connections, s.actors, s.max_queue,
+         `${fmt(s.messages_in)} / ${fmt(s.messages_out)}`, n.self ? "–" : n.queued_to,
+         q ? `${fmt(q.shipped_items)} / ${fmt(q.applied_items)}` : "–", s.alerts.length]
+      : [n.name, state, n.client || "–", "", "", "", "", n.queued_to ?? "–", "", ""];
+  }), (i) => {
+    const n = cluster.nodes[i];
+    return n.state !== "up" ? "down" : (n.summary && n.summary.alerts.length ? "hot" : "");
+  });
 }
 
 // -- the websocket ----------------------------------------------------------------

@@ -44,6 +44,7 @@ async def test_dashboard_shows_an_alert_come_and_go(node):
         assert text("alerts-title") == "No active alerts"
         assert driver.find_elements(By.CSS_SELECTOR, "#chart-rates canvas")
         assert "QueueMonitor" in text("kinds")
+        assert not driver.find_element(By.ID, "cluster-panel").is_displayed()   # standalone
         # Step 2: an actor backs up past the high-water mark: a red banner names it.
         gate = asyncio.Event()
         blocker = await node.system.spawn(Blocker, gate)

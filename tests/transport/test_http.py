@@ -62,6 +62,7 @@ async def test_metrics_parse_with_the_prometheus_parser(system, served):
     assert samples[("switchboard_alerts_active", (("kind", "actor"),))] == 1
     assert samples[("switchboard_alerts_raised_total", (("kind", "actor"),))] == 1
     assert families["switchboard_mailbox_length"].type == "histogram"
+    assert "switchboard_cluster_nodes" not in families          # standalone: no cluster
     assert families["switchboard_supervisor_restarts"].type == "counter"
     for name in ("switchboard_connections", "switchboard_loop_lag_seconds",
                  "switchboard_monitor_sample_seconds", "process_resident_memory_bytes"):
@@ -78,6 +79,10 @@ async def test_status_node_and_dashboard_routes(served):
     async with session.get(f"{base}/api/node") as response:
         node = await response.json()
     assert node["node"]["name"] == "test-node"
+    assert "cluster" not in node and "outq" not in node          # standalone
+    async with session.get(f"{base}/api/summary") as response:
+        summary = await response.json()
+    assert summary["name"] == "test-node" and summary["workers_up"] == 1 and summary["outq"] is None
     assert node["totals"]["up"] == 1 and node["workers"][0]["up"]
     async with session.get(f"{base}/") as response:
         page = await response.text()
