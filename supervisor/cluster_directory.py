@@ -230,7 +230,7 @@ class ClusterDirectory(ActorTypeDispatcher):
                                      phone, self.homes[phone], msg.node, self.homes[phone])
                         continue
                     self.homes[phone] = changed[phone] = msg.node
-            info = self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True,
+            self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True,
                                                    tuple(msg.http) if msg.http else None)
             self.heard[msg.node] = time.monotonic()
             _log().info("node %s joined the cluster (%d users); nodes %s", msg.node,

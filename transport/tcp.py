@@ -37,13 +37,10 @@ from actors.actor import Actor
 from actors.counters import counters_of
 from actors.exits import ActorError
 from actors.messages import Acked, KeysFetched, Rejected, TypingChanged
-from actors.registration import (
-    REGISTRAR_NAME, BeginLogin, ConfirmCode, LoginFailed, Refused, RequestCode,
-)
-from actors.session_registry import REGISTRY_NAME, CloseSession, OpenSession
+from actors.session_registry import REGISTRY_NAME, CloseSession
 from transport import wire
-from transport.crypto import verify
 from storage.records import InboxItem
+from transport.auth import Authentication
 from transport.flow import RATED, FlowConfig, FlowControl, Limits
 from transport.translate import bytes_for, command_for
 
@@ -55,7 +52,6 @@ E = wire.ErrorCode
 _PRE_LOGIN = (wire.Register, wire.Confirm, wire.Login)
 LINGER = 2.0                            # seconds a closing connection waits for the client
 ANSWERS = frozenset({Acked, Rejected, KeysFetched})   # a request's last event: frees its window slot
-CLAIM_TIMEOUT = 5.0                     # seconds to wait for the session directory
 _CHAT = frozenset({wire.Send, wire.Received, wire.Read, wire.Subscribe, wire.Typing, wire.Ping})
 
 
@@ -122,7 +118,7 @@ class Listener(Actor):
             await self.server.wait_closed()
 
 
-class Connection(FlowControl, asyncio.Protocol):
+class Connection(Authentication, FlowControl, asyncio.Protocol):
     """One client socket. See the module docstring."""
 
     def __init__(self, system: Any, config: ListenerConfig, registry: set,
@@ -228,107 +224,6 @@ class Connection(FlowControl, asyncio.Protocol):
         self.send(wire.HelloOk(wire.PROTOCOL_VERSION, self.heartbeat, self.nonce,
                                cfg.max_frame, ref=frame.ref))
 
-    def chain(self, step: Any) -> None:
-        """Run pre-login requests one after another, in arrival order (each
-        counts in the window until it is answered)."""
-        previous = self.auth_chain
-        self.in_flight += 1
-
-        async def run() -> None:
-            try:
-                if previous is not None:
-                    await asyncio.gather(previous, return_exceptions=True)
-                if not self.closed:
-                    await step
-                else:
-                    step.close()
-            finally:
-                self.window_freed()
-        self.auth_chain = asyncio.ensure_future(run())
-
-    async def authenticate(self, frame: wire.Frame) -> None:
-        registrar = self.system.whereis(REGISTRAR_NAME)
-        if registrar is None:
-            self.fail(frame.ref, E.SHUTTING_DOWN, "registration is not running")
-            return
-        federation = self.system.env.get("federation")
-        if federation is not None and await self.sent_home(federation, frame):
-            return
-        try:
-            if isinstance(frame, wire.Register):
-                self.answer(frame.ref, await registrar.call(RequestCode(frame.phone)))
-            elif isinstance(frame, wire.Confirm):
-                result = await registrar.call(ConfirmCode(frame.phone, frame.code, frame.device_key))
-                self.answer(frame.ref, result)
-            else:
-                await self.login(registrar, frame)
-        except ActorError as error:
-            log.warning("registration request failed: %r", error)
-            self.send(wire.Error(E.INTERNAL, "try again", ref=frame.ref))
-
-    async def sent_home(self, federation: Any, frame: wire.Frame) -> bool:
-        """In a cluster, a user registers and logs in on its home node
-        (docs/cluster.md): elsewhere the answer is WRONG_NODE with the home's
-        address. True if this connection was sent away."""
-        phone = frame.user if isinstance(frame, wire.Login) else frame.phone
-        try:
-            home = await federation.home_for(phone, register=isinstance(frame, wire.Register))
-        except asyncio.TimeoutError:
-            self.fail(frame.ref, E.INTERNAL, "the cluster directory did not answer; try again")
-            return True
-        if home is None:
-            return False
-        address = federation.client_of(home)
-        if address is None:                     # the view lags the directory: rare, brief
-            self.fail(frame.ref, E.INTERNAL, f"{phone}'s home node {home} is unknown here; "
-                      "try again")
-            return True
-        log.info("%s is homed on node %s: redirected to %s:%d", phone, home, *address)
-        self.send(wire.wrong_node(frame.ref, *address))
-        self.close_after_flush()
-        return True
-
-    async def login(self, registrar: Any, frame: wire.Login) -> None:
-        key = await registrar.call(BeginLogin(frame.user, frame.device))
-        if isinstance(key, Refused):
-            self.answer(frame.ref, key)
-            return
-        if not verify(key, wire.login_challenge(self.nonce, frame.user, frame.device), frame.signature):
-            registrar.cast(LoginFailed(frame.user))
-            self.answer(frame.ref, Refused("login_failed", "bad signature"))
-            return
-        if self.closed:
-            return
-        cluster = self.system.env.get("cluster")
-        if cluster is not None:                 # one session per user across the workers
-            try:
-                await asyncio.wait_for(cluster.claim(frame.user), CLAIM_TIMEOUT)
-            except asyncio.TimeoutError:
-                log.warning("no answer from the session directory for %s in %.0f s; "
-                            "logging in anyway", frame.user, CLAIM_TIMEOUT)
-            if self.closed:
-                return
-        self.state, self.user = "logged_in", frame.user
-        self.send(wire.Ack(ref=frame.ref))
-        registry = self.system.whereis(REGISTRY_NAME)
-        try:
-            await registry.call(OpenSession(frame.user, self))
-        except Exception as error:
-            log.error("could not open a session for %s: %r", frame.user, error)
-            self.fail(0, E.INTERNAL, "could not open a session; reconnect")
-
-    def answer(self, ref: int, result: Any) -> None:
-        if isinstance(result, Refused):
-            self.send(wire.Error(E[result.reason.upper()], result.text, ref=ref))
-            if result.reason in ("bad_code", "login_failed", "rate_limited"):
-                self.auth_failures += 1
-                if self.auth_failures >= self.config.max_auth_failures:
-                    self.fail(0, E.RATE_LIMITED, "too many failed attempts on this connection")
-                    self.close_after_flush()
-        else:
-            self.send(wire.Ack(result, ref=ref))
-
-    # -- the session side (ClientPort) ---------------------------------------------------------
     def to_session(self, command: Any) -> None:
         self.in_flight += 1
         self.outstanding[command.ref] = self.outstanding.get(command.ref, 0) + 1
