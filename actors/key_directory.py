@@ -62,7 +62,11 @@ class KeyDirectory:
         federation = self.system.env.get("federation")
         home = federation.remote(msg.user) if federation is not None else None
         if home is not None:                # the keys live on the user's home node
-            self._keys_op(msg, federation.call(home, ("fetch_keys", self.user, msg.user)))
+            fetched = federation.call(home, ("fetch_keys", self.user, msg.user))
+            mail, user = self.mail, self.user
+            fetched.add_done_callback(      # and "tell them when my keys change" lives here
+                lambda done: done.exception() is None and mail.add_key_contact(user, msg.user))
+            self._keys_op(msg, fetched)
         else:
             self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))
 

@@ -174,6 +174,9 @@ class Storage:
     def count_keys(self, user: str) -> int | None:
         return self.store.read(lambda txn: keydir.count_keys(txn, user))
 
+    def add_key_contact(self, phone: str, contact: str) -> Future[None]:
+        return self.store.submit(keydir.AddKeyContact(phone, contact))
+
     def key_contacts(self, user: str) -> list[str]:
         return self.store.read(lambda txn: keydir.key_contacts(txn, user))
 

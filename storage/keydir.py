@@ -54,6 +54,7 @@ from storage.records import KeyNotice, pack, pack_key_notice, unpack
 
 __all__ = [
     "publish_keys", "fetch_keys", "count_keys", "device_replaced", "key_contacts",
+    "add_key_contact", "AddKeyContact",
     "PublishKeys", "FetchKeys", "FetchedKeys", "RoutedNotice",
     "NoKeys", "WrongIdentity", "KeysFull", "MAX_HELD",
 ]
@@ -156,6 +157,13 @@ def fetch_keys(txn: Txn, fetcher: str, user: str) -> FetchedKeys:
     return FetchedKeys(record["device"], record["signed"], one_time)
 
 
+def add_key_contact(txn: Txn, phone: str, contact: str) -> None:
+    """Tell ``contact`` when ``phone``'s keys change: the half of a fetch's
+    contact rows that belongs on ``phone``'s home, when ``phone`` fetched
+    the keys of a user homed on another node (docs/cluster.md)."""
+    txn.put("key_contacts", phone_bytes(phone) + SEP + phone_bytes(contact), b"")
+
+
 def count_keys(txn: Txn, user: str) -> int | None:
     raw = txn.get("keys", phone_bytes(user))
     return None if raw is None else unpack(raw)["otk"]
@@ -203,6 +211,15 @@ class PublishKeys:
 
     def __call__(self, txn: Txn) -> int:
         return publish_keys(txn, self.user, self.identity, self.signed, self.one_time, self.cap)
+
+
+@dataclass(frozen=True, slots=True)
+class AddKeyContact:
+    phone: str
+    contact: str
+
+    def __call__(self, txn: Txn) -> None:
+        add_key_contact(txn, self.phone, self.contact)
 
 
 @dataclass(frozen=True, slots=True)

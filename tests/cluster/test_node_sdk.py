@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 from client import Backoff, Client, Message
+from client.events import KeyChanged
 from tests.cluster.cluster_nodes import cluster
 from transport.crypto import DeviceKey
 
@@ -61,4 +62,29 @@ async def test_sdk_follows_redirects_and_chats_encrypted_across_nodes(tmp_path):
         await asyncio.wait_for(sending, 30)
         assert (await next_message(alice, 20)).body == b"written while B was down"
         await alice.close()
+        await bob.close()
+
+
+async def test_a_key_change_reaches_a_contact_on_another_node(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        alice = await sdk_user(c, "A", "A", ALICE, tmp_path)
+        bob = await sdk_user(c, "B", "B", BOB, tmp_path)
+        await alice.send(BOB, b"hi")                 # alice (A) fetched bob's keys (on B)
+        assert (await next_message(bob)).body == b"hi"
+        await bob.send(ALICE, b"hi back")            # and bob fetched alice's (on A)
+        assert (await next_message(alice)).body == b"hi back"
+        await alice.close()
+        # alice registers a new device on A: bob, on B, is told
+        node = c["A"].node
+        again = await Client.connect(node.host, node.port, e2e_dir=str(tmp_path / "new"), **FAST)
+        await again.register(ALICE)
+        await again.confirm(ALICE, node.codes[ALICE], DeviceKey())
+        await again.close()
+
+        async def key_changed():
+            async for event in bob.events():
+                if isinstance(event, KeyChanged):
+                    return event
+        event = await asyncio.wait_for(key_changed(), 10)
+        assert event.user == ALICE, event
         await bob.close()
