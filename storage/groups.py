@@ -59,6 +59,7 @@ from storage.errors import (DuplicateId, EventsFull, GroupFull, InvalidArgument,
                             NotMember, StorageError, UnknownGroup)
 from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes, inbox_key,
                           member_key, phone_bytes, prefix_end)
+from storage import outq
 from storage.kv import Txn
 from storage.mailbox import _Metas
 from storage.records import (GroupEvent, GroupRecord, InboxItem, Message, pack,
@@ -142,8 +143,8 @@ class _Group:
         told: list[tuple[str, InboxItem]] = []
         for u in to:
             ub = phone_bytes(u)
-            if metas.node_of(ub) is not None:   # queued; the destination's cap: out of scope
-                metas.append_event(ub, value)
+            if metas.node_of(ub) is not None:   # queued; capped at its home
+                self.queue(u, "event", value, by)
             elif metas[ub]["evts"] >= cap:
                 told.append(self.missed(u, by, 0))
             else:
@@ -151,24 +152,17 @@ class _Group:
         return tuple(told)
 
     def missed(self, member: str, by: str, messages: int) -> tuple[str, InboxItem]:
-        """Fold into ``member``'s ``missed`` marker for this group: the
-        unread one is replaced by a new one carrying the running count (so
-        it is pushed), or a first one is appended."""
-        txn, mb = self.txn, phone_bytes(member)
-        key = member_key(mb, self.gb)
-        count = messages
-        raw = txn.get("group_missed", key)
-        if raw is not None:
-            old_seq = unpack(raw)
-            old = txn.get("inbox", inbox_key(mb, old_seq))
-            if old is not None:             # still unread
-                count += unpack(old)["count"]
-                self.metas.delete_event(mb, old_seq)
-                self.superseded.add((member, old_seq))
-        payload = GroupEvent(self.id, "missed", by, (), self.g["name"], self.ts, count)
-        seq = self.metas.append_event(mb, pack_item(payload))
-        txn.put("group_missed", key, pack(seq))
-        return member, InboxItem(seq, "group", payload)
+        member, item, old = fold_missed(self.txn, self.metas, self.id, self.g["name"], member,
+                                        by, messages, self.ts)
+        if old is not None:
+            self.superseded.add((member, old))
+        return member, item
+
+    def queue(self, member: str, kind: str, value: bytes, by: str) -> None:
+        """A group item for a member homed on another node: queued with what
+        that node needs to apply its own caps (``outq._apply_group``)."""
+        outq.put(self.txn, self.metas.node_of(phone_bytes(member)),
+                 ("group", member, kind, value, self.id, self.g["name"], by))
 
     def bump(self) -> int:
         self.g["v"] += 1
@@ -200,6 +194,30 @@ class _Group:
             return None
         return GroupRecord(self.id, g["name"], g["by"], g["at"], tuple(g["admins"]),
                            tuple(g["members"]), g["v"])
+
+
+def fold_missed(txn: Txn, metas: Any, group: str, name: str, member: str, by: str,
+                messages: int, ts: int) -> tuple[str, InboxItem, int | None]:
+    """Fold into ``member``'s ``missed`` marker for ``group``: the unread
+    one is replaced by a new one carrying the running count (so it is
+    pushed), or a first one is appended. Returns the new marker and the seq
+    of the one it replaced (None if none). Also used where a member homed
+    on another node is capped (storage/outq.py)."""
+    mb = phone_bytes(member)
+    key = member_key(mb, group_bytes(group))
+    count, replaced = messages, None
+    raw = txn.get("group_missed", key)
+    if raw is not None:
+        old_seq = unpack(raw)
+        old = txn.get("inbox", inbox_key(mb, old_seq))
+        if old is not None:             # still unread
+            count += unpack(old)["count"]
+            metas.delete_event(mb, old_seq)
+            replaced = old_seq
+    payload = GroupEvent(group, "missed", by, (), name, ts, count)
+    seq = metas.append_event(mb, pack_item(payload))
+    txn.put("group_missed", key, pack(seq))
+    return member, InboxItem(seq, "group", payload), replaced
 
 
 def _name(name: Any) -> str:
@@ -317,8 +335,8 @@ def _send(gr: _Group, user: str, client_id: Any, body: Any) -> Outcome:
         if m == user:
             continue
         mb = phone_bytes(m)
-        if metas.node_of(mb) is not None:   # queued; the destination's cap: out of scope
-            metas.append_packed(mb, True, value)
+        if metas.node_of(mb) is not None:   # queued; capped at its home
+            gr.queue(m, "message", value, user)
             continue
         if metas[mb]["msgs"] >= cap:
             missed.append(m)

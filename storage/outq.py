@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 
 _EPOCH = b"\x00epoch"           # in outq_meta; no node name starts with b"\x00"
 ITEM_KINDS = ("message", "receipt", "event")
-_ARITY = {"msg": 7, "item": 4}
+_ARITY = {"msg": 7, "item": 4, "group": 7}
 
 
 def epoch(txn: Txn) -> str:
@@ -91,7 +91,7 @@ def epoch(txn: Txn) -> str:
 def _check_item(item: Any) -> tuple:
     if type(item) not in (tuple, list) or not item or _ARITY.get(item[0]) != len(item):
         raise InvalidArgument(f"not an outq item: {item!r:.200}")
-    if item[0] == "item" and (item[2] not in ITEM_KINDS or type(item[3]) is not bytes):
+    if item[0] in ("item", "group") and (item[2] not in ITEM_KINDS or type(item[3]) is not bytes):
         raise InvalidArgument(f"not an outq item: {item!r:.200}")
     return tuple(item)
 
@@ -188,7 +188,8 @@ def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap
     metas = Metas(txn, remote)
     nudges: list[tuple[str, InboxItem]] = []
     for item in fresh:
-        (_apply_msg if item[0] == "msg" else _apply_item)(txn, metas, item, cap, nudges)
+        apply_one = {"msg": _apply_msg, "item": _apply_item, "group": _apply_group}[item[0]]
+        apply_one(txn, metas, item, cap, nudges)
     metas.save()
     txn.put("outq_applied", ob, pack({"epoch": epoch, "seq": last}))
     return Applied(last, nudges)
@@ -225,6 +226,34 @@ def _apply_item(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
         seq = metas.append_packed(ub, kind == "message", value)
     if seq:
         nudges.append((user, unpack_item(seq, value)))
+
+
+def _apply_group(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
+    """A group message or event for a member homed here, under this node's
+    caps: past them it folds into the member's ``missed`` marker for the
+    group, as on the group's own node (storage/groups.py)."""
+    from storage.groups import fold_missed
+    _, user, kind, value, group, name, by = item
+    ub = phone_bytes(user)
+    try:
+        metas.require_user(ub, user)
+    except UnknownUser:
+        log.warning("outq: a group %s for %s dropped: no such user here", kind, user)
+        return
+    if metas.node_of(ub) is not None:           # moved on since: queue it on
+        metas.append_event(ub, value) if kind == "event" else \
+            metas.append_packed(ub, True, value)
+        return
+    full = metas[ub]["msgs" if kind == "message" else "evts"] >= cap
+    if full:
+        member, marker, old = fold_missed(txn, metas, group, name, user, by,
+                                          1 if kind == "message" else 0, unpack(value)["ts"])
+        if old is not None:
+            nudges[:] = [n for n in nudges if n[0] != user or n[1].seq != old]
+        nudges.append((member, marker))
+        return
+    seq = metas.append_event(ub, value) if kind == "event" else metas.append_packed(ub, True, value)
+    nudges.append((user, unpack_item(seq, value)))
 
 
 def _append(metas, user: str, receipt: Receipt, nudges: list) -> None:

@@ -273,7 +273,7 @@ async def test_a_malformed_shipment_is_refused_whole(cluster):
     assert (await b.outq_apply("A", "e1", good, CAP)).upto == 1
 
 
-async def test_a_group_fan_out_queues_for_a_remote_member(cluster):
+async def test_a_group_fan_out_queues_for_a_remote_member_capped_at_its_home(cluster):
     a, b = cluster
     gid = f"{ALICE}/g"
     results, record = await a.group_batch(gid, [(CREATE, ALICE, "G", [CAROL, BOB]),
@@ -281,15 +281,24 @@ async def test_a_group_fan_out_queues_for_a_remote_member(cluster):
     assert record.members == (ALICE, CAROL, BOB)
     assert [u for ok, out in results for u, _ in out.appended] == [ALICE, CAROL, CAROL]
     assert meta_record(a, BOB) is None and a.outq_pending() == {"B": 2}
-    # A full remote member is not capped here (its node's cap: out of scope).
+    # A remote member is not capped here but at its home, with the same rule.
     (ok, out), = (await a.group_batch(gid, [(GSEND, ALICE, "g2", b"")], T, 1, 16))[0]
     assert ok and [u for u, _ in out.appended] == [CAROL]   # CAROL: a "missed" marker
-    applied = await ship(a, "A", b, "B")
+    applied = await ship(a, "A", b, "B", cap=1)
     assert [(u, i.kind, i.seq) for u, i in applied.nudges] == [
-        (BOB, "group", 1), (BOB, "message", 2), (BOB, "message", 3)]
+        (BOB, "group", 1), (BOB, "message", 2), (BOB, "group", 3)]
     assert b.inbox_after(BOB)[0].payload == GroupEvent(gid, "created", ALICE, (CAROL, BOB),
                                                        "G", T)
-    assert b.inbox_meta(BOB) == InboxMeta(4, 2, 1, 1)
+    missed = b.inbox_after(BOB)[2].payload
+    assert (missed.event, missed.count, missed.name) == ("missed", 1, "G")
+    assert b.inbox_meta(BOB) == InboxMeta(4, 1, 2, 2)
+    # 50 more: still one message and one marker, whose count runs
+    for i in range(50):
+        await a.group_batch(gid, [(GSEND, ALICE, f"h{i}", b"")], T, 1, 16)
+    applied = await ship(a, "A", b, "B", cap=1)
+    assert b.inbox_meta(BOB) == InboxMeta(54, 1, 2, 2)
+    assert b.inbox_after(BOB)[-1].payload.count == 51
+    assert [i.seq for _, i in applied.nudges] == [53]      # superseded markers not nudged
     audit(a, ALICE, CAROL)
     audit(b, BOB)
 
