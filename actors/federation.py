@@ -125,20 +125,34 @@ class Federation:
         info = self.nodes.get(node)
         return info is not None and info.up
 
-    async def home_for(self, phone: str, register: bool) -> str | None:
-        """Where ``phone`` must register or log in, when not here (None:
-        here). A registration of a phone nobody holds asks the directory to
-        make this node its home first."""
-        if phone in self.homes or not register or self.mail.get_account(phone) is not None:
-            return self.remote(phone)
+    def home_for(self, phone: str) -> str | None:
+        """Where ``phone`` must register or log in, when not here (None: here,
+        or a phone nobody holds yet)."""
+        return self.remote(phone)
+
+    async def settle_home(self, phone: str) -> None:
+        """``phone`` was just confirmed here: make this node its home in the
+        directory (``Assign``). Only a confirmed registration does this: a
+        REGISTER costs nothing to send, for any number, and must not decide
+        a home. Two nodes confirming one new phone at the same moment (the
+        same person, two codes) is the one conflict left: the first wins,
+        the other's account is never used (logged)."""
+        if phone in self.homes:
+            return
         token = next(self.tokens)
         future = self.assigning[token] = asyncio.get_running_loop().create_future()
         self.cluster.bridge.post(self.directory, Assign(phone, self.node, token))
         try:
             home = await asyncio.wait_for(future, ASSIGN_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("the cluster directory did not confirm %s's home; it is told "
+                        "again when this node joins it", phone)
+            return
         finally:
             self.assigning.pop(token, None)
-        return None if home == self.node else home
+        if home != self.node:
+            log.error("%s was confirmed here and on node %s at once: %s is its home",
+                      phone, home, home)
 
     # -- calls to another node: data homed there, read or written there ------------------
     def call(self, node: str, request: tuple) -> "asyncio.Future[Any]":

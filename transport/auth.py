@@ -65,6 +65,8 @@ class Authentication:
                 self.answer(frame.ref, await registrar.call(RequestCode(frame.phone)))
             elif isinstance(frame, wire.Confirm):
                 result = await registrar.call(ConfirmCode(frame.phone, frame.code, frame.device_key))
+                if federation is not None and not isinstance(result, Refused):
+                    await federation.settle_home(frame.phone)
                 self.answer(frame.ref, result)
             else:
                 await self.login(registrar, frame)
@@ -77,11 +79,7 @@ class Authentication:
         (docs/cluster.md): elsewhere the answer is WRONG_NODE with the home's
         address. True if this connection was sent away."""
         phone = frame.user if isinstance(frame, wire.Login) else frame.phone
-        try:
-            home = await federation.home_for(phone, register=isinstance(frame, wire.Register))
-        except asyncio.TimeoutError:
-            self.fail(frame.ref, E.INTERNAL, "the cluster directory did not answer; try again")
-            return True
+        home = federation.home_for(phone)
         if home is None:
             return False
         address = federation.client_of(home)

@@ -154,3 +154,23 @@ async def test_the_cluster_heals_when_the_leader_is_restarted(tmp_path):
         assert carol.phone == CAROL
         await ca.close()
         await cb.close()
+
+
+async def test_an_unconfirmed_register_decides_no_home(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        a, b = c["A"].node, c["B"].node
+        # anyone may ask A for a code for carol's number: that decides nothing
+        client = await RawClient.connect(a)
+        await client.hello()
+        assert isinstance(await client.answer(client.send(wire.Register(CAROL, ref=client.ref()))),
+                          wire.Ack)
+        await client.close()
+        # carol registers on B for real: B is her home, and A sends her there
+        carol = await register(b, CAROL)
+        client = await RawClient.connect(a)
+        await client.hello()
+        signature = carol.key.sign(wire.login_challenge(client.nonce, CAROL, carol.device))
+        reply = await client.answer(client.send(wire.Login(CAROL, carol.device, signature,
+                                                           ref=client.ref())))
+        assert reply.code == wire.ErrorCode.WRONG_NODE and reply.redirect[1] == b.port, reply
+        await client.close()
