@@ -103,6 +103,10 @@ class Cluster:
     def add_far_peers(self, workers: dict[str, Any]) -> None:
         self.far.update(workers)
 
+    def drop_far_worker(self, worker: str) -> None:
+        self.far.pop(worker, None)
+        self.outbound.pop(worker, None)
+
     def drop_far_node(self, node: str) -> None:
         for worker in [w for w in self.far if w.split("/")[0] == node]:
             del self.far[worker]

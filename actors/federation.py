@@ -38,15 +38,18 @@ from actors.messages import Acked, InboxAppended
 from storage.records import InboxItem
 from actors.presence import PRESENCE_NAME, PeerGone, TellOnline
 from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, DirectoryFound,
-                                          HomesChanged, JoinCluster, NodeDown, NodeUp, Reply,
-                                          Shipment, Shipped)
+                                          HomesChanged, JoinCluster, Lookup, NodeDown, NodeUp,
+                                          Reply,
+                                          Shipment, Shipped, WorkerLost)
 
 __all__ = ["Federation", "RemoteRefused", "NodeUnavailable", "SHIP_MAX", "RESEND_AFTER", "POLL"]
 
 log = logging.getLogger("switchboard.federation")
 
 SHIP_MAX = 512            # queue items per Shipment
-RESEND_AFTER = 2.0        # seconds without Shipped before a shipment is sent again
+RESEND_AFTER = 2.0        # seconds without Shipped before a shipment is sent again,
+RESEND_MAX = 30.0         # doubling up to this while it stays unanswered
+SHIP_BYTES = 1 << 20      # bodies per Shipment (at least one item)
 POLL = 0.005              # seconds between looks at the queues when nothing poked
 ASSIGN_TIMEOUT = 5.0
 CALL_TIMEOUT = 5.0
@@ -79,8 +82,9 @@ class Federation:
         self.tokens = itertools.count(1)
         self.assigning: dict[int, asyncio.Future] = {}
         self.calls: dict[int, asyncio.Future] = {}
-        self.in_flight: dict[str, tuple[int, float]] = {}   # dest -> (last seq, sent at)
+        self.in_flight: dict[str, tuple[int, float, float]] = {}  # dest -> (last seq, sent at, wait)
         self.poke = asyncio.Event()
+        self.ready = asyncio.Event()                # set by the first ClusterView
         self.forwarder: asyncio.Task | None = None
         self.shipped_items = self.applied_items = 0
 
@@ -125,10 +129,27 @@ class Federation:
         info = self.nodes.get(node)
         return info is not None and info.up
 
-    def home_for(self, phone: str) -> str | None:
+    async def home_for(self, phone: str) -> str | None:
         """Where ``phone`` must register or log in, when not here (None: here,
-        or a phone nobody holds yet)."""
+        or a phone nobody holds yet). A phone the replica does not know and
+        this node has no account for is looked up in the directory: the
+        replica may lag a registration made on another node a moment ago."""
+        if phone in self.homes or self.mail.get_account(phone) is not None:
+            return self.remote(phone)
+        try:
+            await self._ask(Lookup, phone)
+        except asyncio.TimeoutError:
+            log.warning("the cluster directory did not answer where %s lives", phone)
         return self.remote(phone)
+
+    async def _ask(self, kind: type, phone: str, *args: Any) -> str | None:
+        token = next(self.tokens)
+        future = self.assigning[token] = asyncio.get_running_loop().create_future()
+        self.cluster.bridge.post(self.directory, kind(phone, *args, token))
+        try:
+            return await asyncio.wait_for(future, ASSIGN_TIMEOUT)
+        finally:
+            self.assigning.pop(token, None)
 
     async def settle_home(self, phone: str) -> None:
         """``phone`` was just confirmed here: make this node its home in the
@@ -139,17 +160,12 @@ class Federation:
         the other's account is never used (logged)."""
         if phone in self.homes:
             return
-        token = next(self.tokens)
-        future = self.assigning[token] = asyncio.get_running_loop().create_future()
-        self.cluster.bridge.post(self.directory, Assign(phone, self.node, token))
         try:
-            home = await asyncio.wait_for(future, ASSIGN_TIMEOUT)
+            home = await self._ask(Assign, phone, self.node)
         except asyncio.TimeoutError:
             log.warning("the cluster directory did not confirm %s's home; it is told "
                         "again when this node joins it", phone)
             return
-        finally:
-            self.assigning.pop(token, None)
         if home != self.node:
             log.error("%s was confirmed here and on node %s at once: %s is its home",
                       phone, home, home)
@@ -258,6 +274,10 @@ class Federation:
 
     # -- from the cluster directory (through Cluster.deliver) ---------------------------
     def _on_ClusterView(self, msg: ClusterView) -> None:
+        for node, info in msg.nodes.items():       # a moved gateway: send again at once
+            known = self.nodes.get(node)
+            if known is not None and known.gateway != info.gateway:
+                self.in_flight.pop(node, None)
         self.nodes = dict(msg.nodes)
         self.homes.update(msg.homes)
         self.cluster.set_far_peers({w: a for w, a in msg.workers.items()
@@ -266,14 +286,17 @@ class Federation:
         log.info("%s: cluster view: nodes %s, %d homes", self.worker,
                  {n: ("up" if i.up else "down") for n, i in self.nodes.items()}, len(self.homes))
         self._tell_online(tuple(self.cluster.far))
+        self.ready.set()
         self.poke.set()
 
     def _on_NodeUp(self, msg: NodeUp) -> None:
         if msg.info is not None:
-            if msg.node not in self.nodes or not self.nodes[msg.node].up:
+            known = self.nodes.get(msg.node)
+            if known is None or not known.up:
                 log.info("%s: heard of node %s (up)", self.worker, msg.node)
+            if known is None or known.gateway != msg.info.gateway:
+                self.in_flight.pop(msg.node, None)    # a new gateway: send again at once
             self.nodes[msg.node] = msg.info
-            self.in_flight.pop(msg.node, None)        # a new gateway: send again at once
         if msg.node != self.node:
             self.cluster.add_far_peers(msg.workers)
             self._tell_online(tuple(msg.workers))
@@ -298,8 +321,17 @@ class Federation:
     def _on_HomesChanged(self, msg: HomesChanged) -> None:
         self.homes.update(msg.homes)
 
+    def _on_WorkerLost(self, msg: WorkerLost) -> None:
+        """One worker of another node died (its node restarts it): what it
+        said about presence no longer holds."""
+        self.cluster.drop_far_worker(msg.worker)
+        hub = self.system.whereis(PRESENCE_NAME)
+        if hub is not None:
+            hub.cast(PeerGone(msg.worker))
+
     def _on_Assigned(self, msg: Assigned) -> None:
-        self.homes[msg.phone] = msg.home
+        if msg.home is not None:
+            self.homes[msg.phone] = msg.home
         future = self.assigning.get(msg.token)
         if future is not None and not future.done():
             future.set_result(msg.home)
@@ -340,27 +372,53 @@ class Federation:
 
     # -- the forwarder (gateway) -------------------------------------------------------
     async def _forward(self) -> None:
-        epoch = await asyncio.wrap_future(self.mail.outq_epoch())
+        """Ship what the queues hold, one shipment in flight per destination.
+        It must not die quietly (ACKs would go on while nothing ships): an
+        error is logged and retried after a second."""
+        epoch = None
         while True:
             try:
                 await asyncio.wait_for(self.poke.wait(), POLL)
             except asyncio.TimeoutError:
                 pass
             self.poke.clear()
-            now = time.monotonic()
-            for dest, count in self.mail.outq_pending().items():
-                if count <= 0 or not self.is_up(dest):
-                    continue
-                sent = self.in_flight.get(dest)
-                if sent is not None and now - sent[1] < RESEND_AFTER:
-                    continue
-                items = self.mail.outq_peek(dest, SHIP_MAX)
-                if not items:
-                    continue
-                self.in_flight[dest] = (items[-1][0], now)
-                self.shipped_items += len(items)
-                self.cluster.bridge.post(self.nodes[dest].gateway,
-                                         Shipment(self.node, epoch, items))
+            try:
+                if epoch is None:
+                    epoch = await asyncio.wrap_future(self.mail.outq_epoch())
+                self._ship(epoch)
+            except Exception:  # noqa: BLE001 - logged, retried: the queues are in LMDB
+                log.exception("%s: the forwarder failed; retrying in 1 s", self.worker)
+                await asyncio.sleep(1.0)
+
+    def _ship(self, epoch: str) -> None:
+        now = time.monotonic()
+        for dest, count in self.mail.outq_pending().items():
+            if count <= 0 or not self.is_up(dest):
+                continue
+            sent = self.in_flight.get(dest)
+            if sent is not None and now - sent[1] < sent[2]:
+                continue
+            items = _within_bytes(self.mail.outq_peek(dest, SHIP_MAX), SHIP_BYTES)
+            if not items:
+                continue
+            if sent is not None:        # unanswered: wait longer before the next resend
+                log.warning("%s: no answer from node %s in %.0f s; shipping again",
+                            self.worker, dest, sent[2])
+            wait = RESEND_AFTER if sent is None else min(sent[2] * 2, RESEND_MAX)
+            self.in_flight[dest] = (items[-1][0], now, wait)
+            self.shipped_items += len(items)
+            self.cluster.bridge.post(self.nodes[dest].gateway, Shipment(self.node, epoch, items))
+
+
+def _within_bytes(items: list, budget: int) -> list:
+    """The first items of a shipment whose bodies fit ``budget`` bytes (at
+    least one): a shipment is one pickled Thespian message."""
+    total = 0
+    for i, (_, item) in enumerate(items):
+        total += sum(len(part) for part in item if type(part) is bytes)
+        if total > budget and i > 0:
+            return items[:i]
+    return items
 
 
 class _ReplyPort:

@@ -41,6 +41,7 @@ answered here, from LMDB.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -281,13 +282,18 @@ class Session(KeyDirectory, DrainBatch, Actor):
     async def handle_group_command(self, msg: GroupCommand) -> None:
         await forward_to_group(self.system, self.user, msg)
 
-    async def handle_get_groups(self, msg: GetGroups) -> None:
+    def handle_get_groups(self, msg: GetGroups) -> None:
         federation = self.system.env.get("federation")
         if federation is None:
-            events = group_info(self.mail, self.user, msg)
-        else:                               # groups live on their creators' home nodes
-            events = await federation.group_info(self.user, msg, group_info)
-        for event in events:
+            for event in group_info(self.mail, self.user, msg):
+                self._answer(msg, event)
+            return
+        # Groups live on their creators' home nodes: asked in a task of its
+        # own, so a slow node never holds up this session's mailbox.
+        asyncio.ensure_future(self._remote_group_info(federation, msg))
+
+    async def _remote_group_info(self, federation: Any, msg: GetGroups) -> None:
+        for event in await federation.group_info(self.user, msg, group_info):
             self._answer(msg, event)
 
     # -- presence, typing, heartbeats ---------------------------------------------------

@@ -47,8 +47,8 @@ from thespian.actors import (ActorExitRequest, ActorSystemConventionUpdate, Acto
 
 __all__ = ["ClusterDirectory", "Rendezvous", "WhereIs", "DIRECTORY_NAME", "LEADER_CAPABILITY",
            "NODE_CAPABILITY", "NodeInfo", "JoinCluster", "ClusterView", "NodeUp", "NodeDown",
-           "HomesChanged", "NodeHeartbeat", "Assign", "Assigned", "Shipment", "Shipped", "Call", "Reply",
-           "Ping", "Pong", "DirectoryFound",
+           "HomesChanged", "NodeHeartbeat", "Assign", "Assigned", "Lookup", "Shipment", "Shipped", "Call", "Reply",
+           "Ping", "Pong", "DirectoryFound", "WorkerLost",
            "DOWN_AFTER"]
 
 DIRECTORY_NAME = "switchboard-cluster-directory"
@@ -110,6 +110,13 @@ class NodeDown:
 
 
 @dataclass
+class WorkerLost:
+    """From a node supervisor: its worker ``worker`` died (it is restarting
+    it); relayed to the other nodes' workers, whose hubs forget what it said."""
+    worker: str
+
+
+@dataclass
 class HomesChanged:
     homes: dict[str, str]
 
@@ -129,10 +136,19 @@ class Assign:
 
 
 @dataclass
+class Lookup:
+    """Where is ``phone`` homed? (reply ``Assigned``, home None: nowhere yet).
+    For a phone a worker's replica does not know and its node has no
+    account for: the replica may lag a registration made a moment ago."""
+    phone: str
+    token: int
+
+
+@dataclass
 class Assigned:
     token: int
     phone: str
-    home: str
+    home: str | None
 
 
 @dataclass
@@ -255,6 +271,13 @@ class ClusterDirectory(ActorTypeDispatcher):
             for worker, address in self.workers.items():     # it may have missed changes
                 if worker.split("/")[0] == msg.node:
                     self.send(address, self._view())
+
+    def receiveMsg_WorkerLost(self, msg: WorkerLost, sender) -> None:
+        self.workers.pop(msg.worker, None)
+        self._tell_all(msg, skip_node=msg.worker.split("/")[0])
+
+    def receiveMsg_Lookup(self, msg: Lookup, sender) -> None:
+        self.send(sender, Assigned(msg.token, msg.phone, self.homes.get(msg.phone)))
 
     def receiveMsg_Ping(self, msg: Ping, sender) -> None:
         self.send(sender, Pong(len(self.nodes)))

@@ -48,7 +48,7 @@ import os
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -57,10 +57,12 @@ from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ChildActorEx
 
 from supervisor import thespian_loopback
 from supervisor.cluster_directory import (DIRECTORY_NAME, ClusterDirectory, DirectoryFound,
-                                          NodeHeartbeat)
+                                          NodeHeartbeat, WorkerLost)
 from supervisor.directory import Directory, DirectoryMoved, StartDirectory, WorkerDown
+from supervisor.node_protocol import (DEFAULT_FLAGS, NodeSupervisorStopped, ReportWorkers,
+                                      StartWorkers, StopWorkers, WorkerInfo, WorkersReported,
+                                      WorkersStarted, WorkersStopped, pid_alive)
 from supervisor.restart_window import add_restart
-from supervisor.spec import SupFlags
 from supervisor.worker_process import (DEFAULT_SHUTDOWN, DEFAULT_START_TIMEOUT, StartWorker,
                                        WorkerFailed, WorkerProcess, WorkerStarted,
                                        WorkerStartFailed, use_stderr_logging)
@@ -71,85 +73,11 @@ __all__ = ["NodeSupervisor", "DEFAULT_FLAGS", "StartWorkers", "WorkersStarted",
 
 thespian_loopback.apply_from_environment()   # no-op under fork; see that module
 
-# Intensity and period, after OTP's sup_princ "Tuning the intensity and
-# period": a worker process restart is expensive (fork, a fresh light tree,
-# state rebuilt from LMDB) and rare, because the light tree inside the worker
-# absorbs ordinary crashes. Tolerate a burst of 3 (say, the OOM killer taking
-# a few workers at once); a period of 30 s caps a slow crash loop at one
-# restart per 10 s before escalating. Nested under the worker root's own 3 in
-# 30 s (supervisor/tree.py) a crashing light child is retried at most ~4 x 3
-# times before the node gives up: bounded, unlike 10 x 10 = 100.
-DEFAULT_FLAGS = SupFlags(strategy="one_for_one", intensity=3, period=30)
 DEFAULT_LIVENESS_CHECK = 1.0
-STRATEGIES = ("one_for_one", "simple_one_for_one")
 
 
 def _log() -> logging.Logger:
     return logging.getLogger("switchboard.node_supervisor")
-
-
-# -- messages (plain dataclasses: they cross processes pickled) ---------------
-
-@dataclass
-class StartWorkers:
-    """Start ``count`` workers with ``config`` (each gets a copy plus its
-    ``worker_index``). ``owner_pid``: the launcher's pid, watched so that a
-    killed launcher does not leave the node running."""
-    count: int
-    config: dict = field(default_factory=dict)
-    flags: SupFlags = DEFAULT_FLAGS
-    owner_pid: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.count < 1:
-            raise ValueError("count must be >= 1")
-        if self.flags.strategy not in STRATEGIES:
-            raise ValueError(f"worker processes are independent: strategy must be one of "
-                             f"{STRATEGIES}, not {self.flags.strategy!r}")
-
-
-@dataclass
-class WorkersStarted:
-    """Every worker reported started; pids in slot order."""
-    pids: tuple[int, ...]
-    supervisor_pid: int
-    admin_pid: int
-
-
-@dataclass
-class ReportWorkers:
-    """Reply with ``WorkersReported``."""
-
-
-@dataclass
-class WorkerInfo:
-    slot: int
-    pid: int | None              # None while (re)starting
-    started_at: float | None     # wall-clock time its WorkerStarted arrived
-
-
-@dataclass
-class WorkersReported:
-    workers: tuple[WorkerInfo, ...]
-    restarts: int                # restarts since StartWorkers
-    supervisor_pid: int
-    found_dead: int = 0          # deaths seen by the liveness check before ChildActorExited
-
-
-@dataclass
-class StopWorkers:
-    """Stop every worker in reverse start order; reply ``WorkersStopped``."""
-
-
-@dataclass
-class WorkersStopped:
-    """Every worker has exited."""
-
-
-@dataclass
-class NodeSupervisorStopped:
-    """Sent to the owner when the supervisor gives up and exits."""
-    reason: str
 
 
 @dataclass
@@ -175,24 +103,6 @@ class _Worker:
     generation: int
     pid: int | None = None
     started_at: float | None = None
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (a zombie counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 class NodeSupervisor(ActorTypeDispatcher):
@@ -232,8 +142,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         self._queue = deque(range(msg.count))
         self._restarts, self._restart_count, self._phase = (), 0, "running"
         if self._config.get("cluster_leader"):
-            self._config["cluster_directory"] = self.createActor(ClusterDirectory,
-                                                                 globalName=DIRECTORY_NAME)
+            self._start_cluster_directory()
         if msg.count > 1 or self._config.get("mesh") or self._config.get("cluster_directory"):
             self._start_directory()
         _log().info("starting %d workers (%s, intensity %d, period %ss)", msg.count,
@@ -296,6 +205,14 @@ class NodeSupervisor(ActorTypeDispatcher):
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender) -> None:
         if self._directory is not None and msg.childAddress == self._directory:
             self._restart_directory()
+            return
+        if (self._config.get("cluster_leader") and self._phase == "running"
+                and msg.childAddress == self._config.get("cluster_directory")):
+            _log().warning("the cluster directory exited; starting a new one")
+            self._start_cluster_directory()   # rebuilt from the joins: members find it again
+            for worker in self._slots:
+                if worker is not None:
+                    self.send(worker.address, DirectoryFound(self._config["cluster_directory"]))
             return
         for slot, worker in enumerate(self._slots):
             if worker is not None and worker.address == msg.childAddress:
@@ -362,6 +279,10 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.wakeupAfter(timedelta(seconds=self._start_timeout),
                          _StartTimeout(slot, self._generation))
 
+    def _start_cluster_directory(self) -> None:
+        self._config["cluster_directory"] = self.createActor(ClusterDirectory,
+                                                             globalName=DIRECTORY_NAME)
+
     def _start_directory(self) -> None:
         self._directory = self._config["directory"] = self.createActor(Directory)
         self.send(self._directory, StartDirectory())
@@ -377,10 +298,11 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     def _worker_exited(self, slot: int, how: str) -> None:
         worker, self._slots[slot] = self._slots[slot], None
+        name = f"{self._config.get('node_name', 'node')}/{slot}"
         if self._directory is not None:
-            self.send(self._directory,
-                      WorkerDown(f"{self._config.get('node_name', 'node')}/{slot}",
-                                 worker.pid if worker is not None else None))
+            self.send(self._directory, WorkerDown(name, worker.pid if worker is not None else None))
+        if self._config.get("cluster_directory") is not None:
+            self.send(self._config["cluster_directory"], WorkerLost(name))
         if self._starting == slot:
             self._starting = None
         if self._phase in ("stopping", "escalating", "owner_gone"):

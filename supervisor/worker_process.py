@@ -235,7 +235,8 @@ class AsyncioSide:
 _MESH = (mesh.RouteBatch, mesh.MeshView, mesh.PeerUp, mesh.PeerDown, mesh.OwnersChanged,
          mesh.Claimed, mesh.Evict, mesh.DirectoryMoved,
          nodes.ClusterView, nodes.NodeUp, nodes.NodeDown, nodes.HomesChanged, nodes.Assigned,
-         nodes.Shipment, nodes.Shipped, nodes.Call, nodes.Reply, nodes.DirectoryFound)
+         nodes.Shipment, nodes.Shipped, nodes.Call, nodes.Reply, nodes.DirectoryFound,
+         nodes.WorkerLost)
 
 
 class WorkerProcess(ActorTypeDispatcher):

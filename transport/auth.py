@@ -27,6 +27,7 @@ log = logging.getLogger("switchboard.tcp")
 
 E = wire.ErrorCode
 CLAIM_TIMEOUT = 5.0                     # seconds to wait for the session directory
+READY_TIMEOUT = 5.0                     # seconds a login waits for the first cluster view
 
 
 class Authentication:
@@ -79,7 +80,14 @@ class Authentication:
         (docs/cluster.md): elsewhere the answer is WRONG_NODE with the home's
         address. True if this connection was sent away."""
         phone = frame.user if isinstance(frame, wire.Login) else frame.phone
-        home = federation.home_for(phone)
+        if not federation.ready.is_set():       # no cluster view yet: every home unknown
+            try:
+                await asyncio.wait_for(federation.ready.wait(), READY_TIMEOUT)
+            except asyncio.TimeoutError:
+                self.fail(frame.ref, E.INTERNAL, "this node is still joining its cluster; "
+                          "try again")
+                return True
+        home = await federation.home_for(phone)
         if home is None:
             return False
         address = federation.client_of(home)

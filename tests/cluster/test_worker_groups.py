@@ -5,6 +5,7 @@ and per-member receipts cross between the workers through the mesh."""
 
 from __future__ import annotations
 
+import asyncio
 
 import pytest
 
@@ -37,11 +38,10 @@ async def test_a_group_spread_over_two_workers(tmp_path):
         want = len(USERS) - 1
         got = [set() for _ in USERS]
         by = [set() for _ in USERS]
-        while any(len(g) < want for g in got) or any(len(b) < want for b in by):
-            for j, client in enumerate(clients):
-                if len(got[j]) == want and len(by[j]) == want:
-                    continue
-                frame = await next_of(client, (wire.Message, wire.GroupEvent, wire.Receipt))
+
+        async def read(j: int, client) -> None:     # each member reads on its own
+            while len(got[j]) < want or len(by[j]) < want:
+                frame = await next_of(client, (wire.Message, wire.GroupEvent, wire.Receipt), 10)
                 client.send(wire.Received((frame.seq,), ref=client.ref()))
                 if isinstance(frame, wire.Message):
                     assert frame.group == GID
@@ -50,6 +50,7 @@ async def test_a_group_spread_over_two_workers(tmp_path):
                     assert (frame.id, frame.group, frame.kind) == (
                         f"g{j}", GID, wire.ReceiptKind.DELIVERED)
                     by[j].add(frame.by)
+        await asyncio.gather(*(read(j, client) for j, client in enumerate(clients)))
         assert got == [{f"g{i}" for i in range(len(USERS)) if i != j} for j in range(len(USERS))]
         assert by == [set(USERS) - {u} for u in USERS]
         for client in clients:
