@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--name", help="this node's name in a cluster; without --join it leads the cluster")
     node.add_argument("--join", type=_host_port, metavar="HOST:PORT",
                       help="join the cluster whose leader's admin port is HOST:PORT (needs --name)")
+    node.add_argument("--advertise", metavar="HOST",
+                      help="the address other nodes send this node's clients to (default: --bind)")
     node.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                       help="a monitor setting, e.g. alert_actor_high=500 (docs/operations.md)")
 

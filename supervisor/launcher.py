@@ -300,7 +300,8 @@ def run_node(args) -> int:
         return 1
     cluster: dict[str, Any] = {}
     if name is not None:
-        cluster = {"node_name": name, "cluster_leader": join is None}
+        cluster = {"node_name": name, "cluster_leader": join is None,
+                   "advertise": getattr(args, "advertise", None)}
         if join is not None:
             cluster["cluster_directory"] = find_cluster_directory(asys)
             if cluster["cluster_directory"] is None:

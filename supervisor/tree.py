@@ -119,8 +119,8 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
         cluster = Cluster(config["worker_name"], config["bridge"], config["directory"])
         if config.get("cluster_directory") is not None:     # one node of a cluster of nodes
             from actors.federation import Federation
-            host = config.get("bind", "127.0.0.1")
-            cluster.federation = Federation(
+            host = config.get("advertise") or config.get("bind", "127.0.0.1")
+            cluster.federation = Federation(         # clients are sent home to (host, port)
                 config.get("node_name", "node"), config["worker_name"],
                 config["cluster_directory"],
                 ("127.0.0.1" if host in ("", "0.0.0.0") else host, int(config["port"])),
