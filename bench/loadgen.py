@@ -224,6 +224,17 @@ class LaunchedNode:
     def worker_cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.worker_pids)
 
+    def process_cpu(self) -> float:
+        """CPU seconds of every live process of the node (launcher, Admin,
+        supervisor, workers, and the cluster directory on a leader)."""
+        total = 0.0
+        for pid in _tagged_pids(self.tag.encode()):
+            try:
+                total += cpu_seconds(pid)
+            except OSError:                     # ended since the scan
+                continue
+        return total
+
     def worker_memory_kb(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for pid in self.worker_pids:

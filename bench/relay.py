@@ -8,7 +8,9 @@ or timer tick). The 2P users register through the protocol (REGISTER, the
 code from the node's code file, CONFIRM) and LOGIN on the same connection.
 
 Traffic is the production flow: each sender keeps up to ``--window`` W SENDs
-unacknowledged (the ACK is the durable commit: one tick); each receiver
+unacknowledged (the ACK is the durable commit: one tick; ``--window-until
+receipt``: until its delivered RECEIPT, which bounds what is in flight
+across nodes too, where the ACK comes before the shipment); each receiver
 answers every read's MESSAGEs with one RECEIVED, so delivered RECEIPTs flow
 back to the senders, who RECEIVED them too. ``--rate`` R > 0 is an open loop
 (R messages/s in all, paced by a 1 ms tick, still capped by the window);
@@ -27,6 +29,11 @@ workers' SO_REUSEPORT sockets, so about (N-1)/N of the pairs talk across
 workers: their messages, receipts and acks' nudges travel through the node's
 mesh (``actors/cluster.py``) in batches. That is the scaling from one to N
 worker processes on one node, cross-worker routing included.
+
+``--nodes N`` (N > 1) compares, in one run and with the same load, one
+node of one worker, one node of N workers and a cluster of N nodes of one
+worker each, where every pair's sender and receiver live on different nodes
+(bench/relay_nodes.py).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import statistics
 import struct
 import time
 from array import array
-from typing import Any
+from typing import Any, Callable
 
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
                            machine_cpu, percentile, phone, recv_report, run_client_process,
@@ -56,11 +63,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=100, help="sender -> receiver pairs (default 100)")
     parser.add_argument("--window", type=int, default=32,
                         help="unacknowledged SENDs per sender (default 32)")
+    parser.add_argument("--window-until", choices=("ack", "receipt"), default="ack",
+                        help="a SEND leaves the window at its ACK (the commit on the sender's "
+                             "node; default) or at its delivered RECEIPT")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="open loop: messages/s in all; 0 = closed loop (default)")
     add_round_arguments(parser, duration=10.0, warmup=5.0)
     parser.add_argument("--workers", type=int, default=1,
                         help="node worker processes (default 1)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="N > 1: the same load on 1 node x 1 worker, 1 node x N workers and "
+                             "N nodes x 1 worker (every message crossing nodes), in one run "
+                             "(bench/relay_nodes.py; default 1)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --nodes: runs of each configuration, interleaved (default 1)")
 
 
 # -- the load generator (one per client process) --------------------------------------
@@ -93,6 +109,7 @@ class Peer(WireClient):
         self.to: str | None = None          # set on senders
         self.window = self.inflight = self.sent = 0
         self.rate = 0.0                      # open loop: messages/s of this sender
+        self.until_receipt = False           # the window holds a SEND until its receipt
         self.running = False
         self.by_ref: dict[int, int] = {}
         self.by_id: dict[str, int] = {}
@@ -140,7 +157,7 @@ class Peer(WireClient):
                 rec.delivered[r] += got
         else:                                         # a sender
             by_ref, by_id = self.by_ref, self.by_id
-            acked = 0
+            acked = receipted = failed = 0
             for f in frames:
                 t = type(f)
                 if t is _ACK:
@@ -152,6 +169,7 @@ class Peer(WireClient):
                 elif t is _RECEIPT:
                     seqs.append(f.seq)
                     t0 = by_id.pop(f.id, None)
+                    receipted += t0 is not None
                     if t0 is not None and r >= 0:
                         rec.receipt[r].append((now - t0) // 1000)
                         rec.receipts[r] += 1
@@ -160,7 +178,8 @@ class Peer(WireClient):
                         rec.errors[f.code.name] = rec.errors.get(f.code.name, 0) + 1
                     if by_ref.pop(f.ref, None) is not None:
                         acked += 1
-            self.inflight -= acked
+                        failed += 1
+            self.inflight -= receipted + failed if self.until_receipt else acked
             if r >= 0:
                 rec.acked[r] += acked
             if self.running and self.window and self.rate == 0:
@@ -176,16 +195,20 @@ async def _client(spec: dict, conn: Any) -> dict:
     pairs: list[int] = spec["pairs"]
     gate = asyncio.Semaphore(50)
 
-    async def connect(user: str) -> Peer:
+    homes = spec["nodes"]                             # [(client port, data dir)] per node
+
+    async def connect(user: str, home: int) -> Peer:
+        """Register ``user`` on node ``home`` (which makes it its home) and log in there."""
+        port, data_dir = homes[home % len(homes)]
         async with gate:
-            _, peer = await loop.create_connection(Peer, "127.0.0.1", spec["port"])
+            _, peer = await loop.create_connection(Peer, "127.0.0.1", port)
             await peer.hello()
-            await peer.login(user, await peer.register(user, spec["data_dir"]))
+            await peer.login(user, await peer.register(user, data_dir))
             return peer
 
-    async def pair(i: int) -> tuple[Peer, Peer]:
-        sender = await connect(phone(SENDERS, i))
-        return sender, await connect(phone(RECEIVERS, i))
+    async def pair(i: int) -> tuple[Peer, Peer]:              # receiver on the next node
+        sender = await connect(phone(SENDERS, i), i)
+        return sender, await connect(phone(RECEIVERS, i), i + 1)
 
     peers = await asyncio.gather(*[pair(i) for i in pairs])
     conn.send(("ready", len(peers)))
@@ -197,6 +220,7 @@ async def _client(spec: dict, conn: Any) -> dict:
         for peer in (sender, receiver):
             peer.rec = rec
         sender.to, sender.window, sender.rate = phone(RECEIVERS, i), spec["window"], rate
+        sender.until_receipt = spec["until_receipt"]
         sender.pad = b"x" * max(0, spec["body"] - _TS.size)
     await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
     senders = [s for s, _ in peers]
@@ -261,65 +285,82 @@ def _ms(values: list[int], q: float) -> float:
     return percentile(values, q) / 1000.0
 
 
-def run(args: argparse.Namespace) -> list[dict]:
-    """Run the benchmark; returns one dict of figures per round."""
+def check_arguments(args: argparse.Namespace) -> None:
     if args.pairs < 1 or args.window < 1 or args.clients < 1 or args.rounds < 1:
         raise BenchError("--pairs, --window, --clients and --rounds must be >= 1")
+    if args.duration <= 0 or args.warmup < 0 or args.rate < 0 or args.workers < 1:
+        raise BenchError("--duration must be > 0, --warmup and --rate >= 0, --workers >= 1")
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Run the benchmark on one node; returns one dict of figures per round."""
+    check_arguments(args)
     with LaunchedNode(args.workers) as node:
         node.start()
-        clients = min(args.clients, args.pairs)
-        procs, conns = start_client_processes(_client_process, [
-            {"port": node.port, "data_dir": str(node.data_dir), "workers": args.workers,
-             "pairs": list(range(c, args.pairs, clients)), "window": args.window,
-             "rate_per_sender": args.rate / args.pairs, "body": args.body}
-            for c in range(clients)])
-        try:
-            for conn in conns:
-                recv_report(conn, 120.0, "ready")
-            rounds, round_ns = args.rounds, int(args.duration * 1e9)
-            t0 = time.monotonic_ns() + 200_000_000
-            w0 = t0 + int(args.warmup * 1e9)
-            for conn in conns:
-                conn.send((t0, w0, round_ns, rounds))
-            cpu_server, cpu_clients, cpu_machine = [], [], []
-            for r in range(rounds + 1):
-                boundary = w0 + r * round_ns
-                time.sleep(max(0.0, (boundary - time.monotonic_ns()) / 1e9))
-                cpu_server.append(node.worker_cpu())
-                cpu_clients.append(sum(cpu_seconds(p.pid) for p in procs))
-                cpu_machine.append(machine_cpu())
-            results = [recv_report(conn, 60.0, "results") for conn in conns]
-        finally:
-            stop_client_processes(procs, timeout=15)
-        figures = []
-        for r in range(rounds):
-            e2e, ack, rcpt = (_merge(results, k, r) for k in ("e2e", "ack", "receipt"))
-            figures.append({
-                "delivered_per_s": sum(res["delivered"][r] for res in results) / args.duration,
-                "acked_per_s": sum(res["acked"][r] for res in results) / args.duration,
-                "receipts_per_s": sum(res["receipts"][r] for res in results) / args.duration,
-                "e2e_p50": _ms(e2e, 50), "e2e_p99": _ms(e2e, 99),
-                "ack_p50": _ms(ack, 50), "ack_p99": _ms(ack, 99),
-                "receipt_p50": _ms(rcpt, 50), "receipt_p99": _ms(rcpt, 99),
-                "server_cpu": 100.0 * (cpu_server[r + 1] - cpu_server[r]) / args.duration,
-                "client_cpu": 100.0 * (cpu_clients[r + 1] - cpu_clients[r]) / args.duration,
-            })
-            delivered = figures[-1]["delivered_per_s"] * args.duration
-            figures[-1]["server_us"] = (1e6 * (cpu_server[r + 1] - cpu_server[r]) / delivered
-                                        if delivered else float("nan"))
-            figures[-1]["other_cpu"] = (100.0 * (cpu_machine[r + 1] - cpu_machine[r]) / args.duration
-                                        - figures[-1]["server_cpu"] - figures[-1]["client_cpu"])
-        errors: dict[str, int] = {}
-        for res in results:
-            for code, n in res["errors"].items():
-                errors[code] = errors.get(code, 0) + n
-        figures.append({"errors": errors,
-                        "sent_total": sum(res["sent_total"] for res in results),
-                        "delivered_total": sum(res["delivered_total"] for res in results),
-                        "unacked_at_end": sum(res["unacked_at_end"] for res in results),
-                        "receipts_missing_at_end": sum(res["receipts_missing_at_end"]
-                                                       for res in results)})
-        return figures
+        return measure(args, [node], node.worker_cpu)
+
+
+def measure(args: argparse.Namespace, nodes: list[LaunchedNode],
+            server_cpu: Callable[[], float]) -> list[dict]:
+    """The load of ``args`` on ``nodes`` (already up; one node, or a cluster:
+    pair i's sender lives on node i mod N, its receiver on the next node, so
+    with N > 1 every message and receipt crosses nodes). ``server_cpu()``
+    gives the CPU seconds charged to the server. Returns one dict of figures
+    per round, then one of totals."""
+    homes = [(node.port, str(node.data_dir)) for node in nodes]
+    clients = min(args.clients, args.pairs)
+    procs, conns = start_client_processes(_client_process, [
+        {"nodes": homes, "pairs": list(range(c, args.pairs, clients)), "window": args.window,
+         "rate_per_sender": args.rate / args.pairs, "body": args.body,
+         "until_receipt": args.window_until == "receipt"}
+        for c in range(clients)])
+    try:
+        for conn in conns:
+            recv_report(conn, 120.0, "ready")
+        rounds, round_ns = args.rounds, int(args.duration * 1e9)
+        t0 = time.monotonic_ns() + 200_000_000
+        w0 = t0 + int(args.warmup * 1e9)
+        for conn in conns:
+            conn.send((t0, w0, round_ns, rounds))
+        cpu_server, cpu_clients, cpu_machine = [], [], []
+        for r in range(rounds + 1):
+            boundary = w0 + r * round_ns
+            time.sleep(max(0.0, (boundary - time.monotonic_ns()) / 1e9))
+            cpu_server.append(server_cpu())
+            cpu_clients.append(sum(cpu_seconds(p.pid) for p in procs))
+            cpu_machine.append(machine_cpu())
+        results = [recv_report(conn, 60.0, "results") for conn in conns]
+    finally:
+        stop_client_processes(procs, timeout=15)
+    figures = []
+    for r in range(rounds):
+        e2e, ack, rcpt = (_merge(results, k, r) for k in ("e2e", "ack", "receipt"))
+        figures.append({
+            "delivered_per_s": sum(res["delivered"][r] for res in results) / args.duration,
+            "acked_per_s": sum(res["acked"][r] for res in results) / args.duration,
+            "receipts_per_s": sum(res["receipts"][r] for res in results) / args.duration,
+            "e2e_p50": _ms(e2e, 50), "e2e_p99": _ms(e2e, 99),
+            "ack_p50": _ms(ack, 50), "ack_p99": _ms(ack, 99),
+            "receipt_p50": _ms(rcpt, 50), "receipt_p99": _ms(rcpt, 99),
+            "server_cpu": 100.0 * (cpu_server[r + 1] - cpu_server[r]) / args.duration,
+            "client_cpu": 100.0 * (cpu_clients[r + 1] - cpu_clients[r]) / args.duration,
+        })
+        delivered = figures[-1]["delivered_per_s"] * args.duration
+        figures[-1]["server_us"] = (1e6 * (cpu_server[r + 1] - cpu_server[r]) / delivered
+                                    if delivered else float("nan"))
+        figures[-1]["other_cpu"] = (100.0 * (cpu_machine[r + 1] - cpu_machine[r]) / args.duration
+                                    - figures[-1]["server_cpu"] - figures[-1]["client_cpu"])
+    errors: dict[str, int] = {}
+    for res in results:
+        for code, n in res["errors"].items():
+            errors[code] = errors.get(code, 0) + n
+    figures.append({"errors": errors,
+                    "sent_total": sum(res["sent_total"] for res in results),
+                    "delivered_total": sum(res["delivered_total"] for res in results),
+                    "unacked_at_end": sum(res["unacked_at_end"] for res in results),
+                    "receipts_missing_at_end": sum(res["receipts_missing_at_end"]
+                                                   for res in results)})
+    return figures
 
 
 _COLUMNS = [("delivered/s", "delivered_per_s", "{:>11,.0f}"), ("acked/s", "acked_per_s", "{:>9,.0f}"),
@@ -331,8 +372,12 @@ _COLUMNS = [("delivered/s", "delivered_per_s", "{:>11,.0f}"), ("acked/s", "acked
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.nodes != 1 or args.repeat != 1:
+        from bench.relay_nodes import main as compare
+        return compare(args)
     mode = f"open loop at {args.rate:,.0f} msgs/s" if args.rate > 0 else "closed loop"
-    print(f"bench relay: {args.pairs} pairs, window {args.window}, {mode}, body {args.body} B; "
+    print(f"bench relay: {args.pairs} pairs, window {args.window} (until {args.window_until}), "
+          f"{mode}, body {args.body} B; "
           f"node: {args.workers} worker(s), fsync'd LMDB; {args.clients} load-generator "
           f"processes; warm-up {args.warmup:g} s, {args.rounds} x {args.duration:g} s"
           + ("; pairs spread over the workers by the kernel (cross-worker routing)"
