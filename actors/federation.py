@@ -83,6 +83,8 @@ class Federation:
         self.assigning: dict[int, asyncio.Future] = {}
         self.calls: dict[int, asyncio.Future] = {}
         self.in_flight: dict[str, tuple[int, float, float]] = {}  # dest -> (last seq, sent at, wait)
+        self.acked: dict[str, int] = {}            # dest -> highest seq it confirmed
+        self.epoch: str | None = None
         self.poke = asyncio.Event()
         self.ready = asyncio.Event()                # set by the first ClusterView
         self.forwarder: asyncio.Task | None = None
@@ -357,18 +359,20 @@ class Federation:
         self.poke.set()              # bounces may have been queued back to the origin
 
     def _on_Shipped(self, msg: Shipped) -> None:
+        """The next shipment leaves at once; the trim of what was confirmed
+        commits meanwhile (a peek starts after ``acked``, so a confirmed item
+        not trimmed yet is never shipped again)."""
         sent = self.in_flight.get(msg.node)
-        if sent is None or msg.upto < sent[0]:
-            return                   # a confirmation of an older resend
-        self.mail.outq_trim(msg.node, msg.upto).add_done_callback(
-            lambda done, loop=asyncio.get_running_loop(), node=msg.node:
-            loop.call_soon_threadsafe(self._trimmed, node, done))
+        if msg.upto > self.acked.get(msg.node, 0):
+            self.acked[msg.node] = msg.upto
+            self.mail.outq_trim(msg.node, msg.upto).add_done_callback(self._trimmed)
+        if sent is not None and msg.upto >= sent[0]:
+            del self.in_flight[msg.node]
+            self._ship_to(msg.node, time.monotonic())
 
-    def _trimmed(self, node: str, done: Any) -> None:
-        if done.exception() is not None:
-            log.error("trimming the queue to %s failed: %r", node, done.exception())
-        self.in_flight.pop(node, None)
-        self.poke.set()
+    def _trimmed(self, done: Any) -> None:
+        if done.exception() is not None:    # (on the writer's thread) retried by the next trim
+            log.error("trimming an outbound queue failed: %r", done.exception())
 
     # -- the forwarder (gateway) -------------------------------------------------------
     async def _forward(self) -> None:
@@ -391,23 +395,29 @@ class Federation:
                 await asyncio.sleep(1.0)
 
     def _ship(self, epoch: str) -> None:
+        self.epoch = epoch
         now = time.monotonic()
         for dest, count in self.mail.outq_pending().items():
-            if count <= 0 or not self.is_up(dest):
-                continue
-            sent = self.in_flight.get(dest)
-            if sent is not None and now - sent[1] < sent[2]:
-                continue
-            items = _within_bytes(self.mail.outq_peek(dest, SHIP_MAX), SHIP_BYTES)
-            if not items:
-                continue
-            if sent is not None:        # unanswered: wait longer before the next resend
-                log.warning("%s: no answer from node %s in %.0f s; shipping again",
-                            self.worker, dest, sent[2])
-            wait = RESEND_AFTER if sent is None else min(sent[2] * 2, RESEND_MAX)
-            self.in_flight[dest] = (items[-1][0], now, wait)
-            self.shipped_items += len(items)
-            self.cluster.bridge.post(self.nodes[dest].gateway, Shipment(self.node, epoch, items))
+            if count > 0:
+                self._ship_to(dest, now)
+
+    def _ship_to(self, dest: str, now: float) -> None:
+        if self.epoch is None or not self.is_up(dest):
+            return
+        sent = self.in_flight.get(dest)
+        if sent is not None and now - sent[1] < sent[2]:
+            return
+        items = _within_bytes(self.mail.outq_peek(dest, SHIP_MAX, self.acked.get(dest, 0)),
+                              SHIP_BYTES)
+        if not items:
+            return
+        if sent is not None:            # unanswered: wait longer before the next resend
+            log.warning("%s: no answer from node %s in %.0f s; shipping again",
+                        self.worker, dest, sent[2])
+        wait = RESEND_AFTER if sent is None else min(sent[2] * 2, RESEND_MAX)
+        self.in_flight[dest] = (items[-1][0], now, wait)
+        self.shipped_items += len(items)
+        self.cluster.bridge.post(self.nodes[dest].gateway, Shipment(self.node, self.epoch, items))
 
 
 def _within_bytes(items: list, budget: int) -> list:

@@ -125,9 +125,11 @@ class Storage:
         return self.store.read(lambda txn: mailbox.inbox_meta(txn, user))
 
     # -- the outbound queue to other nodes (storage.outq) -------------------------
-    def outq_peek(self, dest: str, limit: int = 512) -> list[tuple[int, tuple]]:
-        """Up to ``limit`` items owed to node ``dest``, oldest first: (seq, item)."""
-        return self.store.read(lambda txn: outq.peek(txn, dest, limit))
+    def outq_peek(self, dest: str, limit: int = 512, after: int = 0
+                  ) -> list[tuple[int, tuple]]:
+        """Up to ``limit`` items owed to node ``dest`` with seq > ``after``,
+        oldest first: (seq, item)."""
+        return self.store.read(lambda txn: outq.peek(txn, dest, limit, after))
 
     def outq_pending(self) -> dict[str, int]:
         """Items queued per destination node (those with any)."""

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
@@ -114,11 +114,14 @@ def put(txn: Txn, dest: str, item: tuple) -> int:
     return seq
 
 
-def peek(txn: Txn, dest: str, limit: int = 512) -> list[tuple[int, tuple]]:
-    """Up to ``limit`` of ``dest``'s items, oldest first, as (seq, item)."""
-    prefix = outq_prefix(node_bytes(dest))
+def peek(txn: Txn, dest: str, limit: int = 512, after: int = 0) -> list[tuple[int, tuple]]:
+    """Up to ``limit`` of ``dest``'s items with seq > ``after``, oldest
+    first, as (seq, item)."""
+    nb = node_bytes(dest)
+    prefix = outq_prefix(nb)
+    start = outq_key(nb, after + 1) if after > 0 else prefix
     return [(outq_seq(k), unpack_tuple(v))
-            for k, v in txn.range("outq", prefix, prefix_end(prefix), limit=limit)]
+            for k, v in txn.range("outq", start, prefix_end(prefix), limit=limit)]
 
 
 def trim(txn: Txn, dest: str, upto: int) -> int:
@@ -153,9 +156,13 @@ def pending(txn: Txn) -> dict[str, int]:
 class Applied:
     """What ``apply`` did: ``upto``, the origin's highest seq applied here
     (what the origin may trim), and every item appended to a local inbox,
-    in order, as (user, InboxItem), to nudge their sessions."""
+    in order, as (user, InboxItem), to nudge their sessions; ``media``:
+    for each 1:1 message stored here that names media blobs, (the node
+    they were uploaded to, their hashes): this node fetches the ones it
+    lacks (transport/media_fetch.py)."""
     upto: int
     nudges: list[tuple[str, InboxItem]]
+    media: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
 
 
 def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap: int,
@@ -187,15 +194,18 @@ def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap
         return Applied(done, [])
     metas = Metas(txn, remote)
     nudges: list[tuple[str, InboxItem]] = []
+    media: list[tuple[str, tuple[str, ...]]] = []
     for item in fresh:
         apply_one = {"msg": _apply_msg, "item": _apply_item, "group": _apply_group}[item[0]]
-        apply_one(txn, metas, item, cap, nudges)
+        if apply_one(txn, metas, item, cap, nudges) and item[0] == "msg" and item[6]:
+            media.append((origin, tuple(item[6])))
     metas.save()
     txn.put("outq_applied", ob, pack({"epoch": epoch, "seq": last}))
-    return Applied(last, nudges)
+    return Applied(last, nudges, media)
 
 
-def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
+def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> bool:
+    """True if the message was stored in an inbox here (its blobs held)."""
     from storage.mailbox import store_message
     _, sender, client_id, to, body, ts, media = item
     try:
@@ -204,12 +214,14 @@ def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
         log.info("outq: %s refused here (%s): a failed receipt goes to %s",
                  client_id, refused, sender)
         _append(metas, sender, Receipt("failed", client_id, to, ts), nudges)
-        return
+        return False
     except DuplicateId as reused:
         log.warning("outq: message skipped: %s", reused)
-        return
+        return False
     if stored.seq and not stored.duplicate:
         nudges.append((to, InboxItem(stored.seq, "message", Message(client_id, sender, ts, body))))
+        return True
+    return False
 
 
 def _apply_item(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
