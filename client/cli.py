@@ -1,7 +1,7 @@
 """``run.py client``: a line-based terminal chat client, built on the SDK.
 
     python run.py client --phone +15550001 [--host 127.0.0.1] [--port 5222]
-                         [--media-port 5280] [--data-dir ./data] [--profile DIR]
+                         [--media-port PORT] [--data-dir ./data] [--profile DIR]
 
 The first run registers the phone number: REGISTER, then the one-time code
 is read from the node's code file (``<data-dir>/codes/<phone>.txt``, written
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phone", help="your number, E.164 (+15550001); asked for if missing")
     parser.add_argument("--host", default="127.0.0.1", help="node address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5222, help="node port (default: 5222)")
-    parser.add_argument("--media-port", type=int, default=5280,
-                        help="node's media HTTP port (default: 5280)")
+    parser.add_argument("--media-port", type=int, default=None,
+                        help="node's media HTTP port (default: the one the node announces)")
     parser.add_argument("--data-dir", default="data",
                         help="the node's data dir, to read the one-time code from (default: ./data)")
     parser.add_argument("--profile", help="where the device key and outbox live "
@@ -149,7 +149,8 @@ async def run(args: argparse.Namespace) -> int:
     try:
         client = await Client.connect(args.host, args.port, outbox_path=Profile.outbox_path(directory),
                                       e2e_dir=directory,
-                                      media_url=f"http://{args.host}:{args.media_port}")
+                                      media_url=None if args.media_port is None
+                                      else f"http://{args.host}:{args.media_port}")
     except (OSError, ClientError, asyncio.TimeoutError) as error:
         say(f"-- cannot reach {args.host}:{args.port}: {error}")
         return 1

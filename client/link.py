@@ -31,6 +31,7 @@ client is open, and make requests over it.
   error.
 
 Hooks for the subclass: ``_on_push(frame)`` (pushed frames),
+``_greeted(hello_ok)`` (the HELLO_OK of a new connection to ``home``),
 ``_went_online(conn)`` (logged in on ``conn``), ``_went_offline()``,
 ``_emit(event)`` (Disconnected / Reconnected), ``_settle(timeout)`` (before
 BYE) and ``_over(reason)`` (the client is finished).
@@ -124,6 +125,7 @@ class Link:
 
     # -- hooks --------------------------------------------------------------------------------
     def _on_push(self, frame: wire.Frame) -> None: ...
+    def _greeted(self, ok: wire.HelloOk) -> None: ...
     def _went_online(self, conn: Connection) -> None: ...
     def _went_offline(self) -> None: ...
     def _emit(self, event: Any) -> None: ...
@@ -243,6 +245,7 @@ class Link:
             ok = await conn.ask(self._hello, deadline)
             conn.max_frame, self.max_frame = ok.max_frame, min(ok.max_frame, wire.MAX_FRAME)
             self.heartbeat, self.nonce = ok.heartbeat, ok.nonce
+            self._greeted(ok)
             if self.user is not None:
                 await self._login_on(conn, self.user, self.device_id, self._key)
                 self._redirects = 0

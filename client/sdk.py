@@ -103,7 +103,8 @@ class Client(Groups, Link):
     batching window), ``client_name`` (HELLO's client string), ``e2e``
     (end-to-end encryption, on by default), ``e2e_dir`` (where keys, trust
     and sessions are kept, 0600; None: in memory, for this object's life),
-    ``media_url`` (the node's media HTTP root; default port 5280 on ``host``)."""
+    ``media_url`` (the media HTTP root; default: the port the node's HELLO_OK
+    names, else 5280, on the host this client is connected to)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5222, *, heartbeat: float = 30.0,
                  request_timeout: float = 10.0, connect_timeout: float = 5.0,
@@ -121,7 +122,8 @@ class Client(Groups, Link):
                                   opener=self._open if e2e else None,
                                   on_key_changed=self._e2e.key_changed if e2e else None,
                                   on_confirmed=self._e2e.store.forget_opened if e2e else None)
-        self.media = MediaClient(media_url or f"http://{host}:{MEDIA_PORT}", self._media_credentials)
+        self._media_url = media_url             # None: the media port HELLO_OK names, on home
+        self.media = MediaClient(media_url or _media_root(host, MEDIA_PORT), self._media_credentials)
         self._sender = Sender(Outbox(outbox_path), self._receiver.emit, max_in_flight=max_in_flight)
         self._groups = self._receiver.groups = GroupInbox(self._receiver, self._sender.receipt)
         if e2e:                                 # group bodies: sender keys (client/group_e2e.py)
@@ -331,6 +333,12 @@ class Client(Groups, Link):
         return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
                                 f"unsupported envelope {type(envelope).__name__}")
 
+    def _greeted(self, ok: wire.HelloOk) -> None:
+        """Media goes to the node this client is connected to (a redirect or
+        a reconnect may have moved it), at the port its HELLO_OK names."""
+        if self._media_url is None:
+            self.media.base_url = _media_root(self.host, ok.media or MEDIA_PORT)
+
     def _media_credentials(self) -> tuple[str, int, Any]:
         if self._key is None:
             raise RuntimeError("log in before using media")
@@ -368,3 +376,8 @@ def _text(body: bytes | str) -> str:
         return bytes(body).decode()
     except UnicodeDecodeError:
         raise ValueError("invalid body: an encrypted message must be UTF-8 text") from None
+
+
+def _media_root(host: str, port: int) -> str:
+    """``http://host:port``; an IPv6 address goes in brackets (RFC 3986)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

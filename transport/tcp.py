@@ -221,8 +221,9 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         self.heartbeat = min(max(frame.heartbeat, cfg.heartbeat_min), cfg.heartbeat_max)
         self.nonce = os.urandom(32)
         self.state = "hello"
+        media = self.system.env.get("media_port")    # published by the MediaListener
         self.send(wire.HelloOk(wire.PROTOCOL_VERSION, self.heartbeat, self.nonce,
-                               cfg.max_frame, ref=frame.ref))
+                               cfg.max_frame, media or None, ref=frame.ref))
 
     def to_session(self, command: Any) -> None:
         self.in_flight += 1

@@ -348,6 +348,7 @@ def _address(v: Any) -> tuple[str, int]:
 
 
 Redirect = Annotated[tuple[str, int] | None, _optional(_address)]
+MaybePort = Annotated[int | None, _optional(_port)]
 MAX_GROUP = 1536               # members a GROUP_STATE can list (the server's group_cap is <= this):
                                # 1,536 members, all admins, with 16-char ids fit MAX_FRAME
 _group_id = _match(r"\+[1-9][0-9]{7,14}/[A-Za-z0-9_-]{1,32}", "a group id (creator/key)")
@@ -566,13 +567,14 @@ class KeysCount(Frame):
     pass                    # ACK: one-time prekeys left (int), or nil when no bundle is published
 
 
-@_frame(FrameType.HELLO_OK)
+@_frame(FrameType.HELLO_OK, trim=("media",))
 @dataclass(frozen=True, slots=True)
 class HelloOk(Frame):
     version: Version
     heartbeat: Heartbeat    # negotiated, seconds
     nonce: Nonce            # login challenge nonce, fresh per connection
     max_frame: Annotated[int, _int(1, _U32)]
+    media: MaybePort = None  # this node's media HTTP port (same host); omitted if nil
 
 
 @_frame(FrameType.ACK)

@@ -1,6 +1,7 @@
 """transport.wire for a multi-node cluster: the ERROR WRONG_NODE with its
 ``redirect`` [host, port] (the user's home node), ``wire.wrong_node`` that
-builds it, and the RECEIPT kind FAILED (the recipient's node refused a
+builds it, HELLO_OK's optional ``media`` port (a client follows it to the
+node it is connected to), and the RECEIPT kind FAILED (the recipient's node refused a
 message the sender's node had accepted). Round trips, the bytes on the
 wire, and every bad redirect refused as MALFORMED."""
 
@@ -10,7 +11,7 @@ import pytest
 
 from transport import wire
 from transport.wire import (
-    Error, ErrorCode, FrameDecoder, FrameError, Receipt, ReceiptKind, Side, decode_server_frame,
+    Error, ErrorCode, FrameDecoder, FrameError, HelloOk, Receipt, ReceiptKind, Side, decode_server_frame,
     encode, encode_raw, encode_receipt, validate, wrong_node,
 )
 
@@ -102,3 +103,28 @@ def test_storage_failed_receipts_become_kind_failed():
     assert frame_for(item) == Receipt(5, ReceiptKind.FAILED, "m-1", BOB, 1_700_000_000_000)
     assert bytes_for(item) == encode(frame_for(item))
     assert wire.ReceiptKind(3) is ReceiptKind.FAILED
+
+
+NONCE = b"n" * 32
+
+
+def test_hello_ok_media_round_trips_and_is_left_off_when_nil():
+    with_media = HelloOk(wire.PROTOCOL_VERSION, 30.0, NONCE, 65536, 5281, ref=1)
+    data = encode(with_media)
+    assert data == encode_raw([64, 1, wire.PROTOCOL_VERSION, 30.0, NONCE, 65536, 5281])
+    assert decode_server_frame(data) == with_media
+    without = HelloOk(wire.PROTOCOL_VERSION, 30.0, NONCE, 65536, ref=1)
+    assert encode(without) == encode_raw([64, 1, wire.PROTOCOL_VERSION, 30.0, NONCE, 65536])
+    assert decode_server_frame(encode(without)).media is None
+    assert decode_server_frame(encode_raw([64, 1, wire.PROTOCOL_VERSION, 30.0, NONCE, 65536,
+                                           None])) == without
+
+
+@pytest.mark.parametrize("media", [0, 65536, -1, "5280", 5280.0, True, [5280]])
+def test_hello_ok_bad_media_is_malformed(media):
+    data = encode_raw([64, 1, wire.PROTOCOL_VERSION, 30.0, NONCE, 65536, media])
+    with pytest.raises(FrameError) as caught:
+        decode_server_frame(data)
+    assert caught.value.code is ErrorCode.MALFORMED and "HELLO_OK.media" in caught.value.message
+    with pytest.raises(FrameError, match="HELLO_OK.media"):
+        validate(HelloOk(wire.PROTOCOL_VERSION, 30.0, NONCE, 65536, media, ref=1))
