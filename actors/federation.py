@@ -89,6 +89,7 @@ class Federation:
         self.ready = asyncio.Event()                # set by the first ClusterView
         self.forwarder: asyncio.Task | None = None
         self.shipped_items = self.applied_items = 0
+        self.secret = ""            # the cluster's node credential, from the ClusterView
 
     def start(self, system: Any, cluster: Any) -> None:
         self.system, self.cluster = system, cluster
@@ -104,9 +105,11 @@ class Federation:
         users = tuple(self.mail.local_users()) if self.gateway else None
         ports = system.env["config"].get("http_ports") or ()
         http = (self.client[0], int(ports[0])) if ports and ports[0] else None
+        media_port = system.env["config"].get("media_port")
+        media = (self.client[0], int(media_port)) if media_port else None
         cluster.bridge.post(self.directory, JoinCluster(self.node, self.worker,
                                                         cluster.bridge.address, self.client, users,
-                                                        http))
+                                                        http, media))
 
     def _on_DirectoryFound(self, msg: DirectoryFound) -> None:
         """The leader was restarted: join its new directory (rebuilt from the joins)."""
@@ -126,6 +129,11 @@ class Federation:
     def client_of(self, node: str) -> tuple[str, int] | None:
         info = self.nodes.get(node)
         return None if info is None else tuple(info.client)
+
+    def media_of(self, node: str) -> tuple[str, int] | None:
+        """``node``'s media HTTP address (read by the media fetcher's thread)."""
+        info = self.nodes.get(node)
+        return None if info is None or info.media is None else tuple(info.media)
 
     def is_up(self, node: str) -> bool:
         info = self.nodes.get(node)
@@ -282,6 +290,7 @@ class Federation:
                 self.in_flight.pop(node, None)
         self.nodes = dict(msg.nodes)
         self.homes.update(msg.homes)
+        self.secret = msg.secret or self.secret
         self.cluster.set_far_peers({w: a for w, a in msg.workers.items()
                                     if w.split("/")[0] != self.node
                                     and self.is_up(w.split("/")[0])})
@@ -353,6 +362,9 @@ class Federation:
         applied = done.result()
         self.applied_items += len(applied.nudges)
         self._nudge(applied.nudges)
+        fetcher = self.system.env.get("media_fetcher")    # transport/media_fetch.py
+        for node, hashes in applied.media if fetcher is not None else ():
+            fetcher.want(node, hashes)          # blobs the recipients will download here
         info = self.nodes.get(origin)
         if info is not None:
             self.cluster.bridge.post(info.gateway, Shipped(self.node, applied.upto))

@@ -37,6 +37,7 @@ Thespian's ``ActorSystemConventionUpdate`` and ``WakeupMessage``.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -76,6 +77,7 @@ class NodeInfo:
     client: tuple[str, int]            # where the node's clients connect
     up: bool = True
     http: tuple[str, int] | None = None    # worker 0's HTTP (dashboard, /api/status)
+    media: tuple[str, int] | None = None   # the node's media HTTP (blobs fetched from there)
 
 
 @dataclass
@@ -86,6 +88,7 @@ class JoinCluster:
     client: tuple[str, int]
     users: tuple[str, ...] | None = None   # the gateway's join: every user homed on the node
     http: tuple[str, int] | None = None
+    media: tuple[str, int] | None = None
 
 
 @dataclass
@@ -93,6 +96,8 @@ class ClusterView:
     nodes: dict[str, NodeInfo]
     homes: dict[str, str]
     workers: dict[str, Any]
+    secret: str = field(default="", repr=False)    # the node credential (transport/media_auth.py);
+                                                    # not in repr: Thespian logs messages
 
 
 @dataclass
@@ -232,6 +237,9 @@ class ClusterDirectory(ActorTypeDispatcher):
         self.homes: dict[str, str] = {}
         self.workers: dict[str, Any] = {}
         self.ticking = False
+        # Nodes fetch media from each other with it; drawn anew by a restarted
+        # directory, whose views then hand the new one to every worker.
+        self.secret = secrets.token_hex(32)
 
     def receiveMsg_JoinCluster(self, msg: JoinCluster, sender) -> None:
         self._tick_soon()
@@ -247,7 +255,8 @@ class ClusterDirectory(ActorTypeDispatcher):
                         continue
                     self.homes[phone] = changed[phone] = msg.node
             self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True,
-                                                   tuple(msg.http) if msg.http else None)
+                                                   tuple(msg.http) if msg.http else None,
+                                                   tuple(msg.media) if msg.media else None)
             self.heard[msg.node] = time.monotonic()
             _log().info("node %s joined the cluster (%d users); nodes %s", msg.node,
                         len(msg.users), sorted(self.nodes))
@@ -323,7 +332,7 @@ class ClusterDirectory(ActorTypeDispatcher):
         self._tell_all(NodeDown(node), skip_node=node)
 
     def _view(self) -> ClusterView:
-        return ClusterView(dict(self.nodes), dict(self.homes), dict(self.workers))
+        return ClusterView(dict(self.nodes), dict(self.homes), dict(self.workers), self.secret)
 
     def _listening(self, skip_node: str | None) -> list[tuple[str, Any]]:
         """The workers to tell: not those of ``skip_node`` nor of a node that

@@ -5,7 +5,9 @@ runs on a thread of its own (``transport.http_thread``), so a 100 MiB
 upload written to disk never stalls the chat loop. Workers share the port
 (SO_REUSEPORT) and the blob directory.
 
-Routes (every one needs the device credential: ``transport.media_auth``):
+Routes (every one needs the device credential: ``transport.media_auth``;
+GET and HEAD also take the node credential of a cluster, ``Authorization:
+Node <secret>``, for a node fetching a blob uploaded here):
 
 - ``POST /media``: the body is the blob (end-to-end encrypted by the client:
   the server sees ciphertext only). The server hashes what arrives and
@@ -17,7 +19,10 @@ Routes (every one needs the device credential: ``transport.media_auth``):
   ``{"sha256": ..., "size": ...}``.
 - ``HEAD /media/<sha256>``: ``200`` with its size if stored (the client can
   skip the upload: the forward optimisation), else ``404``.
-- ``GET /media/<sha256>``: the bytes; ``Range`` requests get ``206``.
+- ``GET /media/<sha256>``: the bytes; ``Range`` requests get ``206``. A
+  blob a message stored here names but that is not here yet is on its way
+  from the node it was uploaded to (transport/media_fetch.py): the GET
+  waits for it up to ``media_fetch_wait`` seconds (default 10) before 404.
 
 Only names matching 64 lowercase hex digits are routed at all; nothing a
 client sends is ever used as a path.
@@ -31,6 +36,10 @@ waiting for its SEND (its file's mtime; a HEAD that finds a blob, or a
 second upload of it, touches it again), and a recipient who acked the
 message but has not downloaded the file yet (the time its count fell to
 0). The file deletions run on a thread, off the chat loop.
+
+In a cluster, the gateway's listener also owns the ``MediaFetcher``
+(transport/media_fetch.py, ``env["media_fetcher"]``) that brings blobs
+sent to users homed here from the node they were uploaded to.
 
 Messages: ``CollectBlobs``.
 """
@@ -51,6 +60,7 @@ from storage.blobs import BlobStore, is_blob_name
 from transport import media_auth
 from transport.crypto import verify
 from transport.http_thread import AppThread, AppThreadActor
+from transport.media_fetch import fetcher_for
 
 __all__ = ["MediaListener", "MediaApp", "CollectBlobs", "MAX_SIZE", "DEFAULT_MEDIA_PORT"]
 
@@ -62,6 +72,8 @@ CHUNK = 256 * 1024
 _ROUTE = "/media/{name:[0-9a-f]{64}}"
 GC_INTERVAL = 600.0
 GC_GRACE = 86_400.0
+FETCH_WAIT = 10.0          # seconds a GET waits for a blob being fetched from another node
+_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,10 @@ class MediaListener(AppThreadActor):
         config = env.get("config") or {}
         self.blobs = BlobStore(os.path.join(config.get("data_dir", "data"), "blobs"))
         app = MediaApp(self.blobs, env["mailbox"].get_account,
-                       int(config.get("media_max_size", MAX_SIZE)))
+                       int(config.get("media_max_size", MAX_SIZE)),
+                       node_secret=lambda: getattr(env.get("federation"), "secret", ""),
+                       refs=env["mailbox"].blob_refs,
+                       fetch_wait=float(config.get("media_fetch_wait", FETCH_WAIT)))
         host = config.get("bind", "127.0.0.1")
         port = int(config.get("media_port", DEFAULT_MEDIA_PORT))
         self.app = app
@@ -88,8 +103,22 @@ class MediaListener(AppThreadActor):
     async def init(self) -> None:
         await super().init()
         log.info("media on http://%s:%d/media", self.server.host, self.bound_port)
+        self.fetcher = None
+        federation = self.system.env.get("federation")
+        if federation is not None and federation.gateway:   # where shipments are applied
+            self.fetcher = fetcher_for(self.system.env["config"], federation.media_of,
+                                       lambda: federation.secret)
+            self.system.env["media_fetcher"] = self.fetcher
         if self.gc_interval > 0:
             self.system.send_after(self.gc_interval, self.ref, CollectBlobs())
+
+    async def terminate(self, reason: Any) -> None:
+        fetcher = getattr(self, "fetcher", None)
+        if fetcher is not None:
+            if self.system.env.get("media_fetcher") is fetcher:
+                del self.system.env["media_fetcher"]
+            await asyncio.get_running_loop().run_in_executor(None, fetcher.stop)
+        await super().terminate(reason)
 
     async def handle_collect_blobs(self, msg: CollectBlobs) -> list[str]:
         try:
@@ -112,8 +141,14 @@ class MediaListener(AppThreadActor):
 
 
 class MediaApp:
-    def __init__(self, blobs: BlobStore, get_account: Any, max_size: int = MAX_SIZE):
+    """``node_secret()``: the cluster secret ("" outside a cluster);
+    ``refs(sha256)``: how many stored messages name a blob."""
+
+    def __init__(self, blobs: BlobStore, get_account: Any, max_size: int = MAX_SIZE, *,
+                 node_secret: Any = lambda: "", refs: Any = lambda name: 0,
+                 fetch_wait: float = FETCH_WAIT):
         self.blobs, self.get_account, self.max_size = blobs, get_account, max_size
+        self.node_secret, self.refs, self.fetch_wait = node_secret, refs, fetch_wait
         self.refused_after = 0          # body bytes read before the last mid-stream 413
 
     def app(self) -> web.Application:
@@ -125,6 +160,9 @@ class MediaApp:
 
     @web.middleware
     async def authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            return await self.node_request(request, authorization, handler)
         try:
             user, device, ts, signature = media_auth.read_headers(request.headers)
         except media_auth.AuthError as error:
@@ -139,6 +177,20 @@ class MediaApp:
         if account is None or account.device_id != device or not verify(
                 account.verify_key, challenge, signature):
             raise web.HTTPUnauthorized(text="bad credential")
+        return await handler(request)
+
+    async def node_request(self, request: web.Request, authorization: str,
+                           handler: Any) -> web.StreamResponse:
+        """Another node of the cluster reads a blob (the only thing it may do)."""
+        try:
+            offered = media_auth.node_secret_of(authorization)
+        except media_auth.AuthError as error:
+            raise web.HTTPUnauthorized(text=str(error))
+        secret = self.node_secret() or ""
+        if not secret or not hmac.compare_digest(offered.encode(), secret.encode()):
+            raise web.HTTPUnauthorized(text="bad node credential")
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPUnauthorized(text="a node credential only reads blobs")
         return await handler(request)
 
     async def upload(self, request: web.Request) -> web.Response:
@@ -176,10 +228,24 @@ class MediaApp:
         return web.Response(headers={"Content-Length": str(size), "Accept-Ranges": "bytes"})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        path = self.blobs.path_for(request.match_info["name"])
-        if not path.exists():
+        name = request.match_info["name"]
+        path = self.blobs.path_for(name)
+        if not path.exists() and not await self.arrived(name):
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+    async def arrived(self, name: str) -> bool:
+        """Wait (bounded) for a blob a stored message names: this node is
+        fetching it from the node it was uploaded to."""
+        if self.fetch_wait <= 0 or not self.refs(name):
+            return False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.fetch_wait
+        while loop.time() < until:
+            await asyncio.sleep(_POLL)
+            if self.blobs.size(name) is not None:
+                return True
+        return False
 
 
 def _too_large(cap: int, size: int) -> web.HTTPRequestEntityTooLarge:

@@ -165,6 +165,25 @@ async def test_shipping_delivers_once_with_the_same_ts(cluster):
     audit(b, BOB)
 
 
+async def test_applied_names_the_media_of_messages_stored_here_and_holds_them(cluster):
+    # Step 1: ALICE (at A) sends BOB (at B) a message naming two blobs, and one without.
+    a, b = cluster
+    blobs = ("a" * 64, "b" * 64)
+    await a.user_batch(ALICE, [(SEND, "f1", BOB, b"file", blobs), (SEND, "t1", BOB, b"text")],
+                       T, CAP)
+    assert a.blob_refs(blobs[0]) == 0            # the origin holds no reference (docs/cluster.md)
+    # Step 2: B applies them: the media list says what to fetch and from where.
+    items = a.outq_peek("B")
+    applied = await b.outq_apply("A", await a.outq_epoch(), items, CAP)
+    assert applied.media == [("A", blobs)] and len(applied.nudges) == 2
+    assert b.blob_refs(blobs[0]) == 1 and b.blob_refs(blobs[1]) == 1
+    # Step 3: a resend names nothing (already applied); BOB's ack releases the references.
+    again = await b.outq_apply("A", await a.outq_epoch(), items, CAP)
+    assert again.media == []
+    await b.ack_inbox(BOB, [1, 2], T + 1)
+    assert b.blob_refs(blobs[0]) == 0 and b.blob_refs(blobs[1]) == 0
+
+
 async def test_a_new_epoch_restarting_seqs_is_applied(cluster, tmp_path):
     a, b = cluster
     await a.store_message(ALICE, "m1", BOB, b"", T, CAP)
