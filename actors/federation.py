@@ -53,6 +53,8 @@ SHIP_BYTES = 1 << 20      # bodies per Shipment (at least one item)
 POLL = 0.005              # seconds between looks at the queues when nothing poked
 ASSIGN_TIMEOUT = 5.0
 CALL_TIMEOUT = 5.0
+OUTQ_HIGH = 100_000       # items queued for one node before SENDs to its users wait
+PENDING_TTL = 0.1         # seconds the queue sizes read for ``behind`` are reused
 
 
 class RemoteRefused(Exception):
@@ -84,6 +86,9 @@ class Federation:
         self.calls: dict[int, asyncio.Future] = {}
         self.in_flight: dict[str, tuple[int, float, float]] = {}  # dest -> (last seq, sent at, wait)
         self.acked: dict[str, int] = {}            # dest -> highest seq it confirmed
+        self.pending: dict[str, int] = {}          # dest -> items queued (read for ``behind``)
+        self.pending_at = 0.0
+        self.outq_high = OUTQ_HIGH
         self.epoch: str | None = None
         self.poke = asyncio.Event()
         self.ready = asyncio.Event()                # set by the first ClusterView
@@ -95,6 +100,7 @@ class Federation:
         self.system, self.cluster = system, cluster
         self.mail = system.env["mailbox"]
         self.cap = int(system.env.get("offline_cap", self.cap))
+        self.outq_high = int(system.env["config"].get("outq_high", OUTQ_HIGH))
         self.mail.remote = self.remote
         self._join()
         if self.gateway:
@@ -134,6 +140,23 @@ class Federation:
         """``node``'s media HTTP address (read by the media fetcher's thread)."""
         info = self.nodes.get(node)
         return None if info is None or info.media is None else tuple(info.media)
+
+    def behind(self, user: str) -> str | None:
+        """Why a SEND to ``user`` must wait (RATE_LIMITED), or None: the
+        queue to the user's home holds ``outq_high`` items already (its node
+        is down or slower than the senders). Messages accepted are never
+        dropped; past this, new ones are refused until it drains. The
+        queue sizes are read at most every ``PENDING_TTL`` s."""
+        home = self.remote(user)
+        if home is None:
+            return None
+        now = time.monotonic()
+        if now - self.pending_at > PENDING_TTL:
+            self.pending, self.pending_at = self.mail.outq_pending(), now
+        held = self.pending.get(home, 0)
+        if held < self.outq_high:
+            return None
+        return f"node {home} is {held} messages behind; retry later"
 
     def is_up(self, node: str) -> bool:
         info = self.nodes.get(node)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from actors.actor import Actor
@@ -52,9 +53,10 @@ from actors.drain_batch import DrainBatch
 from actors.group import forward as forward_to_group, group_home, group_info, remote_answer
 from actors.key_directory import KeyDirectory
 from actors.messages import (
-    INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox, Acked, Attach,
-    BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired, MarkRead,
-    PresenceChanged, Rejected, ResumePushes, SendMessage, SetTyping, Subscribe, TypingChanged,
+    INTERNAL, INVALID, OFFLINE_FULL, RATE_LIMITED, SESSION_REPLACED, UNKNOWN_USER, AckInbox,
+    Acked, Attach, BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired,
+    MarkRead, PresenceChanged, Rejected, ResumePushes, SendMessage, SetTyping, Subscribe,
+    TypingChanged,
 )
 from actors.messages import GetGroups, GroupCommand
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
@@ -75,6 +77,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass(frozen=True)
+class RetrySend:
+    """Store this SEND again: its recipient's home was just looked up."""
+    request: Any
+
+
 class Session(KeyDirectory, DrainBatch, Actor):
     mailbox_size = 10_000
     overflow = "crash"        # state is in LMDB: a flooded session restarts, loses nothing
@@ -84,6 +92,7 @@ class Session(KeyDirectory, DrainBatch, Actor):
         self.client: Any = None
         self.pushed_upto = 0                    # highest inbox seq pushed to this client
         self.pending: dict[str, list[Any]] = {} # message id -> requests waiting for its commit
+        self.looked_up: set[str] = set()        # ids stored again after a cluster lookup
         self.init_batch()                       # requests queued for the next storage op
         self.linger_token = 0
         self.last_seen_written = 0
@@ -198,6 +207,11 @@ class Session(KeyDirectory, DrainBatch, Actor):
         if waiting is not None:                 # a resend while the first is in flight
             waiting.append(msg)
             return
+        federation = self.system.env.get("federation")
+        behind = federation.behind(msg.to) if federation is not None else None
+        if behind is not None:                  # back-pressure: its node's queue is full
+            self._answer(msg, Rejected(msg.ref, RATE_LIMITED, behind))
+            return
         self.pending[msg.id] = [msg]
         self._queue(msg)
 
@@ -254,6 +268,9 @@ class Session(KeyDirectory, DrainBatch, Actor):
     def _stored(self, request: SendMessage, ok: bool, value: Any,
                 nudges: dict[str, list[InboxItem]]) -> None:
         waiting = self.pending.pop(request.id, [request])
+        if not ok and self._look_up_first(request, value, waiting):
+            return
+        self.looked_up.discard(request.id)
         if not ok:
             reason = self._reason(value)
             for r in waiting:
@@ -266,6 +283,26 @@ class Session(KeyDirectory, DrainBatch, Actor):
         if not value.duplicate and value.seq:   # seq 0: queued for the recipient's home node
             nudges.setdefault(request.to, []).append(InboxItem(
                 value.seq, "message", Message(request.id, self.user, value.ts_ms, request.body)))
+
+    def _look_up_first(self, request: SendMessage, error: Any, waiting: list) -> bool:
+        """In a cluster, an unknown recipient may be a user registered on
+        another node a moment ago (this worker's replica of the homes lags):
+        look it up in the cluster directory, then store the SEND again, once."""
+        federation = self.system.env.get("federation")
+        if (not isinstance(error, UnknownUser) or federation is None
+                or request.id in self.looked_up or request.to in federation.homes):
+            return False
+        self.looked_up.add(request.id)
+        self.pending[request.id] = waiting
+
+        async def look_up() -> None:
+            await federation.home_for(request.to)
+            self.ref.notify(RetrySend(request))
+        asyncio.ensure_future(look_up())
+        return True
+
+    def handle_retry_send(self, msg: "RetrySend") -> None:
+        self._queue(msg.request)
 
     @staticmethod
     def _reason(error: BaseException) -> str:

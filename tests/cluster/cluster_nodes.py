@@ -46,6 +46,7 @@ class Cluster:
     nodes: dict[str, ClusterNode]
     leader_admin: int
     stack: contextlib.ExitStack
+    settings: tuple[str, ...] = ()
 
     def __getitem__(self, name: str) -> ClusterNode:
         return self.nodes[name]
@@ -54,18 +55,22 @@ class Cluster:
         """Start node ``name`` again (same data directory, client ``port``)."""
         old = self.nodes[name]
         self.nodes[name] = start_node(self.stack, old.dir, name, self.leader_admin,
-                                      leader=name == "A", port=port, restart=True)
+                                      leader=name == "A", port=port, restart=True,
+                                      settings=self.settings)
         return self.nodes[name]
 
 
 def start_node(stack: contextlib.ExitStack, directory: Path, name: str, leader_admin: int,
-               leader: bool, port: int = 0, workers: int = 1, restart: bool = False) -> ClusterNode:
+               leader: bool, port: int = 0, workers: int = 1, restart: bool = False,
+               settings: tuple[str, ...] = ()) -> ClusterNode:
     directory.mkdir(exist_ok=True)
     if restart:                                    # keep the old log for the post-mortem
         old = directory / "node.log"
         if old.exists():
             old.rename(directory / f"node.{len(list(directory.glob('node*.log')))}.log")
     extra = ["--name", name, "--port", str(port)]
+    for setting in settings:
+        extra += ["--set", setting]
     extra += ["--admin-port", str(leader_admin)] if leader else \
         ["--join", f"127.0.0.1:{leader_admin}"]
     launcher, log_path, tag = stack.enter_context(launched_node(directory, workers, *extra))
@@ -76,17 +81,19 @@ def start_node(stack: contextlib.ExitStack, directory: Path, name: str, leader_a
 
 
 @contextlib.contextmanager
-def cluster(tmp_path: Path, names: tuple[str, ...] = ("A", "B"), workers: int = 1):
-    """Nodes ``names`` (the first leads), up and all known to each other."""
+def cluster(tmp_path: Path, names: tuple[str, ...] = ("A", "B"), workers: int = 1,
+            settings: tuple[str, ...] = ()):
+    """Nodes ``names`` (the first leads), up and all known to each other;
+    ``settings``: ``KEY=VALUE`` given to every node with ``--set``."""
     with contextlib.ExitStack() as stack:
         leader_admin = free_port()
         nodes = {}
         for i, name in enumerate(names):
             nodes[name] = start_node(stack, tmp_path / name, name, leader_admin, leader=i == 0,
-                                     workers=workers)
+                                     workers=workers, settings=settings)
         for n in nodes.values():        # every gateway has the others in its view
             wait_until(lambda n=n: _knows(n.log(), names), 20)
-        yield Cluster(nodes, leader_admin, stack)
+        yield Cluster(nodes, leader_admin, stack, settings)
 
 
 def _knows(log: str, names: tuple[str, ...]) -> bool:

@@ -174,3 +174,22 @@ async def test_an_unconfirmed_register_decides_no_home(tmp_path):
                                                            ref=client.ref())))
         assert reply.code == wire.ErrorCode.WRONG_NODE and reply.redirect[1] == b.port, reply
         await client.close()
+
+
+async def test_senders_wait_when_the_queue_to_a_node_is_full(tmp_path):
+    with cluster(tmp_path, ("A", "B"), settings=("outq_high=5",)) as c:
+        a, b = c["A"].node, c["B"].node
+        alice, bob = await register(a, ALICE), await register(b, BOB)
+        ca = await login(a, alice)
+        c["B"].kill()                      # bob's node is down: A queues for it
+        for i in range(5):
+            ref = ca.send(wire.Send(f"q{i}", BOB, b"x", ref=ca.ref()))
+            assert isinstance(await ca.answer(ref), wire.Ack)
+        await asyncio.sleep(0.2)           # (queue sizes are re-read every 0.1 s)
+        reply = await ca.answer(ca.send(wire.Send("q5", BOB, b"x", ref=ca.ref())))
+        assert reply.code == wire.ErrorCode.RATE_LIMITED and "behind" in reply.message, reply
+        # carol, on A itself, is not held back
+        carol = await register(a, CAROL)
+        reply = await ca.answer(ca.send(wire.Send("c0", CAROL, b"x", ref=ca.ref())))
+        assert isinstance(reply, wire.Ack) and carol.phone == CAROL
+        await ca.close()
