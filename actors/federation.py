@@ -18,11 +18,9 @@ This object keeps:
   down), the other nodes' workers (handed to the ``Cluster`` so presence
   broadcasts reach every hub of the cluster);
 - on the node's *gateway* (worker 0) the forwarder and the receiving end
-  of the queues: ``Shipment`` batches of up to ``SHIP_MAX`` items go to the
-  destination's gateway, one in flight per destination, resent after
-  ``RESEND_AFTER`` s without ``Shipped`` (the destination applies each
-  origin's items once, in order, by a watermark in its own LMDB), and
-  trimmed when confirmed. A queue to a node that is down waits in LMDB.
+  of the queues (the ``Shipping`` mixin, actors/shipping.py);
+- ``call``: requests run on the node that holds the data (key fetches,
+  group commands, GROUP_INFO, READs of a group's messages).
 """
 
 from __future__ import annotations
@@ -30,31 +28,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from dataclasses import replace
 from typing import Any
 
 from actors.messages import Acked, InboxAppended
-from storage.records import InboxItem
 from actors.presence import PRESENCE_NAME, PeerGone, TellOnline
+from actors.shipping import OUTQ_HIGH, Shipping
+from storage.records import InboxItem
 from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, DirectoryFound,
                                           HomesChanged, JoinCluster, Lookup, NodeDown, NodeUp,
-                                          Reply,
-                                          Shipment, Shipped, WorkerLost)
+                                          Reply, WorkerLost)
 
-__all__ = ["Federation", "RemoteRefused", "NodeUnavailable", "SHIP_MAX", "RESEND_AFTER", "POLL"]
+__all__ = ["Federation", "RemoteRefused", "NodeUnavailable"]
 
 log = logging.getLogger("switchboard.federation")
 
-SHIP_MAX = 512            # queue items per Shipment
-RESEND_AFTER = 2.0        # seconds without Shipped before a shipment is sent again,
-RESEND_MAX = 30.0         # doubling up to this while it stays unanswered
-SHIP_BYTES = 1 << 20      # bodies per Shipment (at least one item)
-POLL = 0.005              # seconds between looks at the queues when nothing poked
 ASSIGN_TIMEOUT = 5.0
 CALL_TIMEOUT = 5.0
-OUTQ_HIGH = 100_000       # items queued for one node before SENDs to its users wait
-PENDING_TTL = 0.1         # seconds the queue sizes read for ``behind`` are reused
 
 
 class RemoteRefused(Exception):
@@ -70,7 +60,7 @@ class NodeUnavailable(Exception):
     """The node that holds the data is down or did not answer."""
 
 
-class Federation:
+class Federation(Shipping):
     def __init__(self, node: str, worker: str, directory: Any, client: tuple[str, int],
                  gateway: bool):
         self.node, self.worker, self.directory = node, worker, directory
@@ -84,16 +74,8 @@ class Federation:
         self.tokens = itertools.count(1)
         self.assigning: dict[int, asyncio.Future] = {}
         self.calls: dict[int, asyncio.Future] = {}
-        self.in_flight: dict[str, tuple[int, float, float]] = {}  # dest -> (last seq, sent at, wait)
-        self.acked: dict[str, int] = {}            # dest -> highest seq it confirmed
-        self.pending: dict[str, int] = {}          # dest -> items queued (read for ``behind``)
-        self.pending_at = 0.0
-        self.outq_high = OUTQ_HIGH
-        self.epoch: str | None = None
-        self.poke = asyncio.Event()
+        self.init_shipping()
         self.ready = asyncio.Event()                # set by the first ClusterView
-        self.forwarder: asyncio.Task | None = None
-        self.shipped_items = self.applied_items = 0
         self.secret = ""            # the cluster's node credential, from the ClusterView
 
     def start(self, system: Any, cluster: Any) -> None:
@@ -140,23 +122,6 @@ class Federation:
         """``node``'s media HTTP address (read by the media fetcher's thread)."""
         info = self.nodes.get(node)
         return None if info is None or info.media is None else tuple(info.media)
-
-    def behind(self, user: str) -> str | None:
-        """Why a SEND to ``user`` must wait (RATE_LIMITED), or None: the
-        queue to the user's home holds ``outq_high`` items already (its node
-        is down or slower than the senders). Messages accepted are never
-        dropped; past this, new ones are refused until it drains. The
-        queue sizes are read at most every ``PENDING_TTL`` s."""
-        home = self.remote(user)
-        if home is None:
-            return None
-        now = time.monotonic()
-        if now - self.pending_at > PENDING_TTL:
-            self.pending, self.pending_at = self.mail.outq_pending(), now
-        held = self.pending.get(home, 0)
-        if held < self.outq_high:
-            return None
-        return f"node {home} is {held} messages behind; retry later"
 
     def is_up(self, node: str) -> bool:
         info = self.nodes.get(node)
@@ -369,101 +334,6 @@ class Federation:
         future = self.assigning.get(msg.token)
         if future is not None and not future.done():
             future.set_result(msg.home)
-
-    # -- the receiving end of the queues (gateway) -------------------------------------
-    def _on_Shipment(self, msg: Shipment) -> None:
-        future = self.mail.outq_apply(msg.origin, msg.epoch, msg.items, self.cap)
-        loop = asyncio.get_running_loop()
-        future.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._applied, msg.origin, done))
-
-    def _applied(self, origin: str, done: Any) -> None:
-        error = done.exception()
-        if error is not None:
-            log.error("applying a shipment from %s failed (it will be resent): %r", origin, error)
-            return
-        applied = done.result()
-        self.applied_items += len(applied.nudges)
-        self._nudge(applied.nudges)
-        fetcher = self.system.env.get("media_fetcher")    # transport/media_fetch.py
-        for node, hashes in applied.media if fetcher is not None else ():
-            fetcher.want(node, hashes)          # blobs the recipients will download here
-        info = self.nodes.get(origin)
-        if info is not None:
-            self.cluster.bridge.post(info.gateway, Shipped(self.node, applied.upto))
-        self.poke.set()              # bounces may have been queued back to the origin
-
-    def _on_Shipped(self, msg: Shipped) -> None:
-        """The next shipment leaves at once; the trim of what was confirmed
-        commits meanwhile (a peek starts after ``acked``, so a confirmed item
-        not trimmed yet is never shipped again)."""
-        sent = self.in_flight.get(msg.node)
-        if msg.upto > self.acked.get(msg.node, 0):
-            self.acked[msg.node] = msg.upto
-            self.mail.outq_trim(msg.node, msg.upto).add_done_callback(self._trimmed)
-        if sent is not None and msg.upto >= sent[0]:
-            del self.in_flight[msg.node]
-            self._ship_to(msg.node, time.monotonic())
-
-    def _trimmed(self, done: Any) -> None:
-        if done.exception() is not None:    # (on the writer's thread) retried by the next trim
-            log.error("trimming an outbound queue failed: %r", done.exception())
-
-    # -- the forwarder (gateway) -------------------------------------------------------
-    async def _forward(self) -> None:
-        """Ship what the queues hold, one shipment in flight per destination.
-        It must not die quietly (ACKs would go on while nothing ships): an
-        error is logged and retried after a second."""
-        epoch = None
-        while True:
-            try:
-                await asyncio.wait_for(self.poke.wait(), POLL)
-            except asyncio.TimeoutError:
-                pass
-            self.poke.clear()
-            try:
-                if epoch is None:
-                    epoch = await asyncio.wrap_future(self.mail.outq_epoch())
-                self._ship(epoch)
-            except Exception:  # noqa: BLE001 - logged, retried: the queues are in LMDB
-                log.exception("%s: the forwarder failed; retrying in 1 s", self.worker)
-                await asyncio.sleep(1.0)
-
-    def _ship(self, epoch: str) -> None:
-        self.epoch = epoch
-        now = time.monotonic()
-        for dest, count in self.mail.outq_pending().items():
-            if count > 0:
-                self._ship_to(dest, now)
-
-    def _ship_to(self, dest: str, now: float) -> None:
-        if self.epoch is None or not self.is_up(dest):
-            return
-        sent = self.in_flight.get(dest)
-        if sent is not None and now - sent[1] < sent[2]:
-            return
-        items = _within_bytes(self.mail.outq_peek(dest, SHIP_MAX, self.acked.get(dest, 0)),
-                              SHIP_BYTES)
-        if not items:
-            return
-        if sent is not None:            # unanswered: wait longer before the next resend
-            log.warning("%s: no answer from node %s in %.0f s; shipping again",
-                        self.worker, dest, sent[2])
-        wait = RESEND_AFTER if sent is None else min(sent[2] * 2, RESEND_MAX)
-        self.in_flight[dest] = (items[-1][0], now, wait)
-        self.shipped_items += len(items)
-        self.cluster.bridge.post(self.nodes[dest].gateway, Shipment(self.node, self.epoch, items))
-
-
-def _within_bytes(items: list, budget: int) -> list:
-    """The first items of a shipment whose bodies fit ``budget`` bytes (at
-    least one): a shipment is one pickled Thespian message."""
-    total = 0
-    for i, (_, item) in enumerate(items):
-        total += sum(len(part) for part in item if type(part) is bytes)
-        if total > budget and i > 0:
-            return items[:i]
-    return items
 
 
 class _ReplyPort:
