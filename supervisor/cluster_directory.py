@@ -255,8 +255,8 @@ class ClusterDirectory(ActorTypeDispatcher):
                         continue
                     self.homes[phone] = changed[phone] = msg.node
             self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True,
-                                                   tuple(msg.http) if msg.http else None,
-                                                   tuple(msg.media) if msg.media else None)
+                                            tuple(msg.http) if msg.http else None,
+                                            tuple(msg.media) if msg.media else None)
             self.heard[msg.node] = time.monotonic()
             _log().info("node %s joined the cluster (%d users); nodes %s", msg.node,
                         len(msg.users), sorted(self.nodes))
