@@ -275,7 +275,7 @@ class Federation(Shipping):
         for node, info in msg.nodes.items():       # a moved gateway: send again at once
             known = self.nodes.get(node)
             if known is not None and known.gateway != info.gateway:
-                self.in_flight.pop(node, None)
+                self.restart_link(node)
         self.nodes = dict(msg.nodes)
         self.homes.update(msg.homes)
         self.secret = msg.secret or self.secret
@@ -294,7 +294,7 @@ class Federation(Shipping):
             if known is None or not known.up:
                 log.info("%s: heard of node %s (up)", self.worker, msg.node)
             if known is None or known.gateway != msg.info.gateway:
-                self.in_flight.pop(msg.node, None)    # a new gateway: send again at once
+                self.restart_link(msg.node)    # a new gateway: send again at once
             self.nodes[msg.node] = msg.info
         if msg.node != self.node:
             self.cluster.add_far_peers(msg.workers)
@@ -310,7 +310,7 @@ class Federation(Shipping):
         info = self.nodes.get(msg.node)
         if info is not None:
             info.up = False
-        self.in_flight.pop(msg.node, None)
+        self.restart_link(msg.node)
         self.cluster.drop_far_node(msg.node)
         hub = self.system.whereis(PRESENCE_NAME)
         if hub is not None:

@@ -27,14 +27,16 @@ import logging
 import time
 from typing import Any
 
+from storage.outq import Gap
 from supervisor.cluster_directory import Shipment, Shipped
 
-__all__ = ["Shipping", "SHIP_MAX", "SHIP_BYTES", "RESEND_AFTER", "RESEND_MAX", "POLL",
+__all__ = ["Shipping", "SHIP_MAX", "SHIP_BYTES", "WINDOW", "RESEND_AFTER", "RESEND_MAX", "POLL",
            "OUTQ_HIGH"]
 
 log = logging.getLogger("switchboard.federation")
 
 SHIP_MAX = 512            # queue items per Shipment
+WINDOW = 4                # shipments in flight to one node
 RESEND_AFTER = 2.0        # seconds without Shipped before a shipment is sent again,
 RESEND_MAX = 30.0         # doubling up to this while it stays unanswered
 SHIP_BYTES = 1 << 20      # bodies per Shipment (at least one item)
@@ -49,8 +51,7 @@ class Shipping:
     ``_nudge``."""
 
     def init_shipping(self) -> None:
-        self.in_flight: dict[str, tuple[int, float, float]] = {}  # dest -> (last seq, sent at, wait)
-        self.acked: dict[str, int] = {}            # dest -> highest seq it confirmed
+        self.links: dict[str, _Link] = {}          # dest -> the forwarder's state for it
         self.pending: dict[str, int] = {}          # dest -> items queued (read for ``behind``)
         self.pending_at = 0.0
         self.outq_high = OUTQ_HIGH
@@ -78,15 +79,23 @@ class Shipping:
 
     # -- the receiving end of the queues (gateway) -------------------------------------
     def _on_Shipment(self, msg: Shipment) -> None:
-        future = self.mail.outq_apply(msg.origin, msg.epoch, msg.items, self.cap)
+        future = self.mail.outq_apply(msg.origin, msg.epoch, msg.items, self.cap, msg.after)
         loop = asyncio.get_running_loop()
         future.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._applied, msg.origin, done))
+            lambda done: loop.call_soon_threadsafe(self._applied, msg, done))
 
-    def _applied(self, origin: str, done: Any) -> None:
+    def _applied(self, msg: Shipment, done: Any) -> None:
+        info = self.nodes.get(msg.origin)
         error = done.exception()
+        if isinstance(error, Gap):          # one before it never arrived: start over
+            log.warning("%s: %s", self.worker, error)
+            if info is not None and msg.items:
+                self.cluster.bridge.post(info.gateway,
+                                         Shipped(self.node, msg.items[-1][0], refused=True))
+            return
         if error is not None:
-            log.error("applying a shipment from %s failed (it will be resent): %r", origin, error)
+            log.error("applying a shipment from %s failed (it will be resent): %r",
+                      msg.origin, error)
             return
         applied = done.result()
         self.applied_items += len(applied.nudges)
@@ -94,22 +103,28 @@ class Shipping:
         fetcher = self.system.env.get("media_fetcher")    # transport/media_fetch.py
         for node, hashes in applied.media if fetcher is not None else ():
             fetcher.want(node, hashes)          # blobs the recipients will download here
-        info = self.nodes.get(origin)
         if info is not None:
             self.cluster.bridge.post(info.gateway, Shipped(self.node, applied.upto))
         self.poke.set()              # bounces may have been queued back to the origin
 
     def _on_Shipped(self, msg: Shipped) -> None:
-        """The next shipment leaves at once; the trim of what was confirmed
-        commits meanwhile (a peek starts after ``acked``, so a confirmed item
-        not trimmed yet is never shipped again)."""
-        sent = self.in_flight.get(msg.node)
-        if msg.upto > self.acked.get(msg.node, 0):
-            self.acked[msg.node] = msg.upto
+        """Confirmed: trim (committing meanwhile: a peek starts after what was
+        sent, so nothing confirmed is shipped again) and fill the window.
+        Refused: a shipment before it was lost; start over from ``acked``."""
+        link = self.links.get(msg.node)
+        if link is None:
+            return
+        if msg.refused:
+            if any(upto == msg.upto for upto, _ in link.flights):
+                log.warning("%s: node %s missed a shipment; shipping again from %d",
+                            self.worker, msg.node, link.acked)
+                link.start_over()
+        elif msg.upto > link.acked:
+            link.acked = msg.upto
+            link.flights = [f for f in link.flights if f[0] > msg.upto]
+            link.wait = RESEND_AFTER
             self.mail.outq_trim(msg.node, msg.upto).add_done_callback(self._trimmed)
-        if sent is not None and msg.upto >= sent[0]:
-            del self.in_flight[msg.node]
-            self._ship_to(msg.node, time.monotonic())
+        self._ship_to(msg.node, time.monotonic())
 
     def _trimmed(self, done: Any) -> None:
         if done.exception() is not None:    # (on the writer's thread) retried by the next trim
@@ -117,9 +132,9 @@ class Shipping:
 
     # -- the forwarder (gateway) -------------------------------------------------------
     async def _forward(self) -> None:
-        """Ship what the queues hold, one shipment in flight per destination.
-        It must not die quietly (ACKs would go on while nothing ships): an
-        error is logged and retried after a second."""
+        """Ship what the queues hold, up to ``WINDOW`` shipments in flight per
+        destination. It must not die quietly (ACKs would go on while nothing
+        ships): an error is logged and retried after a second."""
         epoch = None
         while True:
             try:
@@ -142,23 +157,53 @@ class Shipping:
             if count > 0:
                 self._ship_to(dest, now)
 
+    def restart_link(self, node: str) -> None:
+        """``node`` has a new gateway (or was down): what is in flight to the
+        old one is lost; ship again from what was confirmed."""
+        link = self.links.get(node)
+        if link is not None:
+            link.start_over()
+
     def _ship_to(self, dest: str, now: float) -> None:
         if self.epoch is None or not self.is_up(dest):
             return
-        sent = self.in_flight.get(dest)
-        if sent is not None and now - sent[1] < sent[2]:
-            return
-        items = _within_bytes(self.mail.outq_peek(dest, SHIP_MAX, self.acked.get(dest, 0)),
-                              SHIP_BYTES)
-        if not items:
-            return
-        if sent is not None:            # unanswered: wait longer before the next resend
+        link = self.links.setdefault(dest, _Link())
+        if link.flights and now - link.flights[0][1] > link.wait:
             log.warning("%s: no answer from node %s in %.0f s; shipping again",
-                        self.worker, dest, sent[2])
-        wait = RESEND_AFTER if sent is None else min(sent[2] * 2, RESEND_MAX)
-        self.in_flight[dest] = (items[-1][0], now, wait)
-        self.shipped_items += len(items)
-        self.cluster.bridge.post(self.nodes[dest].gateway, Shipment(self.node, self.epoch, items))
+                        self.worker, dest, link.wait)
+            link.start_over()
+            link.wait = min(link.wait * 2, RESEND_MAX)
+        while len(link.flights) < WINDOW:
+            start = max(link.acked, link.sent)
+            items = _within_bytes(self.mail.outq_peek(dest, SHIP_MAX, start), SHIP_BYTES)
+            if not items:
+                return
+            after = None if link.fresh else start
+            link.fresh = False
+            link.sent = items[-1][0]
+            link.flights.append((link.sent, now))
+            self.shipped_items += len(items)
+            self.cluster.bridge.post(self.nodes[dest].gateway,
+                                     Shipment(self.node, self.epoch, items, after))
+
+
+class _Link:
+    """The forwarder's state for one destination: ``acked`` (the highest seq
+    it confirmed), ``sent`` (the last seq shipped), ``flights`` (the last
+    seq and send time of each shipment not confirmed yet, oldest first),
+    ``wait`` (the resend timeout, doubling while unanswered) and ``fresh``
+    (the next shipment starts over: nothing before it to check)."""
+
+    def __init__(self) -> None:
+        self.acked = self.sent = 0
+        self.flights: list[tuple[int, float]] = []
+        self.wait = RESEND_AFTER
+        self.fresh = True
+
+    def start_over(self) -> None:
+        self.flights.clear()
+        self.sent = self.acked
+        self.fresh = True
 
 
 def _within_bytes(items: list, budget: int) -> list:

@@ -140,9 +140,10 @@ class Storage:
         return self.store.submit(outq.Trim(dest, upto))
 
     def outq_apply(self, origin: str, epoch: str, items: Iterable[tuple[int, tuple]],
-                   cap: int) -> Future[outq.Applied]:
+                   cap: int, after: int | None = None) -> Future[outq.Applied]:
         """Apply a shipment from node ``origin`` exactly once (``outq.apply``)."""
-        return self.store.submit(outq.Apply(origin, epoch, tuple(items), cap, self.remote))
+        return self.store.submit(outq.Apply(origin, epoch, tuple(items), cap, self.remote,
+                                            after))
 
     def outq_epoch(self) -> Future[str]:
         """This store's epoch (drawn by the first call: hence a write)."""

@@ -60,14 +60,14 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
+from storage.errors import DuplicateId, InvalidArgument, OfflineFull, StorageError, UnknownUser
 from storage.keys import (node_bytes, outq_key, outq_prefix, outq_seq, phone_bytes,
                           prefix_end)
 from storage.kv import Txn
 from storage.records import (InboxItem, Message, Receipt, pack, unpack, unpack_item,
                              unpack_tuple)
 
-__all__ = ["epoch", "put", "peek", "trim", "pending", "apply", "Applied", "Apply", "Trim",
+__all__ = ["epoch", "put", "peek", "trim", "pending", "apply", "Applied", "Apply", "Trim", "Gap",
            "Epoch", "ITEM_KINDS"]
 
 log = logging.getLogger(__name__)
@@ -165,12 +165,26 @@ class Applied:
     media: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
 
 
+class Gap(StorageError):
+    """A shipment that follows one this node never applied (lost with a
+    gateway that died, say): applying it would move the watermark past
+    items never seen. Refused whole; the origin ships again from what was
+    confirmed."""
+
+    def __init__(self, origin: str, after: int, done: int):
+        super().__init__(f"shipment from {origin} follows seq {after}; applied up to {done}")
+        self.done = done
+
+
 def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap: int,
-          remote=None) -> Applied:
+          remote=None, after: int | None = None) -> Applied:
     """Apply a shipment of ``origin``'s items (``peek`` output) exactly once:
     those at or below the watermark stored for (origin, epoch) are skipped.
     ``cap``: the offline cap for the messages; ``remote`` as in
-    ``storage.metas`` (an item for a user homed elsewhere is queued on)."""
+    ``storage.metas`` (an item for a user homed elsewhere is queued on).
+    ``after``: the last seq of the shipment sent before this one (several
+    may be in flight): ``Gap`` if this node has not applied up to it yet;
+    None for a first shipment (nothing before it to check)."""
     from storage.metas import Metas         # (module doc: the import cycle)
     ob = node_bytes(origin)
     if type(epoch) is not str or not epoch:
@@ -178,6 +192,8 @@ def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap
     raw = txn.get("outq_applied", ob)
     mark = unpack(raw) if raw is not None else None
     done = mark["seq"] if mark is not None and mark["epoch"] == epoch else 0
+    if after is not None and after > done:
+        raise Gap(origin, after, done)
     fresh, last = [], done
     for entry in items:
         seq, item = entry if type(entry) in (tuple, list) and len(entry) == 2 else (None, None)
@@ -290,9 +306,10 @@ class Apply:
     items: tuple | list
     cap: int
     remote: Any = None          # Callable[[str], str | None]; ops are never pickled
+    after: int | None = None
 
     def __call__(self, txn: Txn) -> Applied:
-        return apply(txn, self.origin, self.epoch, self.items, self.cap, self.remote)
+        return apply(txn, self.origin, self.epoch, self.items, self.cap, self.remote, self.after)
 
 
 @dataclass(frozen=True, slots=True)

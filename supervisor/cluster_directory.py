@@ -159,10 +159,13 @@ class Assigned:
 @dataclass
 class Shipment:
     """Gateway to gateway: ``items`` of the origin's outbound queue for the
-    receiving node, ``(seq, item)`` oldest first (storage/outq.py)."""
+    receiving node, ``(seq, item)`` oldest first (storage/outq.py);
+    ``after``: the last seq of the shipment sent before it (None: the first
+    since the origin started or started over)."""
     origin: str
     epoch: str
     items: list
+    after: int | None = None
 
     def __repr__(self) -> str:          # Thespian logs repr() of every message it moves
         return f"Shipment({self.origin}, {len(self.items)} items)"
@@ -171,9 +174,12 @@ class Shipment:
 @dataclass
 class Shipped:
     """The receiving gateway applied everything of ``origin``'s queue up to
-    ``upto``: the origin may trim it."""
+    ``upto``: the origin may trim it. ``refused``: the shipment ending at
+    ``upto`` follows one never applied here (``outq.Gap``): ship again from
+    what was confirmed."""
     node: str
     upto: int
+    refused: bool = False
 
 
 @dataclass

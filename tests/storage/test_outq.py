@@ -328,3 +328,22 @@ async def test_without_remote_every_user_is_local_as_before(cluster):
     results = await a.store.submit(op)               # no remote: a single node
     assert results[0] == (True, Stored(1, T)) and isinstance(results[1][1], UnknownUser)
     assert a.outq_pending() == {}
+
+
+async def test_a_shipment_after_one_never_applied_is_refused_whole(cluster):
+    a, b = cluster
+    for i in range(6):
+        await a.store_message(ALICE, f"m{i}", BOB, b"x", T + i, CAP)
+    epoch = await a.outq_epoch()
+    first, second = a.outq_peek("B", 3), a.outq_peek("B", 3, after=3)
+    assert [s for s, _ in first] == [1, 2, 3] and [s for s, _ in second] == [4, 5, 6]
+    # the first shipment was lost (its gateway died): the second must not
+    # move the watermark past items never applied
+    with pytest.raises(outq.Gap):
+        await b.outq_apply("A", epoch, second, CAP, after=3)
+    assert b.inbox_after(BOB) == []
+    assert (await b.outq_apply("A", epoch, first, CAP)).upto == 3    # a first one: no check
+    assert (await b.outq_apply("A", epoch, second, CAP, after=3)).upto == 6
+    assert [i.payload.id for i in b.inbox_after(BOB)] == [f"m{i}" for i in range(6)]
+    # a resend of what was applied, following what was applied, is skipped
+    assert (await b.outq_apply("A", epoch, second, CAP, after=3)).nudges == []
