@@ -39,19 +39,22 @@ async def test_two_workers_chat_as_one_node(tmp_path):
             for j, phone in enumerate(USERS):
                 if i != j:
                     sender.send(wire.Send(f"m{i}-{j}", phone, b"hi", ref=sender.ref()))
-        for j, client in enumerate(clients):
-            got = set()
-            while len(got) < len(USERS) - 1:
-                frame = await next_of(client, wire.Message)
-                got.add(frame.id)
-                client.send(wire.Received((frame.seq,), ref=client.ref()))
-            assert got == {f"m{i}-{j}" for i in range(len(USERS)) if i != j}
-        for i, client in enumerate(clients):
-            receipts = set()
-            while len(receipts) < len(USERS) - 1:
-                frame = await next_of(client, wire.Receipt)
-                receipts.add(frame.id)
-            assert receipts == {f"m{i}-{j}" for j in range(len(USERS)) if i != j}
+        want = len(USERS) - 1
+        got = [set() for _ in USERS]
+        receipts = [set() for _ in USERS]
+
+        async def read(j: int, client) -> None:   # messages and receipts come interleaved
+            while len(got[j]) < want or len(receipts[j]) < want:
+                frame = await next_of(client, (wire.Message, wire.Receipt), 10)
+                if isinstance(frame, wire.Message):
+                    got[j].add(frame.id)
+                    client.send(wire.Received((frame.seq,), ref=client.ref()))
+                else:
+                    receipts[j].add(frame.id)
+        await asyncio.gather(*(read(j, client) for j, client in enumerate(clients)))
+        for j in range(len(USERS)):
+            assert got[j] == {f"m{i}-{j}" for i in range(len(USERS)) if i != j}
+            assert receipts[j] == {f"m{j}-{k}" for k in range(len(USERS)) if k != j}
         status = await asyncio.to_thread(worker_status, log_path.read_text())
         assert all(w["mesh"]["received_items"] > 0 for w in status), [w["mesh"] for w in status]
         with urllib.request.urlopen(f"http://127.0.0.1:{status[0]['http_port']}/metrics",
