@@ -242,16 +242,8 @@ def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> bool:
 
 def _apply_item(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
     _, user, kind, value = item
-    ub = phone_bytes(user)
-    try:
-        metas.require_user(ub, user)
-    except UnknownUser:
-        log.warning("outq: a %s for %s dropped: no such user here", kind, user)
-        return
-    if kind == "event":
-        seq = metas.append_event(ub, value)
-    else:
-        seq = metas.append_packed(ub, kind == "message", value)
+    ub = _known(metas, user, f"a {kind}")
+    seq = ub and _add(metas, ub, kind, value)
     if seq:
         nudges.append((user, unpack_item(seq, value)))
 
@@ -262,40 +254,48 @@ def _apply_group(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
     group, as on the group's own node (storage/groups.py)."""
     from storage.groups import fold_missed
     _, user, kind, value, group, name, by = item
-    ub = phone_bytes(user)
-    try:
-        metas.require_user(ub, user)
-    except UnknownUser:
-        log.warning("outq: a group %s for %s dropped: no such user here", kind, user)
+    ub = _known(metas, user, f"a group {kind}")
+    if ub is None:
         return
     if metas.node_of(ub) is not None:           # moved on since: queue it on
-        metas.append_event(ub, value) if kind == "event" else \
-            metas.append_packed(ub, True, value)
+        _add(metas, ub, kind, value)
         return
-    full = metas[ub]["msgs" if kind == "message" else "evts"] >= cap
-    if full:
+    if metas[ub]["msgs" if kind == "message" else "evts"] >= cap:
         member, marker, old = fold_missed(txn, metas, group, name, user, by,
                                           1 if kind == "message" else 0, unpack(value)["ts"])
         if old is not None:
             nudges[:] = [n for n in nudges if n[0] != user or n[1].seq != old]
         nudges.append((member, marker))
         return
-    seq = metas.append_event(ub, value) if kind == "event" else metas.append_packed(ub, True, value)
-    nudges.append((user, unpack_item(seq, value)))
+    nudges.append((user, unpack_item(_add(metas, ub, kind, value), value)))
 
 
 def _append(metas, user: str, receipt: Receipt, nudges: list) -> None:
     """A receipt for ``user`` (queued on if homed elsewhere; dropped with a
     warning if unknown here too)."""
+    ub = _known(metas, user, f"a {receipt.kind} receipt")
+    seq = ub and metas.append(ub, receipt)
+    if seq:
+        nudges.append((user, InboxItem(seq, "receipt", receipt)))
+
+
+def _known(metas, user: str, what: str) -> bytes | None:
+    """``user``'s key, if it has an account here or a home elsewhere; else
+    None, logged: an item for nobody is dropped (nothing to append to)."""
     ub = phone_bytes(user)
     try:
         metas.require_user(ub, user)
     except UnknownUser:
-        log.warning("outq: a %s receipt for %s dropped: no such user", receipt.kind, user)
-        return
-    seq = metas.append(ub, receipt)
-    if seq:
-        nudges.append((user, InboxItem(seq, "receipt", receipt)))
+        log.warning("outq: %s for %s dropped: no such user here", what, user)
+        return None
+    return ub
+
+
+def _add(metas, ub: bytes, kind: str, value: bytes) -> int:
+    """Append a packed item of ``kind``; its seq (0: queued on)."""
+    if kind == "event":
+        return metas.append_event(ub, value)
+    return metas.append_packed(ub, kind == "message", value)
 
 
 # -- ops ---------------------------------------------------------------------------------
