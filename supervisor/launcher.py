@@ -46,6 +46,7 @@ log = logging.getLogger("switchboard.launcher")
 HEALTH_CHECK_EVERY = 5.0      # seconds between "are you there?" asks to the supervisor
 ASK_TIMEOUT = 5.0
 PING_TIMEOUT = 2.0            # seconds a member waits for the cluster directory
+DIRECTORY_CHECK_EVERY = 1.0   # seconds between a member's pings of it
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -227,13 +228,18 @@ class _StopRequested:
 
 def _wait(asys, supervisor, stop: _StopRequested, check: Any = None) -> int:
     """Until a stop signal (0) or the supervisor escalates or vanishes (1).
-    ``check()`` runs with each health check (a member's cluster directory)."""
+    ``check()`` runs every ``DIRECTORY_CHECK_EVERY`` s (a member's check of
+    its cluster directory: a restarted leader is found within seconds)."""
     next_check = time.monotonic() + HEALTH_CHECK_EVERY
+    next_watch = time.monotonic() + DIRECTORY_CHECK_EVERY
     while stop.signal is None:
         msg = asys.listen(0.25)
         if isinstance(msg, NodeSupervisorStopped):
             log.error("node supervisor stopped (%s): exiting", msg.reason)
             return 1
+        if check is not None and time.monotonic() >= next_watch:
+            check()
+            next_watch = time.monotonic() + DIRECTORY_CHECK_EVERY
         if time.monotonic() >= next_check:
             reply = ask_for(asys, supervisor, ReportWorkers(),
                             (WorkersReported, NodeSupervisorStopped), ASK_TIMEOUT)
@@ -243,8 +249,6 @@ def _wait(asys, supervisor, stop: _StopRequested, check: Any = None) -> int:
             if reply is None and stop.signal is None:
                 log.error("node supervisor does not answer: exiting")
                 return 1
-            if check is not None:
-                check()
             next_check = time.monotonic() + HEALTH_CHECK_EVERY
     log.info("got %s: shutting down", signal.Signals(stop.signal).name)
     return 0
