@@ -31,7 +31,8 @@ DETECT_LIMIT = 6.0            # seconds from SIGKILL to the survivors marking th
 async def node_kill(tmp_path: Any, seed: int = 1, kills: int = 1,
                     every: tuple[float, float] = (2.0, 4.0), down_for: float = 3.0,
                     clients: int = 12, rate: float = 10.0,
-                    progress: Callable[[float], None] | None = None) -> ChaosResult:
+                    progress: Callable[[float], None] | None = None,
+                    victims: tuple[str, ...] = ("B", "C")) -> ChaosResult:
     names = ("A", "B", "C")
     with cluster(tmp_path, names) as c:
         nodes = [c[n].node for n in names]
@@ -40,8 +41,8 @@ async def node_kill(tmp_path: Any, seed: int = 1, kills: int = 1,
             result.restart_limit = DETECT_LIMIT
             for kill in range(kills):
                 await asyncio.sleep(rng.uniform(*every))
-                victim = rng.choice(names[1:])            # the leader's loss: docs/cluster.md
-                survivor = c["A"]
+                victim = rng.choice(victims)              # the leader's loss: docs/cluster.md
+                survivor = c["B" if victim == "A" else "A"]
                 port = c[victim].node.port
                 before = survivor.log().count(f"node {victim} is down")
                 served = load.history.acks.copy()
