@@ -127,20 +127,25 @@ class Federation(Shipping):
         info = self.nodes.get(node)
         return info is not None and info.up
 
-    async def home_for(self, phone: str) -> str | None:
+    async def home_for(self, phone: str, sure: bool = True) -> str | None:
         """Where ``phone`` must register or log in, when not here (None: here,
         or a phone nobody holds yet). A phone the replica does not know and
         this node has no account for is looked up in the directory: the
-        replica may lag a registration made on another node a moment ago."""
+        replica may lag a registration made on another node a moment ago.
+        ``NodeUnavailable`` when the directory cannot say (it does not answer,
+        or it was just started and the nodes may still be joining it, unless
+        ``sure`` is False: a registration goes ahead then, see docs/cluster.md)."""
         if phone in self.homes or self.mail.get_account(phone) is not None:
             return self.remote(phone)
         try:
-            await self._ask(Lookup, phone)
+            answer = await self._ask(Lookup, phone)
         except asyncio.TimeoutError:
-            log.warning("the cluster directory did not answer where %s lives", phone)
+            raise NodeUnavailable("the cluster directory did not answer; try again") from None
+        if not answer.settled and sure:
+            raise NodeUnavailable("the cluster directory is being rebuilt; try again")
         return self.remote(phone)
 
-    async def _ask(self, kind: type, phone: str, *args: Any) -> str | None:
+    async def _ask(self, kind: type, phone: str, *args: Any) -> Assigned:
         token = next(self.tokens)
         future = self.assigning[token] = asyncio.get_running_loop().create_future()
         self.cluster.bridge.post(self.directory, kind(phone, *args, token))
@@ -159,7 +164,7 @@ class Federation(Shipping):
         if phone in self.homes:
             return
         try:
-            home = await self._ask(Assign, phone, self.node)
+            home = (await self._ask(Assign, phone, self.node)).home
         except asyncio.TimeoutError:
             log.warning("the cluster directory did not confirm %s's home; it is told "
                         "again when this node joins it", phone)
@@ -333,7 +338,7 @@ class Federation(Shipping):
             self.homes[msg.phone] = msg.home
         future = self.assigning.get(msg.token)
         if future is not None and not future.done():
-            future.set_result(msg.home)
+            future.set_result(msg)
 
 
 class _ReplyPort:

@@ -23,6 +23,7 @@ Messages: ``PublishKeys``, ``FetchKeys``, ``CountKeys``, ``KeysStored``, and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -47,7 +48,8 @@ _REASONS = ((WrongIdentity, WRONG_IDENTITY), (KeysFull, KEYS_FULL), (NoKeys, NO_
 
 
 class KeyDirectory:
-    """Mixed into ``Session``: needs ``self.mail``, ``self.user``, ``self.ref``."""
+    """Mixed into ``Session``: needs ``self.mail``, ``self.user``, ``self.ref``,
+    ``self.keys_looked_up`` (a set)."""
 
     def handle_publish_keys(self, msg: PublishKeys) -> None:
         self._keys_op(msg, self.mail.publish_keys(self.user, msg.identity, msg.signed, msg.one_time))
@@ -60,6 +62,12 @@ class KeyDirectory:
                                        f"too many key fetches; retry in {wait:.0f} s"))
             return
         federation = self.system.env.get("federation")
+        if (federation is not None and msg.user not in federation.homes
+                and msg not in self.keys_looked_up
+                and self.mail.get_account(msg.user) is None):
+            self._look_up_keys(federation, msg)    # a lagging replica: ask where it lives
+            return
+        self.keys_looked_up.discard(msg)
         home = federation.remote(msg.user) if federation is not None else None
         if home is not None:                # the keys live on the user's home node
             fetched = federation.call(home, ("fetch_keys", self.user, msg.user))
@@ -69,6 +77,21 @@ class KeyDirectory:
             self._keys_op(msg, fetched)
         else:
             self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))
+
+    def _look_up_keys(self, federation: Any, msg: FetchKeys) -> None:
+        """Look ``msg.user`` up in the cluster directory, then fetch again
+        (once: an unknown user is then UNKNOWN_USER)."""
+        self.keys_looked_up.add(msg)
+
+        async def look_up() -> None:
+            try:
+                await federation.home_for(msg.user)
+            except Exception as unsure:  # noqa: BLE001 - NodeUnavailable: the client retries
+                self.keys_looked_up.discard(msg)
+                self._answer(msg, Rejected(msg.ref, INTERNAL, str(unsure)))
+                return
+            self.ref.notify(msg)
+        asyncio.ensure_future(look_up())
 
     def handle_count_keys(self, msg: CountKeys) -> None:
         self._answer(msg, Acked(msg.ref, self.mail.count_keys(self.user)))

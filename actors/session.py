@@ -41,19 +41,17 @@ answered here, from LMDB.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from actors.actor import Actor
 from actors.counters import counters_of
 from actors.drain_batch import DrainBatch
-from actors.group import forward as forward_to_group, group_home, group_info, remote_answer
+from actors.group import forward as forward_to_group, group_info
 from actors.key_directory import KeyDirectory
 from actors.messages import (
-    INTERNAL, INVALID, OFFLINE_FULL, RATE_LIMITED, SESSION_REPLACED, UNKNOWN_USER, AckInbox,
+    INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox,
     Acked, Attach, BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired,
     MarkRead, PresenceChanged, Rejected, ResumePushes, SendMessage, SetTyping, Subscribe,
     TypingChanged,
@@ -61,6 +59,7 @@ from actors.messages import (
 from actors.messages import GetGroups, GroupCommand
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
 from actors.router import route
+from actors.session_homes import RemoteHomes
 from actors.session_registry import clients_of
 from storage import DuplicateId, InboxItem, InvalidArgument, Message, OfflineFull, UnknownUser
 from storage.batch import ACK, READ, SEND
@@ -77,13 +76,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True)
-class RetrySend:
-    """Store this SEND again: its recipient's home was just looked up."""
-    request: Any
-
-
-class Session(KeyDirectory, DrainBatch, Actor):
+class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
     mailbox_size = 10_000
     overflow = "crash"        # state is in LMDB: a flooded session restarts, loses nothing
 
@@ -92,7 +85,7 @@ class Session(KeyDirectory, DrainBatch, Actor):
         self.client: Any = None
         self.pushed_upto = 0                    # highest inbox seq pushed to this client
         self.pending: dict[str, list[Any]] = {} # message id -> requests waiting for its commit
-        self.looked_up: set[str] = set()        # ids stored again after a cluster lookup
+        self.init_homes()                       # actors/session_homes.py
         self.init_batch()                       # requests queued for the next storage op
         self.linger_token = 0
         self.last_seen_written = 0
@@ -207,10 +200,7 @@ class Session(KeyDirectory, DrainBatch, Actor):
         if waiting is not None:                 # a resend while the first is in flight
             waiting.append(msg)
             return
-        federation = self.system.env.get("federation")
-        behind = federation.behind(msg.to) if federation is not None else None
-        if behind is not None:                  # back-pressure: its node's queue is full
-            self._answer(msg, Rejected(msg.ref, RATE_LIMITED, behind))
+        if self.held_back(msg):                 # a cluster's back-pressure or a lookup
             return
         self.pending[msg.id] = [msg]
         self._queue(msg)
@@ -219,15 +209,8 @@ class Session(KeyDirectory, DrainBatch, Actor):
         self._queue(msg)            # even from a closed connection: RECEIVED then BYE means it
 
     def handle_mark_read(self, msg: MarkRead) -> None:
-        federation = self.system.env.get("federation")
-        home = (federation.remote(group_home(msg.group))
-                if federation is not None and msg.group is not None else None)
-        if home is None:
+        if not self.read_elsewhere(msg):        # a group's messages: read where it lives
             self._queue(msg)
-            return                          # a group's messages: read where the group lives
-        federation.call(home, ("read", self.user, msg.peer, msg.ids, msg.group)).add_done_callback(
-            lambda done: self._answer(msg, Acked(msg.ref) if done.exception() is None
-                                      else remote_answer(msg.ref, done)))
 
     def _submit(self) -> None:
         requests, self.batch = tuple(self.batch), []
@@ -268,7 +251,7 @@ class Session(KeyDirectory, DrainBatch, Actor):
     def _stored(self, request: SendMessage, ok: bool, value: Any,
                 nudges: dict[str, list[InboxItem]]) -> None:
         waiting = self.pending.pop(request.id, [request])
-        if not ok and self._look_up_first(request, value, waiting):
+        if not ok and self.look_up_first(request, value, waiting):
             return
         self.looked_up.discard(request.id)
         if not ok:
@@ -283,26 +266,6 @@ class Session(KeyDirectory, DrainBatch, Actor):
         if not value.duplicate and value.seq:   # seq 0: queued for the recipient's home node
             nudges.setdefault(request.to, []).append(InboxItem(
                 value.seq, "message", Message(request.id, self.user, value.ts_ms, request.body)))
-
-    def _look_up_first(self, request: SendMessage, error: Any, waiting: list) -> bool:
-        """In a cluster, an unknown recipient may be a user registered on
-        another node a moment ago (this worker's replica of the homes lags):
-        look it up in the cluster directory, then store the SEND again, once."""
-        federation = self.system.env.get("federation")
-        if (not isinstance(error, UnknownUser) or federation is None
-                or request.id in self.looked_up or request.to in federation.homes):
-            return False
-        self.looked_up.add(request.id)
-        self.pending[request.id] = waiting
-
-        async def look_up() -> None:
-            await federation.home_for(request.to)
-            self.ref.notify(RetrySend(request))
-        asyncio.ensure_future(look_up())
-        return True
-
-    def handle_retry_send(self, msg: "RetrySend") -> None:
-        self._queue(msg.request)
 
     @staticmethod
     def _reason(error: BaseException) -> str:
@@ -320,17 +283,10 @@ class Session(KeyDirectory, DrainBatch, Actor):
         await forward_to_group(self.system, self.user, msg)
 
     def handle_get_groups(self, msg: GetGroups) -> None:
-        federation = self.system.env.get("federation")
-        if federation is None:
-            for event in group_info(self.mail, self.user, msg):
-                self._answer(msg, event)
+        if self.system.env.get("federation") is not None:
+            self.group_info_elsewhere(msg)      # groups live on their creators' home nodes
             return
-        # Groups live on their creators' home nodes: asked in a task of its
-        # own, so a slow node never holds up this session's mailbox.
-        asyncio.ensure_future(self._remote_group_info(federation, msg))
-
-    async def _remote_group_info(self, federation: Any, msg: GetGroups) -> None:
-        for event in await federation.group_info(self.user, msg, group_info):
+        for event in group_info(self.mail, self.user, msg):
             self._answer(msg, event)
 
     # -- presence, typing, heartbeats ---------------------------------------------------

@@ -56,6 +56,7 @@ DIRECTORY_NAME = "switchboard-cluster-directory"
 LEADER_CAPABILITY = "Switchboard Leader"
 NODE_CAPABILITY = "Switchboard Node"
 DOWN_AFTER = 3.0          # seconds without a heartbeat before a node is marked down
+REBUILD = 15.0           # seconds a new directory waits for the nodes to join again
 RECENT = 1.5             # seconds: a heartbeat this fresh outweighs a convention "left"
 TICK = timedelta(seconds=0.5)
 
@@ -151,9 +152,13 @@ class Lookup:
 
 @dataclass
 class Assigned:
+    """``settled``: False while a just-started directory may not know every
+    home yet (the nodes are still joining again): an unknown phone is then
+    not known to be nobody's."""
     token: int
     phone: str
     home: str | None
+    settled: bool = True
 
 
 @dataclass
@@ -243,6 +248,7 @@ class ClusterDirectory(ActorTypeDispatcher):
         self.homes: dict[str, str] = {}
         self.workers: dict[str, Any] = {}
         self.ticking = False
+        self.started = time.monotonic()
         # Nodes fetch media from each other with it; drawn anew by a restarted
         # directory, whose views then hand the new one to every worker.
         self.secret = secrets.token_hex(32)
@@ -292,7 +298,9 @@ class ClusterDirectory(ActorTypeDispatcher):
         self._tell_all(msg, skip_node=msg.worker.split("/")[0])
 
     def receiveMsg_Lookup(self, msg: Lookup, sender) -> None:
-        self.send(sender, Assigned(msg.token, msg.phone, self.homes.get(msg.phone)))
+        home = self.homes.get(msg.phone)
+        settled = home is not None or time.monotonic() - self.started > REBUILD
+        self.send(sender, Assigned(msg.token, msg.phone, home, settled))
 
     def receiveMsg_Ping(self, msg: Ping, sender) -> None:
         self.send(sender, Pong(len(self.nodes)))

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from actors.exits import ActorError
+from actors.federation import NodeUnavailable
 from actors.registration import (
     REGISTRAR_NAME, BeginLogin, ConfirmCode, LoginFailed, Refused, RequestCode,
 )
@@ -87,7 +88,11 @@ class Authentication:
                 self.fail(frame.ref, E.INTERNAL, "this node is still joining its cluster; "
                           "try again")
                 return True
-        home = await federation.home_for(phone)
+        try:
+            home = await federation.home_for(phone, sure=isinstance(frame, wire.Login))
+        except NodeUnavailable as unsure:
+            self.fail(frame.ref, E.INTERNAL, str(unsure))
+            return True
         if home is None:
             return False
         address = federation.client_of(home)
