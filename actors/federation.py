@@ -284,9 +284,10 @@ class Federation(Shipping):
         self.nodes = dict(msg.nodes)
         self.homes.update(msg.homes)
         self.secret = msg.secret or self.secret
-        self.cluster.set_far_peers({w: a for w, a in msg.workers.items()
-                                    if w.split("/")[0] != self.node
-                                    and self.is_up(w.split("/")[0])})
+        far = {w: a for w, a in msg.workers.items()
+               if w.split("/")[0] != self.node and self.is_up(w.split("/")[0])}
+        self._forget_old_incarnations(far)
+        self.cluster.set_far_peers(far)
         log.info("%s: cluster view: nodes %s, %d homes", self.worker,
                  {n: ("up" if i.up else "down") for n, i in self.nodes.items()}, len(self.homes))
         self._tell_online(tuple(self.cluster.far))
@@ -302,9 +303,20 @@ class Federation(Shipping):
                 self.restart_link(msg.node)    # a new gateway: send again at once
             self.nodes[msg.node] = msg.info
         if msg.node != self.node:
+            self._forget_old_incarnations(msg.workers)
             self.cluster.add_far_peers(msg.workers)
             self._tell_online(tuple(msg.workers))
         self.poke.set()
+
+    def _forget_old_incarnations(self, workers: dict[str, Any]) -> None:
+        """A worker joining under a name we knew at another address is a new
+        incarnation (its node or it restarted, maybe unseen: a leader's death
+        is told by nobody): what the old one said about presence is void."""
+        hub = self.system.whereis(PRESENCE_NAME)
+        for worker, address in workers.items():
+            old = self.cluster.far.get(worker)
+            if hub is not None and old is not None and old != address:
+                hub.cast(PeerGone(worker))
 
     def _tell_online(self, workers: tuple[str, ...]) -> None:
         hub = self.system.whereis(PRESENCE_NAME) if workers else None

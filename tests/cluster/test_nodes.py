@@ -193,3 +193,21 @@ async def test_senders_wait_when_the_queue_to_a_node_is_full(tmp_path):
         reply = await ca.answer(ca.send(wire.Send("c0", CAROL, b"x", ref=ca.ref())))
         assert isinstance(reply, wire.Ack) and carol.phone == CAROL
         await ca.close()
+
+
+async def test_users_of_a_dead_leader_go_offline_when_it_is_back(tmp_path):
+    with cluster(tmp_path, ("A", "B")) as c:
+        a, b = c["A"].node, c["B"].node
+        alice, bob = await register(a, ALICE), await register(b, BOB)
+        ca, cb = await login(a, alice), await login(b, bob)
+        cb.send(wire.Subscribe((ALICE,), ref=cb.ref()))
+        await cb.recv_until(lambda f: isinstance(f, wire.Presence) and f.online, 5)
+        port = a.port
+        c["A"].kill()             # nobody can say so: the directory died with it
+        await asyncio.to_thread(c.restart, "A", port)
+        # A's new workers join under the old names at new addresses: what the
+        # old ones said (alice online) is void, and alice did not come back
+        gone, _ = await cb.recv_until(lambda f: isinstance(f, wire.Presence)
+                                      and f.user == ALICE and not f.online, 20)
+        assert gone.last_seen, gone
+        await cb.close()
