@@ -281,7 +281,7 @@ class Federation(Shipping):
             known = self.nodes.get(node)
             if known is not None and known.gateway != info.gateway:
                 self.restart_link(node)
-        self.nodes = dict(msg.nodes)
+        self.nodes.update(msg.nodes)            # merged: a node not rejoined yet stays known
         self.homes.update(msg.homes)
         self.secret = msg.secret or self.secret
         far = {w: a for w, a in msg.workers.items()
@@ -340,6 +340,8 @@ class Federation(Shipping):
     def _on_WorkerLost(self, msg: WorkerLost) -> None:
         """One worker of another node died (its node restarts it): what it
         said about presence no longer holds."""
+        if msg.address is not None and self.cluster.far.get(msg.worker) not in (None, msg.address):
+            return                          # news of an incarnation already replaced
         self.cluster.drop_far_worker(msg.worker)
         hub = self.system.whereis(PRESENCE_NAME)
         if hub is not None:

@@ -73,7 +73,8 @@ class KeyDirectory:
             fetched = federation.call(home, ("fetch_keys", self.user, msg.user))
             mail, user = self.mail, self.user
             fetched.add_done_callback(      # and "tell them when my keys change" lives here
-                lambda done: done.exception() is None and mail.add_key_contact(user, msg.user))
+                lambda done: (not done.cancelled() and done.exception() is None
+                              and mail.add_key_contact(user, msg.user)))
             self._keys_op(msg, fetched)
         else:
             self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))

@@ -4,9 +4,10 @@ about one user's messaging; every method is a no-op without a federation).
 
 - **Back-pressure**: a SEND to a user homed on a node whose outbound queue
   is full is refused with RATE_LIMITED (``Federation.behind``).
-- **A lagging replica**: a SEND refused as UNKNOWN_USER may name a user
-  registered on another node a moment ago, or one the directory does not
-  know again yet (it was just restarted). The SEND is *parked*: the
+- **A lagging replica**: a SEND to a recipient this worker's replica does
+  not know (or one refused as UNKNOWN_USER) may name a user registered on
+  another node a moment ago, or one the directory does not know again yet
+  (it was just restarted). The SEND is *parked*: the
   recipient is looked up in the cluster directory (again every
   ``LOOKUP_EVERY`` s while the directory cannot say, for at most
   ``LOOKUP_FOR`` s), and every later SEND to that recipient is parked
@@ -45,8 +46,8 @@ class HomesLookedUp:
 
 
 class RemoteHomes:
-    """Mixed into ``Session``: needs ``system``, ``user``, ``ref``, ``pending``,
-    ``_queue``, ``_answer``."""
+    """Mixed into ``Session``: needs ``system``, ``user``, ``ref``, ``mail``,
+    ``pending``, ``_queue``, ``_answer``."""
 
     def init_homes(self) -> None:
         self.looked_up: set[str] = set()              # SEND ids stored again after a lookup
@@ -64,7 +65,12 @@ class RemoteHomes:
             return True
         parked = self.parked.get(msg.to)
         if parked is None:
-            return False
+            if msg.to in federation.homes or self.mail.get_account(msg.to) is not None:
+                return False
+            # A recipient this worker's replica does not know: look it up
+            # before storing (a SEND stored meanwhile could overtake it).
+            parked = self.parked[msg.to] = []
+            asyncio.ensure_future(self._look_up(federation, msg.to))
         self.pending[msg.id] = [msg]
         parked.append(msg)                          # behind the ones being looked up
         return True

@@ -40,6 +40,7 @@ WINDOW = 4                # shipments in flight to one node
 RESEND_AFTER = 2.0        # seconds without Shipped before a shipment is sent again,
 RESEND_MAX = 30.0         # doubling up to this while it stays unanswered
 SHIP_BYTES = 1 << 20      # bodies per Shipment (at least one item)
+MAX_WANTED = 10_000       # blob lists kept while the media fetcher is not running
 POLL = 0.005              # seconds between looks at the queues when nothing poked
 OUTQ_HIGH = 100_000       # items queued for one node before SENDs to its users wait
 PENDING_TTL = 0.1         # seconds the queue sizes read for ``behind`` are reused
@@ -52,6 +53,7 @@ class Shipping:
 
     def init_shipping(self) -> None:
         self.links: dict[str, _Link] = {}          # dest -> the forwarder's state for it
+        self.blobs_wanted: list = []               # (origin, hashes) while no media fetcher
         self.pending: dict[str, int] = {}          # dest -> items queued (read for ``behind``)
         self.pending_at = 0.0
         self.outq_high = OUTQ_HIGH
@@ -86,12 +88,13 @@ class Shipping:
 
     def _applied(self, msg: Shipment, done: Any) -> None:
         info = self.nodes.get(msg.origin)
+        reply_to = msg.reply_to or (info.gateway if info is not None else None)
         error = done.exception()
         if isinstance(error, Gap):          # one before it never arrived: start over
             log.warning("%s: %s", self.worker, error)
-            if info is not None and msg.items:
-                self.cluster.bridge.post(info.gateway,
-                                         Shipped(self.node, msg.items[-1][0], refused=True))
+            if reply_to is not None and msg.items:
+                self.cluster.bridge.post(reply_to, Shipped(self.node, msg.items[-1][0],
+                                                           refused=True, round=msg.round))
             return
         if error is not None:
             log.error("applying a shipment from %s failed (it will be resent): %r",
@@ -101,10 +104,14 @@ class Shipping:
         self.applied_items += len(applied.nudges)
         self._nudge(applied.nudges)
         fetcher = self.system.env.get("media_fetcher")    # transport/media_fetch.py
-        for node, hashes in applied.media if fetcher is not None else ():
-            fetcher.want(node, hashes)          # blobs the recipients will download here
-        if info is not None:
-            self.cluster.bridge.post(info.gateway, Shipped(self.node, applied.upto))
+        if fetcher is not None:
+            for node, hashes in applied.media:
+                fetcher.want(node, hashes)      # blobs the recipients will download here
+        elif applied.media:                     # its media listener is (re)starting
+            self.blobs_wanted.extend(applied.media[:MAX_WANTED - len(self.blobs_wanted)])
+        if reply_to is not None:
+            self.cluster.bridge.post(reply_to, Shipped(self.node, applied.upto,
+                                                       round=msg.round))
         self.poke.set()              # bounces may have been queued back to the origin
 
     def _on_Shipped(self, msg: Shipped) -> None:
@@ -115,10 +122,10 @@ class Shipping:
         if link is None:
             return
         if msg.refused:
-            if any(upto == msg.upto for upto, _ in link.flights):
-                log.warning("%s: node %s missed a shipment; shipping again from %d",
-                            self.worker, msg.node, link.acked)
-                link.start_over()
+            if msg.round == link.round:     # (a refusal of an older round: already handled)
+                log.warning("%s: node %s missed a shipment; shipping again from %d in %.0f s",
+                            self.worker, msg.node, link.acked, link.wait)
+                link.start_over(time.monotonic())
         elif msg.upto > link.acked:
             link.acked = msg.upto
             link.flights = [f for f in link.flights if f[0] > msg.upto]
@@ -159,10 +166,10 @@ class Shipping:
 
     def restart_link(self, node: str) -> None:
         """``node`` has a new gateway (or was down): what is in flight to the
-        old one is lost; ship again from what was confirmed."""
+        old one is lost; ship again from what was confirmed, at once."""
         link = self.links.get(node)
         if link is not None:
-            link.start_over()
+            link.start_over(None)
 
     def _ship_to(self, dest: str, now: float) -> None:
         if self.epoch is None or not self.is_up(dest):
@@ -171,11 +178,12 @@ class Shipping:
         if link.flights and now - link.flights[0][1] > link.wait:
             log.warning("%s: no answer from node %s in %.0f s; shipping again",
                         self.worker, dest, link.wait)
-            link.start_over()
-            link.wait = min(link.wait * 2, RESEND_MAX)
+            link.start_over(now)
+        if now < link.hold_until:           # backing off after a failed round
+            return
         while len(link.flights) < WINDOW:
             start = max(link.acked, link.sent)
-            items = _within_bytes(self.mail.outq_peek(dest, SHIP_MAX, start), SHIP_BYTES)
+            items = self.mail.outq_peek(dest, SHIP_MAX, start, SHIP_BYTES)
             if not items:
                 return
             after = None if link.fresh else start
@@ -184,36 +192,36 @@ class Shipping:
             link.flights.append((link.sent, now))
             self.shipped_items += len(items)
             self.cluster.bridge.post(self.nodes[dest].gateway,
-                                     Shipment(self.node, self.epoch, items, after))
+                                     Shipment(self.node, self.epoch, items, after, link.round,
+                                              self.cluster.bridge.address))
 
 
 class _Link:
     """The forwarder's state for one destination: ``acked`` (the highest seq
     it confirmed), ``sent`` (the last seq shipped), ``flights`` (the last
     seq and send time of each shipment not confirmed yet, oldest first),
-    ``wait`` (the resend timeout, doubling while unanswered) and ``fresh``
-    (the next shipment starts over: nothing before it to check)."""
+    ``round`` (bumped at each start over: a refusal or answer names the
+    round it answers, so an old round's refusals cannot restart a new one),
+    ``wait`` (the resend timeout, doubling while rounds fail),
+    ``hold_until`` (no shipping before: the back-off) and ``fresh`` (the
+    next shipment starts over: nothing before it to check)."""
 
     def __init__(self) -> None:
-        self.acked = self.sent = 0
+        self.acked = self.sent = self.round = 0
         self.flights: list[tuple[int, float]] = []
         self.wait = RESEND_AFTER
+        self.hold_until = 0.0
         self.fresh = True
 
-    def start_over(self) -> None:
+    def start_over(self, failed_at: float | None) -> None:
+        """Ship again from ``acked``: at once (a new gateway), or, when a round
+        failed at ``failed_at``, after ``wait``, which doubles."""
         self.flights.clear()
         self.sent = self.acked
         self.fresh = True
-
-
-def _within_bytes(items: list, budget: int) -> list:
-    """The first items of a shipment whose bodies fit ``budget`` bytes (at
-    least one): a shipment is one pickled Thespian message."""
-    total = 0
-    for i, (_, item) in enumerate(items):
-        total += sum(len(part) for part in item if type(part) is bytes)
-        if total > budget and i > 0:
-            return items[:i]
-    return items
-
-
+        self.round += 1
+        if failed_at is not None:
+            self.hold_until = failed_at + self.wait
+            self.wait = min(self.wait * 2, RESEND_MAX)
+        else:
+            self.hold_until = 0.0

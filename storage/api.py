@@ -125,11 +125,11 @@ class Storage:
         return self.store.read(lambda txn: mailbox.inbox_meta(txn, user))
 
     # -- the outbound queue to other nodes (storage.outq) -------------------------
-    def outq_peek(self, dest: str, limit: int = 512, after: int = 0
-                  ) -> list[tuple[int, tuple]]:
-        """Up to ``limit`` items owed to node ``dest`` with seq > ``after``,
-        oldest first: (seq, item)."""
-        return self.store.read(lambda txn: outq.peek(txn, dest, limit, after))
+    def outq_peek(self, dest: str, limit: int = 512, after: int = 0,
+                  max_bytes: int | None = None) -> list[tuple[int, tuple]]:
+        """Up to ``limit`` items owed to node ``dest`` with seq > ``after``
+        (and ``max_bytes`` packed), oldest first: (seq, item)."""
+        return self.store.read(lambda txn: outq.peek(txn, dest, limit, after, max_bytes))
 
     def outq_pending(self) -> dict[str, int]:
         """Items queued per destination node (those with any)."""

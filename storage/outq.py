@@ -114,14 +114,21 @@ def put(txn: Txn, dest: str, item: tuple) -> int:
     return seq
 
 
-def peek(txn: Txn, dest: str, limit: int = 512, after: int = 0) -> list[tuple[int, tuple]]:
+def peek(txn: Txn, dest: str, limit: int = 512, after: int = 0,
+         max_bytes: int | None = None) -> list[tuple[int, tuple]]:
     """Up to ``limit`` of ``dest``'s items with seq > ``after``, oldest
-    first, as (seq, item)."""
+    first, as (seq, item); with ``max_bytes``, no more than fit in it (at
+    least one): the scan stops there, nothing more is read or unpacked."""
     nb = node_bytes(dest)
     prefix = outq_prefix(nb)
     start = outq_key(nb, after + 1) if after > 0 else prefix
-    return [(outq_seq(k), unpack_tuple(v))
-            for k, v in txn.range("outq", start, prefix_end(prefix), limit=limit)]
+    items, total = [], 0
+    for k, v in txn.range("outq", start, prefix_end(prefix), limit=limit):
+        total += len(v)
+        if max_bytes is not None and total > max_bytes and items:
+            break
+        items.append((outq_seq(k), unpack_tuple(v)))
+    return items
 
 
 def trim(txn: Txn, dest: str, upto: int) -> int:
@@ -257,8 +264,9 @@ def _apply_group(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
     ub = _known(metas, user, f"a group {kind}")
     if ub is None:
         return
-    if metas.node_of(ub) is not None:           # moved on since: queue it on
-        _add(metas, ub, kind, value)
+    node = metas.node_of(ub)
+    if node is not None:                        # moved on since: queue it on, caps and all
+        put(txn, node, item)
         return
     if metas[ub]["msgs" if kind == "message" else "evts"] >= cap:
         member, marker, old = fold_missed(txn, metas, group, name, user, by,

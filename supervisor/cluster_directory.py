@@ -117,9 +117,12 @@ class NodeDown:
 
 @dataclass
 class WorkerLost:
-    """From a node supervisor: its worker ``worker`` died (it is restarting
-    it); relayed to the other nodes' workers, whose hubs forget what it said."""
+    """From a node supervisor: its worker ``worker``, the incarnation at
+    ``address``, died (it is restarting it); relayed to the other nodes'
+    workers, whose hubs forget what it said. (The address: this news may
+    arrive after its successor joined, from another sender.)"""
     worker: str
+    address: Any = None
 
 
 @dataclass
@@ -171,6 +174,8 @@ class Shipment:
     epoch: str
     items: list
     after: int | None = None
+    round: int = 0              # the origin's attempt, echoed in ``Shipped``
+    reply_to: Any = None        # where ``Shipped`` goes (the origin's gateway now)
 
     def __repr__(self) -> str:          # Thespian logs repr() of every message it moves
         return f"Shipment({self.origin}, {len(self.items)} items)"
@@ -185,6 +190,7 @@ class Shipped:
     node: str
     upto: int
     refused: bool = False
+    round: int = 0
 
 
 @dataclass
@@ -294,6 +300,8 @@ class ClusterDirectory(ActorTypeDispatcher):
                     self.send(address, self._view())
 
     def receiveMsg_WorkerLost(self, msg: WorkerLost, sender) -> None:
+        if msg.address is not None and self.workers.get(msg.worker) != msg.address:
+            return                          # its successor has joined already
         self.workers.pop(msg.worker, None)
         self._tell_all(msg, skip_node=msg.worker.split("/")[0])
 

@@ -108,7 +108,7 @@ def find_cluster_directory(asys, timeout: float = 30.0):
     through a ``Rendezvous`` created there (supervisor/cluster_directory.py);
     None if the leader cannot be reached within ``timeout``. Joining the
     convention takes a moment, so creation is retried until then."""
-    from thespian.actors import ActorSystemException
+    from thespian.actors import ActorAddress, ActorSystemException
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,8 +119,9 @@ def find_cluster_directory(asys, timeout: float = 30.0):
             log.debug("no convention leader yet: %s", exc)
             time.sleep(0.5)
             continue
-        reply = asys.ask(rendezvous, WhereIs(), min(5.0, max(0.1, deadline - time.monotonic())))
-        if reply is not None and not isinstance(reply, (str, bytes)):
+        reply = ask_for(asys, rendezvous, WhereIs(), (ActorAddress,),
+                        min(5.0, max(0.1, deadline - time.monotonic())))
+        if reply is not None:
             return reply
     return None
 
@@ -238,7 +239,10 @@ def _wait(asys, supervisor, stop: _StopRequested, check: Any = None) -> int:
             log.error("node supervisor stopped (%s): exiting", msg.reason)
             return 1
         if check is not None and time.monotonic() >= next_watch:
-            check()
+            stopped = check()
+            if stopped is not None:
+                log.error("node supervisor stopped (%s): exiting", stopped.reason)
+                return 1
             next_watch = time.monotonic() + DIRECTORY_CHECK_EVERY
         if time.monotonic() >= next_check:
             reply = ask_for(asys, supervisor, ReportWorkers(),
@@ -264,9 +268,13 @@ class _DirectoryWatch:
     def __init__(self, asys, supervisor, directory) -> None:
         self.asys, self.supervisor, self.directory = asys, supervisor, directory
 
-    def __call__(self) -> None:
-        if ask_for(self.asys, self.directory, Ping(), (Pong,), PING_TIMEOUT) is not None:
-            return
+    def __call__(self) -> NodeSupervisorStopped | None:
+        """None, or the supervisor's ``NodeSupervisorStopped`` if it came
+        in meanwhile (an ask takes whatever reaches the launcher first)."""
+        reply = ask_for(self.asys, self.directory, Ping(), (Pong, NodeSupervisorStopped),
+                        PING_TIMEOUT)
+        if reply is not None:
+            return reply if isinstance(reply, NodeSupervisorStopped) else None
         found = find_cluster_directory(self.asys, timeout=PING_TIMEOUT)
         if found is None:
             log.warning("the cluster directory does not answer; the leader may be down")

@@ -302,7 +302,8 @@ class NodeSupervisor(ActorTypeDispatcher):
         if self._directory is not None:
             self.send(self._directory, WorkerDown(name, worker.pid if worker is not None else None))
         if self._config.get("cluster_directory") is not None:
-            self.send(self._config["cluster_directory"], WorkerLost(name))
+            self.send(self._config["cluster_directory"],
+                      WorkerLost(name, worker.address if worker is not None else None))
         if self._starting == slot:
             self._starting = None
         if self._phase in ("stopping", "escalating", "owner_gone"):

@@ -109,6 +109,9 @@ class MediaListener(AppThreadActor):
             self.fetcher = fetcher_for(self.system.env["config"], federation.media_of,
                                        lambda: federation.secret)
             self.system.env["media_fetcher"] = self.fetcher
+            wanted, federation.blobs_wanted = federation.blobs_wanted, []
+            for origin, hashes in wanted:       # applied while no fetcher was running
+                self.fetcher.want(origin, hashes)
         if self.gc_interval > 0:
             self.system.send_after(self.gc_interval, self.ref, CollectBlobs())
 

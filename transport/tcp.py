@@ -221,7 +221,8 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         self.heartbeat = min(max(frame.heartbeat, cfg.heartbeat_min), cfg.heartbeat_max)
         self.nonce = os.urandom(32)
         self.state = "hello"
-        media = self.system.env.get("media_port")    # published by the MediaListener
+        media = (self.system.env.get("media_port")   # published by the MediaListener,
+                 or (self.system.env.get("config") or {}).get("media_port"))  # or to come
         self.send(wire.HelloOk(wire.PROTOCOL_VERSION, self.heartbeat, self.nonce,
                                cfg.max_frame, media or None, ref=frame.ref))
 
