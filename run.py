@@ -17,7 +17,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+
+
+def _node_name(text: str) -> str:
+    """A node's name: 1 to 32 letters, digits, '-' or '_' (it names its
+    workers "<name>/<slot>" and keys its outbound queue in LMDB)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", text):
+        raise argparse.ArgumentTypeError(f"a node name is 1 to 32 letters, digits, '-' or '_', "
+                                         f"not {text!r}")
+    return text
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -46,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--http-port", type=int, default=8222,
                       help="dashboard/metrics port of worker 0; worker N uses it + N (default: 8222; 0: free ports)")
     node.add_argument("--alert-webhook", metavar="URL", help="POST queue alerts as JSON to URL")
-    node.add_argument("--name", help="this node's name in a cluster; without --join it leads the cluster")
+    node.add_argument("--name", type=_node_name,
+                      help="this node's name in a cluster; without --join it leads the cluster")
     node.add_argument("--join", type=_host_port, metavar="HOST:PORT",
                       help="join the cluster whose leader's admin port is HOST:PORT (needs --name)")
     node.add_argument("--advertise", metavar="HOST",

@@ -58,3 +58,17 @@ def _knows(log: str, node: str, other: str) -> bool:
         return True
     return any(f"'{other}': 'up'" in view
                for view in re.findall(rf"{node}/0: cluster view: nodes (\{{[^}}]*\}})", log))
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--name", "A/1"], "a node name is 1 to 32 letters"),
+    (["--name", ""], "a node name is 1 to 32 letters"),
+    (["--name", "B", "--join", "nohost"], "expected HOST:PORT"),
+    (["--name", "B", "--join", "127.0.0.1:0"], "expected HOST:PORT"),
+    (["--join", "127.0.0.1:1900"], None),       # refused later: --join needs --name
+])
+def test_bad_cluster_options_are_refused_clearly(args, complaint, tmp_path):
+    proc = subprocess.run([sys.executable, "run.py", "node", "--data-dir", str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc
+    assert (complaint or "--join needs --name") in proc.stderr, proc.stderr
