@@ -51,12 +51,19 @@ FETCH_FOR = 3600.0          # seconds a blob is retried before it is given up
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 PARALLEL = 4                # fetches at a time
+MAX_PENDING = 10_000        # blobs being fetched or retried; more are dropped (logged)
+MAX_MISSING = 5             # 404s from the origin before a blob is given up (a SEND may
+                            # name a hash that was never uploaded: the format is all it checks)
 CHUNK = 256 * 1024
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=30.0)
 
 
 class _Failed(Exception):
-    """One attempt failed (retried)."""
+    """One attempt failed (retried); ``missing``: the origin answered 404."""
+
+    def __init__(self, text: str, missing: bool = False):
+        super().__init__(text)
+        self.missing = missing
 
 
 class MediaFetcher:
@@ -111,12 +118,18 @@ class MediaFetcher:
 
     def _want(self, origin: str, names: tuple[str, ...]) -> None:
         for name in names:
+            if name not in self.pending and len(self.pending) >= MAX_PENDING:
+                log.error("blob %s from node %s not fetched: %d fetches pending already",
+                          name, origin, len(self.pending))
+                self.given_up += 1
+                continue
             if name not in self.pending and self.blobs.size(name) is None:
                 task = self.pending[name] = asyncio.ensure_future(self._fetch(origin, name))
                 task.add_done_callback(lambda _, name=name: self.pending.pop(name, None))
 
     async def _fetch(self, origin: str, name: str) -> None:
         deadline, delay = time.monotonic() + self.give_up_after, self.retry_first
+        missing = 0
         while self.blobs.size(name) is None:
             try:
                 async with self._gate:
@@ -125,7 +138,8 @@ class MediaFetcher:
                 log.info("blob %s fetched from node %s", name, origin)
                 return
             except (_Failed, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-                if time.monotonic() + delay > deadline:
+                missing += getattr(error, "missing", False)
+                if time.monotonic() + delay > deadline or missing >= MAX_MISSING:
                     self.given_up += 1
                     log.error("blob %s: not fetched from node %s in %.0f s, given up: %s",
                               name, origin, self.give_up_after, error)
@@ -146,7 +160,8 @@ class MediaFetcher:
         async with self._http.get(f"{url}/media/{name}",
                                   headers=media_auth.node_headers(secret)) as response:
             if response.status != 200:
-                raise _Failed(f"{response.status} {(await response.text())[:200]}")
+                raise _Failed(f"{response.status} {(await response.text())[:200]}",
+                              missing=response.status == 404)
             writer = self.blobs.writer()       # blocking file I/O: this thread's own
             try:
                 async for chunk in response.content.iter_chunked(CHUNK):

@@ -149,6 +149,22 @@ async def test_a_wrong_secret_is_refused_and_given_up(origin, tmp_path):
         f.stop()
 
 
+async def test_a_blob_the_origin_never_had_is_given_up_after_a_few_404s(origin, tmp_path):
+    # A SEND may name any well-formed hash: one never uploaded must not be
+    # asked for every 30 s for an hour.
+    missing = hashlib.sha256(b"never uploaded").hexdigest()
+    f = MediaFetcher(BlobStore(tmp_path / "here"), lambda node: ("127.0.0.1", origin.port),
+                     lambda: SECRET, max_size=1 << 20, give_up_after=3600.0,
+                     retry_first=0.01, retry_max=0.02)
+    f.start()
+    try:
+        f.want("A", [missing])
+        await until(lambda: f.given_up == 1)
+        assert f.fetched == 0 and missing not in f.pending
+    finally:
+        f.stop()
+
+
 async def test_a_get_waits_for_a_blob_a_message_names(tmp_path):
     # A blob a stored message names (refs 1) but not here yet: the GET waits.
     data = b"arriving"
