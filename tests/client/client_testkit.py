@@ -388,3 +388,22 @@ class CliProcess:
             finally:
                 await asyncio.wait_for(self.reader, 2)
         return self.proc.returncode
+
+
+async def stop_all(procs: list[CliProcess], quit: bool = False) -> None:
+    """Stop every client (``/quit`` first with ``quit``), killing any that is
+    still running; the first failure is raised once all are stopped."""
+    failure = None
+    for proc in procs:
+        try:
+            if quit and proc.proc.returncode is None:
+                proc.write("/quit")
+            await proc.stop()
+        except BaseException as error:  # noqa: BLE001 - raised below, after the others
+            failure = failure or error
+        finally:
+            if proc.proc.returncode is None:
+                proc.proc.kill()
+                await proc.proc.wait()
+    if failure is not None:
+        raise failure

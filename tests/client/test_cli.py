@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from client_testkit import CliProcess
+from client_testkit import CliProcess, stop_all
 from transport.e2e import LocalKeys
 
 ALICE, BOB = "+15550000001", "+15550000002"
@@ -26,13 +26,7 @@ async def cli(server, tmp_path):
         return proc
 
     yield start
-    for proc in procs:
-        try:
-            await proc.stop()
-        finally:
-            if proc.proc.returncode is None:
-                proc.proc.kill()
-                await proc.proc.wait()
+    await stop_all(procs)
 
 
 async def test_two_terminals_chat_with_ticks_and_last_seen(cli, server, tmp_path):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from client_testkit import CliProcess
+from client_testkit import CliProcess, stop_all
 from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,11 +64,4 @@ async def test_safety_numbers_and_files_from_the_terminal(node, tmp_path):  # no
         assert (cwd / ".bashrc").read_bytes() == b"bob's shell"
         assert (cwd / "bashrc").read_bytes() == b"bob's notes"
     finally:
-        for proc in procs:
-            proc.write("/quit")
-            try:
-                await proc.stop()
-            finally:
-                if proc.proc.returncode is None:
-                    proc.proc.kill()
-                    await proc.proc.wait()
+        await stop_all(procs, quit=True)

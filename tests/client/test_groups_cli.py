@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from client_testkit import CliProcess
+from client_testkit import CliProcess, stop_all
 from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,9 +45,4 @@ async def test_two_cli_processes_chat_in_a_group(node, tmp_path):  # noqa: F811
         alice.write("/members")
         await alice.expect(rf"-- Summer trip: \{ALICE} \(admin\)$")
     finally:
-        for proc in procs:
-            try:
-                await proc.stop()
-            finally:
-                if proc.proc.returncode is None:
-                    proc.proc.kill()
+        await stop_all(procs)

@@ -10,7 +10,7 @@ import pytest
 
 from actors.session_registry import clients_of, session_of
 from client import Client, Message, Presence, Receipt, Status
-from client_testkit import CliProcess, FAST, next_event
+from client_testkit import CliProcess, FAST, next_event, stop_all
 from tests.conftest import wait_for
 from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
 from tests.history import History
@@ -131,10 +131,4 @@ async def test_two_cli_processes_chat_on_a_real_node(node, tmp_path):  # noqa: F
         alice.write(f"/last {BOB}")
         await alice.expect(rf"-- \{BOB} last seen today")
     finally:
-        for proc in procs:
-            try:
-                await proc.stop()
-            finally:
-                if proc.proc.returncode is None:
-                    proc.proc.kill()
-                    await proc.proc.wait()
+        await stop_all(procs)

@@ -17,7 +17,7 @@ from client import (
     Undelivered,
 )
 from client.link import MAX_REDIRECTS, next_node
-from client_testkit import CODE, CliProcess, FakeServer, next_event, now_ms
+from client_testkit import CODE, CliProcess, FakeServer, next_event, now_ms, stop_all
 from transport import wire
 from transport.crypto import DeviceKey
 
@@ -256,12 +256,5 @@ async def test_cli_shows_a_message_not_delivered(server, tmp_path):
         await alice.expect(rf"you → \{BOB}: hello bob ✓$")
         await alice.expect(rf"you → \{BOB}: hello bob ✗ not delivered$")
     finally:
-        for proc in procs:
-            if proc.proc.returncode is None:
-                try:
-                    await proc.stop()
-                finally:
-                    if proc.proc.returncode is None:
-                        proc.proc.kill()
-                        await proc.proc.wait()
+        await stop_all(procs)
 
