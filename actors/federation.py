@@ -31,7 +31,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from actors.messages import Acked, InboxAppended
+from actors.messages import Acked
 from actors.presence import PRESENCE_NAME, PeerGone, TellOnline
 from actors.shipping import OUTQ_HIGH, Shipping
 from storage.records import InboxItem
@@ -268,12 +268,11 @@ class Federation(Shipping):
 
     def _nudge(self, appended: list) -> None:
         """Tell local sessions of items just appended to their inboxes."""
-        from actors.router import route
+        from actors.router import nudge
         per_user: dict[str, list] = {}
         for user, item in appended:
             per_user.setdefault(user, []).append(item)
-        for user, items in per_user.items():
-            route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
+        nudge(self.system, per_user)
 
     # -- from the cluster directory (through Cluster.deliver) ---------------------------
     def _on_ClusterView(self, msg: ClusterView) -> None:

@@ -46,7 +46,7 @@ from actors.messages import (
     AddMembers, BatchStored, CreateGroup, GetGroups, GroupIdle, GroupRequest, InboxAppended,
     LeaveGroup, Rejected, RemoveMembers, RenameGroup, SendGroup, SetAdmin,
 )
-from actors.router import route
+from actors.router import nudge, route
 from storage import (DuplicateId, GroupFull, InboxItem, InvalidArgument, NotAdmin, NotMember,
                      OfflineFull, UnknownGroup, UnknownUser)
 from storage.groups import ADD, ADMIN, CREATE, LEAVE, REMOVE, RENAME, SEND, group_id
@@ -235,8 +235,7 @@ class Group(DrainBatch, Actor):
         for i, request in enumerate(msg.requests):
             ok, value = (False, error) if error is not None else results[i]
             self._stored(request, ok, value, nudges)
-        for user, items in nudges.items():      # per user: contiguous seqs, in order
-            route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
+        nudge(self.system, nudges)
         self.last_active = time.monotonic()
 
     def _stored(self, request: GroupRequest, ok: bool, value: Any,
@@ -252,9 +251,8 @@ class Group(DrainBatch, Actor):
             return
         for r in waiting:
             _answer(r.command, Acked(r.command.ref, value.value))
-        for user, item in value.appended:
-            if item.seq:                        # 0: queued for the member's home node
-                nudges.setdefault(user, []).append(item)
+        for user, item in value.appended:       # (members homed elsewhere are not in it)
+            nudges.setdefault(user, []).append(item)
         if value.duplicate and type(command) is SendGroup and self.record is not None:
             # stored by an incarnation that crashed before nudging: members read their inbox
             for user in self.record.members:

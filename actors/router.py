@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from actors.exits import MailboxFull
+from actors.messages import InboxAppended
 from actors.session_registry import session_of
 
-__all__ = ["route", "route_local"]
+__all__ = ["route", "route_local", "nudge"]
 
 
 def route(system: Any, user: str, msg: Any) -> bool:
@@ -41,3 +42,10 @@ def route_local(system: Any, user: str, msg: Any) -> bool:
     except MailboxFull:       # the session is crashing on overflow; it re-reads LMDB
         return False
     return True
+
+
+def nudge(system: Any, appended: dict[str, list]) -> None:
+    """Tell each user's session of the inbox items just appended for it
+    (``appended``: user -> its items, contiguous seqs in order)."""
+    for user, items in appended.items():
+        route(system, user, InboxAppended(items[-1].seq, tuple(items)))

@@ -58,7 +58,7 @@ from actors.messages import (
 )
 from actors.messages import GetGroups, GroupCommand
 from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Watch
-from actors.router import route
+from actors.router import nudge, route
 from actors.session_homes import RemoteHomes
 from actors.session_registry import clients_of
 from storage import DuplicateId, InboxItem, InvalidArgument, Message, OfflineFull, UnknownUser
@@ -245,8 +245,7 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
                 self._answer(request, Acked(request.ref))
             else:
                 self._answer(request, Rejected(request.ref, self._reason(value), str(value)))
-        for user, items in nudges.items():      # per user: contiguous seqs, in order
-            route(self.system, user, InboxAppended(items[-1].seq, tuple(items)))
+        nudge(self.system, nudges)
 
     def _stored(self, request: SendMessage, ok: bool, value: Any,
                 nudges: dict[str, list[InboxItem]]) -> None:

@@ -160,7 +160,8 @@ class Shipping:
     def _ship(self, epoch: str) -> None:
         self.epoch = epoch
         now = time.monotonic()
-        for dest, count in self.mail.outq_pending().items():
+        self.pending, self.pending_at = self.mail.outq_pending(), now   # ``behind`` reuses it
+        for dest, count in self.pending.items():
             if count > 0:
                 self._ship_to(dest, now)
 

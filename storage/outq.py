@@ -180,7 +180,6 @@ class Gap(StorageError):
 
     def __init__(self, origin: str, after: int, done: int):
         super().__init__(f"shipment from {origin} follows seq {after}; applied up to {done}")
-        self.done = done
 
 
 def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap: int,
