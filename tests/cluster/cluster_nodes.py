@@ -16,7 +16,7 @@ from tests.e2e.conftest import Node
 from tests.e2e.test_durability import FileCodes
 from tests.launched import _node_up, _tagged_pids, client_port, launched_node, wait_until
 
-__all__ = ["ClusterNode", "Cluster", "cluster", "start_node"]
+__all__ = ["ClusterNode", "Cluster", "cluster", "start_node", "knows"]
 
 
 @dataclass
@@ -92,14 +92,14 @@ def cluster(tmp_path: Path, names: tuple[str, ...] = ("A", "B"), workers: int = 
             nodes[name] = start_node(stack, tmp_path / name, name, leader_admin, leader=i == 0,
                                      workers=workers, settings=settings)
         for n in nodes.values():        # every gateway has the others in its view
-            wait_until(lambda n=n: _knows(n.log(), names), 20)
+            wait_until(lambda n=n: all(knows(n.log(), n.name, m) for m in names), 20)
         yield Cluster(nodes, leader_admin, stack, settings)
 
 
-def _knows(log: str, names: tuple[str, ...]) -> bool:
-    """The node has heard of every other node (its view or a NodeUp since)."""
-    views = re.findall(r"cluster view: nodes (\{[^}]*\})", log)
-    seen = set(re.findall(r"'(\w+)': 'up'", views[-1])) if views else set()
-    seen |= set(re.findall(r"node (\w+) is up", log))
-    seen |= set(re.findall(r"heard of node (\w+)", log))
-    return set(names) <= seen
+def knows(log: str, node: str, other: str) -> bool:
+    """In ``log``, node ``node``'s gateway has ``other`` in its cluster view,
+    or heard of it since."""
+    if node == other or f"{node}/0: heard of node {other} (up)" in log:
+        return True
+    return any(f"'{other}': 'up'" in view
+               for view in re.findall(rf"{node}/0: cluster view: nodes (\{{[^}}]*\}})", log))

@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from supervisor.launcher import process_tree
+from tests.cluster.cluster_nodes import knows
 from tests.launched import ROOT, _tagged_pids, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,7 +32,7 @@ def test_run_cluster_starts_three_nodes_restarts_a_dead_one_and_stops(tmp_path):
     try:
         log = lambda: log_path.read_text()            # noqa: E731
         wait_until(lambda: len(re.findall(r"node up: clients", log())) == 3, 60, 0.1)
-        wait_until(lambda: all(_knows(log(), n, m) for n in "ABC" for m in "ABC"), 20, 0.1)
+        wait_until(lambda: all(knows(log(), n, m) for n in "ABC" for m in "ABC"), 20, 0.1)
         for name in "ABC":
             assert (tmp_path / "data" / name / "lmdb").exists(), name
         # SIGKILL node B's launcher: the cluster command starts B again
@@ -50,14 +51,6 @@ def test_run_cluster_starts_three_nodes_restarts_a_dead_one_and_stops(tmp_path):
                 os.kill(pid, signal.SIGKILL)
         for pid in _tagged_pids(f"SWITCHBOARD_TEST_TAG={tag}".encode()):
             os.kill(pid, signal.SIGKILL)
-
-
-def _knows(log: str, node: str, other: str) -> bool:
-    """Node ``node``'s gateway has ``other`` in its view, or heard of it since."""
-    if node == other or f"{node}/0: heard of node {other} (up)" in log:
-        return True
-    return any(f"'{other}': 'up'" in view
-               for view in re.findall(rf"{node}/0: cluster view: nodes (\{{[^}}]*\}})", log))
 
 
 @pytest.mark.parametrize("args, complaint", [
