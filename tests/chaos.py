@@ -164,8 +164,23 @@ async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float
     result.verdict = load.history.check()
     result.notes.extend(f"undecryptable: {u}" for u in load.undecryptable)
     result.notes.extend(f"{n} sends failed: {why}" for why, n in load.failures.items())
+    result.notes.extend(_whereabouts(node, load.history, lost) for lost in result.verdict.lost)
     result.root_alive = alive() if alive is not None else _root_alive(node)
     return result
+
+
+def _whereabouts(node: Any, history: History, msg_id: str) -> str:
+    """Where a lost message is, for the next look at a rare failure: still
+    in the recipient's inbox (the server never got it to the client), or
+    gone from it (acked: the client had it and did not report it)."""
+    sender, to = history.sends[msg_id][:2]
+    system = getattr(node, "system", None)
+    if system is None:
+        return f"lost {msg_id} ({sender} -> {to})"
+    items = system.env["mailbox"].inbox_after(to, 0, None)
+    seqs = [i.seq for i in items if i.kind == "message" and i.payload.id == msg_id]
+    where = f"still in the inbox at seq {seqs[0]}" if seqs else "not in the inbox (acked)"
+    return f"lost {msg_id} ({sender} -> {to}): {where}, {len(items)} items held"
 
 
 async def kill_sessions(node: Any, seed: int = 1, duration: float = 10.0, every: float = 1.0,
