@@ -159,8 +159,8 @@ async def test_a_blob_the_origin_never_had_is_given_up_after_a_few_404s(origin, 
     f.start()
     try:
         f.want("A", [missing])
-        await until(lambda: f.given_up == 1)
-        assert f.fetched == 0 and missing not in f.pending
+        await until(lambda: f.given_up == 1 and missing not in f.pending)   # (its own thread)
+        assert f.fetched == 0 and f.blobs.size(missing) is None
     finally:
         f.stop()
 
