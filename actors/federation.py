@@ -34,6 +34,7 @@ from typing import Any
 from actors.messages import Acked
 from actors.presence import PRESENCE_NAME, PeerGone, TellOnline
 from actors.shipping import OUTQ_HIGH, Shipping
+from storage.metas import Homes
 from storage.records import InboxItem
 from supervisor.cluster_directory import (Assign, Assigned, Call, ClusterView, DirectoryFound,
                                           HomesChanged, JoinCluster, Lookup, NodeDown, NodeUp,
@@ -65,7 +66,8 @@ class Federation(Shipping):
                  gateway: bool):
         self.node, self.worker, self.directory = node, worker, directory
         self.client, self.gateway = client, gateway
-        self.homes: dict[str, str] = {}
+        self.homes: dict[str, str] = {}        # its replica: learn_homes()
+        self.remote = Homes(node, self.homes)   # remote(user): its home when not this node
         self.nodes: dict[str, Any] = {}            # node -> NodeInfo
         self.cluster: Any = None
         self.system: Any = None
@@ -83,7 +85,7 @@ class Federation(Shipping):
         self.mail = system.env["mailbox"]
         self.cap = int(system.env.get("offline_cap", self.cap))
         self.outq_high = int(system.env["config"].get("outq_high", OUTQ_HIGH))
-        self.mail.remote = self.remote
+        self.mail.follow_homes(self.remote)
         self._join()
         if self.gateway:
             self.forwarder = asyncio.ensure_future(self._forward())
@@ -109,11 +111,6 @@ class Federation(Shipping):
             self.forwarder.cancel()
 
     # -- questions ------------------------------------------------------------------
-    def remote(self, user: str) -> str | None:
-        """The node ``user`` is homed on when it is not this one, else None."""
-        home = self.homes.get(user)
-        return None if home is None or home == self.node else home
-
     def client_of(self, node: str) -> tuple[str, int] | None:
         info = self.nodes.get(node)
         return None if info is None else tuple(info.client)
@@ -281,7 +278,7 @@ class Federation(Shipping):
             if known is not None and known.gateway != info.gateway:
                 self.restart_link(node)
         self.nodes.update(msg.nodes)            # merged: a node not rejoined yet stays known
-        self.homes.update(msg.homes)
+        self.learn_homes(msg.homes)
         self.secret = msg.secret or self.secret
         far = {w: a for w, a in msg.workers.items()
                if w.split("/")[0] != self.node and self.is_up(w.split("/")[0])}
@@ -334,7 +331,12 @@ class Federation(Shipping):
         log.warning("%s: node %s is down", self.worker, msg.node)
 
     def _on_HomesChanged(self, msg: HomesChanged) -> None:
-        self.homes.update(msg.homes)
+        self.learn_homes(msg.homes)
+
+    def learn_homes(self, homes: dict[str, str]) -> None:
+        """Update the replica (and the store's, before any later op)."""
+        self.homes.update(homes)
+        self.mail.homes_changed(homes)
 
     def _on_WorkerLost(self, msg: WorkerLost) -> None:
         """One worker of another node died (its node restarts it): what it
@@ -348,7 +350,7 @@ class Federation(Shipping):
 
     def _on_Assigned(self, msg: Assigned) -> None:
         if msg.home is not None:
-            self.homes[msg.phone] = msg.home
+            self.learn_homes({msg.phone: msg.home})
         future = self.assigning.get(msg.token)
         if future is not None and not future.done():
             future.set_result(msg)

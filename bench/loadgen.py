@@ -73,6 +73,18 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from every thread of it)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found.extend(int(c) for c in f.read().split())
+    except OSError:
+        pass
+    return found
+
+
 def machine_cpu() -> float:
     """CPU seconds all cores spent busy since boot (from /proc/stat), to tell
     how much of the machine other processes took during a measurement."""
@@ -222,7 +234,16 @@ class LaunchedNode:
                          + self.log_path.read_text(errors="replace")[-2000:])
 
     def worker_cpu(self) -> float:
-        return sum(cpu_seconds(p) for p in self.worker_pids)
+        """CPU seconds of the worker processes and their children (each
+        worker's LMDB writer process, when it has one)."""
+        total = 0.0
+        for pid in self.worker_pids:
+            for one in (pid, *_children(pid)):
+                try:
+                    total += cpu_seconds(one)
+                except OSError:                 # ended since the scan
+                    continue
+        return total
 
     def process_cpu(self) -> float:
         """CPU seconds of every live process of the node (launcher, Admin,

@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(bench/relay_nodes.py; default 1)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="with --nodes: runs of each configuration, interleaved (default 1)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a node setting, as for run.py node --set (repeatable)")
 
 
 # -- the load generator (one per client process) --------------------------------------
@@ -295,7 +297,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> list[dict]:
     """Run the benchmark on one node; returns one dict of figures per round."""
     check_arguments(args)
-    with LaunchedNode(args.workers) as node:
+    settings = tuple(arg for kv in args.settings for arg in ("--set", kv))
+    with LaunchedNode(args.workers, args=settings) as node:
         node.start()
         return measure(args, [node], node.worker_cpu)
 

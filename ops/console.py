@@ -27,7 +27,8 @@ from typing import Any
 __all__ = ["fetch", "render", "render_cluster", "health", "main", "parse_settings", "OK", "DEGRADED", "UNREACHABLE"]
 
 OK, DEGRADED, UNREACHABLE = 0, 1, 2
-_EXTRA_SETTINGS = ("dashboard_push", "node_name")
+_EXTRA_SETTINGS = ("dashboard_push", "node_name", "lmdb_writer")
+_CHOICES = {"lmdb_writer": ("thread", "process")}
 
 
 def parse_settings(pairs: list[str], webhook: str | None = None) -> dict[str, Any]:
@@ -56,6 +57,10 @@ def parse_settings(pairs: list[str], webhook: str | None = None) -> dict[str, An
 
 def _value(key: str, text: str, default: Any) -> Any:
     if key == "node_name":
+        return text
+    if key in _CHOICES:
+        if text not in _CHOICES[key]:
+            raise ValueError(f"--set {key}={text!r}: expected one of {', '.join(_CHOICES[key])}")
         return text
     if text.lower() in ("none", "off", ""):
         return None

@@ -35,7 +35,7 @@ from storage import keydir
 from storage.errors import InvalidArgument
 from storage.keys import phone_bytes
 from storage.kv import Txn
-from storage.records import Account, CodeCheck, Confirmation, pack, unpack
+from storage.records import Account, CodeCheck, Confirmation, pack, quick_pickle, unpack
 
 __all__ = [
     "hash_code", "put_code", "check_code", "confirm_device", "register_device",
@@ -128,6 +128,7 @@ def all_phones(txn: Txn) -> list[str]:
 
 
 # -- ops ------------------------------------------------------------------------
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class PutCode:
     phone: str
@@ -138,6 +139,7 @@ class PutCode:
         return put_code(txn, self.phone, self.code_hash, self.expires_at_ms)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class CheckCode:
     phone: str
@@ -148,6 +150,7 @@ class CheckCode:
         return check_code(txn, self.phone, self.code, self.now_ms)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class ConfirmDevice:
     phone: str
@@ -161,6 +164,7 @@ class ConfirmDevice:
                               self.remote)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class RegisterDevice:
     phone: str

@@ -23,6 +23,7 @@ from storage import accounts, blob_refs, groups, keydir, mailbox, outq
 from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Store, StoreStats
+from storage.metas import Homes
 from storage.records import (Account, CodeCheck, Confirmation, GroupRecord, InboxItem,
                              InboxMeta, RoutedReceipt, Stored)
 
@@ -44,10 +45,25 @@ class Storage:
     node (``storage.outq``; seq 0 in the results) instead of storing it here.
     """
 
-    remote: Callable[[str], str | None] | None = None
+    remote: Callable[[str], str | None] | None = None     # see follow_homes
 
     def __init__(self, store: Store):
         self.store = store
+
+    def follow_homes(self, homes: Homes) -> None:
+        """Route what is owed to users homed elsewhere by ``homes`` (a
+        cluster node's replica of the home map); tell each change with
+        ``homes_changed``, before submitting anything that depends on it."""
+        self.remote = homes
+        self.homes_changed(homes.map, node=homes.node)
+
+    def homes_changed(self, changes: dict[str, str], node: str | None = None) -> None:
+        """``changes`` were made to the followed map: a store whose writer
+        keeps a replica of its own (``storage.kv_process``) is told, in line
+        with the ops."""
+        replicate = getattr(self.store, "replicate_homes", None)
+        if replicate is not None:
+            replicate(dict(changes), node)
 
     # -- accounts --------------------------------------------------------------
     def put_code(self, phone: str, code_hash: bytes, expires_at_ms: int) -> Future[None]:
@@ -214,9 +230,12 @@ def open_storage(backend: str = "lmdb", path: str | os.PathLike | None = None,
                  **options) -> Storage:
     """``backend`` is ``"lmdb"`` (``path``: the node's LMDB directory;
     ``options`` go to ``LmdbStore``) or ``"memory"``."""
-    if backend == "lmdb":
+    if backend in ("lmdb", "lmdb-process"):
         if path is None:
             raise ValueError("the lmdb backend needs a path")
+        if backend == "lmdb-process":
+            from storage.kv_process import ProcessStore
+            return Storage(ProcessStore(path, **options))
         from storage.kv_lmdb import LmdbStore
         return Storage(LmdbStore(path, **options))
     if backend == "memory":

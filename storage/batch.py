@@ -37,12 +37,14 @@ from typing import Any, Callable
 from storage.errors import InvalidArgument, StorageError
 from storage.kv import Txn
 from storage.mailbox import _Metas, ack_inbox, store_message, store_read
+from storage.records import quick_pickle
 
 __all__ = ["UserBatch", "SEND", "ACK", "READ"]
 
 SEND, ACK, READ = "send", "ack", "read"
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class UserBatch:
     user: str

@@ -24,7 +24,7 @@ from typing import Iterable
 
 from storage.errors import InvalidArgument
 from storage.kv import Txn
-from storage.records import pack, unpack
+from storage.records import pack, quick_pickle, unpack
 
 __all__ = ["check", "hold", "release", "keep", "forget", "count", "Forget"]
 
@@ -78,6 +78,7 @@ def forget(txn: Txn, before_ms: int) -> int:
     return len(stale)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Forget:
     before_ms: int

@@ -15,7 +15,21 @@ __all__ = [
 
 
 class StorageError(Exception):
-    """Base class of every error the storage layer raises on purpose."""
+    """Base class of every error the storage layer raises on purpose.
+
+    Picklable whatever a subclass's ``__init__`` takes (the default pickling
+    of an exception calls ``cls(*args)``): errors come back from the LMDB
+    writer process (storage/kv_process.py)."""
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> "StorageError":
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class InvalidArgument(StorageError, ValueError):

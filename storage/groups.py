@@ -62,8 +62,8 @@ from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes
 from storage import outq
 from storage.kv import Txn
 from storage.mailbox import _Metas
-from storage.records import (GroupEvent, GroupRecord, InboxItem, Message, pack,
-                             pack_item, pack_message, unpack)
+from storage.records import (GroupEvent, GroupRecord, InboxItem, Message, pack, pack_item,
+                             pack_message, quick_pickle, unpack)
 
 __all__ = ["GroupBatch", "Outcome", "get_group", "groups_of", "group_id",
            "CREATE", "ADD", "REMOVE", "LEAVE", "ADMIN", "RENAME", "SEND", "MAX_NAME"]
@@ -78,6 +78,7 @@ def group_id(creator: str, key: str) -> str:
     return f"{creator}/{key}"
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One request's result: ``value`` (the ACK's), the inbox items it
@@ -355,6 +356,7 @@ _RUN: dict[str, Callable[..., Outcome]] = {
 }
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class GroupBatch:
     """One group's requests as one op: ``(results, record)``, a result

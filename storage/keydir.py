@@ -50,7 +50,7 @@ from storage.keys import SEP, phone_bytes, prefix_end
 from storage.kv import Txn
 from storage.mailbox import _Metas
 from storage.metas import Remote
-from storage.records import KeyNotice, pack, pack_key_notice, unpack
+from storage.records import KeyNotice, pack, pack_key_notice, quick_pickle, unpack
 
 __all__ = [
     "publish_keys", "fetch_keys", "count_keys", "device_replaced", "key_contacts",
@@ -83,6 +83,7 @@ class KeysFull(StorageError):
         self.held, self.adding, self.cap = held, adding, cap
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class FetchedKeys:
     """``signed``: the bundle without one-time prekeys, as published;
@@ -92,6 +93,7 @@ class FetchedKeys:
     one_time: tuple[int, bytes] | None
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class RoutedNotice:
     """A ``key_changed`` item just appended to user ``to``'s inbox at ``seq``."""
@@ -201,6 +203,7 @@ def device_replaced(txn: Txn, user: str, device: int, ts_ms: int,
 
 
 # -- ops ------------------------------------------------------------------------
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class PublishKeys:
     user: str
@@ -213,6 +216,7 @@ class PublishKeys:
         return publish_keys(txn, self.user, self.identity, self.signed, self.one_time, self.cap)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class AddKeyContact:
     phone: str
@@ -222,6 +226,7 @@ class AddKeyContact:
         add_key_contact(txn, self.phone, self.contact)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class FetchKeys:
     fetcher: str

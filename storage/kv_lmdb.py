@@ -40,7 +40,7 @@ from storage.errors import CommitFailed, StoreClosed
 from storage.keys import prefix_end
 from storage.kv import DBS, CommitClock, Op, StoreStats, resolve
 
-__all__ = ["LmdbStore", "LmdbTxn"]
+__all__ = ["LmdbStore", "LmdbTxn", "open_env", "run_batch"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -126,12 +126,7 @@ class LmdbStore:
                  max_batch: int = 1000, sync: bool = True, max_readers: int = 1024,
                  commit_interval: float = 0.002):
         self.path = os.fspath(path)
-        os.makedirs(self.path, exist_ok=True)
-        self._env = lmdb.open(self.path, map_size=map_size, max_dbs=len(DBS) + 4,
-                              max_readers=max_readers, sync=sync, metasync=sync,
-                              readahead=False)
-        with self._env.begin(write=True) as txn:
-            self._dbs = {name: self._env.open_db(name.encode(), txn=txn) for name in DBS}
+        self._env, self._dbs = open_env(self.path, map_size, max_readers, sync)
         self._max_batch = max_batch
         self._commit_interval = commit_interval
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -221,53 +216,12 @@ class LmdbStore:
                     log.exception("LMDB writer: could not settle a batch of %d", len(batch))
 
     def _run_batch(self, batch: list[_Item]) -> list[tuple[bool, Any]]:
-        """One write transaction for the whole batch, one child per op."""
-        started = time.perf_counter()
-        results: list[tuple[bool, Any]] = []
-        failed = 0
-        env, dbs = self._env, self._dbs
-        try:
-            txn = env.begin(write=True)
-        except Exception as exc:
-            return self._fail_all(batch, exc, started)
-        try:
-            for op, _fut, _loop in batch:
-                child = env.begin(write=True, parent=txn)
-                try:
-                    value = op(LmdbTxn(child, dbs))
-                    child.commit()
-                except BaseException as exc:
-                    child.abort()
-                    results.append((False, exc))
-                    failed += 1
-                else:
-                    results.append((True, value))
-            if failed == len(batch):
-                txn.abort()                 # nothing to store: skip the fsync
-            else:
-                self._commit(txn)
-        except BaseException as exc:
-            try:
-                txn.abort()
-            except lmdb.Error:
-                pass
-            return self._fail_all(batch, exc, started)
-        self._clock.record(len(batch), failed, time.perf_counter() - started, True)
-        return results
+        return run_batch(self._env, self._dbs, [op for op, _fut, _loop in batch],
+                         self._clock, self._commit)
 
     def _commit(self, txn: lmdb.Transaction) -> None:
         """Commit (and fsync) a batch; a seam for fault-injection tests."""
         txn.commit()
-
-    def _fail_all(self, batch: list[_Item], exc: BaseException, started: float
-                  ) -> list[tuple[bool, Any]]:
-        self._clock.record(len(batch), len(batch), time.perf_counter() - started, False)
-        results = []
-        for _ in batch:
-            err = CommitFailed(f"batch of {len(batch)} not committed: {exc!r}")
-            err.__cause__ = exc
-            results.append((False, err))
-        return results
 
     @staticmethod
     def _hand_back(batch: list[_Item], results: list[tuple[bool, Any]]) -> None:
@@ -287,3 +241,65 @@ class LmdbStore:
                 loop.call_soon_threadsafe(resolve, entries)
             except RuntimeError:            # that loop is closed: nobody is waiting
                 pass
+
+
+def open_env(path: str, map_size: int, max_readers: int, sync: bool
+             ) -> tuple[lmdb.Environment, dict[str, Any]]:
+    """Open (creating) a node's environment and its named databases."""
+    os.makedirs(path, exist_ok=True)
+    env = lmdb.open(path, map_size=map_size, max_dbs=len(DBS) + 4, max_readers=max_readers,
+                    sync=sync, metasync=sync, readahead=False)
+    with env.begin(write=True) as txn:
+        dbs = {name: env.open_db(name.encode(), txn=txn) for name in DBS}
+    return env, dbs
+
+
+def run_batch(env: lmdb.Environment, dbs: dict[str, Any], ops: list[Callable[[Any], Any]],
+              clock: CommitClock, commit: Callable[[lmdb.Transaction], None]
+              ) -> list[tuple[bool, Any]]:
+    """Run ``ops`` in ONE write transaction, each in a child transaction (an
+    op that raises is rolled back alone), commit with ``commit`` and record
+    the batch on ``clock``. Never raises: a failure is a result; if the
+    transaction cannot begin or commit, every op fails with ``CommitFailed``."""
+    started = time.perf_counter()
+    results: list[tuple[bool, Any]] = []
+    failed = 0
+    try:
+        txn = env.begin(write=True)
+    except Exception as exc:
+        return _fail_all(ops, exc, clock, started)
+    try:
+        for op in ops:
+            child = env.begin(write=True, parent=txn)
+            try:
+                value = op(LmdbTxn(child, dbs))
+                child.commit()
+            except BaseException as exc:
+                child.abort()
+                results.append((False, exc))
+                failed += 1
+            else:
+                results.append((True, value))
+        if failed == len(ops):
+            txn.abort()                     # nothing to store: skip the fsync
+        else:
+            commit(txn)
+    except BaseException as exc:
+        try:
+            txn.abort()
+        except lmdb.Error:
+            pass
+        return _fail_all(ops, exc, clock, started)
+    clock.record(len(ops), failed, time.perf_counter() - started, True)
+    return results
+
+
+def _fail_all(ops: list, exc: BaseException, clock: CommitClock, started: float
+              ) -> list[tuple[bool, Any]]:
+    clock.record(len(ops), len(ops), time.perf_counter() - started, False)
+    results = []
+    for _ in ops:
+        err = CommitFailed(f"batch of {len(ops)} not committed: {exc!r}")
+        err.__cause__ = exc
+        results.append((False, err))
+    return results

@@ -47,7 +47,7 @@ from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_tt
 from storage.kv import Txn
 from storage.metas import Metas as _Metas, Remote, load_meta as _load_meta
 from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedReceipt, Stored,
-                             pack, pack_item, pack_message, unpack, unpack_item)
+                             pack, pack_item, pack_message, quick_pickle, unpack, unpack_item)
 
 __all__ = [
     "store_message", "ack_inbox", "store_read", "inbox_after", "inbox_count",
@@ -254,6 +254,7 @@ def get_last_seen(txn: Txn, user: str) -> int | None:
 
 
 # -- ops ------------------------------------------------------------------------
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class StoreMessage:
     sender: str
@@ -269,6 +270,7 @@ class StoreMessage:
                              self.ts_ms, self.cap, remote=self.remote)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class AckInbox:
     user: str
@@ -280,6 +282,7 @@ class AckInbox:
         return ack_inbox(txn, self.user, self.seqs, self.ts_ms, remote=self.remote)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class StoreRead:
     reader: str
@@ -294,6 +297,7 @@ class StoreRead:
                           remote=self.remote)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class SetLastSeen:
     user: str
@@ -303,6 +307,7 @@ class SetLastSeen:
         return set_last_seen(txn, self.user, self.ts_ms)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class PruneDedup:
     before_ms: int

@@ -10,6 +10,11 @@ the same transaction, instead of into an inbox this node does not hold.
 Such a user is never loaded into or saved in the dict: its inbox_meta
 lives at its home, and the append returns seq 0 ("went to another node,
 nothing to nudge here"). ``remote=None``: a single node, every user local.
+
+``Homes`` is the ``remote`` a cluster node uses: a replica of the phone ->
+home node map. It pickles as "the writer process's replica", which
+``storage.kv_process`` keeps current by sending each change ahead of the
+ops that follow it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,34 @@ from storage.keys import inbox_key
 from storage.kv import Txn
 from storage.records import Message, Receipt, pack, pack_item, unpack
 
-__all__ = ["Metas", "load_meta", "require_user", "Remote"]
+__all__ = ["Metas", "load_meta", "require_user", "Remote", "Homes", "WRITER_HOMES"]
 
 Remote = Callable[[str], str | None]
+
+
+class Homes:
+    """Phone -> home node, and which node is this one: ``homes(user)`` is
+    the node ``user`` is homed on when it is not this one, else None."""
+
+    __slots__ = ("node", "map")
+
+    def __init__(self, node: str = "", homes: dict[str, str] | None = None):
+        self.node = node
+        self.map: dict[str, str] = {} if homes is None else homes
+
+    def __call__(self, user: str) -> str | None:
+        home = self.map.get(user)
+        return None if home is None or home == self.node else home
+
+    def __reduce__(self):                   # ops carry a reference, never the map
+        return _writer_homes, ()
+
+
+WRITER_HOMES = Homes()      # in the LMDB writer process: the replica its parent keeps current
+
+
+def _writer_homes() -> Homes:
+    return WRITER_HOMES
 
 
 def load_meta(txn: Txn, user: bytes) -> dict:

@@ -64,8 +64,8 @@ from storage.errors import DuplicateId, InvalidArgument, OfflineFull, StorageErr
 from storage.keys import (node_bytes, outq_key, outq_prefix, outq_seq, phone_bytes,
                           prefix_end)
 from storage.kv import Txn
-from storage.records import (InboxItem, Message, Receipt, pack, unpack, unpack_item,
-                             unpack_tuple)
+from storage.records import (InboxItem, Message, Receipt, pack, quick_pickle, unpack,
+                             unpack_item, unpack_tuple)
 
 __all__ = ["epoch", "put", "peek", "trim", "pending", "apply", "Applied", "Apply", "Trim", "Gap",
            "Epoch", "ITEM_KINDS"]
@@ -159,6 +159,7 @@ def pending(txn: Txn) -> dict[str, int]:
 
 
 # -- the destination's side ------------------------------------------------------------
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What ``apply`` did: ``upto``, the origin's highest seq applied here
@@ -306,6 +307,7 @@ def _add(metas, ub: bytes, kind: str, value: bytes) -> int:
 
 
 # -- ops ---------------------------------------------------------------------------------
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Apply:
     origin: str
@@ -319,6 +321,7 @@ class Apply:
         return apply(txn, self.origin, self.epoch, self.items, self.cap, self.remote, self.after)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Trim:
     dest: str
@@ -328,6 +331,7 @@ class Trim:
         return trim(txn, self.dest, self.upto)
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Epoch:
     """Creates the epoch on first use; hence an op, not a read."""

@@ -45,12 +45,19 @@ def quick_pickle(cls: type) -> type:
     """Pickle ``cls`` as ``cls(*fields)``. Records cross processes in the
     mesh's batches (actors/cluster.py), and the default pickling of a slotted
     dataclass calls ``dataclasses.fields()`` for every object both ways: a
-    quarter of a worker's Thespian thread under cross-worker load."""
-    get = attrgetter(*[f.name for f in fields(cls)])
-    cls.__reduce__ = lambda self: (cls, get(self))
+    quarter of a worker's Thespian thread under cross-worker load, and a
+    fifth of its event loop with the LMDB writer in a process of its own
+    (storage/kv_process.py), whose ops and results cross pickled."""
+    names = [f.name for f in fields(cls)]
+    if len(names) > 1:
+        get = attrgetter(*names)
+        cls.__reduce__ = lambda self: (cls, get(self))
+    else:                                   # attrgetter of one name gives no tuple
+        cls.__reduce__ = lambda self: (cls, tuple(getattr(self, n) for n in names))
     return cls
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Account:
     """A registered phone number and its current device.
@@ -64,6 +71,7 @@ class Account:
     registered_at: int
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class CodeCheck:
     """The outcome of ``check_code``: ``status`` is ``"ok"`` (the code is
@@ -74,6 +82,7 @@ class CodeCheck:
     attempts: int
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Confirmation:
     """The outcome of ``confirm_device``: the new ``device_id`` when the code
@@ -84,6 +93,7 @@ class Confirmation:
 
 
 # -- inbox ----------------------------------------------------------------------
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class InboxMeta:
     """Per-user inbox bookkeeping (``inbox_meta``): the next sequence number
@@ -148,6 +158,7 @@ class GroupEvent:
     count: int = 0
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class GroupRecord:
     """A group as stored: ``members`` in join order (oldest first), which is
@@ -173,6 +184,7 @@ class InboxItem:
     payload: Message | Receipt | GroupEvent
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class Stored:
     """The result of ``store_message``: the message's seq in the recipient's
@@ -183,6 +195,7 @@ class Stored:
     duplicate: bool = False
 
 
+@quick_pickle
 @dataclass(frozen=True, slots=True)
 class RoutedReceipt:
     """A receipt just appended to user ``to``'s inbox at ``seq``; the caller

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from typing import Any, Callable
 
 from actors import SHUTDOWN, System
@@ -99,6 +100,13 @@ def _group_cap(config: dict[str, Any]) -> int:
     return cap
 
 
+def _stop_this_worker() -> None:
+    """The LMDB writer process is gone: stop the worker, whose supervisor
+    starts it again with a new writer (the two are linked, as in OTP)."""
+    log.error("stopping this worker: its LMDB writer process is gone")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def worker_env(config: dict[str, Any]) -> dict[str, Any]:
     """The services the tree's actors find in ``system.env`` (OTP's
     application environment), from the node's config. Opens the store."""
@@ -111,6 +119,9 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
     data_dir = config.get("data_dir", "data")
     if config.get("storage", "lmdb") == "memory":
         mailbox = open_storage("memory")
+    elif config.get("lmdb_writer", "process") == "process":
+        mailbox = open_storage("lmdb-process", os.path.join(data_dir, "lmdb"),
+                               on_lost=_stop_this_worker)
     else:
         mailbox = open_storage("lmdb", os.path.join(data_dir, "lmdb"))
     cluster = None

@@ -88,6 +88,7 @@ async def test_canaries_never_reach_the_server_in_clear(node, caplog):  # noqa: 
     assert not any(c in logged for c in canaries)
 
 
+@pytest.mark.node_config(lmdb_writer="thread")    # the test edits the inbox with a closure op
 async def test_tampered_ciphertext_is_rejected_and_acknowledged(node, tmp_path):  # noqa: F811
     profile = str(tmp_path / "bob")             # Bob's keys outlive his Client
     alice, bob = await sdk_user(node, ALICE), await sdk_user(node, BOB, e2e_dir=profile)

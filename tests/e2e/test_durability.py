@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 
 import pytest
@@ -32,10 +33,24 @@ async def login_when_up(node: Node, account, timeout: float = 20.0) -> RawClient
             await asyncio.sleep(0.1)
 
 
-async def test_acked_messages_survive_sigkill_of_the_worker(tmp_path):
+def _writer_of(worker: int) -> int:
+    """The worker's LMDB writer process (storage.kv_process): its one child."""
+    children = []
+    for task in os.listdir(f"/proc/{worker}/task"):
+        with open(f"/proc/{worker}/task/{task}/children") as f:
+            children += [int(c) for c in f.read().split()]
+    assert len(children) == 1, children
+    return children[0]
+
+
+@pytest.mark.parametrize("victim", ["worker", "lmdb writer"])
+async def test_acked_messages_survive_sigkill_of_the_worker(tmp_path, victim):
+    """The LMDB writer's death stops its worker (they are linked), so both
+    cases end in a restarted worker with a new writer."""
     with launched_node(tmp_path, 1) as (launcher, log_path, tag):
         # Step 1: a real node; alice and bob register (codes from the code files).
         worker = _node_up(log_path, wait_until)[0]
+        target = worker if victim == "worker" else _writer_of(worker)
         node = Node("127.0.0.1", client_port(log_path), FileCodes(str(tmp_path / "data")),
                     None, str(tmp_path / "data"))
         alice_acct, bob_acct = await register(node, ALICE), await register(node, BOB)
@@ -53,7 +68,7 @@ async def test_acked_messages_survive_sigkill_of_the_worker(tmp_path):
                 if isinstance(frame, wire.Ack) and frame.ref in sent:
                     acked.add(sent[frame.ref])
                     if len(acked) == 100 and not killed:
-                        os.kill(worker, signal.SIGKILL)
+                        os.kill(target, signal.SIGKILL)
                         killed = True
         except (EOFError, ConnectionError, asyncio.TimeoutError):
             pass
@@ -61,6 +76,9 @@ async def test_acked_messages_survive_sigkill_of_the_worker(tmp_path):
         await alice.close()
         # Step 3: the node supervisor restarts the worker; bob logs in.
         bob = await login_when_up(node, bob_acct)
+        wait_until(lambda: len(set(re.findall(         # restarted: a new process
+            r"node_supervisor\[\d+\]: worker 0 started \(pid (\d+)\)", log_path.read_text()))) == 2,
+            timeout=10.0)
         got = []
         try:
             while True:

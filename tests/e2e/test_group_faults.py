@@ -47,6 +47,7 @@ def hold_the_writer(node) -> tuple[threading.Event, object]:
     return release, node.system.env["mailbox"].store.submit(lambda txn: release.wait(10))
 
 
+@pytest.mark.node_config(lmdb_writer="thread")    # hold_the_writer parks a writer thread
 async def test_a_group_command_is_answered_once_across_a_session_restart(node):
     alice, group = await created_team(node)
     session = await wait_for(lambda: session_of(node.system, ALICE))

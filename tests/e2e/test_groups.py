@@ -230,6 +230,7 @@ async def test_a_flood_of_changes_folds_into_one_marker_for_a_full_member(node):
         await c.close()
 
 
+@pytest.mark.node_config(lmdb_writer="thread")    # parks the writer thread with a closure op
 async def test_group_actor_crash_mid_fan_out_loses_nothing_acked(node):
     alice, bob = await users(node, ALICE, BOB)
     assert isinstance(await ask(alice, wire.GroupCreate("team", "Team", (BOB,))), wire.Ack)

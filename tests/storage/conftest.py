@@ -1,19 +1,15 @@
 """Fixtures for the storage suite: one ``backend`` fixture parametrized over
-the in-memory and LMDB stores (ejabberd runs one SUITE per db backend the
-same way); the helpers live in storage_testkit.py."""
+the in-memory store and LMDB with its writer in a thread and in a process
+of its own (ejabberd runs one SUITE per db backend the same way); the
+helpers live in storage_testkit.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from storage_testkit import OTHER, RECEIVER, SENDER, Harness
+from storage_testkit import OTHER, RECEIVER, SENDER, backend_fixture
 
-
-@pytest.fixture(params=["memory", "lmdb"])
-async def backend(request, tmp_path):
-    harness = Harness(request.param, tmp_path)
-    yield harness
-    harness.close()
+backend = backend_fixture("memory", "lmdb", "lmdb-process")
 
 
 @pytest.fixture

@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import threading
 
+import pytest
+
 from storage import Storage
 from storage.kv_lmdb import LmdbStore
 from storage.kv_memory import MemoryStore
+from storage.kv_process import ProcessStore
 
 SENDER = "+15550000001"
 RECEIVER = "+15550000002"
@@ -39,13 +42,15 @@ class Harness:
     def _open(self):
         if self.kind == "lmdb":
             return LmdbStore(self.tmp_path / "lmdb")
+        if self.kind == "lmdb-process":
+            return ProcessStore(self.tmp_path / "lmdb")
         return MemoryStore()
 
     @contextlib.asynccontextmanager
     async def hold(self):
         """Ops submitted (not awaited) inside the block form one batch."""
-        if self.kind == "memory":            # one loop turn is one batch already
-            yield
+        if self.kind != "lmdb":             # one loop turn is one batch already (the
+            yield                           # writer process gets it as one frame)
             return
         blocker = Blocker()
         done = self.store.submit(blocker)
@@ -62,3 +67,15 @@ class Harness:
 
     def close(self) -> None:
         self.store.close()
+
+
+def backend_fixture(*kinds: str):
+    """A ``backend`` fixture over ``kinds``; a module whose ops are test
+    closures defines its own without "lmdb-process" (the writer process
+    takes picklable ops only: module-level dataclasses)."""
+    @pytest.fixture(params=kinds)
+    async def backend(request, tmp_path):
+        harness = Harness(request.param, tmp_path)
+        yield harness
+        harness.close()
+    return backend

@@ -115,6 +115,8 @@ async def test_results_match_the_single_ops(users):
 async def test_an_unexpected_error_fails_the_whole_op(users):
     """Anything but a StorageError escapes: the op is rolled back whole, so
     nothing of it is stored (and nothing of it can be acknowledged)."""
+    if users.kind == "lmdb-process":
+        pytest.skip("the faulty request is a local class: it cannot reach the writer process")
     s = users.storage
 
     class Weird(tuple):

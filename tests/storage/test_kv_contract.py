@@ -10,6 +10,11 @@ import time
 import pytest
 
 from storage import CommitFailed, StoreClosed
+from storage_testkit import backend_fixture
+
+# The ops here are closures: the writer process (storage.kv_process) takes
+# picklable ops only, so this contract runs on the in-process backends.
+backend = backend_fixture("memory", "lmdb")
 
 
 def put(db, key, value):

@@ -1,0 +1,194 @@
+"""The LMDB writer as an OS process of its own: ``python -m storage.writer_process``.
+
+Why a process and not the writer thread of ``storage.kv_lmdb``: a worker's
+event loop and its writer thread share one GIL, and py-lmdb releases it
+around every get, put and delete, so the two take turns on one core. Under
+the relay load the writer was ~45% of the worker's CPU (docs/benchmarks.md);
+in a process of its own it runs on the other core. ``storage.kv_process``
+is the worker's side of it.
+
+The parent hands this process one end of a Unix socket pair (``--fd``).
+Frames both ways are a 4-byte big-endian length and a pickle:
+
+- parent -> here: a list of ``(id, op)``; ops are the domain transactions'
+  frozen dataclasses (``storage.accounts``, ``storage.mailbox``, ...); id 0
+  carries ``("homes", node, changes)`` instead: changes to this process's
+  replica of a cluster node's home map (``storage.metas.WRITER_HOMES``,
+  which ops carrying a ``Homes`` find when unpickled here);
+- here -> parent: first ``("ready",)`` once the environment is open; then
+  per batch ``(size, failed, seconds, committed, [(id, ok, value), ...])``.
+
+The batching is the writer thread's (``kv_lmdb.run_batch``): block for the
+first op, let ``commit_interval`` pass since the last batch began while
+more arrive, then up to ``max_batch`` ops in one fsync'd transaction, each
+in a child transaction; the results go back only after the commit.
+
+End of input (the parent closed its end, or died: the kernel closes it
+then) means: commit what has arrived, answer it, exit. A frame that cannot
+be read is a bug in the parent: this process exits with an error, and the
+parent, which sees it go, fails what it was waiting for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import selectors
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from storage.kv_lmdb import open_env, run_batch
+from storage.metas import WRITER_HOMES
+
+__all__ = ["serve", "main", "HEADER", "frame"]
+
+HEADER = struct.Struct(">I")
+log = logging.getLogger(__name__)
+
+
+def frame(obj: Any) -> bytes:
+    body = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+class _Frames:
+    """Whole frames out of a byte stream: ``feed`` bytes, ``pop`` frames."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def pop(self) -> tuple[bool, Any]:
+        """``(True, frame)``, or ``(False, None)`` until one is complete."""
+        buf = self.buf
+        if len(buf) < 4:
+            return False, None
+        (size,) = HEADER.unpack_from(buf)
+        if len(buf) - 4 < size:
+            return False, None
+        obj = pickle.loads(memoryview(buf)[4:4 + size])
+        del buf[:4 + size]
+        return True, obj
+
+    def feed(self, data: bytes) -> list[Any]:
+        self.buf += data
+        out = []
+        while True:
+            ok, obj = self.pop()
+            if not ok:
+                return out
+            out.append(obj)
+
+
+def _reply(sock: socket.socket, size: int, failed: int, seconds: float, committed: bool,
+           answers: list[tuple[int, bool, Any]]) -> None:
+    try:
+        data = frame((size, failed, seconds, committed, answers))
+    except Exception:                       # a value that cannot be pickled: say so, per op
+        safe = []
+        for ident, ok, value in answers:
+            try:
+                pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+                safe.append((ident, ok, value))
+            except Exception as exc:
+                safe.append((ident, False, RuntimeError(
+                    f"the op's {'result' if ok else 'error'} cannot cross processes: {exc!r}")))
+        data = frame((size, failed, seconds, committed, safe))
+    sock.sendall(data)
+
+
+def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch: int = 1000,
+          sync: bool = True, max_readers: int = 1024, commit_interval: float = 0.002) -> None:
+    env, dbs = open_env(path, map_size, max_readers, sync)
+    clock = _LastBatch()
+    sock.sendall(frame(("ready",)))
+    frames, queue = _Frames(), deque()
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    last, eof = 0.0, False
+
+    def take(timeout: float | None) -> None:
+        """Read what arrives within ``timeout`` (None: block for something)."""
+        nonlocal eof
+        while not eof and selector.select(timeout):
+            data = sock.recv(1 << 20)
+            if not data:
+                eof = True
+                return
+            for requests in frames.feed(data):
+                for request in requests:
+                    if request[0]:
+                        queue.append(request)
+                    else:                   # id 0: a change to the home map, not an op
+                        _replicate(*request[1][1:])
+            timeout = 0
+
+    try:
+        while True:
+            if not queue:
+                if eof:
+                    return
+                take(None)
+                continue
+            wait = last + commit_interval - time.monotonic()
+            if wait > 0:                    # the last batch began recently: let more ops come
+                time.sleep(wait)
+            take(0)
+            ids, ops = [], []
+            while queue and len(ops) < max_batch:
+                ident, op = queue.popleft()
+                ids.append(ident)
+                ops.append(op)
+            last = time.monotonic()
+            results = run_batch(env, dbs, ops, clock, _commit)
+            _reply(sock, *clock.last,
+                   [(ident, ok, value) for ident, (ok, value) in zip(ids, results)])
+    finally:
+        env.close()
+
+
+def _replicate(node: str | None, changes: dict[str, str]) -> None:
+    if node is not None:
+        WRITER_HOMES.node = node
+    WRITER_HOMES.map.update(changes)
+
+
+class _LastBatch:
+    """What ``run_batch`` records of a batch, kept for its reply (the
+    parent's ``CommitClock`` does the counting)."""
+
+    last: tuple[int, int, float, bool] = (0, 0, 0.0, True)
+
+    def record(self, size: int, failed: int, seconds: float, committed: bool) -> None:
+        self.last = (size, failed, seconds, committed)
+
+
+def _commit(txn: Any) -> None:
+    txn.commit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m storage.writer_process")
+    parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair")
+    parser.add_argument("path", help="the LMDB directory")
+    parser.add_argument("options", nargs="?", default="{}", help="LmdbStore options, JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s lmdb-writer[%(process)d] %(levelname)s %(message)s")
+    sock = socket.socket(fileno=args.fd)
+    try:
+        serve(sock, args.path, **json.loads(args.options))
+    except (BrokenPipeError, ConnectionResetError):     # the parent is gone: nobody to answer
+        return 0
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
