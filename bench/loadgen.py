@@ -257,10 +257,17 @@ class LaunchedNode:
         return total
 
     def worker_memory_kb(self) -> dict[str, int]:
+        """Memory of the worker processes and their children (the LMDB
+        writers), summed per /proc status field."""
         total: dict[str, int] = {}
         for pid in self.worker_pids:
-            for key, value in memory_kb(pid).items():
-                total[key] = total.get(key, 0) + value
+            for one in (pid, *_children(pid)):
+                try:
+                    held = memory_kb(one)
+                except OSError:                 # ended since the scan
+                    continue
+                for key, value in held.items():
+                    total[key] = total.get(key, 0) + value
         return total
 
     def log_tail(self, chars: int = 3000) -> str:
