@@ -32,6 +32,7 @@ parent, which sees it go, fails what it was waiting for.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import pickle
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", help="the LMDB directory")
     parser.add_argument("options", nargs="?", default="{}", help="LmdbStore options, JSON")
     args = parser.parse_args(argv)
+    gc.set_threshold(50_000, 20, 100)   # as a worker does (supervisor/worker_process.py)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s lmdb-writer[%(process)d] %(levelname)s %(message)s")
     sock = socket.socket(fileno=args.fd)

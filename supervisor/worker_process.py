@@ -42,6 +42,7 @@ handed to the asyncio side as they are.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import os
@@ -220,6 +221,7 @@ class AsyncioSide:
         else:
             await asyncio.sleep(0)    # let the tree take its first step
         if not task.done():
+            tune_gc()
             self.started.set()
         try:
             await task
@@ -228,6 +230,23 @@ class AsyncioSide:
             self.outcome = f"{type(exc).__name__}: {exc}"
             return
         self.outcome = "normal" if self.stopping.is_set() else "tree returned before stopping was set"
+
+
+# Python's cyclic GC, at its default thresholds (700, 10, 10), ran ~160
+# times a second in a worker under the relay load and took ~15% of its
+# event loop's time: a reply of the LMDB writer unpickles thousands of
+# objects at once, and messages in flight live long enough to be promoted
+# and scanned again in the older generations. Nearly all of a worker's
+# garbage is freed by reference counting; with these thresholds a
+# collection runs every few seconds (docs/benchmarks.md, "Relay").
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Raise the GC thresholds, and move what exists once the tree is up
+    (modules, the tree, its listeners) out of the collector's sight."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
 
 
 # -- the Thespian side ---------------------------------------------------------
