@@ -97,7 +97,7 @@ class ProcessStore:
                          for name in DBS}
         self._clock = CommitClock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: dict[int, tuple[Any, asyncio.AbstractEventLoop | None]] = {}
+        self._waiting: dict[int, tuple[Any, asyncio.AbstractEventLoop | None, Any]] = {}
         self._next = 0
         self._outbox: list[tuple[int, Any]] = []
         self._flushing = False                  # a _flush is scheduled
@@ -207,7 +207,7 @@ class ProcessStore:
                 loop.call_soon(resolve, [(fut, False, err)])
             return
         self._next += 1
-        self._waiting[self._next] = (fut, loop)
+        self._waiting[self._next] = (fut, loop, getattr(type(op), "from_wire", None))
         self._outbox.append((self._next, op))
         self._schedule_flush()
 
@@ -280,7 +280,9 @@ class ProcessStore:
         self._clock.record(size, failed, seconds, committed)
         entries, waiting = [], self._waiting
         for ident, ok, value in answers:
-            fut, loop = waiting.pop(ident)
+            fut, loop, from_wire = waiting.pop(ident)
+            if ok and from_wire is not None:
+                value = from_wire(value)
             if loop is None:
                 if fut.set_running_or_notify_cancel():
                     fut.set_result(value) if ok else fut.set_exception(value)
@@ -305,7 +307,7 @@ class ProcessStore:
     def _fail_waiting(self, err: BaseException) -> None:
         waiting, self._waiting = self._waiting, {}
         entries = []
-        for fut, loop in waiting.values():
+        for fut, loop, _ in waiting.values():
             if loop is None:
                 if fut.set_running_or_notify_cancel():
                     fut.set_exception(err)
@@ -326,7 +328,7 @@ def _frame_or_fail(batch: list[tuple[int, Any]], store: ProcessStore) -> bytes:
                 pickle.dumps(op, pickle.HIGHEST_PROTOCOL)
                 kept.append((ident, op))
             except Exception as exc:
-                fut, loop = store._waiting.pop(ident)
+                fut, loop, _ = store._waiting.pop(ident)
                 err = TypeError(f"an op for the writer process must be picklable: {exc!r}")
                 if loop is None:
                     fut.set_exception(err)

@@ -16,7 +16,9 @@ Frames both ways are a 4-byte big-endian length and a pickle:
   replica of a cluster node's home map (``storage.metas.WRITER_HOMES``,
   which ops carrying a ``Homes`` find when unpickled here);
 - here -> parent: first ``("ready",)`` once the environment is open; then
-  per batch ``(size, failed, seconds, committed, [(id, ok, value), ...])``.
+  per batch ``(size, failed, seconds, committed, [(id, ok, value), ...])``;
+  an op class with ``to_wire``/``from_wire`` (``storage.batch.UserBatch``)
+  has its result sent as ``to_wire(value)`` and rebuilt by the parent.
 
 The batching is the writer thread's (``kv_lmdb.run_batch``): block for the
 first op, let ``commit_interval`` pass since the last batch began while
@@ -147,8 +149,13 @@ def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch
                 ops.append(op)
             last = time.monotonic()
             results = run_batch(env, dbs, ops, clock, _commit)
-            _reply(sock, *clock.last,
-                   [(ident, ok, value) for ident, (ok, value) in zip(ids, results)])
+            answers = []
+            for ident, op, (ok, value) in zip(ids, ops, results):
+                to_wire = getattr(op, "to_wire", None)
+                if ok and to_wire is not None:
+                    value = to_wire(value)
+                answers.append((ident, ok, value))
+            _reply(sock, *clock.last, answers)
     finally:
         env.close()
 
