@@ -55,8 +55,12 @@ __all__ = ["add_arguments", "main"]
 
 SENDERS, RECEIVERS = "+1555", "+1666"
 _TS = struct.Struct(">q")
-_ACK, _ERROR, _MESSAGE, _RECEIPT = wire.Ack, wire.Error, wire.Message, wire.Receipt
-_encode, _Send, _Received = wire.encode, wire.Send, wire.Received
+# Under load a peer reads frames raw (``wire.FrameDecoder.raw``): body arrays
+# ``(type, ref, *fields)``, unchecked, as a C load generator would read them.
+_ACK, _ERROR, _MESSAGE, _RECEIPT = (int(t) for t in (wire.FrameType.ACK, wire.FrameType.ERROR,
+                                                      wire.FrameType.MESSAGE,
+                                                      wire.FrameType.RECEIPT))
+_encode_send, _encode_received = wire.encode_send, wire.encode_received
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +134,7 @@ class Peer(WireClient):
         ref, count = self.next_ref, self.sent
         for _ in range(n):
             mid = f"m{count:x}"
-            out.append(_encode(_Send(mid, to, body, ref=ref)))
+            out.append(_encode_send(ref, mid, to, body))
             by_ref[ref] = now
             by_id[mid] = now
             ref += 1
@@ -146,39 +150,39 @@ class Peer(WireClient):
         seqs = []
         if self.to is None:                           # a receiver
             got = 0
-            for f in frames:
-                if type(f) is _MESSAGE:
-                    seqs.append(f.seq)
+            for f in frames:                          # MESSAGE: type, ref, seq, id, from, ts, body
+                if f[0] == _MESSAGE:
+                    seqs.append(f[2])
                     got += 1
                     if r >= 0:
-                        rec.e2e[r].append((now - _TS.unpack_from(f.body)[0]) // 1000)
-                elif type(f) is _ERROR and rec is not None:
-                    rec.errors[f.code.name] = rec.errors.get(f.code.name, 0) + 1
+                        rec.e2e[r].append((now - _TS.unpack_from(f[6])[0]) // 1000)
+                elif f[0] == _ERROR and rec is not None:
+                    _count_error(rec, f)
             self.delivered += got
             if r >= 0:
                 rec.delivered[r] += got
         else:                                         # a sender
             by_ref, by_id = self.by_ref, self.by_id
             acked = receipted = failed = 0
-            for f in frames:
-                t = type(f)
-                if t is _ACK:
-                    t0 = by_ref.pop(f.ref, None)
+            for f in frames:                          # RECEIPT: type, ref, seq, kind, id, ...
+                t = f[0]
+                if t == _ACK:
+                    t0 = by_ref.pop(f[1], None)
                     if t0 is not None:
                         acked += 1
                         if r >= 0:
                             rec.ack[r].append((now - t0) // 1000)
-                elif t is _RECEIPT:
-                    seqs.append(f.seq)
-                    t0 = by_id.pop(f.id, None)
+                elif t == _RECEIPT:
+                    seqs.append(f[2])
+                    t0 = by_id.pop(f[4], None)
                     receipted += t0 is not None
                     if t0 is not None and r >= 0:
                         rec.receipt[r].append((now - t0) // 1000)
                         rec.receipts[r] += 1
-                elif t is _ERROR:
+                elif t == _ERROR:
                     if rec is not None:
-                        rec.errors[f.code.name] = rec.errors.get(f.code.name, 0) + 1
-                    if by_ref.pop(f.ref, None) is not None:
+                        _count_error(rec, f)
+                    if by_ref.pop(f[1], None) is not None:
                         acked += 1
                         failed += 1
             self.inflight -= receipted + failed if self.until_receipt else acked
@@ -189,7 +193,13 @@ class Peer(WireClient):
         for i in range(0, len(seqs), 1024):
             ref = self.next_ref
             self.next_ref = ref + 1
-            self.out.append(_encode(_Received(seqs[i:i + 1024], ref=ref)))
+            self.out.append(_encode_received(ref, seqs[i:i + 1024]))
+
+
+def _count_error(rec: Recorder, frame: tuple) -> None:
+    """An ERROR frame (type, ref, code, message, ...), counted by code name."""
+    name = wire.ErrorCode(frame[2]).name
+    rec.errors[name] = rec.errors.get(name, 0) + 1
 
 
 async def _client(spec: dict, conn: Any) -> dict:
@@ -226,6 +236,8 @@ async def _client(spec: dict, conn: Any) -> dict:
         sender.pad = b"x" * max(0, spec["body"] - _TS.size)
     await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
     senders = [s for s, _ in peers]
+    for s, r in peers:
+        s.decoder.raw = r.decoder.raw = True    # set-up is over: frames read raw from here on
     for s in senders:
         s.running = True
     if rate == 0:

@@ -59,7 +59,7 @@ __all__ = [
     "GroupCreate", "GroupAdd", "GroupRemove", "GroupLeave", "GroupAdmin", "GroupRename",
     "GroupSend", "GroupInfo", "GroupEvent", "GroupState", "GroupEventKind", "MAX_GROUP",
     "CLIENT_FRAMES", "SERVER_FRAMES", "encode", "encode_raw", "encode_ack", "encode_message",
-    "encode_receipt", "decode_body",
+    "encode_receipt", "encode_send", "encode_received", "decode_body",
     "decode_client_frame", "decode_server_frame", "FrameDecoder", "validate",
     "login_challenge", "wrong_node",
 ]
@@ -833,6 +833,24 @@ def encode_receipt(seq: int, kind: int, id: str, by: str, ts: int,
     return _framed(_pack(items), "RECEIPT", 0, max_frame)
 
 
+# The load generator's hot path (bench/): the frames a client sends most.
+def encode_send(ref: int, id: str, to: str, body: bytes) -> bytes:
+    """``encode(Send(id, to, body, ref=ref))``."""
+    return _framed(_pack((5, ref, id, to, body)), "SEND", ref, MAX_FRAME)
+
+
+def encode_received(ref: int, seqs: tuple[int, ...] | list[int]) -> bytes:
+    """``encode(Received(tuple(seqs), ref=ref))``."""
+    return _framed(_pack((6, ref, seqs)), "RECEIVED", ref, MAX_FRAME)
+
+
+def _unpack_raw(body: bytearray) -> tuple:
+    try:
+        return msgpack.unpackb(body, raw=False, use_list=False)
+    except Exception as e:
+        raise FrameError(ErrorCode.MALFORMED, f"bad msgpack body ({type(e).__name__})") from None
+
+
 def encode_raw(obj: Any) -> bytes:
     """Frame any msgpack-able object, unchecked: for tests and protocol tools."""
     body = _pack(obj)
@@ -913,15 +931,22 @@ class FrameDecoder:
     none: a partial frame waits for more bytes). The cap is checked on the
     header, before any of the body is buffered. The first bad frame raises
     FrameError; the decoder then stays failed and re-raises it.
+
+    ``raw`` (settable at any point of the stream): ``feed`` returns each
+    frame's body as the msgpack array it is, ``(type, ref, *fields)`` in the
+    order of the frame class's fields, unchecked. For a load generator that
+    trusts the server it measures, as a C one would; never for a server.
     """
 
-    __slots__ = ("_buf", "_accept", "_max_frame", "_error")
+    __slots__ = ("_buf", "_accept", "_max_frame", "_error", "raw")
 
-    def __init__(self, sender: Side = Side.CLIENT, *, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, sender: Side = Side.CLIENT, *, max_frame: int = MAX_FRAME,
+                 raw: bool = False) -> None:
         self._buf = bytearray()
         self._accept = _ACCEPT[Side(sender)]
         self._max_frame = max_frame
         self._error: FrameError | None = None
+        self.raw = raw
 
     @property
     def pending(self) -> int:
@@ -943,7 +968,10 @@ class FrameDecoder:
                 stop = pos + HEADER_SIZE + n
                 if stop > end:
                     break
-                frames.append(_decode(buf[pos + HEADER_SIZE:stop], accept))
+                if self.raw:
+                    frames.append(_unpack_raw(buf[pos + HEADER_SIZE:stop]))
+                else:
+                    frames.append(_decode(buf[pos + HEADER_SIZE:stop], accept))
                 pos = stop
         except FrameError as err:
             err.frames = frames
