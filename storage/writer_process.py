@@ -124,11 +124,7 @@ def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch
                 eof = True
                 return
             for requests in frames.feed(data):
-                for request in requests:
-                    if request[0]:
-                        queue.append(request)
-                    else:                   # id 0: a change to the home map, not an op
-                        _replicate(*request[1][1:])
+                queue.extend(requests)
             timeout = 0
 
     try:
@@ -144,9 +140,16 @@ def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch
             take(0)
             ids, ops = [], []
             while queue and len(ops) < max_batch:
+                if queue[0][0] == 0:        # id 0: a change to the home map, not an op
+                    if ops:
+                        break               # it applies after the ops sent before it
+                    _replicate(*queue.popleft()[1][1:])
+                    continue
                 ident, op = queue.popleft()
                 ids.append(ident)
                 ops.append(op)
+            if not ops:
+                continue
             last = time.monotonic()
             results = run_batch(env, dbs, ops, clock, _commit)
             answers = []

@@ -138,3 +138,18 @@ async def test_the_home_map_reaches_the_writer_before_later_ops(path):
         assert s.outq_pending() == {"B": 1} and s.inbox_count(RECEIVER) == 1
     finally:
         s.close()
+
+
+async def test_a_home_map_change_sent_between_two_ops_applies_between_them(path):
+    s = await _open(path)
+    try:
+        homes = Homes("A", {SENDER: "A", RECEIVER: "A"})
+        s.follow_homes(homes)
+        first = s.store_message(SENDER, "m1", RECEIVER, b"", T, CAP)    # one frame, in order:
+        homes.map[RECEIVER] = "B"                                       # op, change, op
+        s.homes_changed({RECEIVER: "B"})
+        second = s.store_message(SENDER, "m2", RECEIVER, b"", T, CAP)
+        assert ((await first).seq, (await second).seq) == (1, 0)
+        assert s.outq_pending() == {"B": 1} and s.inbox_count(RECEIVER) == 1
+    finally:
+        s.close()
