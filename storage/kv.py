@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, TypeVar
 
-__all__ = ["DBS", "Txn", "Store", "Op", "StoreStats", "CommitClock", "resolve"]
+from storage.errors import CommitFailed
+
+__all__ = ["DBS", "Txn", "Store", "Op", "StoreStats", "CommitClock", "resolve", "fail_all"]
 
 DBS: tuple[str, ...] = (
     "users",        # phone -> account
@@ -156,3 +159,16 @@ def resolve(entries: list[tuple[Any, bool, Any]]) -> None:
             if isinstance(value, StopIteration):    # a Future refuses it as is
                 value = RuntimeError(f"op raised {value!r}")
             fut.set_exception(value)
+
+
+def fail_all(size: int, exc: BaseException, clock: CommitClock, started: float
+             ) -> list[tuple[bool, Any]]:
+    """A batch of ``size`` ops whose commit failed with ``exc``: recorded on
+    ``clock``, and one ``CommitFailed`` result per op (``exc`` its cause)."""
+    clock.record(size, size, time.perf_counter() - started, False)
+    results: list[tuple[bool, Any]] = []
+    for _ in range(size):
+        err = CommitFailed(f"batch of {size} not committed: {exc!r}")
+        err.__cause__ = exc
+        results.append((False, err))
+    return results

@@ -36,11 +36,11 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 
-from storage.errors import CommitFailed, StoreClosed
+from storage.errors import StoreClosed
 from storage.keys import prefix_end
-from storage.kv import DBS, CommitClock, Op, StoreStats, resolve
+from storage.kv import DBS, CommitClock, Op, StoreStats, fail_all, resolve
 
-__all__ = ["LmdbStore", "LmdbTxn", "open_env", "run_batch"]
+__all__ = ["LmdbStore", "LmdbTxn", "open_env", "read_in", "run_batch"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ class LmdbStore:
         """Run ``fn`` in a read-only transaction on this thread."""
         if self._closed:
             raise StoreClosed("store is closed")
-        with self._env.begin(buffers=False) as txn:
-            return fn(LmdbTxn(txn, self._dbs))
+        return read_in(self._env, self._dbs, fn)
 
     def stats(self) -> StoreStats:
         return self._clock.snapshot(self._queue.qsize())
@@ -254,6 +253,12 @@ def open_env(path: str, map_size: int, max_readers: int, sync: bool
     return env, dbs
 
 
+def read_in(env: lmdb.Environment, dbs: dict[str, Any], fn: Callable[[LmdbTxn], T]) -> T:
+    """``fn`` in a short read-only transaction of ``env``, on this thread."""
+    with env.begin(buffers=False) as txn:
+        return fn(LmdbTxn(txn, dbs))
+
+
 def run_batch(env: lmdb.Environment, dbs: dict[str, Any], ops: list[Callable[[Any], Any]],
               clock: CommitClock, commit: Callable[[lmdb.Transaction], None]
               ) -> list[tuple[bool, Any]]:
@@ -267,7 +272,7 @@ def run_batch(env: lmdb.Environment, dbs: dict[str, Any], ops: list[Callable[[An
     try:
         txn = env.begin(write=True)
     except Exception as exc:
-        return _fail_all(ops, exc, clock, started)
+        return fail_all(len(ops), exc, clock, started)
     try:
         for op in ops:
             child = env.begin(write=True, parent=txn)
@@ -289,17 +294,7 @@ def run_batch(env: lmdb.Environment, dbs: dict[str, Any], ops: list[Callable[[An
             txn.abort()
         except lmdb.Error:
             pass
-        return _fail_all(ops, exc, clock, started)
+        return fail_all(len(ops), exc, clock, started)
     clock.record(len(ops), failed, time.perf_counter() - started, True)
     return results
 
-
-def _fail_all(ops: list, exc: BaseException, clock: CommitClock, started: float
-              ) -> list[tuple[bool, Any]]:
-    clock.record(len(ops), len(ops), time.perf_counter() - started, False)
-    results = []
-    for _ in ops:
-        err = CommitFailed(f"batch of {len(ops)} not committed: {exc!r}")
-        err.__cause__ = exc
-        results.append((False, err))
-    return results

@@ -20,9 +20,9 @@ import time
 from bisect import bisect_left, insort
 from typing import Any, Callable, Iterator, TypeVar
 
-from storage.errors import CommitFailed, StorageError, StoreClosed
+from storage.errors import StorageError, StoreClosed
 from storage.keys import prefix_end
-from storage.kv import DBS, CommitClock, Op, StoreStats, resolve
+from storage.kv import DBS, CommitClock, Op, StoreStats, fail_all, resolve
 
 __all__ = ["MemoryStore", "MemoryTxn"]
 
@@ -196,13 +196,7 @@ class MemoryStore:
             self._commit(undo)
         except BaseException as exc:
             _rollback(undo, 0)
-            self._clock.record(len(ops), len(ops), time.perf_counter() - started, False)
-            out = []
-            for _ in ops:
-                err = CommitFailed(f"batch of {len(ops)} not committed: {exc!r}")
-                err.__cause__ = exc
-                out.append((False, err))
-            return out
+            return fail_all(len(ops), exc, self._clock, started)
         self._clock.record(len(ops), failed, time.perf_counter() - started, True)
         return results
 

@@ -45,7 +45,7 @@ import lmdb
 
 from storage.errors import CommitFailed, StoreClosed
 from storage.kv import DBS, CommitClock, Op, StoreStats, resolve
-from storage.kv_lmdb import LmdbTxn
+from storage.kv_lmdb import LmdbTxn, read_in
 from storage.writer_process import HEADER, _Frames
 
 __all__ = ["ProcessStore"]
@@ -147,8 +147,7 @@ class ProcessStore:
         """Run ``fn`` in a read-only transaction on this thread."""
         if self._closed:
             raise StoreClosed("store is closed")
-        with self._env.begin(buffers=False) as txn:
-            return fn(LmdbTxn(txn, self._dbs))
+        return read_in(self._env, self._dbs, fn)
 
     def stats(self) -> StoreStats:
         return self._clock.snapshot(len(self._waiting))
