@@ -229,7 +229,8 @@ class Storage:
 def open_storage(backend: str = "lmdb", path: str | os.PathLike | None = None,
                  **options) -> Storage:
     """``backend`` is ``"lmdb"`` (``path``: the node's LMDB directory;
-    ``options`` go to ``LmdbStore``) or ``"memory"``."""
+    ``options`` go to ``LmdbStore``), ``"lmdb-process"`` (the same, its
+    writer in a child process: ``ProcessStore``) or ``"memory"``."""
     if backend in ("lmdb", "lmdb-process"):
         if path is None:
             raise ValueError("the lmdb backend needs a path")

@@ -42,6 +42,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from typing import Any, Callable
 
 from actors import SHUTDOWN, System
@@ -102,7 +103,13 @@ def _group_cap(config: dict[str, Any]) -> int:
 
 def _stop_this_worker() -> None:
     """The LMDB writer process is gone: stop the worker, whose supervisor
-    starts it again with a new writer (the two are linked, as in OTP)."""
+    starts it again with a new writer (the two are linked, as in OTP). A
+    tree run outside a worker process (tests) only logs it: its writes fail
+    with ``StoreClosed`` from now on."""
+    from supervisor.worker_process import ASYNCIO_THREAD
+    if threading.current_thread().name != ASYNCIO_THREAD:
+        log.error("the LMDB writer process is gone (not in a worker process: nothing to stop)")
+        return
     log.error("stopping this worker: its LMDB writer process is gone")
     os.kill(os.getpid(), signal.SIGTERM)
 

@@ -63,7 +63,7 @@ from supervisor.bridge import Bridge
 from supervisor.spec import resolve
 
 __all__ = ["WorkerProcess", "StartWorker", "WorkerStarted", "WorkerStartFailed",
-           "WorkerFailed", "DEFAULT_TREE", "use_stderr_logging"]
+           "WorkerFailed", "DEFAULT_TREE", "ASYNCIO_THREAD", "use_stderr_logging", "tune_gc"]
 
 thespian_loopback.apply_from_environment()   # no-op under fork; see that module
 
@@ -71,6 +71,7 @@ DEFAULT_TREE = "supervisor.tree.run_worker_tree"
 DEFAULT_SHUTDOWN = 5.0        # seconds to wait for the tree to stop (OTP's worker default)
 DEFAULT_START_TIMEOUT = 15.0  # seconds for the tree to come up
 TICK = timedelta(seconds=1.0)
+ASYNCIO_THREAD = "worker-asyncio"   # the thread that runs a worker's tree
 
 
 # -- messages (plain dataclasses: they cross processes pickled) ---------------
@@ -169,7 +170,7 @@ class AsyncioSide:
         self.stop_requested = False
         self.outcome: str | None = None
         self.started = threading.Event()      # set once up, or once done
-        self.thread = threading.Thread(target=self._run, name="worker-asyncio", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=ASYNCIO_THREAD, daemon=True)
 
     def start(self, timeout: float) -> str | None:
         """Start the thread and wait until the tree is up; the failure reason,
