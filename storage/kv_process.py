@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import pickle
@@ -66,11 +67,10 @@ class ProcessStore:
     def __init__(self, path: str | os.PathLike, *, on_lost: Callable[[], None] | None = None,
                  map_size: int = 64 << 30, max_readers: int = 1024, start_timeout: float = 30.0,
                  **options: Any):
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(path)   # the child runs in the project's directory
         self.on_lost = on_lost
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         options.update(map_size=map_size, max_readers=max_readers)
-        import json
         self._child = subprocess.Popen(
             [sys.executable, "-m", "storage.writer_process", "--fd", str(theirs.fileno()),
              self.path, json.dumps(options)],

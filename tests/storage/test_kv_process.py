@@ -153,3 +153,14 @@ async def test_a_home_map_change_sent_between_two_ops_applies_between_them(path)
         assert s.outq_pending() == {"B": 1} and s.inbox_count(RECEIVER) == 1
     finally:
         s.close()
+
+
+async def test_a_relative_path_is_the_callers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)             # the writer runs elsewhere: same files all the same
+    s = await _open("relative/lmdb")
+    try:
+        assert (await s.store_message(SENDER, "m1", RECEIVER, b"", T, CAP)).seq == 1
+        assert s.inbox_count(RECEIVER) == 1
+    finally:
+        s.close()
+    assert (tmp_path / "relative" / "lmdb" / "data.mdb").exists()
