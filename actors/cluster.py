@@ -43,6 +43,7 @@ log = logging.getLogger("switchboard.cluster")
 
 BATCH_MAX = 512           # items per Thespian message
 FLUSH_AFTER = 0.001       # seconds a batch may wait for more items
+FLUSH_EVERY = 0.01        # ... and at least this long after the last flush
 
 
 class Cluster:
@@ -64,6 +65,7 @@ class Cluster:
         self.releases: list[str] = []
         self.tokens = itertools.count(1)
         self.flush_scheduled = False
+        self.last_flush = float("-inf")
         self.sent_batches = self.sent_items = self.received_items = 0
 
     def start(self, system: Any, local_users: tuple[str, ...] = ()) -> None:
@@ -134,12 +136,20 @@ class Cluster:
             self._schedule()
 
     def _schedule(self) -> None:
+        """Flush ``FLUSH_AFTER`` from now, or ``FLUSH_EVERY`` after the last
+        flush if that is later: an isolated item waits 1 ms, a stream of
+        them (a mass login's claims and presence) goes out in at most 100
+        Thespian messages a second per peer, each costing its receiver
+        ~0.5 ms of Thespian's own work (docs/benchmarks.md, "Connections")."""
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_AFTER, self.flush)
+            loop = asyncio.get_running_loop()
+            loop.call_later(max(FLUSH_AFTER, self.last_flush + FLUSH_EVERY - loop.time()),
+                            self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False
+        self.last_flush = asyncio.get_running_loop().time()
         outbound, self.outbound = self.outbound, {}
         for worker, items in outbound.items():
             self._send(worker, items)
