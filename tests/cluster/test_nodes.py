@@ -20,14 +20,19 @@ pytestmark = pytest.mark.timeout(120)
 ALICE, BOB, CAROL = "+15550001001", "+15550002002", "+15550003003"
 
 
+async def sees_online(client, user: str) -> None:
+    """``client`` subscribes to ``user``'s presence and sees it online."""
+    client.send(wire.Subscribe((user,), ref=client.ref()))
+    await client.recv_until(lambda f: isinstance(f, wire.Presence) and f.online, 5)
+
+
 async def test_two_nodes_chat_with_ticks_presence_and_typing(tmp_path):
     with cluster(tmp_path, ("A", "B")) as c:
         a, b = c["A"].node, c["B"].node
         alice, bob = await register(a, ALICE), await register(b, BOB)
         ca, cb = await login(a, alice), await login(b, bob)
         # alice (on A) watches bob (on B): online, seen across nodes.
-        ca.send(wire.Subscribe((BOB,), ref=ca.ref()))
-        await ca.recv_until(lambda f: isinstance(f, wire.Presence) and f.online, 5)
+        await sees_online(ca, BOB)
         # 20 messages each way, acked after the commit on the sender's node,
         # pushed to the recipient on the other node in order.
         for i in range(20):
@@ -200,8 +205,7 @@ async def test_users_of_a_dead_leader_go_offline_when_it_is_back(tmp_path):
         a, b = c["A"].node, c["B"].node
         alice, bob = await register(a, ALICE), await register(b, BOB)
         ca, cb = await login(a, alice), await login(b, bob)
-        cb.send(wire.Subscribe((ALICE,), ref=cb.ref()))
-        await cb.recv_until(lambda f: isinstance(f, wire.Presence) and f.online, 5)
+        await sees_online(cb, ALICE)
         port = a.port
         c["A"].kill()             # nobody can say so: the directory died with it
         await asyncio.to_thread(c.restart, "A", port)

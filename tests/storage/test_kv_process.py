@@ -36,6 +36,13 @@ async def _open(path, **kw) -> Storage:
     return storage
 
 
+def _follow_homes(s: Storage) -> Homes:
+    """``s`` follows a home map of node A where both users are at home."""
+    homes = Homes("A", {SENDER: "A", RECEIVER: "A"})
+    s.follow_homes(homes)
+    return homes
+
+
 async def test_results_and_refusals_cross_typed(path):
     s = await _open(path, commit_interval=0.0)
     try:
@@ -129,8 +136,7 @@ async def test_write_from_another_thread_goes_through_the_loop(path):
 async def test_the_home_map_reaches_the_writer_before_later_ops(path):
     s = await _open(path)
     try:
-        homes = Homes("A", {SENDER: "A", RECEIVER: "A"})
-        s.follow_homes(homes)
+        homes = _follow_homes(s)
         assert (await s.store_message(SENDER, "m1", RECEIVER, b"", T, CAP)).seq == 1
         homes.map[RECEIVER] = "B"           # RECEIVER moved: told, then a send
         s.homes_changed({RECEIVER: "B"})
@@ -143,8 +149,7 @@ async def test_the_home_map_reaches_the_writer_before_later_ops(path):
 async def test_a_home_map_change_sent_between_two_ops_applies_between_them(path):
     s = await _open(path)
     try:
-        homes = Homes("A", {SENDER: "A", RECEIVER: "A"})
-        s.follow_homes(homes)
+        homes = _follow_homes(s)
         first = s.store_message(SENDER, "m1", RECEIVER, b"", T, CAP)    # one frame, in order:
         homes.map[RECEIVER] = "B"                                       # op, change, op
         s.homes_changed({RECEIVER: "B"})
