@@ -38,7 +38,7 @@ from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSuper
 from supervisor.spec import SupFlags
 from supervisor.worker_process import LOG_FORMAT
 
-__all__ = ["run_node", "http_ports", "start_actor_system", "start_workers", "ask_for", "stop_node",
+__all__ = ["run_node", "http_ports", "reserve_port", "start_actor_system", "start_workers", "ask_for", "stop_node",
            "free_port", "process_tree", "listener_pids", "reap"]
 
 log = logging.getLogger("switchboard.launcher")
@@ -56,13 +56,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def http_ports(bind: str, base: int, workers: int) -> list[int]:
+def http_ports(base: int, workers: int) -> list[int]:
     """One HTTP port per worker slot: ``base``, ``base + 1``, ... (``base`` 0:
-    free ports)."""
-    if base:
-        return [base + slot for slot in range(workers)]
-    return [free_port(bind if bind not in ("", "0.0.0.0") else "127.0.0.1")
-            for _ in range(workers)]
+    a free port for each, see ``reserve_port``)."""
+    return [base + slot if base else 0 for slot in range(workers)]
+
+
+def reserve_port(bind: str, port: int = 0) -> socket.socket:
+    """Hold ``port`` (0: a free one, read back with ``getsockname``) on
+    ``bind`` for as long as the returned socket is open: it is bound with
+    SO_REUSEPORT and never listens, so it takes no connection, the workers'
+    listeners (SO_REUSEPORT too) bind beside it, and every other bind of the
+    port is refused, an ephemeral one included. A port found free and released
+    at once (``free_port``) could be taken before a worker bound it, by a
+    Thespian actor's listener or a connection's source port; the worker then
+    failed to start until its supervisor gave up (seen in CI). Raises OSError
+    if ``port`` is held by anything else."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((bind or "0.0.0.0", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def start_actor_system(bind: str = "127.0.0.1", admin_port: int = 0, node: str | None = None,
@@ -321,13 +338,23 @@ def run_node(args) -> int:
                 asys.shutdown()
                 return 1
             log.info("node %s joined the cluster led by %s:%d", name, *join)
-    local = args.bind if args.bind not in ("", "0.0.0.0") else "127.0.0.1"
-    port = args.port or free_port(local)
-    media_port = getattr(args, "media_port", 5280) or free_port(local)
+    wanted = [args.port, getattr(args, "media_port", 5280),
+              *http_ports(getattr(args, "http_port", 8222), args.workers)]
+    held: list[socket.socket] = []
+    try:
+        for wanted_port in wanted:
+            held.append(reserve_port(args.bind, wanted_port))
+    except OSError as exc:
+        log.error("port %d on %s is in use: %s", wanted_port, args.bind or "0.0.0.0", exc)
+        for sock in held:
+            sock.close()
+        asys.shutdown()
+        return 1
+    port, media_port, *worker_http = [sock.getsockname()[1] for sock in held]
     config = {"data_dir": str(data_dir), "bind": args.bind, "admin_port": admin_port,
               "port": port, "media_port": media_port,
               "log_level": logging.getLevelName(logging.getLogger().level),
-              "http_ports": http_ports(args.bind, getattr(args, "http_port", 8222), args.workers),
+              "http_ports": worker_http,
               **cluster, **dict(getattr(args, "settings", None) or {})}
     node_pids = _node_processes(admin_port)
     rc = 1
@@ -355,6 +382,8 @@ def run_node(args) -> int:
                 log.error("workers did not start in time")
     finally:
         asys.shutdown()
+        for sock in held:
+            sock.close()
         leftovers = reap(node_pids)
         if leftovers:
             log.warning("killed processes left after shutdown: %s", leftovers)

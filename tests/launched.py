@@ -89,8 +89,12 @@ def launched_node(tmp_path, workers: int, *extra: str):
 
 
 def _node_up(log_path: Path, wait_until) -> list[int]:
-    up = wait_until(lambda: re.search(r"node up: .*\(pids ([\d ]+)\)", log_path.read_text()),
-                    timeout=30.0, interval=0.05)
+    try:
+        up = wait_until(lambda: re.search(r"node up: .*\(pids ([\d ]+)\)", log_path.read_text()),
+                        timeout=30.0, interval=0.05)
+    except AssertionError:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-60:])
+        raise AssertionError(f"the node did not come up within 30 s; its log ends:\n{tail}") from None
     return [int(p) for p in up.group(1).split()]
 
 

@@ -79,7 +79,8 @@ class HttpListener(AppThreadActor):
                         float(config.get("dashboard_push", 1.0)), federation=federation)
         self.dashboard = Dashboard(board, view, federation)
         self.slot, self.host = slot, host
-        return AppThread(self.dashboard.app, host, port, "http", background=view.run)
+        return AppThread(self.dashboard.app, host, port, "http", background=view.run,
+                         reuse_port=True)         # beside the launcher's reserve_port
 
     async def init(self) -> None:
         await super().init()

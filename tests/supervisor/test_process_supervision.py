@@ -14,13 +14,14 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.launched import _listeners, _node_up, _tagged_pids, launched_node
-from supervisor.launcher import process_tree
+from supervisor.launcher import process_tree, reserve_port
 from supervisor.node_supervisor import pid_alive
 from supervisor.spec import SupFlags
 
@@ -174,6 +175,40 @@ def test_run_node_exits_nonzero_when_a_worker_keeps_dying(tmp_path, wait_until):
         assert "reached maximum restart intensity" in log
         assert "node supervisor stopped (reached_max_restart_intensity): exiting" in log
         wait_until(lambda: not _tagged_pids(tag), timeout=5.0)
+
+
+def test_a_reserved_port_is_refused_to_others_and_shared_with_workers():
+    held = reserve_port("127.0.0.1")
+    port = held.getsockname()[1]
+    try:
+        # Step 1: a plain bind (a Thespian listener, an ephemeral bind) is refused.
+        with socket.socket() as other, pytest.raises(OSError):
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+        # Step 2: a worker's listener (SO_REUSEPORT) binds beside it and takes the connections.
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind(("127.0.0.1", port))
+            listener.listen(8)
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", port), timeout=2):
+                    listener.accept()[0].close()
+        # Step 3: with no worker listening, the reservation takes nothing: refused.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        held.close()
+
+
+@pytest.mark.timeout(60)
+def test_run_node_refuses_a_port_in_use(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with launched_node(tmp_path, 1, "--port", str(port)) as (launcher, log_path, tag):
+            assert launcher.wait(timeout=30) == 1
+            assert f"port {port} on 127.0.0.1 is in use" in log_path.read_text()
 
 
 @pytest.mark.timeout(60)
