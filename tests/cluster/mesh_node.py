@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.conftest import Node, RawClient
+from tests.e2e.conftest import Node, RawClient, login
 from tests.e2e.test_durability import FileCodes
 from tests.launched import _node_up, client_port, launched_node, wait_until
 
@@ -49,11 +49,23 @@ def worker_status(log_text: str) -> list[dict]:
     return out
 
 
-async def spread(mesh: MeshNode) -> list[dict]:
-    """Wait until both workers hold connections; their statuses."""
-    return await asyncio.to_thread(
-        wait_until, lambda: (s := worker_status(mesh.log()))
-        and all(w["connections"] > 0 for w in s) and s, 10)
+async def spread(mesh: MeshNode, clients: list, accounts: list) -> list[dict]:
+    """Wait until both workers hold connections; their statuses. The kernel
+    places a connection by a hash of its addresses, so all of a few may land
+    on one worker (for 8, 1 in 128): then the last client (``clients[-1]``,
+    logged in as ``accounts[-1]``) logs in again from a new source port,
+    replaced in ``clients``, up to 20 times."""
+    def settled():
+        status = worker_status(mesh.log())
+        if sum(w["connections"] for w in status) == len(clients):
+            return status
+    for _ in range(20):
+        status = await asyncio.to_thread(wait_until, settled, 10)
+        if all(w["connections"] > 0 for w in status):
+            return status
+        await clients[-1].close()
+        clients[-1] = await login(mesh.node, accounts[-1])
+    raise AssertionError(f"every connection stayed on one worker: {status}")
 
 
 async def next_of(client: RawClient, kind: type, timeout: float = 5.0):

@@ -23,8 +23,9 @@ async def test_a_group_spread_over_two_workers(tmp_path):
     with mesh_node(tmp_path) as mesh:
         node = mesh.node
         # Step 1: 8 members log in, spread over both workers by the kernel.
-        clients = [await login(node, await register(node, phone)) for phone in USERS]
-        await spread(mesh)
+        accounts = [await register(node, phone) for phone in USERS]
+        clients = [await login(node, account) for account in accounts]
+        await spread(mesh, clients, accounts)
         creator = clients[0]
         reply = await creator.answer(creator.send(
             wire.GroupCreate("crew", "Crew", tuple(USERS[1:]), ref=creator.ref())))

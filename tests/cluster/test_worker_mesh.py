@@ -28,10 +28,10 @@ async def test_two_workers_chat_as_one_node(tmp_path):
     with mesh_node(tmp_path) as mesh:
         node, log_path = mesh.node, mesh.log_path
         # Step 1: 12 users log in; the kernel spreads their connections over
-        # both workers (all on one would have probability 2 * 2^-12).
+        # both workers.
         accounts = [await register(node, phone) for phone in USERS]
         clients = [await login(node, a) for a in accounts]
-        assert sum(w["connections"] for w in await spread(mesh)) == len(USERS)
+        assert sum(w["connections"] for w in await spread(mesh, clients, accounts)) == len(USERS)
         # Step 2: every user sends to every other one once (132 messages):
         # each is pushed live, wherever the recipient is, and its delivered
         # receipt reaches the sender.
@@ -103,7 +103,7 @@ async def test_a_killed_worker_leaves_the_mesh_and_its_users_come_back(tmp_path)
         node, log_path, pids = mesh.node, mesh.log_path, mesh.workers
         accounts = [await register(node, phone) for phone in USERS[:8]]
         clients = [await login(node, a) for a in accounts]
-        await spread(mesh)
+        await spread(mesh, clients, accounts)
         # Step 1: worker 0 is SIGKILLed. Its clients lose their connections;
         # the others stay connected and are still served.
         os.kill(pids[0], signal.SIGKILL)
