@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import logging
 import os
+import sys
 from typing import Any
 
 from actors.presence import PRESENCE_NAME, PeerGone
@@ -220,12 +221,12 @@ class Cluster:
             hub.cast(PeerGone(msg.worker))
 
     def _on_OwnersChanged(self, msg: OwnersChanged) -> None:
-        owners, me = self.owners, self.me
+        owners, me, intern = self.owners, self.me, sys.intern
         for user, worker in msg.owners.items():
             if worker is None or worker == me:
                 owners.pop(user, None)
-            else:
-                owners[user] = worker
+            else:                   # interned: one copy of each name with the presence hub's
+                owners[intern(user)] = intern(worker)
 
     def _on_Claimed(self, msg: Claimed) -> None:
         for user in self.claimed.pop(msg.token, ()):

@@ -49,7 +49,7 @@ _REASONS = ((WrongIdentity, WRONG_IDENTITY), (KeysFull, KEYS_FULL), (NoKeys, NO_
 
 class KeyDirectory:
     """Mixed into ``Session``: needs ``self.mail``, ``self.user``, ``self.ref``,
-    ``self.keys_looked_up`` (a set)."""
+    ``self.keys_looked_up`` (a set, or the empty ``NONE`` until first used)."""
 
     def handle_publish_keys(self, msg: PublishKeys) -> None:
         self._keys_op(msg, self.mail.publish_keys(self.user, msg.identity, msg.signed, msg.one_time))
@@ -67,7 +67,8 @@ class KeyDirectory:
                 and self.mail.get_account(msg.user) is None):
             self._look_up_keys(federation, msg)    # a lagging replica: ask where it lives
             return
-        self.keys_looked_up.discard(msg)
+        if self.keys_looked_up:
+            self.keys_looked_up.discard(msg)
         home = federation.remote(msg.user) if federation is not None else None
         if home is not None:                # the keys live on the user's home node
             fetched = federation.call(home, ("fetch_keys", self.user, msg.user))
@@ -82,13 +83,16 @@ class KeyDirectory:
     def _look_up_keys(self, federation: Any, msg: FetchKeys) -> None:
         """Look ``msg.user`` up in the cluster directory, then fetch again
         (once: an unknown user is then UNKNOWN_USER)."""
+        if not self.keys_looked_up:
+            self.keys_looked_up = set()
         self.keys_looked_up.add(msg)
 
         async def look_up() -> None:
             try:
                 await federation.home_for(msg.user)
             except Exception as unsure:  # noqa: BLE001 - NodeUnavailable: the client retries
-                self.keys_looked_up.discard(msg)
+                if self.keys_looked_up:
+                    self.keys_looked_up.discard(msg)
                 self._answer(msg, Rejected(msg.ref, INTERNAL, str(unsure)))
                 return
             self.ref.notify(msg)

@@ -23,6 +23,7 @@ who is online here, as a worker's hub would have told them live).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -36,6 +37,7 @@ __all__ = ["PresenceHub", "UserOnline", "UserOffline", "Watch", "Unwatch", "Peer
 
 PRESENCE_NAME = "presence"
 MAX_WATCHED = 2_000           # users one user may watch at a time
+SEEN_KEPT = 10_000            # last-seen times kept for users who left (the newest)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class Unwatch:
 
 class PresenceHub(Actor):
     def __init__(self, last_seen: Callable[[str], int | None] | None = None):
-        self.online: dict[str, set[str]] = {}      # user -> workers it is online on
-        self.seen: dict[str, int] = {}             # last seen of users who left while we ran
+        # user -> the worker it is online on, or a set of them while it moves
+        # (a hub holds every online user of the node: a set each was 216 B)
+        self.online: dict[str, str | set[str]] = {}
+        self.seen: dict[str, int] = {}             # last seen of the latest users who left
         self.watchers: dict[str, set[str]] = {}    # watched user -> watching users
         self.watching: dict[str, set[str]] = {}    # watching user -> watched users
         self._last_seen = last_seen
@@ -93,28 +97,44 @@ class PresenceHub(Actor):
 
     def handle_user_online(self, msg: UserOnline) -> None:
         self._forward(msg)
-        where = self.online.setdefault(msg.user, set())
-        was_online = bool(where)
-        where.add(msg.where)
-        if not was_online:
-            self._tell(msg.user, PresenceChanged(msg.user, True, None))
+        user = msg.user
+        where = self.online.get(user)
+        if where is None:
+            self.online[sys.intern(user)] = sys.intern(msg.where)  # one copy with the mesh's
+            self._tell(user, PresenceChanged(user, True, None))
+        elif type(where) is str:
+            if where != msg.where:
+                self.online[user] = {where, msg.where}
+        else:
+            where.add(msg.where)
 
     def handle_user_offline(self, msg: UserOffline) -> None:
         self._forward(msg)
-        where = self.online.get(msg.user)
-        if where is not None:
+        user = msg.user
+        where = self.online.get(user)
+        if type(where) is str:
+            if where != msg.where:
+                return                      # still online on its worker
+            del self.online[user]
+        elif where is not None:
             where.discard(msg.where)
-            if where:
-                return                      # still online on another worker
-            del self.online[msg.user]
-        self.seen[msg.user] = msg.last_seen
-        self._tell(msg.user, PresenceChanged(msg.user, False, msg.last_seen))
+            if where:                       # still online on another worker
+                if len(where) == 1:
+                    self.online[user] = next(iter(where))
+                return
+            del self.online[user]
+        seen = self.seen
+        seen.pop(user, None)                # the newest last, the oldest dropped past SEEN_KEPT
+        seen[user] = msg.last_seen
+        if len(seen) > SEEN_KEPT:           # long committed: the store has them
+            del seen[next(iter(seen))]
+        self._tell(user, PresenceChanged(user, False, msg.last_seen))
 
     def handle_peer_gone(self, msg: PeerGone) -> None:
         now = int(time.time() * 1000)
         gone = msg.worker + "/"             # a node's name: all of its workers
         for user, where in list(self.online.items()):
-            for worker in [w for w in where if w == msg.worker or w.startswith(gone)]:
+            for worker in [w for w in _workers(where) if w == msg.worker or w.startswith(gone)]:
                 self.handle_user_offline(UserOffline(user, now, worker))
 
     def handle_tell_online(self, msg: "TellOnline") -> None:
@@ -122,7 +142,7 @@ class PresenceHub(Actor):
         cluster = self.system.env.get("cluster")
         if cluster is None:
             return
-        mine = [user for user, where in self.online.items() if "" in where]
+        mine = [user for user, where in self.online.items() if "" in _workers(where)]
         for worker in msg.workers:
             for user in mine:
                 cluster.tell(worker, UserOnline(user, cluster.me))
@@ -161,3 +181,8 @@ class PresenceHub(Actor):
     def _tell(self, user: str, event: PresenceChanged) -> None:
         for watcher in self.watchers.get(user, ()):
             route(self.system, watcher, event)
+
+
+def _workers(where: str | set[str]) -> tuple[str, ...] | set[str]:
+    """The workers in a value of ``PresenceHub.online``."""
+    return (where,) if type(where) is str else where

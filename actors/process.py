@@ -239,7 +239,7 @@ class ActorRef:
         while self._stop_reason is None:
             if not queue:
                 budget = _BUDGET
-                self._queue = None                 # give the empty deque back while idle
+                queue = self._queue = None         # give the empty deque back while idle
                 waiter = self._waiter = loop.create_future()
                 await waiter
                 queue = self._queue

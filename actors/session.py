@@ -252,7 +252,8 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         waiting = self.pending.pop(request.id, [request])
         if not ok and self.look_up_first(request, value, waiting):
             return
-        self.looked_up.discard(request.id)
+        if self.looked_up:
+            self.looked_up.discard(request.id)
         if not ok:
             reason = self._reason(value)
             for r in waiting:

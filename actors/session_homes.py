@@ -31,7 +31,9 @@ from actors.group import group_home, group_info, remote_answer
 from actors.messages import INTERNAL, RATE_LIMITED, Acked, GetGroups, MarkRead, Rejected
 from storage import UnknownUser
 
-__all__ = ["RemoteHomes", "HomesLookedUp", "LOOKUP_EVERY", "LOOKUP_FOR"]
+__all__ = ["RemoteHomes", "HomesLookedUp", "LOOKUP_EVERY", "LOOKUP_FOR", "NONE"]
+
+NONE: frozenset = frozenset()       # an empty set not made yet (see ``init_homes``)
 
 LOOKUP_EVERY = 1.0        # seconds between lookups while the directory cannot say
 LOOKUP_FOR = 20.0         # seconds before parked SENDs are refused (INTERNAL: resend)
@@ -50,8 +52,10 @@ class RemoteHomes:
     ``pending``, ``_queue``, ``_answer``."""
 
     def init_homes(self) -> None:
-        self.looked_up: set[str] = set()              # SEND ids stored again after a lookup
-        self.keys_looked_up: set[Any] = set()         # KEYS_FETCHes made again after one
+        # Sets made on first use (an empty set is 216 B, and a node holds a
+        # session per user): until then the shared empty frozenset.
+        self.looked_up: set[str] | frozenset = NONE   # SEND ids stored again after a lookup
+        self.keys_looked_up: set[Any] | frozenset = NONE  # KEYS_FETCHes made again after one
         self.parked: dict[str, list[Any]] = {}        # recipient -> SENDs waiting, in order
 
     def held_back(self, msg: Any) -> bool:
@@ -107,6 +111,8 @@ class RemoteHomes:
     def handle_homes_looked_up(self, msg: HomesLookedUp) -> None:
         for request in self.parked.pop(msg.user, ()):
             if msg.refused is None:
+                if not self.looked_up:
+                    self.looked_up = set()
                 self.looked_up.add(request.id)      # once: unknown now is UNKNOWN_USER
                 self._queue(request)
                 continue

@@ -36,6 +36,8 @@ class Authentication:
     ``user``, ``nonce``, ``closed``, ``auth_chain``, ``auth_failures``,
     ``in_flight``, ``window_freed``, ``send``, ``fail``, ``close_after_flush``."""
 
+    __slots__ = ()                      # Connection's slots hold the state
+
     def chain(self, step: Any) -> None:
         """Run pre-login requests one after another, in arrival order (each
         counts in the window until it is answered)."""
@@ -51,8 +53,10 @@ class Authentication:
                 else:
                     step.close()
             finally:
+                if self.auth_chain is chained:  # the last link: keep no finished task
+                    self.auth_chain = None
                 self.window_freed()
-        self.auth_chain = asyncio.ensure_future(run())
+        self.auth_chain = chained = asyncio.ensure_future(run())
 
     async def authenticate(self, frame: wire.Frame) -> None:
         registrar = self.system.whereis(REGISTRAR_NAME)

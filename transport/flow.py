@@ -125,11 +125,13 @@ class FlowControl:
     uses the connection's ``transport``, ``session``, ``dispatch``, ``send``
     and ``fail``). See the module docstring."""
 
+    __slots__ = ()                      # Connection's slots hold the state
+
     def init_flow(self, flow: FlowConfig, limits: Limits) -> None:
         self.flow, self.limits = flow, limits
         self.outstanding: dict[int, int] = {}   # ref -> commands handed to the session, unanswered
         self.in_flight = 0                  # requests handed on, not yet answered (the window)
-        self.held: deque[wire.Frame] = deque()  # frames read while the window was full
+        self.held: deque[wire.Frame] | None = None  # frames read while the window was full
         self.held_error: wire.FrameError | None = None  # what ends them, if a frame was bad
         self.draining = False               # a drain of ``held`` is scheduled
         self.reading = True
@@ -156,8 +158,8 @@ class FlowControl:
                     self.transport.pause_reading()
                 return
             self.dispatch(held.popleft())
-        if self.closed:
-            held.clear()                    # a fatal frame ended it: the rest is not handled
+        self.held = None                    # drained (an idle connection keeps no deque), or
+        if self.closed:                     # a fatal frame ended it: the rest is not handled
             return
         if self.held_error is not None:
             error, self.held_error = self.held_error, None

@@ -5,6 +5,7 @@ alongside a well-behaved client that must keep being served."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 
 import pytest
@@ -262,3 +263,25 @@ async def test_silent_connection_is_closed_after_three_heartbeats(node):
     assert frame.code == E.HEARTBEAT_TIMEOUT
     assert await client.closed()
     assert asyncio.get_running_loop().time() - started >= 2.5   # 3 intervals after the last frame
+
+
+async def test_closing_a_connection_the_client_reset_unnoticed(node):
+    """A client gone with a reset the server has not read yet (its reading
+    paused, as when the window is full): closing that connection, as a
+    shutdown does, must not raise (shutdown(SHUT_WR) fails with ENOTCONN)."""
+    client = await RawClient.connect(node)
+    await client.hello()
+    listener = node.system.whereis("listener")._actor
+    conn = next(iter(listener.connections))
+    conn.transport.pause_reading()
+    sock = client.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.writer.transport.abort()                  # close with RST
+    await asyncio.sleep(0.1)
+    conn.close_after_flush()
+    for _ in range(100):
+        if conn not in listener.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert conn not in listener.connections
+    await still_served(node)

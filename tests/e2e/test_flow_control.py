@@ -315,7 +315,7 @@ async def test_a_closed_connection_discards_what_still_arrives(node):
         for _ in range(40):
             await loop.sock_sendall(sock, ping * 5000)
             closed = [c for c in listener.connections if c.closed]
-            peak = max([peak] + [len(c.held) for c in closed])
+            peak = max([peak] + [len(c.held or ()) for c in closed])
             await asyncio.sleep(0.01)
     except OSError:
         pass                                # the server's linger ended: reset
