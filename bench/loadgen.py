@@ -95,13 +95,25 @@ def machine_cpu() -> float:
 
 
 def memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile, RssShmem of a process, in KiB."""
+    """VmRSS, RssAnon, RssFile, RssShmem of a process, and its Pss and
+    Pss_Anon (/proc/PID/smaps_rollup), in KiB. RSS counts a page shared by
+    several processes (LMDB's map, what a fork shares) in each of them; PSS
+    counts 1/n of it in each of the n, so summed over processes it is their
+    memory, each page once."""
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
             if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
                 out[key] = int(rest.split()[0])
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Pss_Anon"):
+                    out[key] = int(rest.split()[0])
+    except FileNotFoundError:           # a kernel without smaps_rollup (< 4.14)
+        pass
     return out
 
 
