@@ -28,6 +28,13 @@ A connection whose client is backed up refuses inbox pushes (``push``
 returns False) until its buffer drains, then sends ``ResumePushes(upto)``:
 the session pushes again from there, so a slow reader costs no memory.
 
+On a node of several workers a nudge can miss: a sender on another worker
+routes by its replica of the session directory, which learns of a login a
+moment after the session has read its inbox (docs/cluster.md). So there the
+session reads its inbox again ``SETTLE`` seconds after attaching, and on
+every node on every heartbeat (one LMDB read): a message whose nudge was
+lost, for whatever reason, waits at most that long, never for good.
+
 Messages: ``Attach``, ``Detach``, ``SendMessage``, ``AckInbox``, ``MarkRead``,
 ``Subscribe``, ``SetTyping``, ``Heartbeat``, ``InboxAppended``,
 ``PresenceChanged``, ``TypingChanged``, ``SubmitBatch``, ``BatchStored``,
@@ -69,6 +76,7 @@ __all__ = ["Session", "PAGE"]
 log = logging.getLogger("switchboard.session")
 
 PAGE = 256                    # inbox items pushed per turn before yielding
+SETTLE = 1.0                  # s after attaching, on a mesh, the inbox is read again
 LAST_SEEN_EVERY_MS = 60_000   # while online, heartbeats refresh last seen this often
 
 
@@ -136,6 +144,8 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         client.bind(self.ref)
         self._tell_presence(UserOnline(self.user))
         self._flush()
+        if self.system.env.get("cluster") is not None:      # a nudge may miss: see above
+            self.system.send_after(SETTLE, self.ref, FlushInbox())
 
     def _start_linger(self) -> None:
         self.linger_token += 1
@@ -316,6 +326,8 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         if now - self.last_seen_written >= LAST_SEEN_EVERY_MS:
             self._write_last_seen(now)
         self._answer(msg, Acked(msg.ref, now))
+        if self.client is not None:
+            self._flush()                   # a nudge may have missed: see above
 
     def _write_last_seen(self, ts: int) -> None:
         self.last_seen_written = ts

@@ -89,3 +89,20 @@ async def test_received_and_read_then_bye_still_count(node):
         pytest.fail(f"re-pushed after RECEIVED + BYE: {frame}")
     await alice.close()
     await bob.close()
+
+
+async def test_a_message_whose_nudge_was_lost_arrives_on_the_next_heartbeat(node):
+    """The inbox is the truth: a message committed with no nudge (as when a
+    sender on another worker routed by a replica that had not yet heard of
+    the login) is pushed when the recipient's next PING reads the inbox."""
+    await register(node, ALICE)
+    bob = await login(node, await register(node, BOB))
+    mail = node.system.env["mailbox"]
+    stored = await asyncio.wrap_future(mail.store_message(ALICE, "quiet", BOB, b"no nudge",
+                                                          1, 10_000))
+    with pytest.raises(asyncio.TimeoutError):       # nothing told bob's session
+        await bob.recv_until(lambda f: isinstance(f, wire.Message), 0.3)
+    assert isinstance(await bob.answer(bob.send(wire.Ping(ref=bob.ref()))), wire.Ack)
+    msg, _ = await bob.recv_until(lambda f: isinstance(f, wire.Message))
+    assert (msg.id, msg.sender, msg.body, msg.seq) == ("quiet", ALICE, b"no nudge", stored.seq)
+    await bob.close()
