@@ -13,7 +13,10 @@ a user on another worker is a dict lookup, never a round trip:
   Thespian send (~0.4 ms) carries hundreds of chat events. Batches to one
   worker leave in order and Thespian keeps the order between two actors,
   so order per conversation holds.
-- ``broadcast(msg)``: the same, to every peer (presence changes).
+- ``broadcast(msg)``: the same, to every peer (presence changes), held up
+  to ``PRESENCE_EVERY`` so that the presence of many logins goes out
+  together: each broadcast reaches every peer, so it costs a Thespian
+  message per peer where a chat nudge costs one.
 - ``claim(user)``: before a session attaches, the directory records this
   worker as the owner (evicting any other); awaited by the session
   registry, batched like everything else. ``release(user)`` when it leaves.
@@ -45,6 +48,7 @@ log = logging.getLogger("switchboard.cluster")
 BATCH_MAX = 512           # items per Thespian message
 FLUSH_AFTER = 0.001       # seconds a batch may wait for more items
 FLUSH_EVERY = 0.01        # ... and at least this long after the last flush
+PRESENCE_EVERY = 0.1      # seconds a presence broadcast may wait for others
 
 
 class Cluster:
@@ -59,6 +63,7 @@ class Cluster:
         self.federation: Any = None               # actors/federation.py, in a cluster of nodes
         self.owners: dict[str, str] = {}          # user -> worker (other than me)
         self.outbound: dict[str, list] = {}       # worker -> items not yet flushed
+        self.presence: list = []                  # broadcasts not yet queued for the peers
         self.claims: list[str] = []
         self.waiting: dict[int, list[asyncio.Future]] = {}
         self.claimed: dict[int, tuple[str, ...]] = {}   # token -> users claimed
@@ -90,9 +95,17 @@ class Cluster:
         return True
 
     def broadcast(self, msg: Any) -> None:
-        """Queue ``msg`` for every peer's presence hub, on every node."""
+        """Queue ``msg`` for every peer's presence hub, on every node, within
+        ``PRESENCE_EVERY`` (in order with the other broadcasts)."""
+        if not self.presence:
+            asyncio.get_running_loop().call_later(PRESENCE_EVERY, self._broadcast_held)
+        self.presence.append(msg)
+
+    def _broadcast_held(self) -> None:
+        held, self.presence = self.presence, []
         for worker in (*self.peers, *self.far):
-            self._queue(worker, (None, msg))
+            for msg in held:
+                self._queue(worker, (None, msg))
 
     def tell(self, worker: str, msg: Any) -> None:
         """Queue ``msg`` for ``worker``'s presence hub."""
