@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -147,10 +148,25 @@ class Directory(ActorTypeDispatcher):
         self.held: dict[str, set[str]] = {}       # worker -> users it owns
         self.pids: dict[str, int | None] = {}     # worker -> the process that joined
         self.changes: dict[str, str | None] = {}  # owner changes not yet announced
+        self.announce_at = 0.0                    # monotonic time they are due
+        self.tick_at = float("inf")               # monotonic time the TICK is due
         self.ppid = os.getppid()
 
+    def receiveMessage(self, msg: Any, sender: Any) -> None:
+        """Dispatch by type, then run the timers that are overdue: Thespian
+        drops a wakeup that comes due while the actor is blocked in a
+        ``send`` (its transport hands it to the send loop, which ignores
+        it), and under a mass login the directory often is. Seen as owner
+        changes never announced again after the first few hundred."""
+        super().receiveMessage(msg, sender)
+        now = time.monotonic()
+        if self.changes and now >= self.announce_at:
+            self._announce_now()
+        if now >= self.tick_at:             # its wakeup may have been dropped
+            self._tick()
+
     def receiveMsg_StartDirectory(self, msg: "StartDirectory", sender) -> None:
-        self.wakeupAfter(TICK)
+        self._arm_tick()
 
     def receiveMsg_JoinMesh(self, msg: JoinMesh, sender) -> None:
         if msg.worker in self.peers:
@@ -194,18 +210,24 @@ class Directory(ActorTypeDispatcher):
         pass
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        """Announce the owner changes collected; or, on the ``TICK``, exit
-        with the node supervisor (OTP's link): a SIGKILLed supervisor must
-        not leave its directory running."""
-        if msg.payload == ANNOUNCE:
-            changes, self.changes = self.changes, {}
-            for address in self.peers.values():
-                self.send(address, OwnersChanged(changes))
-        elif os.getppid() != self.ppid:
+        """Announce the owner changes collected (``receiveMessage`` does when
+        they are due), or the ``TICK``."""
+        if msg.payload != ANNOUNCE and time.monotonic() >= self.tick_at:
+            self._tick()                    # (else a stale one: the tick ran on time)
+
+    def _tick(self) -> None:
+        """Exit with the node supervisor (OTP's link): a SIGKILLed supervisor
+        must not leave its directory running."""
+        if os.getppid() != self.ppid:
+            self.tick_at = float("inf")
             _log().error("the node supervisor is gone; the directory exits")
             self.send(self.myAddress, ActorExitRequest())
         else:
-            self.wakeupAfter(TICK)
+            self._arm_tick()
+
+    def _arm_tick(self) -> None:
+        self.tick_at = time.monotonic() + TICK.total_seconds()
+        self.wakeupAfter(TICK)
 
     # -- internals --------------------------------------------------------------------
     def _claim(self, worker: str, users: tuple[str, ...]) -> dict[str, str]:
@@ -248,5 +270,11 @@ class Directory(ActorTypeDispatcher):
         if not changed:
             return
         if not self.changes:
+            self.announce_at = time.monotonic() + ANNOUNCE_EVERY.total_seconds()
             self.wakeupAfter(ANNOUNCE_EVERY, payload=ANNOUNCE)
         self.changes.update(changed)
+
+    def _announce_now(self) -> None:
+        changes, self.changes = self.changes, {}
+        for address in self.peers.values():
+            self.send(address, OwnersChanged(changes))

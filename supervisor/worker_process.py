@@ -49,6 +49,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
@@ -272,6 +273,7 @@ class WorkerProcess(ActorTypeDispatcher):
         self._exit_requested = False
         self._shutdown = DEFAULT_SHUTDOWN
         self._bridge: Bridge | None = None
+        self._tick_at = float("inf")     # monotonic time the periodic check is due
 
     def receiveMessage(self, msg: Any, sender: Any) -> Any:
         if self._bridge is not None and isinstance(msg, _MESH):
@@ -280,6 +282,9 @@ class WorkerProcess(ActorTypeDispatcher):
             super().receiveMessage(msg, sender)
         if self._bridge is not None:
             self._bridge.drain(self.send)
+        if time.monotonic() >= self._tick_at:   # its wakeup may have been dropped (below)
+            self._tick()
+        if self._bridge is not None:
             return ThespianWatch([self._bridge.wake_fd])
         return None
 
@@ -311,7 +316,7 @@ class WorkerProcess(ActorTypeDispatcher):
             self._exit()
             return
         self._running = True
-        self.wakeupAfter(TICK, _Tick())
+        self._arm_tick()
         _log().info("worker %d started (pid %d)", msg.slot, pid)
         self.send(sender, WorkerStarted(msg.slot, pid))
 
@@ -328,7 +333,20 @@ class WorkerProcess(ActorTypeDispatcher):
             self.send(self._parent, WorkerFailed(self._slot, os.getpid(), side.outcome))
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender) -> None:
-        if not isinstance(msg.payload, _Tick) or self._exit_requested:
+        if isinstance(msg.payload, _Tick) and time.monotonic() >= self._tick_at:
+            self._tick()                # (else a stale one: the tick already ran)
+
+    def _arm_tick(self) -> None:
+        self._tick_at = time.monotonic() + TICK.total_seconds()
+        self.wakeupAfter(TICK, _Tick())
+
+    def _tick(self) -> None:
+        """The periodic check. Also run from ``receiveMessage`` when overdue:
+        Thespian drops a wakeup that comes due while the actor is blocked in
+        a ``send`` (its transport hands it to the send loop, which ignores
+        it), and a worker sends whenever its bridge has something."""
+        self._tick_at = float("inf")
+        if self._exit_requested:
             return
         if self._side is not None and not self._side.thread.is_alive():
             _log().error("worker %s: asyncio side ended (%s); exiting", self._slot, self._side.outcome)
@@ -337,7 +355,7 @@ class WorkerProcess(ActorTypeDispatcher):
             _log().error("worker %s: supervisor process gone; exiting", self._slot)
             self._exit()
         else:
-            self.wakeupAfter(TICK, _Tick())
+            self._arm_tick()
 
     def _exit(self) -> None:
         self._exit_requested = True

@@ -32,6 +32,11 @@ async def test_two_workers_chat_as_one_node(tmp_path):
         accounts = [await register(node, phone) for phone in USERS]
         clients = [await login(node, a) for a in accounts]
         assert sum(w["connections"] for w in await spread(mesh, clients, accounts)) == len(USERS)
+        # ... and each worker's replica of the directory names the other's users
+        # (the directory's batched OwnersChanged reached both).
+        await asyncio.to_thread(wait_until, lambda: (s := worker_status(log_path.read_text()))
+                                and [w["mesh"]["remote_users"] for w in s]
+                                == [s[1]["connections"], s[0]["connections"]], 10)
         # Step 2: every user sends to every other one once (132 messages):
         # each is pushed live, wherever the recipient is, and its delivered
         # receipt reaches the sender.
