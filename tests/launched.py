@@ -15,7 +15,6 @@ import time
 import uuid
 from pathlib import Path
 
-from supervisor.launcher import free_port
 from supervisor.node_supervisor import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +65,7 @@ def launched_node(tmp_path, workers: int, *extra: str):
     with open(log_path, "wb") as log_file:
         launcher = subprocess.Popen(
             [sys.executable, "run.py", "node", "--data-dir", str(tmp_path / "data"),
-             "--workers", str(workers), "--admin-port", str(free_port()), "--port", "0",
+             "--workers", str(workers), "--admin-port", "0", "--port", "0",
              "--http-port", "0", "--media-port", "0", *extra],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
@@ -101,6 +100,15 @@ def _node_up(log_path: Path, wait_until) -> list[int]:
 def client_port(log_path: Path) -> int:
     """The client port a launched node logged (``node up: clients HOST:PORT``)."""
     return int(re.search(r"node up: clients [\d.]+:(\d+)", log_path.read_text()).group(1))
+
+
+def admin_port(log_path: Path) -> int:
+    """The Thespian admin port a launched node logged (``node up: ..., admin
+    HOST:PORT``). Nodes are launched with ``--admin-port 0``: the launcher
+    picks a free port and binds it at once, where a port picked here would
+    stay free for the whole start of the process, for anything to take."""
+    return int(re.search(r"node up: clients [\d.:]+, admin [\d.]+:(\d+)",
+                         log_path.read_text()).group(1))
 
 
 class FileCodes:

@@ -11,10 +11,10 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor.launcher import free_port, process_tree
+from supervisor.launcher import process_tree
 from tests.e2e.conftest import Node
 from tests.e2e.test_durability import FileCodes
-from tests.launched import _node_up, _tagged_pids, client_port, launched_node, wait_until
+from tests.launched import _node_up, _tagged_pids, admin_port, client_port, launched_node, wait_until
 
 __all__ = ["ClusterNode", "Cluster", "cluster", "start_node", "knows"]
 
@@ -86,11 +86,13 @@ def cluster(tmp_path: Path, names: tuple[str, ...] = ("A", "B"), workers: int = 
     """Nodes ``names`` (the first leads), up and all known to each other;
     ``settings``: ``KEY=VALUE`` given to every node with ``--set``."""
     with contextlib.ExitStack() as stack:
-        leader_admin = free_port()
+        leader_admin = 0                # the leader picks it (tests.launched.admin_port)
         nodes = {}
         for i, name in enumerate(names):
             nodes[name] = start_node(stack, tmp_path / name, name, leader_admin, leader=i == 0,
                                      workers=workers, settings=settings)
+            if i == 0:
+                leader_admin = admin_port(nodes[name].log_path)
         for n in nodes.values():        # every gateway has the others in its view
             wait_until(lambda n=n: all(knows(n.log(), n.name, m) for m in names), 20)
         yield Cluster(nodes, leader_admin, stack, settings)
