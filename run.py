@@ -10,6 +10,7 @@
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
     python run.py bench relay [--pairs P --window W --rate R]  chat throughput and latency
     python run.py bench connections [N] [--quick]            idle users held by one node
+    python run.py bench census [N]                           a worker's memory per idle user, by line
     python run.py bench media [--size MiB --rounds R]          media upload/download MiB/s
     python run.py bench groups [--members M --senders S]       group fan-out, everyone online
 """
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     relay_arguments(suites.add_parser("relay", help="P pairs of TCP clients through a node"))
     from bench.connections import add_arguments as connections_arguments
     connections_arguments(suites.add_parser("connections", help="N idle logged-in users on a node"))
+    from bench.census import add_arguments as census_arguments
+    census_arguments(suites.add_parser("census", help="a worker's memory per idle user, by line"))
     from bench.media import add_arguments as media_arguments
     media_arguments(suites.add_parser("media", help="upload/download MiB/s, raw and end-to-end"))
     from bench.groups import add_arguments as groups_arguments

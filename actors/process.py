@@ -236,10 +236,12 @@ class ActorRef:
         loop = asyncio.get_running_loop()
         budget = _BUDGET
         queue = self._queue                        # what was sent while init ran
+        msg = reply = result = None
         while self._stop_reason is None:
             if not queue:
                 budget = _BUDGET
-                queue = self._queue = None         # give the empty deque back while idle
+                queue = self._queue = None         # give the empty deque back while idle,
+                msg = reply = result = None        # and the last message and answer
                 waiter = self._waiter = loop.create_future()
                 await waiter
                 queue = self._queue

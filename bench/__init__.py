@@ -23,6 +23,9 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.suite == "connections":
         from bench.connections import main
         return main(args)
+    if args.suite == "census":
+        from bench.census import main
+        return main(args)
     if args.suite == "media":
         from bench.media import main
         return main(args)

@@ -177,6 +177,8 @@ class FlowControl:
             return False
         if count > 1:
             self.outstanding[ref] = count - 1
+        elif len(self.outstanding) == 1:
+            self.outstanding = {}           # an emptied dict keeps its table (~160 B a user)
         else:
             del self.outstanding[ref]
         self.window_freed()
