@@ -39,7 +39,8 @@ PROJECT = ("actors", "transport", "storage", "supervisor")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("n", type=int, nargs="?", default=2000, help="users to hold (default 2,000)")
+    parser.add_argument("n", type=int, nargs="?", default=2000,
+                        help="users to hold (default 2,000)")
     parser.add_argument("--top", type=int, default=25, help="allocating lines to show (default 25)")
 
 

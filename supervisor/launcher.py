@@ -38,8 +38,8 @@ from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSuper
 from supervisor.spec import SupFlags
 from supervisor.worker_process import LOG_FORMAT
 
-__all__ = ["run_node", "http_ports", "reserve_port", "start_actor_system", "start_workers", "ask_for", "stop_node",
-           "free_port", "process_tree", "listener_pids", "reap"]
+__all__ = ["run_node", "http_ports", "reserve_port", "start_actor_system", "start_workers",
+           "ask_for", "stop_node", "free_port", "process_tree", "listener_pids", "reap"]
 
 log = logging.getLogger("switchboard.launcher")
 

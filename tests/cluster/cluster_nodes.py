@@ -14,7 +14,8 @@ from pathlib import Path
 from supervisor.launcher import process_tree
 from tests.e2e.conftest import Node
 from tests.e2e.test_durability import FileCodes
-from tests.launched import _node_up, _tagged_pids, admin_port, client_port, launched_node, wait_until
+from tests.launched import (_node_up, _tagged_pids, admin_port, client_port, launched_node,
+                            wait_until)
 
 __all__ = ["ClusterNode", "Cluster", "cluster", "start_node", "knows"]
 
