@@ -33,6 +33,27 @@ def _tagged_pids(tag: bytes) -> set[int]:
     return {p for p in pids if pid_alive(p)}
 
 
+def run_tagged(args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, set[int]]:
+    """Run ``args`` in the project directory with a test tag of its own in
+    its environment (every process it starts inherits it); returns what it
+    printed and the tagged processes still alive when it ended, then
+    SIGKILLs those whatever happened."""
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, SWITCHBOARD_TEST_TAG=tag)
+    marker = f"SWITCHBOARD_TEST_TAG={tag}".encode()
+    try:
+        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        left = _tagged_pids(marker)
+    finally:
+        for pid in _tagged_pids(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return done, left
+
+
 def _listeners(pids: set[int]) -> list[str]:
     """Local addresses of the TCP listeners held by ``pids`` (ss -ltnp)."""
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=10).stdout

@@ -5,33 +5,19 @@ process behind (everything it starts inherits this test's tag)."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import sys
-import uuid
 
 import pytest
 
-from tests.launched import ROOT, _tagged_pids
+from tests.launched import run_tagged
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_bench_census_smoke():
-    tag = uuid.uuid4().hex
-    env = dict(os.environ, SWITCHBOARD_TEST_TAG=tag)
-    try:
-        done = subprocess.run([sys.executable, "run.py", "bench", "census", "60", "--top", "5"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
-        left = _tagged_pids(f"SWITCHBOARD_TEST_TAG={tag}".encode())
-    finally:                                     # whatever happened, kill what is left
-        for pid in _tagged_pids(f"SWITCHBOARD_TEST_TAG={tag}".encode()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    done, left = run_tagged([sys.executable, "run.py", "bench", "census", "60", "--top", "5"],
+                            timeout=90)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert not left, f"processes left behind: {left}"

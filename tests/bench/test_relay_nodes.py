@@ -7,16 +7,12 @@ process it starts inherits this test's tag, which is swept at the end."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import sys
-import uuid
 
 import pytest
 
-from tests.launched import ROOT, _tagged_pids
+from tests.launched import run_tagged
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,21 +29,10 @@ def _row(output: str, label: str) -> list[float]:
 
 
 def test_bench_relay_two_nodes_smoke():
-    tag = f"SWITCHBOARD_TEST_TAG={uuid.uuid4().hex}"
-    env = dict(os.environ, SWITCHBOARD_TEST_TAG=tag.split("=")[1])
-    try:
-        done = subprocess.run(
-            [sys.executable, "run.py", "bench", "relay", "--nodes", "2", "--pairs", "4",
-             "--window", "8", "--duration", "1", "--warmup", "0.5", "--rounds", "1",
-             "--clients", "1"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-        left = _tagged_pids(tag.encode())
-    finally:                                     # whatever happened, kill what is left
-        for pid in _tagged_pids(tag.encode()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    done, left = run_tagged(
+        [sys.executable, "run.py", "bench", "relay", "--nodes", "2", "--pairs", "4",
+         "--window", "8", "--duration", "1", "--warmup", "0.5", "--rounds", "1",
+         "--clients", "1"], timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert not left, f"processes left behind: {left}"
