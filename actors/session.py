@@ -57,6 +57,7 @@ from actors.counters import counters_of
 from actors.drain_batch import DrainBatch
 from actors.group import forward as forward_to_group, group_info
 from actors.key_directory import KeyDirectory
+from actors.last_seen import LAST_SEEN_NAME, Seen
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox,
     Acked, Attach, BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired,
@@ -324,7 +325,12 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
     def handle_heartbeat(self, msg: Heartbeat) -> None:
         now = now_ms()
         if now - self.last_seen_written >= LAST_SEEN_EVERY_MS:
-            self._write_last_seen(now)
+            self.last_seen_written = now
+            writer = self.system.whereis(LAST_SEEN_NAME)
+            if writer is not None:          # stored with the others' (actors/last_seen.py)
+                writer.cast(Seen(self.user, now))
+            else:
+                self._write_last_seen(now)
         self._answer(msg, Acked(msg.ref, now))
         if self.client is not None:
             self._flush()                   # a nudge may have missed: see above

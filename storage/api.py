@@ -213,6 +213,10 @@ class Storage:
     def set_last_seen(self, user: str, ts_ms: int) -> Future[int]:
         return self.store.submit(mailbox.SetLastSeen(user, ts_ms))
 
+    def set_last_seen_many(self, seen: Iterable[tuple[str, int]]) -> Future[int]:
+        """``(user, ts_ms)`` pairs in one op; how many."""
+        return self.store.submit(mailbox.SetLastSeenMany(tuple(seen)))
+
     def get_last_seen(self, user: str) -> int | None:
         return self.store.read(lambda txn: mailbox.get_last_seen(txn, user))
 

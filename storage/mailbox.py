@@ -10,7 +10,7 @@ dataclasses to ``submit``):
   each message deleted, appends a ``delivered`` receipt to its sender's
   inbox in the same transaction;
 - ``store_read`` / ``StoreRead``: appends ``read`` receipts to a peer's inbox;
-- ``set_last_seen`` / ``SetLastSeen``; ``prune_dedup`` / ``PruneDedup``;
+- ``set_last_seen`` / ``SetLastSeen``, ``SetLastSeenMany``; ``prune_dedup`` / ``PruneDedup``;
 - reads: ``inbox_after``, ``inbox_count``, ``inbox_meta``,
   ``get_last_seen``, ``recount_inbox`` (an audit by full scan).
 
@@ -52,7 +52,7 @@ from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedRecei
 __all__ = [
     "store_message", "ack_inbox", "store_read", "inbox_after", "inbox_count",
     "inbox_meta", "recount_inbox", "set_last_seen", "get_last_seen", "prune_dedup",
-    "StoreMessage", "AckInbox", "StoreRead", "SetLastSeen", "PruneDedup",
+    "StoreMessage", "AckInbox", "StoreRead", "SetLastSeen", "SetLastSeenMany", "PruneDedup",
     "MAX_READ_IDS",
 ]
 
@@ -305,6 +305,18 @@ class SetLastSeen:
 
     def __call__(self, txn: Txn) -> int:
         return set_last_seen(txn, self.user, self.ts_ms)
+
+
+@quick_pickle
+@dataclass(frozen=True, slots=True)
+class SetLastSeenMany:
+    """Several users' last seen in one op (``actors.last_seen``)."""
+    seen: tuple[tuple[str, int], ...]
+
+    def __call__(self, txn: Txn) -> int:
+        for user, ts_ms in self.seen:
+            set_last_seen(txn, user, ts_ms)
+        return len(self.seen)
 
 
 @quick_pickle

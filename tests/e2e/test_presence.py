@@ -59,3 +59,28 @@ async def test_heartbeat_is_answered_with_server_time(node):
     reply = await alice.answer(alice.send(wire.Ping(ref=alice.ref())))
     assert isinstance(reply, wire.Ack) and isinstance(reply.value, int) and reply.value > 0
     await alice.close()
+
+
+@pytest.mark.node_config(last_seen_flush=0.3)
+async def test_heartbeat_refreshes_of_last_seen_are_stored_together(node):
+    """A PING refreshes the user's stored last seen (the first one at once,
+    then every LAST_SEEN_EVERY_MS), through the LastSeenWriter: held for
+    ``last_seen_flush`` s, then stored for every user as one op."""
+    mail = node.system.env["mailbox"]
+    users = [f"+1555300{i:04d}" for i in range(5)]
+    clients = [await login(node, await register(node, phone)) for phone in users]
+    assert all(mail.get_last_seen(u) is None for u in users)
+    before = int(time.time() * 1000)
+    for client in clients:
+        assert isinstance(await client.answer(client.send(wire.Ping(ref=client.ref()))), wire.Ack)
+    writer = node.system.whereis("last_seen")._actor
+    assert set(writer.held) == set(users)               # held, not yet stored
+    assert all(mail.get_last_seen(u) is None for u in users)
+    for _ in range(100):                                # then stored together
+        if all(mail.get_last_seen(u) is not None for u in users):
+            break
+        await asyncio.sleep(0.02)
+    assert all(mail.get_last_seen(u) >= before for u in users)
+    assert writer.held == {}
+    for client in clients:
+        await client.close()

@@ -245,6 +245,13 @@ async def test_last_seen_never_goes_back(users):
     assert await s.set_last_seen(SENDER, T + 1) == T + 1
 
 
+async def test_last_seen_of_many_in_one_op_never_goes_back_either(users):
+    s = users.storage
+    await s.set_last_seen(SENDER, T)
+    assert await s.set_last_seen_many([(SENDER, T - 5), (RECEIVER, T + 7)]) == 2
+    assert (s.get_last_seen(SENDER), s.get_last_seen(RECEIVER)) == (T, T + 7)
+
+
 async def test_prune_dedup_forgets_old_client_ids_only(users):
     s = users.storage
     for i, ts in enumerate([10, 20, 30]):
