@@ -24,7 +24,7 @@ from typing import Any
 
 from actors.actor import Actor
 
-__all__ = ["LastSeenWriter", "Seen", "LAST_SEEN_NAME", "FLUSH_EVERY"]
+__all__ = ["LastSeenWriter", "Seen", "LAST_SEEN_NAME", "FLUSH_EVERY", "log_failed_write"]
 
 LAST_SEEN_NAME = "last_seen"
 FLUSH_EVERY = 5.0             # seconds between writes of the refreshes held
@@ -71,9 +71,11 @@ class LastSeenWriter(Actor):
     def _store(self) -> None:
         if self.held:
             seen, self.held = tuple(self.held.items()), {}
-            self.mail.set_last_seen_many(seen).add_done_callback(_log_failure)
+            self.mail.set_last_seen_many(seen).add_done_callback(log_failed_write)
 
 
-def _log_failure(future: Any) -> None:
+def log_failed_write(future: Any) -> None:
+    """Done-callback of a last-seen write (this actor's, or a session's on
+    disconnect): a failure is logged, nothing waits on it."""
     if not future.cancelled() and future.exception() is not None:
-        log.error("last-seen refreshes not stored: %r", future.exception())
+        log.error("last-seen write failed: %r", future.exception())

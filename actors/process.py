@@ -236,7 +236,6 @@ class ActorRef:
         loop = asyncio.get_running_loop()
         budget = _BUDGET
         queue = self._queue                        # what was sent while init ran
-        msg = reply = result = None
         while self._stop_reason is None:
             if not queue:
                 budget = _BUDGET

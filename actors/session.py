@@ -57,7 +57,7 @@ from actors.counters import counters_of
 from actors.drain_batch import DrainBatch
 from actors.group import forward as forward_to_group, group_info
 from actors.key_directory import KeyDirectory
-from actors.last_seen import LAST_SEEN_NAME, Seen
+from actors.last_seen import LAST_SEEN_NAME, Seen, log_failed_write
 from actors.messages import (
     INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox,
     Acked, Attach, BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired,
@@ -337,8 +337,7 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
 
     def _write_last_seen(self, ts: int) -> None:
         self.last_seen_written = ts
-        future = self.mail.set_last_seen(self.user, ts)
-        future.add_done_callback(_log_failure)
+        self.mail.set_last_seen(self.user, ts).add_done_callback(log_failed_write)
 
     def _tell_presence(self, event: Any) -> None:
         hub = self.system.whereis(PRESENCE_NAME)
@@ -355,8 +354,3 @@ def _orphaned(request: Any) -> bool:
     then BYE (or just closes) meant them; dropping them would re-push what
     it holds and withhold the sender's ticks."""
     return request.client is not None and request.client.closed is True
-
-
-def _log_failure(future: Any) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("last-seen write failed: %r", future.exception())
