@@ -20,6 +20,9 @@ as an Erlang process does on a clause it cannot match.
 
 Lifecycle hooks, all optional: ``init()`` runs inside the actor's task before
 the spawner is told it started (OTP's ``init/1``: load state, e.g. from LMDB);
+``drained()`` runs each time the mailbox has been emptied, before the actor
+waits for more (a gen_server's ``timeout 0``: work held back while a backlog
+was handled, e.g. one socket write for every frame of a drain);
 ``terminate(reason)`` runs when it stops for any reason but ``killed``.
 Runtime messages: ``Down`` (``handle_down``) for monitors and ``Exit``
 (``handle_exit``) for links when ``trap_exit`` is set.
@@ -67,6 +70,9 @@ class Actor:
     # -- lifecycle hooks (override) -------------------------------------
     def init(self) -> Any:
         """Runs in the actor before ``spawn`` returns; may be ``async``."""
+
+    def drained(self) -> None:
+        """Runs when the mailbox is empty, before waiting; not ``async``."""
 
     def terminate(self, reason: Any) -> Any:
         """Runs when the actor stops (not when killed); may be ``async``."""

@@ -6,15 +6,20 @@ casts ``SubmitBatch`` to the actor itself, which arrives after everything
 already in the mailbox, so one drain becomes one ``_submit`` (the actor's
 own: build the ops, hand them to storage). ``BATCH_MAX`` bounds an op: a
 longer drain is split into several, in order.
+
+The store settles a ``Landed`` (``self.landing(requests)``) in place of a
+future: the outcome is cast to the actor as ``BatchStored`` the moment the
+writer's answer is read, where a future's done callback would wait one more
+turn of the loop (each turn is milliseconds under load: docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from actors.messages import SubmitBatch
+from actors.messages import BatchStored, SubmitBatch
 
-__all__ = ["DrainBatch"]
+__all__ = ["DrainBatch", "Landed"]
 
 _SUBMIT = SubmitBatch()       # immutable: one instance serves every cast
 
@@ -43,3 +48,26 @@ class DrainBatch:
 
     def _submit(self) -> None:
         raise NotImplementedError
+
+    def landing(self, requests: tuple) -> "Landed":
+        """What the store settles for the op of ``requests`` (``into``)."""
+        return Landed(self.ref.notify, requests)   # a completion asked for: never refused
+
+
+class Landed:
+    """A ``storage.kv.Settles`` that casts ``BatchStored`` to its actor."""
+
+    __slots__ = ("notify", "requests")
+
+    def __init__(self, notify: Any, requests: tuple):
+        self.notify = notify
+        self.requests = requests
+
+    def done(self) -> bool:
+        return False                # settled once, by the store
+
+    def set_result(self, value: Any) -> None:
+        self.notify(BatchStored(self.requests, None, value))
+
+    def set_exception(self, error: BaseException) -> None:
+        self.notify(BatchStored(self.requests, error, None))

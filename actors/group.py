@@ -221,15 +221,14 @@ class Group(DrainBatch, Actor):
             return
         ops = [_OPS[type(r.command)](r.user, r.command) for r in requests]
         self.in_flight.append(requests)
-        future = self.mail.group_batch(self.id, ops, now_ms(), self.cap, self.group_cap)
-        cast = self.ref.notify              # a completion we asked for: never refused
-        future.add_done_callback(lambda done: cast(BatchStored(requests, done)))
+        self.mail.group_batch(self.id, ops, now_ms(), self.cap, self.group_cap,
+                              into=self.landing(requests))
 
     def handle_batch_stored(self, msg: BatchStored) -> None:
         self.in_flight.remove(msg.requests)
-        error = msg.future.exception()
+        error = msg.error
         if error is None:
-            results, record = msg.future.result()
+            results, record = msg.value
             self.record = record
         nudges: dict[str, list[InboxItem]] = {}
         for i, request in enumerate(msg.requests):

@@ -35,6 +35,11 @@ class ClientPort(Protocol):
     def resume(self) -> None:
         """The session handled ``ResumePushes``: inbox pushes flow again."""
 
+    def flush(self) -> None:
+        """Send now what ``push`` has queued (a no-op when nothing is): the
+        session calls it when its mailbox is drained, a loop turn before the
+        connection's own flush would run."""
+
     def close(self, reason: str, text: str) -> None:
         """Tell the client why (a fatal error) and close the connection."""
 
@@ -142,9 +147,11 @@ class SubmitBatch:
 @dataclass(frozen=True)
 class BatchStored:
     """The op for ``requests`` (``SendMessage``, ``AckInbox``, ``MarkRead``, in
-    order) committed or failed; ``future`` holds one result per request."""
+    order) committed, with the op's ``value`` (one result per request), or
+    failed as a whole with ``error``."""
     requests: tuple
-    future: Any
+    error: BaseException | None
+    value: Any
 
 
 @dataclass(frozen=True)

@@ -235,9 +235,15 @@ class ActorRef:
         cls = type(actor)
         loop = asyncio.get_running_loop()
         budget = _BUDGET
+        drained = cls.drained if cls.drained is not Actor.drained else None
         queue = self._queue                        # what was sent while init ran
         while self._stop_reason is None:
             if not queue:
+                if drained is not None:
+                    drained(actor)
+                    queue = self._queue
+                    if queue:                      # it sent itself something
+                        continue
                 budget = _BUDGET
                 queue = self._queue = None         # give the empty deque back while idle,
                 msg = reply = result = None        # and the last message and answer

@@ -112,6 +112,10 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         else:
             self._start_linger()
 
+    def drained(self) -> None:
+        if self.client is not None:
+            self.client.flush()                 # this drain's pushes: one write, now
+
     def terminate(self, reason: Any) -> None:
         hub = self.system.whereis(PRESENCE_NAME)
         if hub is not None:
@@ -236,13 +240,10 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
                 ops.append((ACK, r.seqs))
             else:
                 ops.append((READ, r.peer, r.ids, r.group))
-        future = self.mail.user_batch(self.user, ops, now_ms(), self.cap)
-        cast = self.ref.notify              # a completion we asked for: never refused
-        future.add_done_callback(lambda done: cast(BatchStored(requests, done)))
+        self.mail.user_batch(self.user, ops, now_ms(), self.cap, into=self.landing(requests))
 
     def handle_batch_stored(self, msg: BatchStored) -> None:
-        error = msg.future.exception()
-        results = None if error is not None else msg.future.result()
+        error, results = msg.error, msg.value
         nudges: dict[str, list[InboxItem]] = {}
         for i, request in enumerate(msg.requests):
             ok, value = (False, error) if results is None else results[i]

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from storage import accounts, blob_refs, groups, keydir, mailbox, outq
 from storage.batch import UserBatch
 from storage.errors import BadCode
-from storage.kv import Store, StoreStats
+from storage.kv import Settles, Store, StoreStats
 from storage.metas import Homes
 from storage.records import (Account, CodeCheck, Confirmation, GroupRecord, InboxItem,
                              InboxMeta, RoutedReceipt, Stored)
@@ -124,11 +124,12 @@ class Storage:
         return self.store.submit(
             mailbox.StoreRead(reader, peer, tuple(ids), ts, group, self.remote))
 
-    def user_batch(self, user: str, requests: Iterable[tuple], ts_ms: int, cap: int
-                   ) -> Future[list[tuple[bool, Any]]]:
+    def user_batch(self, user: str, requests: Iterable[tuple], ts_ms: int, cap: int,
+                   into: Settles | None = None) -> Future[list[tuple[bool, Any]]]:
         """Several of ``user``'s requests as one op (``storage.batch``): a
-        result ``(True, value)`` or ``(False, exception)`` per request."""
-        return self.store.submit(UserBatch(user, tuple(requests), ts_ms, cap, self.remote))
+        result ``(True, value)`` or ``(False, exception)`` per request
+        (``into``: see ``Store.submit``)."""
+        return self.store.submit(UserBatch(user, tuple(requests), ts_ms, cap, self.remote), into)
 
     def inbox_after(self, user: str, after_seq: int = 0, limit: int | None = 100
                     ) -> list[InboxItem]:
@@ -167,11 +168,12 @@ class Storage:
 
     # -- groups ----------------------------------------------------------------
     def group_batch(self, group: str, requests: Iterable[tuple], ts_ms: int, cap: int,
-                    group_cap: int) -> Future[tuple[list[tuple[bool, Any]], GroupRecord | None]]:
+                    group_cap: int, into: Settles | None = None
+                    ) -> Future[tuple[list[tuple[bool, Any]], GroupRecord | None]]:
         """One group's requests as one op (``storage.groups``): a result per
-        request, and the group record after them."""
+        request, and the group record after them (``into``: see ``Store.submit``)."""
         return self.store.submit(groups.GroupBatch(group, tuple(requests), ts_ms, cap, group_cap,
-                                                   self.remote))
+                                                   self.remote), into)
 
     def get_group(self, group: str) -> GroupRecord | None:
         return self.store.read(lambda txn: groups.get_group(txn, group))

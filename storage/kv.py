@@ -8,7 +8,8 @@ Holds:
   ordered ``range`` scans over ``[start, end)`` and ``last`` (highest key
   with a prefix);
 - ``Store``: ``submit(op)`` (a write, grouped with others into one
-  committed batch; its future resolves only after the commit), ``read(fn)``
+  committed batch; its future resolves only after the commit; ``into``:
+  a ``Settles`` of the caller's to settle instead), ``read(fn)``
   (a synchronous read-only transaction on the caller's thread), ``write``
   (a blocking submit for code outside the event loop), ``stats()`` and
   ``close()``;
@@ -33,7 +34,8 @@ from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 from storage.errors import CommitFailed
 
-__all__ = ["DBS", "Txn", "Store", "Op", "StoreStats", "CommitClock", "resolve", "fail_all"]
+__all__ = ["DBS", "Txn", "Store", "Settles", "Op", "StoreStats", "CommitClock", "resolve",
+           "fail_all"]
 
 DBS: tuple[str, ...] = (
     "users",        # phone -> account
@@ -79,11 +81,25 @@ class Txn(Protocol):
         """The pair with the highest key starting with ``prefix``, if any."""
 
 
+class Settles(Protocol):
+    """What ``resolve`` settles: an asyncio future, or an object of the
+    caller's passed to ``submit(op, into=...)``. Such an object is settled
+    on the loop, once, as the batch's results come in; one that acts at
+    once (``actors.drain_batch.Landed`` casts the outcome to its actor)
+    saves the loop turn an asyncio future's done callback waits for."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, value: Any) -> None: ...
+
+    def set_exception(self, error: BaseException) -> None: ...
+
+
 class Store(Protocol):
     """A node's store; ``storage.kv_lmdb.LmdbStore`` and
     ``storage.kv_memory.MemoryStore`` implement it."""
 
-    def submit(self, op: Op[T]) -> asyncio.Future[T]: ...
+    def submit(self, op: Op[T], into: Settles | None = None) -> asyncio.Future[T]: ...
 
     def write(self, op: Op[T], timeout: float | None = None) -> T: ...
 

@@ -38,7 +38,7 @@ import lmdb
 
 from storage.errors import StoreClosed
 from storage.keys import prefix_end
-from storage.kv import DBS, CommitClock, Op, StoreStats, fail_all, resolve
+from storage.kv import DBS, CommitClock, Op, Settles, StoreStats, fail_all, resolve
 
 __all__ = ["LmdbStore", "LmdbTxn", "open_env", "read_in", "run_batch"]
 
@@ -137,11 +137,11 @@ class LmdbStore:
         self._thread.start()
 
     # -- API -----------------------------------------------------------------
-    def submit(self, op: Op[T]) -> asyncio.Future[T]:
-        """Queue a write; the future settles after the batch holding it is
-        committed. Call from a running event loop."""
+    def submit(self, op: Op[T], into: Settles | None = None) -> asyncio.Future[T]:
+        """Queue a write; the future (or ``into``) settles after the batch
+        holding it is committed. Call from a running event loop."""
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = loop.create_future() if into is None else into
         self._enqueue((op, fut, loop))
         return fut
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from storage.errors import StorageError, StoreClosed
 from storage.keys import prefix_end
-from storage.kv import DBS, CommitClock, Op, StoreStats, fail_all, resolve
+from storage.kv import DBS, CommitClock, Op, Settles, StoreStats, fail_all, resolve
 
 __all__ = ["MemoryStore", "MemoryTxn"]
 
@@ -118,11 +118,11 @@ class MemoryStore:
         self._clock = CommitClock()
 
     # -- API -----------------------------------------------------------------
-    def submit(self, op: Op[T]) -> asyncio.Future[T]:
+    def submit(self, op: Op[T], into: Settles | None = None) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("store is closed")
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = loop.create_future() if into is None else into
         self._pending.append((op, fut))
         if not self._scheduled:
             self._scheduled = True

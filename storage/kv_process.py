@@ -45,7 +45,7 @@ from typing import Any, Callable, TypeVar
 import lmdb
 
 from storage.errors import CommitFailed, StoreClosed
-from storage.kv import DBS, CommitClock, Op, StoreStats, resolve
+from storage.kv import DBS, CommitClock, Op, Settles, StoreStats, resolve
 from storage.kv_lmdb import LmdbTxn, read_in
 from storage.writer_process import HEADER, _Frames
 
@@ -110,13 +110,14 @@ class ProcessStore:
         return self._child.pid
 
     # -- API -----------------------------------------------------------------
-    def submit(self, op: Op[T]) -> asyncio.Future[T]:
-        """Queue a write; the future settles after its batch is committed.
-        Call from a running event loop (the first one to call binds the store)."""
+    def submit(self, op: Op[T], into: Settles | None = None) -> asyncio.Future[T]:
+        """Queue a write; the future (or ``into``) settles after its batch
+        is committed. Call from a running event loop (the first one to call
+        binds the store)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._bind(loop)
-        fut = loop.create_future()
+        fut = loop.create_future() if into is None else into
         self._queue(op, fut, loop)
         return fut
 

@@ -307,9 +307,11 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         self.out.append(data)
 
     def flush(self) -> None:
+        if not self.out:                    # a session's drain has flushed it already
+            return
         out, self.out, self.out_bytes = self.out, [], 0
         transport = self.transport
-        if out and transport is not None and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             data = b"".join(out)
             self.counters.frames_out += len(out)
             self.counters.bytes_out += len(data)

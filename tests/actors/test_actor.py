@@ -453,3 +453,40 @@ async def test_defer_reply_outside_a_call_crashes(system):
     ref.cast(Crash())
     reason = await asyncio.wait_for(ref.join(), 1)
     assert isinstance(reason, RuntimeError)
+
+
+class Batcher(Actor):
+    """Logs what it handles; ``drained`` logs how much came since the last."""
+
+    def __init__(self, log: list, echo: int = 0):
+        self.log, self.seen, self.echo = log, 0, echo
+
+    def handle_add(self, msg: Add) -> None:
+        self.seen += 1
+
+    def drained(self) -> None:
+        self.log.append(self.seen)
+        self.seen = 0
+        if self.echo:                           # send itself more, once
+            self.echo, n = 0, self.echo
+            for i in range(n):
+                self.ref.cast(Add(i))
+
+
+async def test_drained_runs_once_per_emptied_mailbox(system):
+    # Step 1: five casts queued before the actor runs are one backlog
+    log = []
+    ref = await system.spawn(Batcher, log)
+    for i in range(5):
+        ref.cast(Add(i))
+    await wait_for(lambda: log and log[-1] == 5)
+    assert log == [0, 5]                        # after init's empty mailbox, then the five
+
+    # Step 2: what drained() sends itself is handled, then drained() runs again
+    echo_log = []
+    echoer = await system.spawn(Batcher, echo_log, 3)
+    await wait_for(lambda: len(echo_log) >= 2)
+    assert echo_log == [0, 3]
+    await asyncio.sleep(0.01)
+    assert echo_log == [0, 3]                   # nothing more: it waits
+    assert ref.is_alive and echoer.is_alive

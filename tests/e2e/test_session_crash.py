@@ -72,6 +72,9 @@ class Port:
     def push(self, event) -> None:
         self.events.append(event)
 
+    def flush(self) -> None:
+        pass
+
     def close(self, reason: str, text: str) -> None:
         self.closed = reason
 

@@ -102,6 +102,36 @@ async def test_read_transaction_cannot_write(backend):
     assert backend.store.read(get("users", b"a")) is None
 
 
+class Into:
+    """A ``Settles`` of the caller's: records how it was settled."""
+
+    def __init__(self):
+        self.settled = asyncio.get_running_loop().create_future()
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, value) -> None:
+        self.settled.set_result((True, value))
+
+    def set_exception(self, error) -> None:
+        self.settled.set_result((False, error))
+
+
+async def test_submit_settles_the_callers_object(backend):
+    store = backend.store
+    # Step 1: a write and a failing op in one batch, each into an object of the caller's
+    ok, bad = Into(), Into()
+    async with backend.hold():
+        assert store.submit(put("users", b"k", b"v"), into=ok) is ok
+        assert store.submit(put_then_raise("users", b"x"), into=bad) is bad
+    # Step 2: each is settled once, as a future would be
+    assert await asyncio.wait_for(ok.settled, 5) == (True, b"k")
+    settled, error = await asyncio.wait_for(bad.settled, 5)
+    assert not settled and isinstance(error, Boom)
+    assert store.read(get("users", b"k")) == b"v"
+
+
 # -- group commit -----------------------------------------------------------------
 async def test_failing_op_is_rolled_back_alone(backend):
     store = backend.store

@@ -61,6 +61,29 @@ async def test_results_and_refusals_cross_typed(path):
         s.close()
 
 
+async def test_a_batch_settles_the_callers_object(path):
+    s = await _open(path, commit_interval=0.0)
+    try:
+        loop = asyncio.get_running_loop()
+        settled = loop.create_future()
+
+        class Into:
+            def done(self):
+                return False
+
+            def set_result(self, value):
+                settled.set_result(value)
+
+            def set_exception(self, error):
+                settled.set_exception(error)
+
+        into = Into()
+        assert s.user_batch(SENDER, [(SEND, "m1", RECEIVER, b"hi")], T, CAP, into=into) is into
+        assert await asyncio.wait_for(settled, 5) == [(True, Stored(1, T))]
+    finally:
+        s.close()
+
+
 async def test_an_op_that_cannot_be_pickled_fails_alone(path):
     s = await _open(path)
     try:
