@@ -20,9 +20,10 @@ as an Erlang process does on a clause it cannot match.
 
 Lifecycle hooks, all optional: ``init()`` runs inside the actor's task before
 the spawner is told it started (OTP's ``init/1``: load state, e.g. from LMDB);
-``drained()`` runs each time the mailbox has been emptied, before the actor
-waits for more (a gen_server's ``timeout 0``: work held back while a backlog
-was handled, e.g. one socket write for every frame of a drain);
+``drained()`` runs each time the actor is about to wait: its mailbox has
+been emptied, or an async handler is next (a gen_server's ``timeout 0``:
+work held back while a backlog was handled, e.g. one storage op and one
+socket write for all the requests of a drain);
 ``terminate(reason)`` runs when it stops for any reason but ``killed``.
 Runtime messages: ``Down`` (``handle_down``) for monitors and ``Exit``
 (``handle_exit``) for links when ``trap_exit`` is set.
@@ -72,7 +73,7 @@ class Actor:
         """Runs in the actor before ``spawn`` returns; may be ``async``."""
 
     def drained(self) -> None:
-        """Runs when the mailbox is empty, before waiting; not ``async``."""
+        """Runs before the actor waits (see above); not ``async``."""
 
     def terminate(self, reason: Any) -> Any:
         """Runs when the actor stops (not when killed); may be ``async``."""

@@ -8,7 +8,7 @@ the group record in LMDB, read in ``init`` (so a restart after a crash, or
 a start after an idle stop, begins from exactly what is committed).
 
 It serializes the group's operations. Like a session, it queues the
-commands it handles and casts ``SubmitBatch`` to itself with the first, so
+commands it handles and submits them when its mailbox is drained, so
 one drain of its mailbox becomes ONE storage op
 (``storage.groups.GroupBatch``): the membership checks, the change, and the
 inbox items it produces (the fanned-out message for every other member, the
@@ -25,8 +25,7 @@ idempotent: adding a member twice, leaving twice, renaming to the same name
 change nothing). What was committed was committed whole; what was acked was
 committed.
 
-Messages: ``GroupRequest`` (from a session), ``SubmitBatch``,
-``BatchStored``, ``GroupIdle``. ``forward`` and ``group_info`` are the
+Messages: ``GroupRequest`` (from a session), ``BatchStored``, ``GroupIdle``. ``forward`` and ``group_info`` are the
 session's side.
 """
 

@@ -138,11 +138,6 @@ class InboxAppended:
     items: tuple = ()
 
 
-@dataclass(frozen=True)
-class SubmitBatch:
-    """Hand the requests queued since the last one to storage as one op
-    (a session casts it to itself: it arrives after what is already queued)."""
-
 
 @dataclass(frozen=True)
 class BatchStored:

@@ -260,6 +260,8 @@ class ActorRef:
             if type(msg) is _Call:
                 reply = self._current = msg.reply
                 fn, is_async = handler_for(cls, type(msg.msg))
+                if is_async and drained is not None:
+                    drained(actor)                 # the handler may wait: so does the backlog
                 try:
                     result = fn(actor, msg.msg)
                     if is_async:
@@ -274,6 +276,8 @@ class ActorRef:
             else:
                 fn, is_async = handler_for(cls, type(msg))
                 if is_async:
+                    if drained is not None:
+                        drained(actor)
                     await fn(actor, msg)
                 else:
                     fn(actor, msg)

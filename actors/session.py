@@ -10,9 +10,9 @@ it records last seen, lingers for ``linger`` seconds in case the user comes
 back, then stops.
 
 The send path never waits on the disk inside a handler. SENDs, RECEIVEDs and
-READs are queued as they are handled, and the first one queued casts
-``SubmitBatch`` to the session itself: it arrives after everything already in
-the mailbox, so one drain of the mailbox becomes ONE storage op
+READs are queued as they are handled and submitted when the mailbox is
+drained (``drained``, with the connection's write), so one drain of the
+mailbox becomes ONE storage op
 (``storage.batch.UserBatch``: group commit inside the session, on top of the
 writer's group commit across sessions). The requests run in arrival order in
 one transaction, each with its own result; the completion comes back as
@@ -37,7 +37,7 @@ lost, for whatever reason, waits at most that long, never for good.
 
 Messages: ``Attach``, ``Detach``, ``SendMessage``, ``AckInbox``, ``MarkRead``,
 ``Subscribe``, ``SetTyping``, ``Heartbeat``, ``InboxAppended``,
-``PresenceChanged``, ``TypingChanged``, ``SubmitBatch``, ``BatchStored``,
+``PresenceChanged``, ``TypingChanged``, ``BatchStored``,
 ``FlushInbox``, ``ResumePushes``, ``LingerExpired``; the key directory's (``PublishKeys``,
 ``FetchKeys``, ``CountKeys``, ``KeysStored``, ``RefuseRequest``) are handled
 by the ``actors.key_directory.KeyDirectory`` mixin. Group commands
@@ -113,6 +113,7 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
             self._start_linger()
 
     def drained(self) -> None:
+        self.submit_queued()                    # this drain's requests: one storage op
         if self.client is not None:
             self.client.flush()                 # this drain's pushes: one write, now
 

@@ -464,6 +464,10 @@ class Batcher(Actor):
     def handle_add(self, msg: Add) -> None:
         self.seen += 1
 
+    async def handle_hold(self, msg: Hold) -> None:
+        self.log.append("async")
+        await asyncio.sleep(0)
+
     def drained(self) -> None:
         self.log.append(self.seen)
         self.seen = 0
@@ -489,4 +493,10 @@ async def test_drained_runs_once_per_emptied_mailbox(system):
     assert echo_log == [0, 3]
     await asyncio.sleep(0.01)
     assert echo_log == [0, 3]                   # nothing more: it waits
+
+    # Step 3: an async handler may wait, so what came before it is drained first
+    for msg in (Add(1), Add(2), Hold(), Add(3)):
+        ref.cast(msg)
+    await wait_for(lambda: log[-1] == 1)
+    assert log == [0, 5, 2, "async", 1]
     assert ref.is_alive and echoer.is_alive
