@@ -60,7 +60,8 @@ class ProcessStore:
     """A node's LMDB environment, written by a child process.
 
     Options are ``LmdbStore``'s (``map_size``, ``max_batch``, ``sync``,
-    ``max_readers``, ``commit_interval``); ``on_lost`` is called (on the
+    ``max_readers``, ``commit_interval``) and ``max_batch_requests``
+    (``storage.writer_process``); ``on_lost`` is called (on the
     bound loop, once) if the child exits while the store is open.
     """
 

@@ -22,8 +22,15 @@ Frames both ways are a 4-byte big-endian length and a pickle:
 
 The batching is the writer thread's (``kv_lmdb.run_batch``): block for the
 first op, let ``commit_interval`` pass since the last batch began while
-more arrive, then up to ``max_batch`` ops in one fsync'd transaction, each
-in a child transaction; the results go back only after the commit.
+more arrive, then up to ``max_batch`` ops in one fsync'd transaction; the
+results go back only after the commit. A batch also stops once it holds
+``max_batch_requests`` requests (an op that is a drain of a mailbox,
+``UserBatch`` or ``GroupBatch``, weighs its requests; any other op, 1).
+Without that bound a closed loop of clients fell into a convoy: the
+writer took a whole wave of ~100 drains (~6,000 requests) into one 36 ms
+transaction while the worker idled, then the worker handled the whole wave
+while the writer idled, at one core busy of two (docs/benchmarks.md). A
+bounded batch answers part of a wave while the writer goes on with the rest.
 
 End of input (the parent closed its end, or died: the kernel closes it
 then) means: commit what has arrived, answer it, exit. A frame that cannot
@@ -106,7 +113,8 @@ def _reply(sock: socket.socket, size: int, failed: int, seconds: float, committe
 
 
 def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch: int = 1000,
-          sync: bool = True, max_readers: int = 1024, commit_interval: float = 0.002) -> None:
+          max_batch_requests: int = 1000, sync: bool = True, max_readers: int = 1024,
+          commit_interval: float = 0.002) -> None:
     env, dbs = open_env(path, map_size, max_readers, sync)
     clock = _LastBatch()
     sock.sendall(frame(("ready",)))
@@ -138,14 +146,15 @@ def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch
             if wait > 0:                    # the last batch began recently: let more ops come
                 time.sleep(wait)
             take(0)
-            ids, ops = [], []
-            while queue and len(ops) < max_batch:
+            ids, ops, weight = [], [], 0
+            while queue and len(ops) < max_batch and weight < max_batch_requests:
                 if queue[0][0] == 0:        # id 0: a change to the home map, not an op
                     if ops:
                         break               # it applies after the ops sent before it
                     _replicate(*queue.popleft()[1][1:])
                     continue
                 ident, op = queue.popleft()
+                weight += _weight(op)
                 ids.append(ident)
                 ops.append(op)
             if not ops:
@@ -161,6 +170,11 @@ def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch
             _reply(sock, *clock.last, answers)
     finally:
         env.close()
+
+
+def _weight(op: Any) -> int:
+    requests = getattr(op, "requests", None)
+    return len(requests) if requests else 1
 
 
 def _replicate(node: str | None, changes: dict[str, str]) -> None:

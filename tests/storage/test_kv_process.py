@@ -84,6 +84,21 @@ async def test_a_batch_settles_the_callers_object(path):
         s.close()
 
 
+async def test_a_batch_stops_at_max_batch_requests(path):
+    s = await _open(path, commit_interval=0.0, max_batch_requests=4)
+    try:
+        before = s.store.stats().batches
+        # Step 1: three drains of three requests each, sent to the writer together
+        futures = [s.user_batch(SENDER, [(SEND, f"{i}-{j}", RECEIVER, b"x") for j in range(3)],
+                                T, CAP) for i in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+        # Step 2: 3 + 3 passes 4, so the first batch ends after two; the third has its own
+        assert s.store.stats().batches - before == 2 and s.store.stats().last_batch_size == 1
+        assert [ok for drain in results for ok, _ in drain] == [True] * 9
+    finally:
+        s.close()
+
+
 async def test_an_op_that_cannot_be_pickled_fails_alone(path):
     s = await _open(path)
     try:
