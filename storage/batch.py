@@ -55,7 +55,7 @@ class UserBatch:
 
     def __call__(self, txn: Txn) -> list[tuple[bool, Any]]:
         user, ts, cap = self.user, self.ts_ms, self.cap
-        metas = _Metas(txn, self.remote)
+        metas = _Metas.of(txn, self.remote)
         results: list[tuple[bool, Any]] = []
         append = results.append
         for request in self.requests:

@@ -96,7 +96,7 @@ class _Group:
                  remote: Callable[[str], str | None] | None = None):
         self.txn, self.id, self.gb = txn, group, group_bytes(group)
         self.ts, self.cap, self.group_cap = ts, cap, group_cap
-        self.metas = _Metas(txn, remote)
+        self.metas = _Metas.of(txn, remote)
         raw = txn.get("groups", self.gb)
         self.g: dict | None = None if raw is None else unpack(raw)
         self.changed = False

@@ -189,7 +189,7 @@ def device_replaced(txn: Txn, user: str, device: int, ts_ms: int,
     contacts = key_contacts(txn, user)
     if not contacts:
         return []
-    metas = _Metas(txn, remote)
+    metas = _Metas.of(txn, remote)
     notice = KeyNotice(user, device, ts_ms)
     value = pack_key_notice(notice)
     routed = []

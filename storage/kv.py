@@ -13,6 +13,7 @@ Holds:
   (a synchronous read-only transaction on the caller's thread), ``write``
   (a blocking submit for code outside the event loop), ``stats()`` and
   ``close()``;
+- ``BatchScope``: what the ops of one flat batch share (``txn.batch``);
 - ``StoreStats`` and ``CommitClock``, the bookkeeping behind ``stats()``;
 - ``resolve``: hands a finished batch's results to its futures.
 
@@ -34,8 +35,8 @@ from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 from storage.errors import CommitFailed
 
-__all__ = ["DBS", "Txn", "Store", "Settles", "Op", "StoreStats", "CommitClock", "resolve",
-           "fail_all"]
+__all__ = ["DBS", "Txn", "Store", "Settles", "Op", "BatchScope", "StoreStats", "CommitClock",
+           "resolve", "fail_all"]
 
 DBS: tuple[str, ...] = (
     "users",        # phone -> account
@@ -61,8 +62,38 @@ T = TypeVar("T")
 Op = Callable[["Txn"], T]
 
 
+class BatchScope:
+    """What the ops of ONE flat batch share. They run straight in one write
+    transaction (``storage.kv_lmdb.run_batch``), so none of them is rolled
+    back without the others (should one raise, the batch runs again with a
+    child transaction per op, and no scope), and what one op leaves for
+    the next needs no undo. An op finds it as ``txn.batch`` (None: the op
+    has a transaction of its own). ``shared(key, make)`` gives every op the
+    same object; ``finish()``, run before the commit, calls each one's
+    ``write_back()``. ``storage.metas.Metas`` uses it to read and write each
+    user's inbox_meta once per batch instead of once per op."""
+
+    __slots__ = ("_shared",)
+
+    def __init__(self) -> None:
+        self._shared: dict[Any, Any] = {}
+
+    def shared(self, key: Any, make: Callable[[], Any]) -> Any:
+        obj = self._shared.get(key)
+        if obj is None:
+            obj = self._shared[key] = make()
+        return obj
+
+    def finish(self) -> None:
+        for obj in self._shared.values():
+            obj.write_back()
+
+
 class Txn(Protocol):
-    """A transaction as an op sees it. Keys and values are ``bytes``."""
+    """A transaction as an op sees it. Keys and values are ``bytes``;
+    ``batch`` is the flat batch's ``BatchScope``, or None."""
+
+    batch: BatchScope | None
 
     def get(self, db: str, key: bytes) -> bytes | None: ...
 

@@ -41,6 +41,7 @@ class MemoryTxn:
     """``storage.kv.Txn`` over the tables; ``undo`` is None when read-only."""
 
     __slots__ = ("_tables", "_undo")
+    batch = None                            # every op has a transaction of its own
 
     def __init__(self, tables: dict[str, _Table], undo: list | None):
         self._tables = tables

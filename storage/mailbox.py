@@ -82,7 +82,7 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
         return Stored(first["seq"], first["ts"], duplicate=True)
     own = metas is None
     if own:
-        metas = _Metas(txn, remote)
+        metas = _Metas.of(txn, remote)
     node = metas.node_of(tb)
     if node is not None:                    # its home applies require_user, cap, blob_refs
         outq.put(txn, node, ("msg", sender, client_id, to, body, ts_ms, tuple(media)))
@@ -115,7 +115,7 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
     ub = phone_bytes(user)
     own = metas is None
     if own:
-        metas = _Metas(txn, remote)
+        metas = _Metas.of(txn, remote)
     routed: list[RoutedReceipt] = []
     for seq in sorted(set(seqs)):
         key = inbox_key(ub, seq)
@@ -166,7 +166,7 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         client_id_bytes(cid)
     own = metas is None
     if own:
-        metas = _Metas(txn, remote)
+        metas = _Metas.of(txn, remote)
     metas.require_user(pb, peer)
     to = reader if group is None else group
     if group is not None and txn.get("user_groups", member_key(rb, gb)) is None:

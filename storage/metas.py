@@ -76,14 +76,26 @@ def require_user(txn: Txn, user: bytes, phone: str) -> None:
 class Metas(dict):
     """The inbox_meta of each local user a transaction touches, written back
     once; also remembers which recipients were found in ``users``. Several
-    transactions of one op (``storage.batch.UserBatch``) may share one."""
+    transactions of one op (``storage.batch.UserBatch``) may share one, and
+    ``Metas.of`` gives every op of a flat batch the same (``BatchScope``):
+    each user's meta is then read and written once per batch, not once per
+    op (three ops per chat message read and wrote four metas)."""
 
-    def __init__(self, txn: Txn, remote: Remote | None = None):
+    def __init__(self, txn: Txn, remote: Remote | None = None, shared: bool = False):
         super().__init__()
         self.txn = txn
         self.remote = remote
+        self.shared = shared                # written back by the batch, not by ``save``
         self.known: set[bytes] = set()
         self._homes: dict[bytes, str | None] = {}
+
+    @classmethod
+    def of(cls, txn: Txn, remote: Remote | None = None) -> "Metas":
+        """The Metas for an op: its batch's, else one of its own."""
+        batch = txn.batch
+        if batch is None:
+            return cls(txn, remote)
+        return batch.shared((cls, remote), lambda: cls(txn, remote, True))
 
     def node_of(self, user: bytes) -> str | None:
         """The node ``user`` is homed on when it is not this one, else None."""
@@ -146,5 +158,11 @@ class Metas(dict):
             self.known.add(user)
 
     def save(self) -> None:
+        """Write back what changed; a batch's shared Metas waits for its end."""
+        if not self.shared:
+            self.write_back()
+
+    def write_back(self) -> None:
+        put = self.txn.put
         for user, meta in self.items():
-            self.txn.put("inbox_meta", user, pack(meta))
+            put("inbox_meta", user, pack(meta))

@@ -215,7 +215,7 @@ def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap
         last = seq
     if not fresh:
         return Applied(done, [])
-    metas = Metas(txn, remote)
+    metas = Metas.of(txn, remote)
     nudges: list[tuple[str, InboxItem]] = []
     media: list[tuple[str, tuple[str, ...]]] = []
     for item in fresh:

@@ -137,3 +137,26 @@ async def test_unknown_request_kind_is_refused(users):
     op = UserBatch(SENDER, (("bogus",), (SEND, "m1", RECEIVER, b"")), T, CAP)
     results = await users.store.submit(op)
     assert isinstance(results[0][1], InvalidArgument) and results[1] == (True, Stored(1, T))
+
+
+async def test_drains_of_one_batch_share_each_users_meta(users):
+    """The ops of a flat LMDB batch share one ``Metas`` (``BatchScope``):
+    each user's inbox_meta is read once and written once, at the end, and
+    every op still sees the ones before it."""
+    s = users.storage
+    await s.store_message(SENDER, "m0", RECEIVER, b"0", T, CAP)
+    # Step 1: three drains in ONE batch: a send, the receiver's ack, another send
+    async with users.hold():
+        sent = s.user_batch(SENDER, [(SEND, "m1", RECEIVER, b"1")], T, CAP)
+        acked = s.user_batch(RECEIVER, [(ACK, (1, 2))], T, CAP)
+        again = s.user_batch(SENDER, [(SEND, "m2", RECEIVER, b"2"), (ACK, (1,))], T, CAP)
+    # Step 2: each op saw what the ones before it wrote
+    assert await sent == [(True, Stored(2, T))]
+    [(ok, routed)] = await acked
+    assert ok and [(r.to, r.seq, r.receipt.id) for r in routed] == [(SENDER, 1, "m0"),
+                                                                   (SENDER, 2, "m1")]
+    assert await again == [(True, Stored(3, T)), (True, [])]      # receipt 1 acked
+    # Step 3: and what was written at the end is what the inboxes hold
+    assert s.inbox_meta(RECEIVER) == InboxMeta(next_seq=4, messages=1, receipts=0)
+    assert s.inbox_meta(SENDER) == InboxMeta(next_seq=3, messages=0, receipts=1)
+    audit(users, SENDER, RECEIVER)
