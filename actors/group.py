@@ -25,8 +25,8 @@ idempotent: adding a member twice, leaving twice, renaming to the same name
 change nothing). What was committed was committed whole; what was acked was
 committed.
 
-Messages: ``GroupRequest`` (from a session), ``BatchStored``, ``GroupIdle``. ``forward`` and ``group_info`` are the
-session's side.
+Messages: ``GroupRequest`` (from a session), ``BatchStored``, ``GroupIdle``.
+``forward`` and ``group_info`` are the session's side.
 """
 
 from __future__ import annotations

@@ -138,7 +138,6 @@ class InboxAppended:
     items: tuple = ()
 
 
-
 @dataclass(frozen=True)
 class BatchStored:
     """The op for ``requests`` (``SendMessage``, ``AckInbox``, ``MarkRead``, in

@@ -54,7 +54,8 @@ class LmdbTxn:
 
     __slots__ = ("_txn", "_dbs", "batch")
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], batch: BatchScope | None = None):
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any],
+                 batch: BatchScope | None = None):
         self._txn = txn
         self._dbs = dbs
         self.batch = batch
