@@ -45,8 +45,8 @@ SEND, ACK, READ = "send", "ack", "read"
 
 
 @quick_pickle
-@dataclass(frozen=True, slots=True)
-class UserBatch:
+@dataclass(slots=True, unsafe_hash=True)    # immutable by convention, as records' HOT ones:
+class UserBatch:                            # the writer unpickles ~3 per message (0.79 -> 0.45 us)
     user: str
     requests: tuple[tuple, ...]
     ts_ms: int

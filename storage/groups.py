@@ -357,7 +357,7 @@ _RUN: dict[str, Callable[..., Outcome]] = {
 
 
 @quick_pickle
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)    # immutable by convention (storage.batch.UserBatch)
 class GroupBatch:
     """One group's requests as one op: ``(results, record)``, a result
     ``(True, Outcome)`` or ``(False, StorageError)`` per request and the

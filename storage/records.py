@@ -58,7 +58,8 @@ def quick_pickle(cls: type) -> type:
 
 
 # HOT: the records made several times per message relayed (Message,
-# Receipt, InboxItem, Stored, RoutedReceipt) are not ``frozen``: a frozen
+# Receipt, InboxItem, Stored, RoutedReceipt; and the ops UserBatch and
+# GroupBatch, unpickled by the LMDB writer) are not ``frozen``: a frozen
 # dataclass's __init__ sets each field through ``object.__setattr__``, ~3x
 # the cost of a plain one (0.66 against 0.21 us for three fields, measured),
 # and a worker builds ~10 of them per message, most unpickled from the LMDB
