@@ -48,6 +48,7 @@ from typing import Any, Callable
 from actors import SHUTDOWN, System
 from actors.counters import Counters
 from actors.group import GROUPS_SUP_NAME
+from actors.janitor import JANITOR_NAME
 from actors.last_seen import LAST_SEEN_NAME
 from actors.monitor import MONITOR_NAME, Board
 from actors.presence import PRESENCE_NAME
@@ -85,6 +86,7 @@ OPS_CHILDREN = [
 ROOT_CHILDREN = [
     worker("actors.registration.Registrar", id="registrar", name=REGISTRAR_NAME),
     worker("actors.last_seen.LastSeenWriter", id="last_seen", name=LAST_SEEN_NAME, shutdown=2.0),
+    worker("actors.janitor.Janitor", id="janitor", name=JANITOR_NAME, shutdown=2.0),
     supervisor(Supervisor, CHAT_FLAGS, CHAT_CHILDREN, id="chat", name="chat"),
     worker("transport.media.MediaListener", id="media", name="media", shutdown=5.0),
     supervisor(Supervisor, OPS_FLAGS, OPS_CHILDREN, id="ops", name="ops"),
