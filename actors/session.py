@@ -327,12 +327,12 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
     def handle_heartbeat(self, msg: Heartbeat) -> None:
         now = now_ms()
         if now - self.last_seen_written >= LAST_SEEN_EVERY_MS:
-            self.last_seen_written = now
             writer = self.system.whereis(LAST_SEEN_NAME)
             if writer is not None:          # stored with the others' (actors/last_seen.py)
+                self.last_seen_written = now
                 writer.cast(Seen(self.user, now))
             else:
-                self._write_last_seen(now)
+                self._write_last_seen(now)  # (which sets last_seen_written)
         self._answer(msg, Acked(msg.ref, now))
         if self.client is not None:
             self._flush()                   # a nudge may have missed: see above
