@@ -257,23 +257,20 @@ class ProcessStore:
             ok, reply = self._frames.pop()
             if ok:
                 return reply
-            data = self._sock.recv(1 << 20)
-            if not data:
+            if not self._frames.fill(self._sock):
                 raise EOFError("LMDB writer process closed the socket")
-            self._frames.buf += data
 
     def _readable(self) -> None:
         try:
-            data = self._sock.recv(1 << 20)
+            if not self._frames.fill(self._sock):
+                self._on_lost(EOFError("end of stream"))
+                return
         except BlockingIOError:
             return
         except OSError as exc:
             self._on_lost(exc)
             return
-        if not data:
-            self._on_lost(EOFError("end of stream"))
-            return
-        for reply in self._frames.feed(data):
+        for reply in self._frames.frames():
             self._dispatch(reply)
 
     def _dispatch(self, reply: tuple) -> None:

@@ -59,6 +59,7 @@ from storage.metas import WRITER_HOMES
 __all__ = ["serve", "main", "HEADER", "frame"]
 
 HEADER = struct.Struct(">I")
+CHUNK = 256 << 10                           # the most one read takes off a socket
 log = logging.getLogger(__name__)
 
 
@@ -68,10 +69,23 @@ def frame(obj: Any) -> bytes:
 
 
 class _Frames:
-    """Whole frames out of a byte stream: ``feed`` bytes, ``pop`` frames."""
+    """Whole frames out of a byte stream: ``fill`` from a socket, then
+    ``pop`` a frame or take ``frames()``."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        self._chunk = memoryview(bytearray(CHUNK))
+
+    def fill(self, sock: socket.socket) -> int:
+        """Read what ``sock`` has (up to ``CHUNK`` bytes) onto the buffer;
+        0 at the end of the stream. Into one buffer kept for the purpose:
+        ``recv(1 MiB)`` allocated a fresh MiB per read, which glibc maps and
+        unmaps (mmap, mremap, munmap and page faults, with a TLB shootdown
+        in a process of two threads: measured, see docs/benchmarks.md)."""
+        n = sock.recv_into(self._chunk)
+        if n:
+            self.buf += self._chunk[:n]
+        return n
 
     def pop(self) -> tuple[bool, Any]:
         """``(True, frame)``, or ``(False, None)`` until one is complete."""
@@ -85,8 +99,8 @@ class _Frames:
         del buf[:4 + size]
         return True, obj
 
-    def feed(self, data: bytes) -> list[Any]:
-        self.buf += data
+    def frames(self) -> list[Any]:
+        """The whole frames buffered, taken off the buffer."""
         out = []
         while True:
             ok, obj = self.pop()
@@ -127,11 +141,10 @@ def serve(sock: socket.socket, path: str, *, map_size: int = 64 << 30, max_batch
         """Read what arrives within ``timeout`` (None: block for something)."""
         nonlocal eof
         while not eof and selector.select(timeout):
-            data = sock.recv(1 << 20)
-            if not data:
+            if not frames.fill(sock):
                 eof = True
                 return
-            for requests in frames.feed(data):
+            for requests in frames.frames():
                 queue.extend(requests)
             timeout = 0
 
