@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import threading
 
 import pytest
 
@@ -19,6 +21,7 @@ from storage.kv_lmdb import LmdbStore
 from storage.kv_process import ProcessStore
 from storage.metas import Homes
 from storage.records import Stored
+from storage.writer_process import CHUNK, _Frames, frame
 from storage_testkit import KEY, OTHER, RECEIVER, SENDER
 
 T, CAP = 1_000, 10
@@ -207,3 +210,25 @@ async def test_a_relative_path_is_the_callers(tmp_path, monkeypatch):
     finally:
         s.close()
     assert (tmp_path / "relative" / "lmdb" / "data.mdb").exists()
+
+
+def test_frames_larger_than_one_read_arrive_whole_and_in_order():
+    """``_Frames.fill`` reads at most ``CHUNK`` bytes into one kept buffer:
+    a frame several reads long comes out whole, the small ones around it
+    in order, and the end of the stream reads as 0."""
+    objs = [("small", 1), ("big", b"x" * (3 * CHUNK + 17)), ("small", 2)]
+    ours, theirs = socket.socketpair()
+    data = b"".join(frame(o) for o in objs)
+    sender = threading.Thread(target=lambda: (theirs.sendall(data), theirs.close()))
+    sender.start()
+    frames, got = _Frames(), []
+    try:
+        for _ in range(10_000):                 # bounded: ~4 reads are enough
+            if not frames.fill(ours):
+                break
+            got += frames.frames()
+        sender.join(5)
+        assert got == objs
+        assert frames.fill(ours) == 0 and frames.buf == bytearray()
+    finally:
+        ours.close()
