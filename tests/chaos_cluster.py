@@ -49,14 +49,19 @@ async def node_kill(tmp_path: Any, seed: int = 1, kills: int = 1,
                 c[victim].kill()
                 killed = time.monotonic()
                 result.kills += 1
-                seen = await _until(lambda: survivor.log().count(f"node {victim} is down")
-                                    > before, DETECT_LIMIT)
-                if seen is None:
-                    result.slow_restarts += 1
-                    result.notes.append(f"kill {kill}: {victim} not marked down in "
-                                        f"{DETECT_LIMIT:g} s")
+                # Nobody marks the leader down: waiting DETECT_LIMIT for it kept it
+                # down twice down_for, past the clients' request timeout.
+                if victim == names[0]:
+                    result.notes.append(f"kill {kill}: {victim} is the leader: not marked down")
                 else:
-                    result.restart_ms.append((time.monotonic() - killed) * 1000)
+                    seen = await _until(lambda: survivor.log().count(f"node {victim} is down")
+                                        > before, DETECT_LIMIT)
+                    if seen is None:
+                        result.slow_restarts += 1
+                        result.notes.append(f"kill {kill}: {victim} not marked down in "
+                                            f"{DETECT_LIMIT:g} s")
+                    else:
+                        result.restart_ms.append((time.monotonic() - killed) * 1000)
                 await asyncio.sleep(max(0.0, down_for - (time.monotonic() - killed)))
                 during = len(load.history.acks - served)
                 result.notes.append(f"kill {kill}: {victim} down {down_for:g} s, "
