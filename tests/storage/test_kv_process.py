@@ -223,7 +223,7 @@ def test_frames_larger_than_one_read_arrive_whole_and_in_order():
     sender.start()
     frames, got = _Frames(), []
     try:
-        for _ in range(10_000):                 # bounded: ~4 reads are enough
+        for _ in range(10_000):                 # bounded: a few dozen reads at most
             if not frames.fill(ours):
                 break
             got += frames.frames()
