@@ -9,6 +9,7 @@
     python run.py status [--host H] [--http-port P]    one-shot summary (exit 0 ok, 1 degraded, 2 unreachable)
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
     python run.py bench relay [--pairs P --window W --rate R]  chat throughput and latency
+    python run.py bench writer [--ids sdk|random|counter]    the relay's storage ops, LMDB only
     python run.py bench connections [N] [--quick]            idle users held by one node
     python run.py bench census [N]                           a worker's memory per idle user, by line
     python run.py bench media [--size MiB --rounds R]          media upload/download MiB/s
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                                              help="small sizes, for a smoke run")
     from bench.relay import add_arguments as relay_arguments
     relay_arguments(suites.add_parser("relay", help="P pairs of TCP clients through a node"))
+    from bench.writer import add_arguments as writer_arguments
+    writer_arguments(suites.add_parser("writer", help="the relay's storage ops, straight into LMDB"))
     from bench.connections import add_arguments as connections_arguments
     connections_arguments(suites.add_parser("connections", help="N idle logged-in users on a node"))
     from bench.census import add_arguments as census_arguments

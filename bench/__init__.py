@@ -20,6 +20,9 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.suite == "relay":
         from bench.relay import main
         return main(args)
+    if args.suite == "writer":
+        from bench.writer import main
+        return main(args)
     if args.suite == "connections":
         from bench.connections import main
         return main(args)

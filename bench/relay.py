@@ -14,7 +14,8 @@ across nodes too, where the ACK comes before the shipment); each receiver
 answers every read's MESSAGEs with one RECEIVED, so delivered RECEIPTs flow
 back to the senders, who RECEIVED them too. ``--rate`` R > 0 is an open loop
 (R messages/s in all, paced by a 1 ms tick, still capped by the window);
-R = 0 is a closed loop, as fast as the window allows.
+R = 0 is a closed loop, as fast as the window allows. Message ids are the
+SDK's (``client.ids``: in time order), as the node's dedup index expects.
 
 After ``--warmup`` s, ``--rounds`` consecutive intervals of ``--duration`` s
 are measured; each prints delivered messages/s (MESSAGEs received by the
@@ -49,6 +50,7 @@ from typing import Any, Callable
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
                            machine_cpu, percentile, phone, recv_report, run_client_process,
                            start_client_processes, stop_client_processes)
+from client.ids import new_message_id
 from transport import wire
 
 __all__ = ["add_arguments", "main"]
@@ -132,8 +134,9 @@ class Peer(WireClient):
         out, by_ref, by_id, to = self.out, self.by_ref, self.by_id, self.to
         body = _TS.pack(now) + self.pad
         ref, count = self.next_ref, self.sent
+        ms = time.time_ns() // 1_000_000
         for _ in range(n):
-            mid = f"m{count:x}"
+            mid = new_message_id(ms)                 # as the SDK makes them: in time order
             out.append(_encode_send(ref, mid, to, body))
             by_ref[ref] = now
             by_id[mid] = now

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable
 
 from transport import wire
 from client.events import Status, Undecryptable
+from client.ids import new_message_id
 from client.link import checked
 
 __all__ = ["Groups", "GroupInbox", "GroupCodec", "GroupMessage", "GroupReceipt", "GroupEvent",
@@ -278,7 +279,6 @@ class Groups:
         """Send ``body`` to every other member of ``group``; returns at the
         server's ACK (``Sent``), like ``send``. Through the outbox: queued
         while offline, resent with the same id until acknowledged."""
-        from client.sdk import new_message_id
         self._check_open()
         id = new_message_id() if id is None else id
         checked(wire.GroupSend(id, group, b""))

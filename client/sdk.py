@@ -36,7 +36,6 @@ import asyncio
 import logging
 import mimetypes
 import os
-import secrets
 from typing import Any, AsyncIterator, Iterable
 
 from transport import wire
@@ -51,6 +50,7 @@ from client.backoff import Backoff
 from client.connection import Connection
 from client.errors import ServerError
 from client.groups import GroupInbox, Groups
+from client.ids import new_message_id
 from client.link import Link, checked
 from client.outbox import Outbox
 from client.receiving import Receiver
@@ -62,11 +62,6 @@ log = logging.getLogger("switchboard.client")
 
 CLIENT_NAME = "switchboard-sdk/0.1"
 MEDIA_PORT = 5280
-
-
-def new_message_id() -> str:
-    """A fresh message id: 16 random chars of [A-Za-z0-9_-]."""
-    return secrets.token_urlsafe(12)
 
 
 class _Connecting:

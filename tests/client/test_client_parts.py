@@ -1,4 +1,4 @@
-"""The SDK's pure parts: the backoff policy, inbox bookkeeping, the outbox journal."""
+"""The SDK's pure parts: the backoff policy, message ids, inbox bookkeeping, the outbox journal."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from client.backoff import Backoff
+from client.ids import ALPHABET, new_message_id
 from client.inbox import InboxTracker
 from client.outbox import Outbox
 from client import outbox as outbox_module
@@ -32,6 +33,31 @@ def test_backoff_rejects_nonsense():
         Backoff(initial=10, maximum=1)
     with pytest.raises(ValueError):
         Backoff(jitter=2)
+
+
+# -- message ids --------------------------------------------------------------------------
+@given(st.integers(0, (1 << 48) - 1), st.integers(0, (1 << 48) - 1))
+def test_ids_sort_in_time_order_byte_for_byte(t1, t2):
+    a, b = new_message_id(t1), new_message_id(t2)
+    if t1 < t2:
+        assert a.encode() < b.encode()
+    elif t1 > t2:
+        assert a.encode() > b.encode()
+
+
+def test_ids_are_16_chars_of_the_wire_alphabet_and_unique_within_a_millisecond():
+    ids = [new_message_id(1_700_000_000_000) for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert {len(i) for i in ids} == {16}
+    assert set("".join(ids)) <= set(ALPHABET.decode())
+    assert len({i[:8] for i in ids}) == 1              # the time part: one millisecond
+    assert new_message_id() > new_message_id(1_700_000_000_000)   # the clock, today
+
+
+def test_ids_refuse_a_time_out_of_range():
+    for ms in (-1, 1 << 48):
+        with pytest.raises(ValueError):
+            new_message_id(ms)
 
 
 # -- inbox --------------------------------------------------------------------------------
