@@ -13,7 +13,8 @@ General layout:
 - ``receiving`` + ``inbox``: pushed frames to events; which inbox items the
   app has and which RECEIVED are due (dedup and batching).
 - ``events``, ``errors``, ``backoff``: what the app sees, what it catches,
-  and the reconnect delay policy (a pure function).
+  and the reconnect delay policy (a pure function); ``ids``: message ids,
+  made in time order.
 - ``encryption`` + ``e2e_store``: end-to-end encryption (keys published,
   a session per contact, state kept 0600); ``group_e2e``: group bodies with
   sender keys; ``media``: files encrypted on the client, over HTTP.
