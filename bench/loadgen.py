@@ -248,13 +248,20 @@ class LaunchedNode:
     def worker_cpu(self) -> float:
         """CPU seconds of the worker processes and their children (each
         worker's LMDB writer process, when it has one)."""
+        return self._cpu_of([one for pid in self.worker_pids for one in (pid, *_children(pid))])
+
+    def writer_cpu(self) -> float:
+        """CPU seconds of the workers' children alone: their LMDB writers."""
+        return self._cpu_of([one for pid in self.worker_pids for one in _children(pid)])
+
+    @staticmethod
+    def _cpu_of(pids: list[int]) -> float:
         total = 0.0
-        for pid in self.worker_pids:
-            for one in (pid, *_children(pid)):
-                try:
-                    total += cpu_seconds(one)
-                except OSError:                 # ended since the scan
-                    continue
+        for pid in pids:
+            try:
+                total += cpu_seconds(pid)
+            except OSError:                     # ended since the scan
+                continue
         return total
 
     def process_cpu(self) -> float:

@@ -315,16 +315,18 @@ def run(args: argparse.Namespace) -> list[dict]:
     settings = tuple(arg for kv in args.settings for arg in ("--set", kv))
     with LaunchedNode(args.workers, args=settings) as node:
         node.start()
-        return measure(args, [node], node.worker_cpu)
+        return measure(args, [node], node.worker_cpu, node.writer_cpu)
 
 
 def measure(args: argparse.Namespace, nodes: list[LaunchedNode],
-            server_cpu: Callable[[], float]) -> list[dict]:
+            server_cpu: Callable[[], float],
+            writer_cpu: Callable[[], float] = lambda: 0.0) -> list[dict]:
     """The load of ``args`` on ``nodes`` (already up; one node, or a cluster:
     pair i's sender lives on node i mod N, its receiver on the next node, so
     with N > 1 every message and receipt crosses nodes). ``server_cpu()``
-    gives the CPU seconds charged to the server. Returns one dict of figures
-    per round, then one of totals."""
+    gives the CPU seconds charged to the server, ``writer_cpu()`` the part of
+    them its LMDB writer processes took. Returns one dict of figures per
+    round, then one of totals."""
     homes = [(node.port, str(node.data_dir)) for node in nodes]
     clients = min(args.clients, args.pairs)
     procs, conns = start_client_processes(_client_process, [
@@ -340,11 +342,12 @@ def measure(args: argparse.Namespace, nodes: list[LaunchedNode],
         w0 = t0 + int(args.warmup * 1e9)
         for conn in conns:
             conn.send((t0, w0, round_ns, rounds))
-        cpu_server, cpu_clients, cpu_machine = [], [], []
+        cpu_server, cpu_writer, cpu_clients, cpu_machine = [], [], [], []
         for r in range(rounds + 1):
             boundary = w0 + r * round_ns
             time.sleep(max(0.0, (boundary - time.monotonic_ns()) / 1e9))
             cpu_server.append(server_cpu())
+            cpu_writer.append(writer_cpu())
             cpu_clients.append(sum(cpu_seconds(p.pid) for p in procs))
             cpu_machine.append(machine_cpu())
         results = [recv_report(conn, 60.0, "results") for conn in conns]
@@ -361,6 +364,7 @@ def measure(args: argparse.Namespace, nodes: list[LaunchedNode],
             "ack_p50": _ms(ack, 50), "ack_p99": _ms(ack, 99),
             "receipt_p50": _ms(rcpt, 50), "receipt_p99": _ms(rcpt, 99),
             "server_cpu": 100.0 * (cpu_server[r + 1] - cpu_server[r]) / args.duration,
+            "writer_cpu": 100.0 * (cpu_writer[r + 1] - cpu_writer[r]) / args.duration,
             "client_cpu": 100.0 * (cpu_clients[r + 1] - cpu_clients[r]) / args.duration,
         })
         delivered = figures[-1]["delivered_per_s"] * args.duration
@@ -385,7 +389,8 @@ _COLUMNS = [("delivered/s", "delivered_per_s", "{:>11,.0f}"), ("acked/s", "acked
             ("e2e p50", "e2e_p50", "{:>8.2f}"), ("p99", "e2e_p99", "{:>7.2f}"),
             ("ack p50", "ack_p50", "{:>8.2f}"), ("p99", "ack_p99", "{:>7.2f}"),
             ("rcpt p50", "receipt_p50", "{:>8.2f}"), ("p99", "receipt_p99", "{:>7.2f}"),
-            ("server CPU%", "server_cpu", "{:>11.0f}"), ("us/msg", "server_us", "{:>6.1f}"), ("loadgen CPU%", "client_cpu", "{:>12.0f}"),
+            ("server CPU%", "server_cpu", "{:>11.0f}"), ("writer", "writer_cpu", "{:>6.0f}"),
+            ("us/msg", "server_us", "{:>6.1f}"), ("loadgen CPU%", "client_cpu", "{:>12.0f}"),
             ("other CPU%", "other_cpu", "{:>10.0f}")]
 
 
@@ -406,8 +411,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"bench relay failed: {error}")
         return 1
     totals, rounds = figures[-1], figures[:-1]
-    print("latencies in ms; CPU in % of one core (server: the node's worker processes; us/msg: "
-          "their CPU time per delivered message; other: everything else on the machine)")
+    print("latencies in ms; CPU in % of one core (server: the node's worker processes; writer: "
+          "the part of it their LMDB writer processes took; us/msg: the server's CPU time per "
+          "delivered message; other: everything else on the machine)")
     print("round " + " ".join(f"{name:>{len(fmt.format(0))}}" for name, _, fmt in _COLUMNS))
     for i, fig in enumerate(rounds, 1):
         print(f"{i:>5} " + " ".join(fmt.format(fig[key]) for _, key, fmt in _COLUMNS))
