@@ -3,7 +3,7 @@
 Every SEND records ``(sender, client id)`` (``storage.mailbox``): a resend
 of the same id returns the first result instead of storing the message
 again, and a read receipt is only accepted for an id the peer really sent
-to the reader. Nothing deleted those records, so the ``dedup_by_id`` table grew
+to the reader. Nothing deleted those records, so the ``dedup`` table grew
 by one entry per message for the life of the node. This actor runs
 ``prune_dedup`` (oldest first, through the ``dedup_ttl`` time index) with
 a cut-off of ``dedup_retention`` seconds ago (node config, default 30

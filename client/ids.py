@@ -3,15 +3,16 @@
 A message id is the sender's choice (the server deduplicates a resend by
 (sender, id)), so any unique string works. This one is 16 chars of
 [A-Za-z0-9_-]: the send time (ms since the Unix epoch, 48 bits) then 48
-random bits, written as base64 digits in an alphabet listed in byte order. Ids made
-later sort later, byte for byte, which is what the server's dedup index
-wants: it is ordered by id (docs/storage.md, ``dedup``), so the records a
-commit adds land side by side in the same few pages instead of one page
-each (measured in docs/benchmarks.md). Two ids made in the same
-millisecond differ in their random part (a collision: 1 in 2^48).
+random bits, written as base64 digits in an alphabet listed in byte order.
+Ids made later sort later, byte for byte, which is what the server's dedup
+index wants: it is keyed (sender, id), so each sender's new records go to
+the end of that sender's range, on the page the last one went to, where
+random ids put each on a page of its own (docs/storage.md, measured in
+docs/benchmarks.md). Two ids made in the same millisecond differ in their
+random part (a collision: 1 in 2^48).
 
 The time is the device clock; the server never reads it back, so a wrong
-clock costs index locality, never correctness.
+clock costs nothing but order (and a clock set back, a little locality).
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ explains all of it.
 
 Modules: ``errors``, ``keys``, ``records``, ``kv``, ``kv_lmdb``,
 ``kv_memory``, ``accounts``, ``metas``, ``mailbox``, ``batch``, ``groups``,
-``outq`` (what is owed to users homed on other nodes), ``api``, ``upgrade``
-(an environment of an earlier key layout, converted when opened).
+``outq`` (what is owed to users homed on other nodes), ``api``.
 """
 
 from storage.api import Storage, open_storage

@@ -321,7 +321,7 @@ def _send(gr: _Group, user: str, client_id: Any, body: Any) -> Outcome:
     if type(body) is not bytes:
         raise InvalidArgument("message body must be bytes")
     dk = dedup_key(sb, cid)
-    raw = txn.get("dedup_by_id", dk)
+    raw = txn.get("dedup", dk)
     if raw is not None:                     # first: a resend is answered even if removed since
         first = unpack(raw)
         if first["to"] != gr.id:
@@ -345,7 +345,7 @@ def _send(gr: _Group, user: str, client_id: Any, body: Any) -> Outcome:
         appended.append((m, InboxItem(metas.append_packed(mb, True, value), "message", message)))
     for m in missed:
         appended.append(gr.missed(m, user, 1))
-    txn.put("dedup_by_id", dk, pack({"to": gr.id, "seq": 0, "ts": ts}))
+    txn.put("dedup", dk, pack({"to": gr.id, "seq": 0, "ts": ts}))
     txn.put("dedup_ttl", dedup_ttl_key(ts, dk), b"")
     return Outcome(ts, tuple(appended))
 

@@ -86,12 +86,9 @@ def inbox_seq(key: bytes) -> int:
 
 
 def dedup_key(sender: bytes, client_id: bytes) -> bytes:
-    """``dedup_by_id``: ``client_id \\x00 sender`` (the last ``\\x00`` starts
-    the phone, so a client id may hold any bytes). The id comes first
-    because ids are made in time order (``client.ids``): the records a
-    commit adds then share a few pages of the index, where ``sender`` first
-    put each active sender's record on a page of its own."""
-    return client_id + SEP + sender
+    """``dedup``: ``sender \\x00 client_id`` (the first ``\\x00`` ends the
+    phone, so a client id may hold any bytes)."""
+    return sender + SEP + client_id
 
 
 def dedup_ttl_key(ts_ms: int, dedup: bytes) -> bytes:

@@ -43,8 +43,8 @@ DBS: tuple[str, ...] = (
     "codes",        # phone -> pending registration code
     "inbox",        # phone \0 seq -> message or receipt owed to phone
     "inbox_meta",   # phone -> next_seq and counts
-    "dedup_by_id",  # client_id \0 sender -> where that message went
-    "dedup_ttl",    # ts client_id \0 sender -> b"" (prunes dedup_by_id by age)
+    "dedup",        # sender \0 client_id -> where that message went
+    "dedup_ttl",    # ts \0 sender \0 client_id -> b"" (prunes dedup by age)
     "lastseen",     # phone -> ts
     "keys",         # phone -> published e2e key bundle (signed part), device, prekeys held
     "otk",          # phone \0 u32(id) -> one-time prekey (32 bytes), handed out once

@@ -40,7 +40,6 @@ from storage.errors import StoreClosed
 from storage.keys import prefix_end
 from storage.kv import (DBS, BatchScope, CommitClock, Op, Settles, StoreStats, fail_all,
                         resolve)
-from storage.upgrade import upgrade
 
 __all__ = ["LmdbStore", "LmdbTxn", "open_env", "read_in", "run_batch"]
 
@@ -248,14 +247,12 @@ class LmdbStore:
 
 def open_env(path: str, map_size: int, max_readers: int, sync: bool
              ) -> tuple[lmdb.Environment, dict[str, Any]]:
-    """Open (creating) a node's environment and its named databases, and
-    bring data of an earlier key layout to this one (``storage.upgrade``)."""
+    """Open (creating) a node's environment and its named databases."""
     os.makedirs(path, exist_ok=True)
     env = lmdb.open(path, map_size=map_size, max_dbs=len(DBS) + 4, max_readers=max_readers,
                     sync=sync, metasync=sync, readahead=False)
     with env.begin(write=True) as txn:
         dbs = {name: env.open_db(name.encode(), txn=txn) for name in DBS}
-    upgrade(env, dbs)
     return env, dbs
 
 

@@ -74,7 +74,7 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
     if media:
         media = blob_refs.check(media)
     dk = dedup_key(sb, cid)
-    raw = txn.get("dedup_by_id", dk)
+    raw = txn.get("dedup", dk)
     if raw is not None:
         first = unpack(raw)
         if first["to"] != to:
@@ -102,7 +102,7 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
 
 
 def _record_sent(txn: Txn, dk: bytes, to: str, seq: int, ts_ms: int) -> None:
-    txn.put("dedup_by_id", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
+    txn.put("dedup", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
     txn.put("dedup_ttl", dedup_ttl_key(ts_ms, dk), b"")
 
 
@@ -174,13 +174,13 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
     routed = []
     for cid in ids:
         dk = dedup_key(pb, client_id_bytes(cid))
-        raw = txn.get("dedup_by_id", dk)
+        raw = txn.get("dedup", dk)
         first = None if raw is None else unpack(raw)
         if first is None or first["to"] != to or first.get("read"):
             continue
         if group is None:                   # a 1:1 message is read once
             first["read"] = True
-            txn.put("dedup_by_id", dk, pack(first))
+            txn.put("dedup", dk, pack(first))
         receipt = Receipt("read", cid, reader, ts_ms, group)
         routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
     if own:
@@ -207,7 +207,7 @@ def prune_dedup(txn: Txn, before_ms: int, limit: int = 10_000) -> int:
     stale = [k for k, _ in txn.range("dedup_ttl", u64(0), u64(before_ms), limit=limit)]
     for key in stale:
         txn.delete("dedup_ttl", key)
-        txn.delete("dedup_by_id", dedup_key_of_ttl(key))
+        txn.delete("dedup", dedup_key_of_ttl(key))
     return len(stale)
 
 

@@ -219,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(50_000, 20, 100)   # as a worker does (supervisor/worker_process.py)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s lmdb-writer[%(process)d] %(levelname)s %(message)s")
-    logging.getLogger("switchboard.storage").setLevel(logging.INFO)    # e.g. storage.upgrade
     sock = socket.socket(fileno=args.fd)
     try:
         serve(sock, args.path, **json.loads(args.options))

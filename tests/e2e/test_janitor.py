@@ -18,7 +18,7 @@ ALICE, BOB = "+15550000041", "+15550000042"
 
 def remembered(node, sender: str, client_id: str) -> bool:
     key = dedup_key(phone_bytes(sender), client_id_bytes(client_id))
-    return node.system.env["mailbox"].store.read(lambda txn: txn.get("dedup_by_id", key)) is not None
+    return node.system.env["mailbox"].store.read(lambda txn: txn.get("dedup", key)) is not None
 
 
 async def send(client, client_id: str) -> wire.Frame:
