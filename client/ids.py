@@ -11,8 +11,9 @@ random ids put each on a page of its own (docs/storage.md, measured in
 docs/benchmarks.md). Two ids made in the same millisecond differ in their
 random part (a collision: 1 in 2^48).
 
-The time is the device clock; the server never reads it back, so a wrong
-clock costs nothing but order (and a clock set back, a little locality).
+The time is the device clock. The server never reads it back: a wrong
+clock changes nothing it checks (a clock set back costs it a little
+locality).
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import time
 
 __all__ = ["new_message_id", "ALPHABET"]
 
-ALPHABET = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
-assert list(ALPHABET) == sorted(ALPHABET) and len(ALPHABET) == 64
+ALPHABET = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"   # byte order
 
 # base64 writes digit d as its alphabet's d-th char: map those to ALPHABET's.
 _ORDERED = bytes.maketrans(

@@ -45,6 +45,10 @@ def test_ids_sort_in_time_order_byte_for_byte(t1, t2):
         assert a.encode() > b.encode()
 
 
+def test_the_id_alphabet_is_64_chars_in_byte_order():
+    assert list(ALPHABET) == sorted(set(ALPHABET)) and len(ALPHABET) == 64
+
+
 def test_ids_are_16_chars_of_the_wire_alphabet_and_unique_within_a_millisecond():
     ids = [new_message_id(1_700_000_000_000) for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
