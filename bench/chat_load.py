@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from client.ids import new_message_id
 from transport import wire
 from transport.code_sender import read_code_file
 from transport.crypto import DeviceKey
@@ -123,7 +124,7 @@ async def run_load(host: str, port: int, codes: Callable[[str], str | None], use
                 user, peer = random.sample(people, 2)
                 user.sent += 1
                 total += 1
-                user.send(wire.Send(f"m{user.sent}", peer.phone, b"x" * 64, ref=next(user.refs)))
+                user.send(wire.Send(new_message_id(), peer.phone, b"x" * 64, ref=next(user.refs)))
             await asyncio.sleep(max(0.0, 0.01 - (time.monotonic() - tick)))
     finally:
         for task in readers:

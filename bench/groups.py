@@ -35,6 +35,7 @@ from typing import Any
 from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
                            percentile, phone, provision, recv_report, run_client_process,
                            start_client_processes, stop_client_processes)
+from client.ids import new_message_id
 from transport import wire
 
 __all__ = ["add_arguments", "main", "run"]
@@ -92,8 +93,9 @@ class Member(WireClient):
         if n <= 0 or not self.running:
             return
         body, ref, group = _TS.pack(now) + self.pad, self.next_ref, self.group
+        ms = time.time_ns() // 1_000_000
         for _ in range(n):
-            self.out.append(_encode(_GroupSend(f"m{self.sent:x}", group, body, ref=ref)))
+            self.out.append(_encode(_GroupSend(new_message_id(ms), group, body, ref=ref)))
             self.by_ref[ref] = now
             ref += 1
             self.sent += 1
