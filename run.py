@@ -8,7 +8,7 @@
     python run.py top [--host H] [--http-port P]       live terminal view of a node
     python run.py status [--host H] [--http-port P]    one-shot summary (exit 0 ok, 1 degraded, 2 unreachable)
     python run.py bench actors|storage|monitor [--quick]   benchmarks (docs/benchmarks.md)
-    python run.py bench relay [--pairs P --window W --rate R]  chat throughput and latency
+    python run.py bench relay [--pairs P --window W --rate R] [--floor]  chat throughput and latency
     python run.py bench writer [--ids sdk|random|counter]    the relay's storage ops, LMDB only
     python run.py bench connections [N] [--quick]            idle users held by one node
     python run.py bench census [N]                           a worker's memory per idle user, by line

@@ -85,6 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --nodes: runs of each configuration, interleaved (default 1)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a node setting, as for run.py node --set (repeatable)")
+    parser.add_argument("--floor", action="store_true",
+                        help="the same load against the wire floor instead of a node: a server "
+                             "that answers the frames and stores nothing (bench/floor.py), to "
+                             "tell what the load generator and the frames alone take")
 
 
 # -- the load generator (one per client process) --------------------------------------
@@ -307,11 +311,18 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise BenchError("--pairs, --window, --clients and --rounds must be >= 1")
     if args.duration <= 0 or args.warmup < 0 or args.rate < 0 or args.workers < 1:
         raise BenchError("--duration must be > 0, --warmup and --rate >= 0, --workers >= 1")
+    if args.floor and (args.workers != 1 or args.settings):
+        raise BenchError("--floor is one process: it takes no --workers or --set")
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     """Run the benchmark on one node; returns one dict of figures per round."""
     check_arguments(args)
+    if args.floor:
+        from bench.floor import FloorNode
+        with FloorNode() as floor:
+            floor.start()
+            return measure(args, [floor], floor.cpu)
     settings = tuple(arg for kv in args.settings for arg in ("--set", kv))
     with LaunchedNode(args.workers, args=settings) as node:
         node.start()
@@ -395,13 +406,18 @@ _COLUMNS = [("delivered/s", "delivered_per_s", "{:>11,.0f}"), ("acked/s", "acked
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.floor and (args.nodes != 1 or args.repeat != 1):
+        print("bench relay failed: --floor is one process: it takes no --nodes or --repeat")
+        return 1
     if args.nodes != 1 or args.repeat != 1:
         from bench.relay_nodes import main as compare
         return compare(args)
     mode = f"open loop at {args.rate:,.0f} msgs/s" if args.rate > 0 else "closed loop"
+    server = ("the wire floor (bench/floor.py: frames answered, nothing stored)" if args.floor
+              else f"node: {args.workers} worker(s), fsync'd LMDB")
     print(f"bench relay: {args.pairs} pairs, window {args.window} (until {args.window_until}), "
           f"{mode}, body {args.body} B; "
-          f"node: {args.workers} worker(s), fsync'd LMDB; {args.clients} load-generator "
+          f"{server}; {args.clients} load-generator "
           f"processes; warm-up {args.warmup:g} s, {args.rounds} x {args.duration:g} s"
           + ("; pairs spread over the workers by the kernel (cross-worker routing)"
              if args.workers > 1 else ""))
@@ -423,6 +439,8 @@ def main(args: argparse.Namespace) -> int:
           f"unacked at the end {totals['unacked_at_end']}, receipts missing at the end "
           f"{totals['receipts_missing_at_end']}, errors {totals['errors'] or 'none'}")
     med = statistics.median(f["delivered_per_s"] for f in rounds)
+    if args.floor:
+        return 0
     print(f"target (2 cores, load generator included): >= 50,000 delivered msgs/s with 100 pairs "
           f"and window 32: {'met' if med >= 50_000 else 'not met'} ({med:,.0f}); p99 < 20 ms at "
           f"half that rate: measure with --rate 25000")
