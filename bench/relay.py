@@ -35,6 +35,10 @@ worker processes on one node, cross-worker routing included.
 node of one worker, one node of N workers and a cluster of N nodes of one
 worker each, where every pair's sender and receiver live on different nodes
 (bench/relay_nodes.py).
+
+``--floor`` runs the same load against the wire floor instead of a node
+(bench/floor.py): a server that answers the frames and stores nothing, the
+least any server speaking this protocol pays on the host at that rate.
 """
 
 from __future__ import annotations
@@ -316,7 +320,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    """Run the benchmark on one node; returns one dict of figures per round."""
+    """Run the benchmark on one node (or the floor); returns one dict of
+    figures per round, then one of totals."""
     check_arguments(args)
     if args.floor:
         from bench.floor import FloorNode
