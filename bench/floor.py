@@ -172,8 +172,8 @@ class FloorConnection(asyncio.Protocol):
             self.user = frame.user
             floor.online[frame.user] = self
             self.write(wire.encode_ack(ref))
-            for seq in sorted(floor.inbox.get(frame.user, {})):     # what came while away
-                self.write(floor.inbox[frame.user][seq][0])
+            for _, (held, _, _) in sorted(floor.inbox.get(frame.user, {}).items()):
+                self.write(held)                    # what came while away, in seq order
         else:
             self.fail(ref, _E.INVALID, f"{kind.__name__} is not served by the floor")
 

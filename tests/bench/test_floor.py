@@ -40,9 +40,11 @@ def test_bench_relay_floor_smoke():
     assert re.search(r"unacked at the end 0, receipts missing at the end 0, errors none", output)
 
 
-def test_bench_relay_floor_refuses_workers():
-    done, _ = run_tagged([sys.executable, "run.py", "bench", "relay", "--floor", "--workers", "2",
-                          "--duration", "1"], timeout=60)
+@pytest.mark.parametrize("option", [["--workers", "2"], ["--nodes", "2"], ["--set", "linger=1"]])
+def test_bench_relay_floor_refuses_what_a_node_takes(option):
+    done, left = run_tagged([sys.executable, "run.py", "bench", "relay", "--floor", *option,
+                             "--duration", "1"], timeout=60)
+    assert not left, f"processes left behind: {left}"
     assert done.returncode == 1 and "--floor is one process" in done.stdout
 
 
