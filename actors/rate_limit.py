@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Callable, Hashable
 
-__all__ = ["RateLimiter", "TokenBuckets"]
+__all__ = ["RateLimiter", "TokenBuckets", "take_all"]
 
 _SWEEP_EVERY = 1024
 _EPSILON = 1e-9               # float refills: 0.1 s at 10/s is one token, not 0.99999...
@@ -114,6 +114,22 @@ class TokenBuckets:
             bucket[0] = self._level(bucket, now) - 1.0
             bucket[1] = now
 
+    def refilled(self, key: Hashable, now: float) -> list[float]:
+        """``key``'s bucket, ``[tokens, at]``, refilled up to ``now`` (a new
+        one is full). A caller that checks several buckets before it spends
+        from any (``take_all``) reads and writes each once."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [self.burst, now]
+            self._since_sweep += 1
+            if self._since_sweep >= _SWEEP_EVERY:
+                self.sweep(now)
+        else:
+            tokens = bucket[0] + (now - bucket[1]) * self.rate
+            bucket[0] = tokens if tokens < self.burst else self.burst
+            bucket[1] = now
+        return bucket
+
     def sweep(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         self._since_sweep = 0
@@ -126,3 +142,20 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def take_all(claims: tuple[tuple[TokenBuckets, Hashable], ...], now: float
+             ) -> tuple[int, float]:
+    """One token from each ``(buckets, key)`` of ``claims`` if every one has
+    a token: ``(-1, 0.0)``. Else ``(i, wait)`` for the first claim without
+    one, and nothing is taken from any. One lookup per bucket: a SEND is
+    checked against two on every message (transport/flow.py)."""
+    held = []
+    for i, (buckets, key) in enumerate(claims):
+        bucket = buckets.refilled(key, now)
+        if bucket[0] < 1.0 - _EPSILON:
+            return i, (1.0 - bucket[0]) / buckets.rate
+        held.append(bucket)
+    for bucket in held:
+        bucket[0] -= 1.0
+    return -1, 0.0

@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from actors.messages import ResumePushes
-from actors.rate_limit import TokenBuckets
+from actors.rate_limit import TokenBuckets, take_all
 from transport import wire
 
 __all__ = ["FlowConfig", "Limits", "FlowControl", "SENDS", "CHANGES", "RATED", "retry_ms"]
@@ -103,17 +103,22 @@ class Limits:
 
     def admit_send(self, user: str, to: str) -> tuple[float, str]:
         """(0.0, "") if ``user`` may send to ``to`` now, else (wait, which limit)."""
-        now = self.clock()
         sends, pairs = self.sends, self.pairs
-        if sends is not None and (wait := sends.wait(user, now)):
+        if sends is not None and pairs is not None:     # the default: both
+            claims: tuple = ((sends, user), (pairs, (user, to)))
+        elif sends is not None:
+            claims = ((sends, user),)
+        elif pairs is not None:
+            claims = ((pairs, (user, to)),)
+        else:
+            return 0.0, ""
+        refused, wait = take_all(claims, self.clock())
+        if refused < 0:
+            return 0.0, ""
+        buckets = claims[refused][0]
+        if buckets is sends:
             return wait, f"over {sends.rate:g} messages/s for {user}"
-        if pairs is not None and (wait := pairs.wait((user, to), now)):
-            return wait, f"over {pairs.rate:g} messages/s from {user} to {to}"
-        if sends is not None:
-            sends.take(user, now)
-        if pairs is not None:
-            pairs.take((user, to), now)
-        return 0.0, ""
+        return wait, f"over {pairs.rate:g} messages/s from {user} to {to}"
 
 
 def _buckets(rate: float, burst: int, clock: Callable[[], float]) -> TokenBuckets | None:

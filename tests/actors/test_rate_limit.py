@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.rate_limit import TokenBuckets
+from actors.rate_limit import TokenBuckets, take_all
 from transport.flow import FlowConfig, Limits
 
 
@@ -53,6 +53,36 @@ def test_a_pair_is_limited_apart_from_the_user():
         limits.admit_send("u", f"z{_}")
     wait, why = limits.admit_send("u", "w")               # the user's 10 are used up
     assert wait > 0 and "for u" in why
+
+
+def test_take_all_takes_from_every_bucket_or_from_none():
+    clock = Clock()
+    users = TokenBuckets(rate=10, burst=3, clock=clock)
+    pairs = TokenBuckets(rate=1, burst=1, clock=clock)
+    assert take_all(((users, "u"), (pairs, ("u", "x"))), clock.now) == (-1, 0.0)
+    assert users.wait("u") == 0.0 and pairs.wait(("u", "x")) == pytest.approx(1.0)
+    refused, wait = take_all(((users, "u"), (pairs, ("u", "x"))), clock.now)
+    assert refused == 1 and wait == pytest.approx(1.0)
+    assert take_all(((users, "u"), (pairs, ("u", "y"))), clock.now) == (-1, 0.0)
+    assert take_all(((users, "u"), (pairs, ("u", "z"))), clock.now) == (-1, 0.0)   # u's 3rd:
+    refused, wait = take_all(((users, "u"), (pairs, ("u", "w"))), clock.now)    # the refused
+    assert refused == 0 and wait == pytest.approx(0.1)      # claim on x did not spend one
+    assert len(pairs) == 3                  # w was not reached: no bucket made for it
+    assert pairs.wait(("u", "w")) == 0.0
+    clock.now += 1.0
+    pairs.sweep()
+    assert len(pairs) == 0                  # all refilled: swept
+
+
+def test_a_send_refused_for_its_pair_costs_the_user_nothing():
+    clock = Clock()
+    limits = Limits(FlowConfig(send_rate=1, send_burst=2, pair_rate=1, pair_burst=1), clock)
+    assert limits.admit_send("u", "x") == (0.0, "")
+    for _ in range(5):                      # refused for the pair, again and again
+        assert "from u to x" in limits.admit_send("u", "x")[1]
+    assert limits.admit_send("u", "y") == (0.0, "")      # the user's second token is intact
+    wait, why = limits.admit_send("u", "z")
+    assert wait == pytest.approx(1.0) and "for u" in why
 
 
 def test_flow_config_from_the_node_config():
