@@ -449,4 +449,3 @@ def main(args: argparse.Namespace) -> int:
     for line in verdicts(args, rounds):
         print(line)
     return 0
-
