@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from supervisor import thespian_loopback
 from supervisor.cluster_directory import (LEADER_CAPABILITY, NODE_CAPABILITY, DirectoryFound,
@@ -39,12 +39,14 @@ from supervisor.spec import SupFlags
 from supervisor.worker_process import LOG_FORMAT
 
 __all__ = ["run_node", "http_ports", "reserve_port", "start_actor_system", "start_workers",
-           "ask_for", "stop_node", "free_port", "process_tree", "listener_pids", "reap"]
+           "ask_for", "stop_node", "free_port", "process_tree", "process_group",
+           "listener_pids", "reap"]
 
 log = logging.getLogger("switchboard.launcher")
 
 HEALTH_CHECK_EVERY = 5.0      # seconds between "are you there?" asks to the supervisor
 ASK_TIMEOUT = 5.0
+ALIVE_CHECK_EVERY = 0.5       # seconds between checks that an awaited process lives
 PING_TIMEOUT = 2.0            # seconds a member waits for the cluster directory
 DIRECTORY_CHECK_EVERY = 1.0   # seconds between a member's pings of it
 
@@ -104,19 +106,22 @@ def start_actor_system(bind: str = "127.0.0.1", admin_port: int = 0, node: str |
     return ActorSystem("multiprocTCPBase", capabilities, transientUnique=True), port
 
 
-def ask_for(asys, address, message, reply_types: tuple[type, ...], timeout: float):
+def ask_for(asys, address, message, reply_types: tuple[type, ...], timeout: float,
+            alive: Callable[[], bool] | None = None):
     """``ask`` and keep listening until a reply of one of ``reply_types``
     arrives (an ask returns whatever reaches this client first); None on
-    timeout."""
+    timeout, or as soon as ``alive()`` (checked every ``ALIVE_CHECK_EVERY``
+    s) says the process that should answer is gone."""
     deadline = time.monotonic() + timeout
-    reply = asys.ask(address, message, timeout)
+    step = timeout if alive is None else min(timeout, ALIVE_CHECK_EVERY)
+    reply = asys.ask(address, message, step)
     while not isinstance(reply, reply_types):
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or (alive is not None and not alive()):
             return None
         if reply is not None:
             log.debug("ignored while waiting for %s: %r", reply_types, reply)
-        reply = asys.listen(remaining)
+        reply = asys.listen(min(remaining, step))
     return reply
 
 
@@ -155,26 +160,36 @@ def start_workers(asys, count: int, config: dict[str, Any], flags: SupFlags = DE
     return supervisor, reply
 
 
-def stop_node(asys, supervisor, timeout: float = 30.0) -> bool:
-    """Stop the workers in reverse start order; True if they all stopped."""
+def stop_node(asys, supervisor, timeout: float = 30.0, supervisor_pid: int | None = None
+              ) -> bool:
+    """Stop the workers in reverse start order; True if they all stopped.
+    With ``supervisor_pid``, a supervisor that is gone (signalled with the
+    rest of the node: ``pkill -f``, a systemd stop) is not waited for."""
+    alive = None if supervisor_pid is None else (lambda: pid_alive(supervisor_pid))
     reply = ask_for(asys, supervisor, StopWorkers(), (WorkersStopped, NodeSupervisorStopped),
-                    timeout)
+                    timeout, alive)
     return reply is not None
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and every live descendant of it, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def _proc_stats() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process, read from /proc."""
+    stats = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        ppid, pgrp = stat[stat.rindex(b")") + 2:].split()[1:3]
+        stats.append((int(entry), int(ppid), int(pgrp)))
+    return stats
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every live descendant of it, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in _proc_stats():
+        children.setdefault(ppid, []).append(pid)
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -182,6 +197,11 @@ def process_tree(root: int) -> list[int]:
             tree.append(pid)
         todo.extend(children.get(pid, ()))
     return tree
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``, read from /proc."""
+    return [pid for pid, _, pgrp in _proc_stats() if pgrp == pgid and pid_alive(pid)]
 
 
 def listener_pids(port: int) -> list[int]:
@@ -301,6 +321,17 @@ class _DirectoryWatch:
             self.asys.tell(self.supervisor, DirectoryFound(found))
 
 
+def _own_group(admin_pid: int) -> int | None:
+    """The node's process group: the Admin starts a session of its own, and
+    every process of the node (logger, node supervisor, workers, their LMDB
+    writers) is in it. None if it is this launcher's group, or unknown."""
+    try:
+        group = os.getpgid(admin_pid)
+    except OSError:
+        return None
+    return None if group == os.getpgrp() else group
+
+
 def _node_processes(admin_port: int) -> list[int]:
     """The node's processes now: the Admin (found by its listener) and its
     descendants (logger, node supervisor, workers). Never this process."""
@@ -357,6 +388,7 @@ def run_node(args) -> int:
               "http_ports": worker_http,
               **cluster, **dict(getattr(args, "settings", None) or {})}
     node_pids = _node_processes(admin_port)
+    node_group: int | None = None
     rc = 1
     try:
         with _StopRequested() as stop:
@@ -369,13 +401,19 @@ def run_node(args) -> int:
                 log.info("media: http://%s:%d/media", args.bind, media_port)
                 log.info("dashboard: http://%s:%d/ (worker HTTP ports %s)", args.bind,
                          config["http_ports"][0], " ".join(map(str, config["http_ports"])))
+                node_pids = sorted({*node_pids, reply.admin_pid, reply.supervisor_pid,
+                                    *reply.pids})
+                node_group = _own_group(reply.admin_pid)
                 watch = (_DirectoryWatch(asys, supervisor, config["cluster_directory"])
                          if join is not None else None)
                 rc = _wait(asys, supervisor, stop, watch)
                 node_pids = sorted(set(node_pids) | set(_node_processes(admin_port)))
-                if rc == 0 and not stop_node(asys, supervisor,
-                                             timeout=10.0 + 6.0 * args.workers):
-                    log.warning("workers did not all stop in time")
+                if rc == 0 and not stop_node(asys, supervisor, 10.0 + 6.0 * args.workers,
+                                             reply.supervisor_pid):
+                    if pid_alive(reply.supervisor_pid):
+                        log.warning("workers did not all stop in time")
+                    else:                       # signalled with the rest: pkill, systemd
+                        log.warning("the node supervisor is gone: reaping what is left")
             elif isinstance(reply, NodeSupervisorStopped):
                 log.error("node supervisor stopped while starting workers (%s)", reply.reason)
             else:
@@ -384,6 +422,8 @@ def run_node(args) -> int:
         asys.shutdown()
         for sock in held:
             sock.close()
+        if node_group is not None:              # workers restarted since, and whatever
+            node_pids = sorted({*node_pids, *process_group(node_group)})   # the Admin left
         leftovers = reap(node_pids)
         if leftovers:
             log.warning("killed processes left after shutdown: %s", leftovers)

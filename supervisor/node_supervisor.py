@@ -38,7 +38,9 @@ Messages handled: ``StartWorkers`` (reply ``WorkersStarted``),
 ``WorkerFailed``, Thespian's ``ChildActorExited``, ``ActorExitRequest`` and
 ``WakeupMessage`` (ticks and timeouts). Sent to the owner on escalation:
 ``NodeSupervisorStopped``. If the owner process (the launcher) disappears,
-the supervisor stops its workers and shuts the whole ActorSystem down.
+the supervisor stops its workers and shuts the whole ActorSystem down; if it
+disappears after the workers were stopped, before the Admin ended the
+supervisor (both killed together), the supervisor exits by itself.
 """
 
 from __future__ import annotations
@@ -245,6 +247,14 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     def _tick(self) -> None:
         if self._phase == "stopped":
+            # The Admin ends this actor when the launcher shuts the system down.
+            # With the launcher gone (and the Admin with it), nobody will.
+            if self._owner_pid and not pid_alive(self._owner_pid):
+                _log().warning("owner process %d is gone after the stop: exiting",
+                               self._owner_pid)
+                self.send(self.myAddress, ActorExitRequest())
+            else:
+                self.wakeupAfter(self._check, _Tick())
             return
         for slot, worker in enumerate(self._slots):
             if worker is not None and worker.pid is not None and not pid_alive(worker.pid):

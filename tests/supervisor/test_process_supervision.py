@@ -212,6 +212,43 @@ def test_run_node_refuses_a_port_in_use(tmp_path):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_every_process_signalled_at_once_leaves_none(tmp_path, wait_until, sig):
+    # What ``pkill -f "run.py node"`` or a systemd stop does: the signal reaches
+    # the launcher, the Admin, the logger, the node supervisor and the workers
+    # together, so the supervisor may be gone before the launcher asks it to stop.
+    with launched_node(tmp_path, workers=2) as (launcher, log_path, tag):
+        _node_up(log_path, wait_until)
+        for pid in _tagged_pids(tag):
+            os.kill(pid, sig)
+        started = time.monotonic()
+        assert launcher.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+        assert time.monotonic() - started < 10, log_path.read_text()[-3000:]   # not 22 s
+        wait_until(lambda: not _tagged_pids(tag), timeout=10.0)
+
+
+@pytest.mark.timeout(60)
+def test_supervisor_exits_when_launcher_and_admin_die_after_the_stop(tmp_path, wait_until):
+    with launched_node(tmp_path, workers=1) as (launcher, log_path, tag):
+        _node_up(log_path, wait_until)
+        log = log_path.read_text()
+        admin = int(re.search(r"admin [\d.]+:\d+ \(pid (\d+)\)", log).group(1))
+        supervisor = int(re.search(r"node supervisor pid (\d+)", log).group(1))
+        # Step 1: the Admin cannot shut the system down, the launcher stops the workers.
+        os.kill(admin, signal.SIGSTOP)
+        launcher.send_signal(signal.SIGTERM)
+        wait_until(lambda: "all workers stopped (asked to stop)" in log_path.read_text(),
+                   timeout=15.0)
+        # Step 2: both die before the Admin's shutdown reaches the supervisor.
+        launcher.kill()
+        launcher.wait(timeout=10)
+        os.kill(admin, signal.SIGKILL)
+        # Step 3: nobody is left to end the supervisor: it sees its owner gone, and exits.
+        wait_until(lambda: not pid_alive(supervisor), timeout=10.0)
+        assert "is gone after the stop: exiting" in log_path.read_text()
+
+
+@pytest.mark.timeout(60)
 def test_killed_launcher_takes_its_node_down(tmp_path, wait_until):
     with launched_node(tmp_path, workers=1) as (launcher, log_path, tag):
         _node_up(log_path, wait_until)
