@@ -264,7 +264,8 @@ class _StopRequested:
         self.signal = signum
 
 
-def _wait(asys, supervisor, stop: _StopRequested, check: Any = None) -> int:
+def _wait(asys, supervisor, stop: _StopRequested, check: Any = None,
+          supervisor_pid: int | None = None) -> int:
     """Until a stop signal (0) or the supervisor escalates or vanishes (1).
     ``check()`` runs every ``DIRECTORY_CHECK_EVERY`` s (a member's check of
     its cluster directory: a restarted leader is found within seconds)."""
@@ -274,6 +275,9 @@ def _wait(asys, supervisor, stop: _StopRequested, check: Any = None) -> int:
         msg = asys.listen(0.25)
         if isinstance(msg, NodeSupervisorStopped):
             log.error("node supervisor stopped (%s): exiting", msg.reason)
+            return 1
+        if supervisor_pid is not None and not pid_alive(supervisor_pid) and stop.signal is None:
+            log.error("node supervisor process %d is gone: exiting", supervisor_pid)
             return 1
         if check is not None and time.monotonic() >= next_watch:
             stopped = check()
@@ -406,7 +410,7 @@ def run_node(args) -> int:
                 node_group = _own_group(reply.admin_pid)
                 watch = (_DirectoryWatch(asys, supervisor, config["cluster_directory"])
                          if join is not None else None)
-                rc = _wait(asys, supervisor, stop, watch)
+                rc = _wait(asys, supervisor, stop, watch, reply.supervisor_pid)
                 node_pids = sorted(set(node_pids) | set(_node_processes(admin_port)))
                 if rc == 0 and not stop_node(asys, supervisor, 10.0 + 6.0 * args.workers,
                                              reply.supervisor_pid):

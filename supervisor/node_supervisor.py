@@ -113,6 +113,7 @@ class NodeSupervisor(ActorTypeDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._phase = "idle"     # idle | running | stopping | escalating | owner_gone | stopped
+        #                          | exiting (ActorExitRequest: from any phase, for good)
         self._slots: list[_Worker | None] = []
         self._queue: deque[int] = deque()       # slots waiting to start, in order
         self._starting: int | None = None
@@ -159,7 +160,7 @@ class NodeSupervisor(ActorTypeDispatcher):
                                           self._found_dead))
 
     def receiveMsg_StopWorkers(self, msg: StopWorkers, sender) -> None:
-        if self._phase in ("idle", "stopped"):
+        if self._phase in ("idle", "stopped", "exiting"):
             self.send(sender, WorkersStopped())
             return
         self._stop_requester = sender
@@ -178,6 +179,10 @@ class NodeSupervisor(ActorTypeDispatcher):
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
         # Thespian now sends ActorExitRequest to every child at once; the
         # orderly, reverse-order stop is StopWorkers (the launcher sends it first).
+        # Their ChildActorExited still come here while Thespian waits for them:
+        # from now on nothing is restarted (a SIGTERM to this process alone is
+        # such a request, and a worker restarted now was left orphaned).
+        self._phase = "exiting"
         _log().info("node supervisor exiting")
 
     # -- events from workers ------------------------------------------------------
