@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,15 @@ async def spread(mesh: MeshNode, clients: list, accounts: list) -> list[dict]:
     places a connection by a hash of its addresses, so all of a few may land
     on one worker (for 8, 1 in 128): then the last client (``clients[-1]``,
     logged in as ``accounts[-1]``) logs in again from a new source port,
-    replaced in ``clients``, up to 20 times."""
+    replaced in ``clients``, up to 20 times. A worker's status is a sample
+    taken every second: only samples taken after the last login count (a
+    retry within one sample period read the same stale counts 20 times)."""
+    since = time.time()
+
     def settled():
         status = worker_status(mesh.log())
-        if sum(w["connections"] for w in status) == len(clients):
+        if all(w["at"] >= since for w in status) and \
+                sum(w["connections"] for w in status) == len(clients):
             return status
     for _ in range(20):
         status = await asyncio.to_thread(wait_until, settled, 10)
@@ -65,6 +71,7 @@ async def spread(mesh: MeshNode, clients: list, accounts: list) -> list[dict]:
             return status
         await clients[-1].close()
         clients[-1] = await login(mesh.node, accounts[-1])
+        since = time.time()
     raise AssertionError(f"every connection stayed on one worker: {status}")
 
 
