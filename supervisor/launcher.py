@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from supervisor import thespian_loopback
+from supervisor.data_lock import DataDirInUse, DataDirLock
 from supervisor.cluster_directory import (LEADER_CAPABILITY, NODE_CAPABILITY, DirectoryFound,
                                           Ping, Pong, Rendezvous, WhereIs)
 from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSupervisorStopped,
@@ -352,6 +353,15 @@ def run_node(args) -> int:
         return 2
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with DataDirLock(data_dir):         # one node per data directory
+            return _run_node(args, data_dir)
+    except DataDirInUse as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def _run_node(args, data_dir: Path) -> int:
     name, join = getattr(args, "name", None), getattr(args, "join", None)
     if join is not None and name is None:
         log.error("--join needs --name: every node of a cluster has a name")

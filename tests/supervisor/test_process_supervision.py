@@ -15,13 +15,15 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.launched import _listeners, _node_up, _tagged_pids, launched_node
+from tests.launched import _listeners, _node_up, _tagged_pids, launched_node, run_tagged
+from supervisor.data_lock import DataDirLock
 from supervisor.launcher import process_tree, reserve_port, stop_node
 from supervisor.node_supervisor import pid_alive
 from supervisor.spec import SupFlags
@@ -279,6 +281,31 @@ def test_supervisor_exits_when_launcher_and_admin_die_after_the_stop(tmp_path, w
         # Step 3: nobody is left to end the supervisor: it sees its owner gone, and exits.
         wait_until(lambda: not pid_alive(supervisor), timeout=10.0)
         assert "is gone after the stop: exiting" in log_path.read_text()
+
+
+@pytest.mark.timeout(90)
+def test_one_node_per_data_dir(tmp_path, wait_until):
+    second = [sys.executable, "run.py", "node", "--data-dir", str(tmp_path / "data"),
+              "--admin-port", "0", "--port", "0", "--http-port", "0", "--media-port", "0"]
+    with launched_node(tmp_path, workers=1) as (launcher, log_path, tag):
+        _node_up(log_path, wait_until)
+        # Step 1: a second node on the same directory (other ports) is refused at once.
+        done, left = run_tagged(second, timeout=30)
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert f"is in use by another node (launcher pid {launcher.pid})" in done.stderr
+        assert "node up" not in done.stderr and not left
+        # Step 2: the first is untouched; stopped, it frees the directory.
+        assert launcher.poll() is None
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+    with launched_node(tmp_path, workers=1) as (launcher, log_path, tag):
+        _node_up(log_path, wait_until)      # the same directory, a node again
+        # Step 3: however the launcher dies, the lock goes with it (its forks never held it).
+        launcher.kill()
+        launcher.wait(timeout=10)
+        with DataDirLock(tmp_path / "data"):
+            pass
+        wait_until(lambda: not _tagged_pids(tag), timeout=10.0)
 
 
 @pytest.mark.timeout(60)
