@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 
-from supervisor.launcher import (ask_for, listener_pids, process_tree, reap,
-                                 start_actor_system, start_workers, stop_node)
+from supervisor.launcher import ask_for, start_actor_system, start_workers, stop_node
+from supervisor.procs import listener_pids, process_tree, reap
 from supervisor.node_supervisor import (ReportWorkers, WorkersReported, WorkersStarted)
 from supervisor.spec import SupFlags
 

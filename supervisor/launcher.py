@@ -29,19 +29,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from supervisor import thespian_loopback
-from supervisor.data_lock import DataDirInUse, DataDirLock
 from supervisor.cluster_directory import (LEADER_CAPABILITY, NODE_CAPABILITY, DirectoryFound,
                                           Ping, Pong, Rendezvous, WhereIs)
+from supervisor.data_lock import DataDirInUse, DataDirLock
 from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisor, NodeSupervisorStopped,
                                         ReportWorkers, StartWorkers, StopWorkers,
                                         WorkersReported, WorkersStarted, WorkersStopped,
                                         pid_alive)
+from supervisor.procs import listener_pids, process_group, process_tree, reap
 from supervisor.spec import SupFlags
 from supervisor.worker_process import LOG_FORMAT
 
 __all__ = ["run_node", "http_ports", "reserve_port", "start_actor_system", "start_workers",
-           "ask_for", "stop_node", "free_port", "process_tree", "process_group",
-           "listener_pids", "reap"]
+           "ask_for", "stop_node", "free_port"]
 
 log = logging.getLogger("switchboard.launcher")
 
@@ -172,79 +172,6 @@ def stop_node(asys, supervisor, timeout: float = 30.0, supervisor_pid: int | Non
     return reply is not None
 
 
-def _proc_stats() -> list[tuple[int, int, int]]:
-    """(pid, parent pid, process group) of every process, read from /proc."""
-    stats = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid, pgrp = stat[stat.rindex(b")") + 2:].split()[1:3]
-        stats.append((int(entry), int(ppid), int(pgrp)))
-    return stats
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every live descendant of it, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid, _ in _proc_stats():
-        children.setdefault(ppid, []).append(pid)
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid_alive(pid):
-            tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def process_group(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid``, read from /proc."""
-    return [pid for pid, _, pgrp in _proc_stats() if pgrp == pgid and pid_alive(pid)]
-
-
-def listener_pids(port: int) -> list[int]:
-    """Pids of the processes holding a TCP socket listening on ``port`` (the
-    Admin, and whatever inherited its socket), read from /proc."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
-    pids = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fds = os.listdir(f"/proc/{entry}/fd")
-            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
-                pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
-def reap(pids: list[int], timeout: float = 5.0) -> list[int]:
-    """Wait up to ``timeout`` for ``pids`` to exit, SIGKILL the rest; returns
-    the pids that had to be killed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    killed = [p for p in pids if pid_alive(p)]
-    for pid in killed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return killed
-
-
 class _StopRequested:
     """SIGTERM / SIGINT handlers that only raise a flag, restored on exit."""
 
@@ -278,7 +205,11 @@ def _wait(asys, supervisor, stop: _StopRequested, check: Any = None,
             log.error("node supervisor stopped (%s): exiting", msg.reason)
             return 1
         if supervisor_pid is not None and not pid_alive(supervisor_pid) and stop.signal is None:
-            log.error("node supervisor process %d is gone: exiting", supervisor_pid)
+            last = asys.listen(0.25)        # why it went may still be on its way
+            if isinstance(last, NodeSupervisorStopped):
+                log.error("node supervisor stopped (%s): exiting", last.reason)
+            else:
+                log.error("node supervisor process %d is gone: exiting", supervisor_pid)
             return 1
         if check is not None and time.monotonic() >= next_watch:
             stopped = check()

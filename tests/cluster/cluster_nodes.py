@@ -11,7 +11,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor.launcher import process_tree
+from supervisor.procs import process_tree
 from tests.e2e.conftest import Node
 from tests.e2e.test_durability import FileCodes
 from tests.launched import (_node_up, _tagged_pids, admin_port, client_port, launched_node,

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from supervisor.launcher import process_tree
+from supervisor.procs import process_tree
 from tests.cluster.cluster_nodes import knows
 from tests.launched import ROOT, _tagged_pids, wait_until
 

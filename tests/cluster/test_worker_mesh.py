@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from supervisor.launcher import process_tree
+from supervisor.procs import process_tree
 from tests.cluster.mesh_node import mesh_node, next_of, spread, worker_status
 from tests.e2e.conftest import login, register
 from tests.launched import wait_until

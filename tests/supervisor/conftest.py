@@ -12,8 +12,8 @@ import time
 import pytest
 from thespian.actors import ActorExitRequest
 
-from supervisor.launcher import (ask_for, free_port, listener_pids, process_tree, reap,
-                                 start_actor_system, start_workers, stop_node)
+from supervisor.launcher import ask_for, free_port, start_actor_system, start_workers, stop_node
+from supervisor.procs import listener_pids, process_tree, reap
 from tests.launched import wait_until
 from supervisor.node_supervisor import (DEFAULT_FLAGS, NodeSupervisorStopped, ReportWorkers,
                                         WorkersReported, WorkersStarted, pid_alive)

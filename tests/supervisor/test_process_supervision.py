@@ -24,7 +24,8 @@ import pytest
 
 from tests.launched import _listeners, _node_up, _tagged_pids, launched_node, run_tagged
 from supervisor.data_lock import DataDirLock
-from supervisor.launcher import process_tree, reserve_port, stop_node
+from supervisor.launcher import reserve_port, stop_node
+from supervisor.procs import process_tree
 from supervisor.node_supervisor import pid_alive
 from supervisor.spec import SupFlags
 
