@@ -7,7 +7,8 @@ before it enters the outbox and opened before it becomes an event.
   and tops the one-time prekeys up to ``ONE_TIME`` when fewer than
   ``LOW_WATER`` are left, and rotates the signed prekey after a week.
 - ``seal(to, envelope, then)``: under a per-contact lock, fetches the
-  contact's bundle (KEYS_FETCH) if there is no session, checks the identity
+  contact's bundle (KEYS_FETCH, tried again for a few seconds while the
+  answer is "try again" or does not come) if there is no session, checks the identity
   against the trust store (``IdentityChanged`` event if it changed),
   encrypts, saves the session, and only then calls ``then(ciphertext)``
   (the outbox), inside the lock, so bodies enter the outbox in the order
@@ -38,12 +39,15 @@ from transport.e2e import (
 )
 from client import events as ev
 from client.e2e_store import E2EStore
+from client.errors import ConnectionLost, RequestTimeout, ServerError
 
 __all__ = ["Encryption", "ONE_TIME", "LOW_WATER"]
 
 ONE_TIME = 100                  # one-time prekeys kept published
 LOW_WATER = 20                  # top up below this many
 ROTATE_AFTER = 7 * 86_400       # seconds: a new signed prekey every week
+FETCH_TRIES = 5                 # KEYS_FETCH requests (each up to the request timeout) ...
+FETCH_BACKOFF = 0.25            # ... s before the second, doubling: ~4 s of waits between
 _KEY_CHANGED = "\0key-changed"  # the id a handled KEY_CHANGED is remembered under
 
 
@@ -102,12 +106,35 @@ class Encryption:
             return then(body)
 
     async def _start(self, to: str) -> SessionRecord:
-        answer = await self.call(wire.KeysFetch(to))
+        answer = await self._fetch(to)
         bundle = KeyBundle.from_bytes(answer["bundle"]).verify()
         self._observe(to, bundle.identity)
         record = self.store.session(to)
         record.initiate(self.keys, bundle)
         return record
+
+    async def _fetch(self, to: str) -> Any:
+        """KEYS_FETCH ``to``'s bundle. One request already asks again while
+        the answer is "try again" (INTERNAL), within the request timeout;
+        a restarting cluster node can take longer than that (its directory is
+        rebuilt from the nodes' rejoins), so the whole request is made again
+        after a backoff while it ends in "try again" or no answer: a message
+        written meanwhile goes out a few seconds later rather than failing,
+        as a SEND would be retried. A refusal (NO_KEYS, UNKNOWN_USER,
+        RATE_LIMITED, ...) fails at once, and so does the last try
+        (``FETCH_TRIES``)."""
+        delay = FETCH_BACKOFF
+        for attempt in range(1, FETCH_TRIES + 1):
+            try:
+                return await self.call(wire.KeysFetch(to))
+            except (RequestTimeout, ConnectionLost):
+                if attempt == FETCH_TRIES:
+                    raise
+            except ServerError as error:
+                if error.code is not wire.ErrorCode.INTERNAL or attempt == FETCH_TRIES:
+                    raise
+            await asyncio.sleep(delay)
+            delay *= 2
 
     def _observe(self, user: str, identity: bytes) -> bool:
         """Trust on first use; a changed identity is announced. True if it changed."""

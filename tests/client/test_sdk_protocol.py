@@ -14,6 +14,7 @@ from transport.crypto import DeviceKey, verify
 
 E = wire.ErrorCode
 ALICE, BOB = "+15550000001", "+15550000002"
+CAROL, DAVE = "+15550000003", "+15550000004"
 
 
 async def test_handshake_register_confirm_login(server, make_client):
@@ -187,3 +188,39 @@ async def test_async_with_connect(server):
     async with Client.connect("127.0.0.1", server.port, **FAST) as client:
         await client.register(ALICE)
     assert client.closed and server.frames(wire.Bye)
+
+
+
+async def test_a_key_fetch_that_gets_no_answer_is_tried_again(server, logged_in, monkeypatch):
+    # A KEYS_FETCH goes unanswered for a while (a cluster node restarting, its
+    # directory being rebuilt, past the request timeout; "try again" answers
+    # are retried within it already): the message waits for the keys instead
+    # of failing. A refusal (NO_KEYS) fails the send at once; so does the last try.
+    from client import encryption
+    from transport.e2e import LocalKeys
+    monkeypatch.setattr(encryption, "FETCH_BACKOFF", 0.01)
+    for user in (BOB, CAROL):
+        _, key = server.add_account(user)
+        server.publish_keys(user, LocalKeys.generate(key, one_time=1).bundle())
+    answer, silent = server.on_keysfetch, {"left": 2}
+
+    def on_keysfetch(conn, f):
+        if silent["left"] > 0:
+            silent["left"] -= 1                 # no answer at all
+        else:
+            answer(conn, f)
+    server.on(wire.KeysFetch, on_keysfetch)
+    alice = await logged_in(ALICE, e2e=True, request_timeout=0.3)
+    # Step 1: two fetches time out, the third is answered: the message goes out.
+    sent = await asyncio.wait_for(alice.send(BOB, b"hi", id="m1"), 10)
+    assert sent.id == "m1" and len(server.frames(wire.KeysFetch)) == 3
+    # Step 2: a user with no keys is refused once, not asked again.
+    server.add_account(DAVE)
+    with pytest.raises(ServerError) as refused:
+        await asyncio.wait_for(alice.send(DAVE, b"hi", id="m2"), 10)
+    assert refused.value.code is E.NO_KEYS and len(server.frames(wire.KeysFetch)) == 4
+    # Step 3: no answer to any try: the send fails with the last timeout.
+    silent["left"] = encryption.FETCH_TRIES
+    with pytest.raises(RequestTimeout):
+        await asyncio.wait_for(alice.send(CAROL, b"hi", id="m3"), 10)
+    assert len(server.frames(wire.KeysFetch)) == 4 + encryption.FETCH_TRIES
