@@ -103,16 +103,7 @@ class TokenBuckets:
 
     def take(self, key: Hashable, now: float | None = None) -> None:
         """Take one token from ``key`` (callers check ``wait`` first)."""
-        now = self.clock() if now is None else now
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            self._buckets[key] = [self.burst - 1.0, now]
-            self._since_sweep += 1
-            if self._since_sweep >= _SWEEP_EVERY:
-                self.sweep(now)
-        else:
-            bucket[0] = self._level(bucket, now) - 1.0
-            bucket[1] = now
+        self.refilled(key, self.clock() if now is None else now)[0] -= 1.0
 
     def refilled(self, key: Hashable, now: float) -> list[float]:
         """``key``'s bucket, ``[tokens, at]``, refilled up to ``now`` (a new
@@ -120,11 +111,11 @@ class TokenBuckets:
         from any (``take_all``) reads and writes each once."""
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = [self.burst, now]
             self._since_sweep += 1
             if self._since_sweep >= _SWEEP_EVERY:
-                self.sweep(now)
-        else:
+                self.sweep(now)         # before the new bucket: full, a sweep would drop it
+            bucket = self._buckets[key] = [self.burst, now]
+        else:                           # ``_level``, inlined: a SEND's hot path (~0.7 us)
             tokens = bucket[0] + (now - bucket[1]) * self.rate
             bucket[0] = tokens if tokens < self.burst else self.burst
             bucket[1] = now

@@ -39,7 +39,7 @@ from transport.e2e import (
 )
 from client import events as ev
 from client.e2e_store import E2EStore
-from client.errors import ConnectionLost, RequestTimeout, ServerError
+from client.errors import RequestTimeout, ServerError
 
 __all__ = ["Encryption", "ONE_TIME", "LOW_WATER"]
 
@@ -127,7 +127,7 @@ class Encryption:
         for attempt in range(1, FETCH_TRIES + 1):
             try:
                 return await self.call(wire.KeysFetch(to))
-            except (RequestTimeout, ConnectionLost):
+            except RequestTimeout:
                 if attempt == FETCH_TRIES:
                     raise
             except ServerError as error:

@@ -95,11 +95,10 @@ class Limits:
         changes = self.changes
         if changes is None:
             return 0.0, ""
-        now = self.clock()
-        if wait := changes.wait(user, now):
-            return wait, f"over {changes.rate:g} group changes/s for {user}"
-        changes.take(user, now)
-        return 0.0, ""
+        refused, wait = take_all(((changes, user),), self.clock())
+        if refused < 0:
+            return 0.0, ""
+        return wait, f"over {changes.rate:g} group changes/s for {user}"
 
     def admit_send(self, user: str, to: str) -> tuple[float, str]:
         """(0.0, "") if ``user`` may send to ``to`` now, else (wait, which limit)."""

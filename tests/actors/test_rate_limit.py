@@ -74,6 +74,17 @@ def test_take_all_takes_from_every_bucket_or_from_none():
     assert len(pairs) == 0                  # all refilled: swept
 
 
+def test_the_bucket_a_sweep_comes_with_is_charged():
+    # Every 1,024th new key sweeps full buckets: the new key's own bucket,
+    # full until its token is taken, must not be swept away with them.
+    clock = Clock()
+    buckets = TokenBuckets(rate=1, burst=1, clock=clock)
+    for key in range(2 * 1024 + 1):
+        assert take_all(((buckets, key),), clock.now) == (-1, 0.0)
+    assert len(buckets) == 2 * 1024 + 1
+    assert all(buckets.wait(key) == pytest.approx(1.0) for key in range(2 * 1024 + 1))
+
+
 def test_a_send_refused_for_its_pair_costs_the_user_nothing():
     clock = Clock()
     limits = Limits(FlowConfig(send_rate=1, send_burst=2, pair_rate=1, pair_burst=1), clock)
