@@ -29,8 +29,9 @@ import tempfile
 import tracemalloc
 
 from bench.connections import _client_process
-from bench.loadgen import (BenchError, memory_kb, phone, provision, recv_report,
-                           start_client_processes, stop_client_processes)
+from bench.host import memory_kb
+from bench.loadgen import (BenchError, phone, provision, recv_report, start_client_processes,
+                           stop_client_processes)
 
 __all__ = ["add_arguments", "main"]
 

@@ -47,9 +47,9 @@ import socket
 import time
 from typing import Any
 
-from bench.loadgen import (BenchError, LaunchedNode, WireClient, cpu_seconds, machine_cpu, phone,
-                           provision, raise_nofile, recv_report, run_client_process, sockstat,
-                           start_client_processes, stop_client_processes)
+from bench.host import cpu_seconds, machine_cpu, raise_nofile, sockstat
+from bench.loadgen import (BenchError, LaunchedNode, WireClient, phone, provision, recv_report,
+                           run_client_process, start_client_processes, stop_client_processes)
 from transport import wire
 
 __all__ = ["add_arguments", "main"]

@@ -40,7 +40,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import BenchError, cpu_seconds
+from bench.host import cpu_seconds
+from bench.loadgen import BenchError
 from transport import wire
 from transport.code_sender import FileCodeSender
 from transport.crypto import verify

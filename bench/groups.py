@@ -32,9 +32,10 @@ import time
 from array import array
 from typing import Any
 
-from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, cpu_seconds,
-                           percentile, phone, provision, recv_report, run_client_process,
-                           start_client_processes, stop_client_processes)
+from bench.host import cpu_seconds
+from bench.loadgen import (BenchError, LaunchedNode, WireClient, add_round_arguments, percentile,
+                           phone, provision, recv_report, run_client_process, start_client_processes,
+                           stop_client_processes)
 from client.ids import new_message_id
 from transport import wire
 

@@ -4,8 +4,7 @@
   data directory (LMDB fsync'd, as in production). Every process of the node
   carries a tag in its environment, so whatever outlives the stop is found
   and killed. ``worker_pids`` come from the launcher's "node up" line.
-- ``/proc`` readers: CPU seconds (utime + stime, all threads) and memory
-  (VmRSS, RssAnon, RssFile) of a process, kernel socket memory.
+- ``percentile``: nearest rank, of a sorted list.
 - ``phone(prefix, i)`` and ``device_key(phone)``: bench users and their
   Ed25519 keys, derived from the phone, so every client process can rebuild
   any user's credential without being handed it.
@@ -34,16 +33,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.host import children, cpu_seconds, memory_kb
 from transport import wire
 from transport.crypto import DeviceKey
 
-__all__ = ["LaunchedNode", "add_round_arguments", "cpu_seconds", "machine_cpu", "memory_kb", "sockstat", "phone", "device_key",
-           "provision", "WireClient", "BenchError", "percentile", "raise_nofile",
-           "start_client_processes", "stop_client_processes"]
+__all__ = ["LaunchedNode", "add_round_arguments", "phone", "device_key", "provision", "WireClient",
+           "BenchError", "percentile", "start_client_processes", "stop_client_processes",
+           "run_client_process", "recv_report"]
 
 ROOT = Path(__file__).resolve().parents[1]
-_TICK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class BenchError(RuntimeError):
@@ -64,84 +62,7 @@ def add_round_arguments(parser: Any, duration: float, warmup: float) -> None:
     parser.add_argument("--body", type=int, default=100, help="message body bytes (default 100)")
 
 
-# -- /proc --------------------------------------------------------------------
-def cpu_seconds(pid: int | str = "self") -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (from every thread of it)."""
-    found: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found.extend(int(c) for c in f.read().split())
-    except OSError:
-        pass
-    return found
-
-
-def machine_cpu() -> float:
-    """CPU seconds all cores spent busy since boot (from /proc/stat), to tell
-    how much of the machine other processes took during a measurement."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _TICK
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile, RssShmem of a process, and its Pss and
-    Pss_Anon (/proc/PID/smaps_rollup), in KiB. RSS counts a page shared by
-    several processes (LMDB's map, what a fork shares) in each of them; PSS
-    counts 1/n of it in each of the n, so summed over processes it is their
-    memory, each page once."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                out[key] = int(rest.split()[0])
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("Pss", "Pss_Anon"):
-                    out[key] = int(rest.split()[0])
-    except FileNotFoundError:           # a kernel without smaps_rollup (< 4.14)
-        pass
-    return out
-
-
-def sockstat() -> dict[str, int]:
-    """From /proc/net/sockstat: sockets in use, TCP sockets allocated, and the
-    kernel's TCP buffer memory in bytes (``mem`` is in pages)."""
-    out = {}
-    with open("/proc/net/sockstat") as f:
-        for line in f:
-            parts = line.split()
-            if parts[0] == "sockets:":
-                out["sockets"] = int(parts[2])
-            elif parts[0] == "TCP:":
-                kv = dict(zip(parts[1::2], parts[2::2]))
-                out["tcp_alloc"] = int(kv["alloc"])
-                out["tcp_mem_bytes"] = int(kv["mem"]) * _PAGE
-    return out
-
-
-def raise_nofile() -> int:
-    """Raise the soft open-file limit to the hard one; returns it."""
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
+# -- statistics -----------------------------------------------------------------
 def percentile(sorted_values: list, q: float) -> float:
     """The ``q``-th percentile (0..100) of an already sorted list (nearest rank)."""
     if not sorted_values:
@@ -248,11 +169,11 @@ class LaunchedNode:
     def worker_cpu(self) -> float:
         """CPU seconds of the worker processes and their children (each
         worker's LMDB writer process, when it has one)."""
-        return self._cpu_of([one for pid in self.worker_pids for one in (pid, *_children(pid))])
+        return self._cpu_of([one for pid in self.worker_pids for one in (pid, *children(pid))])
 
     def writer_cpu(self) -> float:
         """CPU seconds of the workers' children alone: their LMDB writers."""
-        return self._cpu_of([one for pid in self.worker_pids for one in _children(pid)])
+        return self._cpu_of([one for pid in self.worker_pids for one in children(pid)])
 
     @staticmethod
     def _cpu_of(pids: list[int]) -> float:
@@ -280,7 +201,7 @@ class LaunchedNode:
         writers), summed per /proc status field."""
         total: dict[str, int] = {}
         for pid in self.worker_pids:
-            for one in (pid, *_children(pid)):
+            for one in (pid, *children(pid)):
                 try:
                     held = memory_kb(one)
                 except OSError:                 # ended since the scan

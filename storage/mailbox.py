@@ -46,8 +46,8 @@ from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_tt
                           prefix_end, u64)
 from storage.kv import Txn
 from storage.metas import Metas as _Metas, Remote, load_meta as _load_meta
-from storage.records import (InboxItem, InboxMeta, Message, Receipt, RoutedReceipt, Stored,
-                             pack, pack_item, pack_message, quick_pickle, unpack, unpack_item)
+from storage.records import (InboxItem, InboxMeta, Receipt, RoutedReceipt, Stored,
+                             pack, pack_message, quick_pickle, unpack, unpack_item)
 
 __all__ = [
     "store_message", "ack_inbox", "store_read", "inbox_after", "inbox_count",
