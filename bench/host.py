@@ -1,14 +1,18 @@
 """What the benchmarks read of the host, from ``/proc``: CPU seconds
 (utime + stime, all threads) of a process and of the whole machine, the
 children of a process, memory (VmRSS, RssAnon, RssFile, Pss) of a process,
-the kernel's socket memory; and the open-file limit, raised for the
-benchmarks that hold many connections."""
+the kernel's socket memory, the processes whose environment carries a
+tag; and the open-file limit, raised for the benchmarks that hold many
+connections."""
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["cpu_seconds", "children", "machine_cpu", "memory_kb", "sockstat", "raise_nofile"]
+from supervisor.node_protocol import pid_alive
+
+__all__ = ["cpu_seconds", "children", "machine_cpu", "memory_kb", "sockstat", "tagged_pids",
+           "raise_nofile"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -80,6 +84,21 @@ def sockstat() -> dict[str, int]:
                 out["tcp_alloc"] = int(kv["alloc"])
                 out["tcp_mem_bytes"] = int(kv["mem"]) * _PAGE
     return out
+
+
+def tagged_pids(tag: bytes) -> set[int]:
+    """Every live process but this one whose environment carries ``tag``
+    (``NAME=value``; forks and children inherit it). A zombie counts as gone."""
+    pids = set()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if tag in f.read().split(b"\0"):
+                    pids.add(int(entry))
+        except OSError:
+            continue
+    pids.discard(os.getpid())
+    return {pid for pid in pids if pid_alive(pid)}
 
 
 def raise_nofile() -> int:

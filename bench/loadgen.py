@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.host import children, cpu_seconds, memory_kb
+from bench.host import children, cpu_seconds, memory_kb, tagged_pids
 from transport import wire
 from transport.crypto import DeviceKey
 
@@ -106,19 +106,6 @@ def provision(data_dir: str | os.PathLike, phones: list[str]) -> float:
 
 
 # -- the node -------------------------------------------------------------------
-def _tagged_pids(tag: bytes) -> set[int]:
-    pids = set()
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if tag in f.read().split(b"\0"):
-                    pids.add(int(entry))
-        except OSError:
-            continue
-    pids.discard(os.getpid())
-    return pids
-
-
 class LaunchedNode:
     """``run.py node --workers N`` on a free port, data in a temp directory.
 
@@ -189,7 +176,7 @@ class LaunchedNode:
         """CPU seconds of every live process of the node (launcher, Admin,
         supervisor, workers, and the cluster directory on a leader)."""
         total = 0.0
-        for pid in _tagged_pids(self.tag.encode()):
+        for pid in tagged_pids(self.tag.encode()):
             try:
                 total += cpu_seconds(pid)
             except OSError:                     # ended since the scan
@@ -229,7 +216,7 @@ class LaunchedNode:
             except subprocess.TimeoutExpired:
                 self.launcher.kill()
                 self.launcher.wait(timeout=10)
-        for pid in _tagged_pids(self.tag.encode()):
+        for pid in tagged_pids(self.tag.encode()):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -15,22 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
-from supervisor.node_supervisor import pid_alive
+from bench.host import tagged_pids
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tagged_pids(tag: bytes) -> set[int]:
-    """Every process whose environment carries ``tag`` (forks inherit it)."""
-    pids = set()
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if tag in f.read().split(b"\0"):
-                    pids.add(int(entry))
-        except OSError:
-            continue
-    return {p for p in pids if pid_alive(p)}
 
 
 def run_tagged(args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, set[int]]:
@@ -44,9 +31,9 @@ def run_tagged(args: list[str], timeout: float) -> tuple[subprocess.CompletedPro
     try:
         done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout)
-        left = _tagged_pids(marker)
+        left = tagged_pids(marker)
     finally:
-        for pid in _tagged_pids(marker):
+        for pid in tagged_pids(marker):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -97,7 +84,7 @@ def launched_node(tmp_path, workers: int, *extra: str):
             launcher.wait(timeout=10)
         # A process may fork while we kill the others: sweep until none is left.
         for _ in range(50):
-            left = _tagged_pids(tag.encode())
+            left = tagged_pids(tag.encode())
             if not left:
                 break
             for pid in left:

@@ -14,7 +14,7 @@ from pathlib import Path
 from supervisor.procs import process_tree
 from tests.e2e.conftest import Node
 from tests.e2e.test_durability import FileCodes
-from tests.launched import (_node_up, _tagged_pids, admin_port, client_port, launched_node,
+from tests.launched import (_node_up, tagged_pids, admin_port, client_port, launched_node,
                             wait_until)
 
 __all__ = ["ClusterNode", "Cluster", "cluster", "start_node", "knows"]
@@ -36,7 +36,7 @@ class ClusterNode:
     def kill(self) -> None:
         """SIGKILL every process of the node (launcher, Admin, supervisor,
         workers): the node is gone at once, as in a machine failure."""
-        pids = set(process_tree(self.launcher.pid)) | _tagged_pids(self.tag)
+        pids = set(process_tree(self.launcher.pid)) | tagged_pids(self.tag)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ import pytest
 
 from supervisor.procs import process_tree
 from tests.cluster.cluster_nodes import knows
-from tests.launched import ROOT, _tagged_pids, wait_until
+from tests.launched import ROOT, tagged_pids, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,12 +44,12 @@ def test_run_cluster_starts_three_nodes_restarts_a_dead_one_and_stops(tmp_path):
         # SIGTERM: every node stops, and nothing of the cluster is left
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        wait_until(lambda: not _tagged_pids(f"SWITCHBOARD_TEST_TAG={tag}".encode()), 20, 0.2)
+        wait_until(lambda: not tagged_pids(f"SWITCHBOARD_TEST_TAG={tag}".encode()), 20, 0.2)
     finally:
         if proc.poll() is None:
             for pid in process_tree(proc.pid):
                 os.kill(pid, signal.SIGKILL)
-        for pid in _tagged_pids(f"SWITCHBOARD_TEST_TAG={tag}".encode()):
+        for pid in tagged_pids(f"SWITCHBOARD_TEST_TAG={tag}".encode()):
             os.kill(pid, signal.SIGKILL)
 
 

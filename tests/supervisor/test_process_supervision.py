@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.launched import _listeners, _node_up, _tagged_pids, launched_node, run_tagged
+from tests.launched import _listeners, _node_up, tagged_pids, launched_node, run_tagged
 from supervisor.data_lock import DataDirLock
 from supervisor.launcher import reserve_port, stop_node
 from supervisor.procs import process_tree
@@ -169,7 +169,7 @@ def test_run_node_binds_loopback_and_leaves_no_process(tmp_path, wait_until):
         workers = set(_node_up(log_path, wait_until))
         assert (tmp_path / "data").is_dir()
         # Step 2: launcher, admin, logger, supervisor, workers all listen on loopback only.
-        node_pids = _tagged_pids(tag)
+        node_pids = tagged_pids(tag)
         assert workers <= node_pids and launcher.pid in node_pids and len(node_pids) >= 6
         listeners = _listeners(node_pids)
         assert len(listeners) >= 5, listeners
@@ -177,7 +177,7 @@ def test_run_node_binds_loopback_and_leaves_no_process(tmp_path, wait_until):
         # Step 3: SIGTERM: a clean exit, and not one of its processes is left.
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=30) == 0, log_path.read_text()
-        wait_until(lambda: not _tagged_pids(tag), timeout=5.0)
+        wait_until(lambda: not tagged_pids(tag), timeout=5.0)
         assert "killed processes left" not in log_path.read_text()
 
 
@@ -195,7 +195,7 @@ def test_run_node_exits_nonzero_when_a_worker_keeps_dying(tmp_path, wait_until):
         log = log_path.read_text()
         assert "reached maximum restart intensity" in log
         assert "node supervisor stopped (reached_max_restart_intensity): exiting" in log
-        wait_until(lambda: not _tagged_pids(tag), timeout=5.0)
+        wait_until(lambda: not tagged_pids(tag), timeout=5.0)
 
 
 def test_a_reserved_port_is_refused_to_others_and_shared_with_workers():
@@ -240,12 +240,12 @@ def test_every_process_signalled_at_once_leaves_none(tmp_path, wait_until, sig):
     # together, so the supervisor may be gone before the launcher asks it to stop.
     with launched_node(tmp_path, workers=2) as (launcher, log_path, tag):
         _node_up(log_path, wait_until)
-        for pid in _tagged_pids(tag):
+        for pid in tagged_pids(tag):
             os.kill(pid, sig)
         # Mostly within a second; up to the stop timeout (22 s) and the reap (5 s) when
         # the session directory went first and its replacement hangs the supervisor.
         assert launcher.wait(timeout=40) == 0, log_path.read_text()[-3000:]
-        wait_until(lambda: not _tagged_pids(tag), timeout=10.0)
+        wait_until(lambda: not tagged_pids(tag), timeout=10.0)
 
 
 @pytest.mark.timeout(60)
@@ -260,7 +260,7 @@ def test_a_signalled_supervisor_restarts_nothing_and_the_launcher_exits(tmp_path
         log = log_path.read_text()
         assert f"node supervisor process {supervisor} is gone: exiting" in log
         assert "restarting it" not in log, log[-3000:]
-        wait_until(lambda: not _tagged_pids(tag), timeout=10.0)
+        wait_until(lambda: not tagged_pids(tag), timeout=10.0)
 
 
 @pytest.mark.timeout(60)
@@ -306,7 +306,7 @@ def test_one_node_per_data_dir(tmp_path, wait_until):
         launcher.wait(timeout=10)
         with DataDirLock(tmp_path / "data"):
             pass
-        wait_until(lambda: not _tagged_pids(tag), timeout=10.0)
+        wait_until(lambda: not tagged_pids(tag), timeout=10.0)
 
 
 @pytest.mark.timeout(60)
@@ -316,7 +316,7 @@ def test_killed_launcher_takes_its_node_down(tmp_path, wait_until):
         launcher.kill()
         launcher.wait(timeout=10)
         # The node supervisor notices its owner is gone and shuts the node down.
-        wait_until(lambda: not _tagged_pids(tag), timeout=10.0)
+        wait_until(lambda: not tagged_pids(tag), timeout=10.0)
         assert "owner process" in log_path.read_text()
 
 
