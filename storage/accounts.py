@@ -96,11 +96,12 @@ def _verify_key(verify_key: bytes) -> None:
         raise InvalidArgument(f"verify key must be {VERIFY_KEY_SIZE} bytes")
 
 
-def register_device(txn: Txn, phone: str, verify_key: bytes, now_ms: int) -> int:
+def register_device(txn: Txn, phone: str, verify_key: bytes, now_ms: int,
+                    remote: Any = None) -> int:
     """Make ``verify_key`` the phone's only valid device key; returns the new
     device id (1 for a first registration). The inbox is kept; the old
     device's published keys are not (``keydir.device_replaced``)."""
-    return _register(txn, phone, verify_key, now_ms)[0]
+    return _register(txn, phone, verify_key, now_ms, remote)[0]
 
 
 def _register(txn: Txn, phone: str, verify_key: bytes, now_ms: int,
@@ -170,6 +171,7 @@ class RegisterDevice:
     phone: str
     verify_key: bytes
     now_ms: int
+    remote: Any = None          # as ConfirmDevice's
 
     def __call__(self, txn: Txn) -> int:
-        return register_device(txn, self.phone, self.verify_key, self.now_ms)
+        return register_device(txn, self.phone, self.verify_key, self.now_ms, self.remote)

@@ -98,7 +98,7 @@ class Storage:
         return outcome
 
     def register_device(self, phone: str, verify_key: bytes, now_ms: int) -> Future[int]:
-        return self.store.submit(accounts.RegisterDevice(phone, verify_key, now_ms))
+        return self.store.submit(accounts.RegisterDevice(phone, verify_key, now_ms, self.remote))
 
     def get_account(self, phone: str) -> Account | None:
         return self.store.read(lambda txn: accounts.get_account(txn, phone))

@@ -58,7 +58,7 @@ from typing import Any, Callable
 from storage.errors import (DuplicateId, EventsFull, GroupFull, InvalidArgument, NotAdmin,
                             NotMember, StorageError, UnknownGroup)
 from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes, inbox_key,
-                          member_key, phone_bytes, prefix_end)
+                          member_key, phone_bytes, prefix_end, u64)
 from storage import outq
 from storage.kv import Txn
 from storage.mailbox import _Metas
@@ -171,9 +171,13 @@ class _Group:
         return self.g["v"]
 
     def join(self, users: list[str]) -> None:
+        """Add ``users``, joining at the version this change makes (called
+        after its ``bump``): a member is owed only the messages sent since,
+        and reads only those (``storage.mailbox.store_read``)."""
         self.g["members"].extend(users)
+        joined = u64(self.g["v"])
         for u in users:
-            self.txn.put("user_groups", member_key(phone_bytes(u), self.gb), b"")
+            self.txn.put("user_groups", member_key(phone_bytes(u), self.gb), joined)
 
     def drop(self, users: list[str], by: str) -> tuple:
         """Remove ``users``; promote the oldest member if no admin is left."""
@@ -242,8 +246,8 @@ def _create(gr: _Group, user: str, name: Any, members: Any) -> Outcome:
         gr.metas.require_user(phone_bytes(m), m)
     gr.room_to_join(members)
     gr.g = {"name": name, "by": user, "at": gr.ts, "admins": [user], "members": [], "v": 0}
-    gr.join(members)
     gr.bump()
+    gr.join(members)
     return Outcome(gr.id, gr.announce("created", user, members[1:], members))
 
 
@@ -257,8 +261,8 @@ def _add(gr: _Group, user: str, users: Any) -> Outcome:
     gr.room_to_join(new)
     if not new:
         return Outcome(g["v"])
-    gr.join(new)
     gr.bump()
+    gr.join(new)
     return Outcome(g["v"], gr.announce("added", user, new, g["members"]))
 
 
@@ -345,7 +349,10 @@ def _send(gr: _Group, user: str, client_id: Any, body: Any) -> Outcome:
         appended.append((m, InboxItem(metas.append_packed(mb, True, value), "message", message)))
     for m in missed:
         appended.append(gr.missed(m, user, 1))
-    txn.put("dedup", dk, pack({"to": gr.id, "seq": 0, "ts": ts}))
+    record = {"to": gr.id, "seq": 0, "ts": ts, "v": g["v"]}
+    if missed:                              # got a marker, not the message: nothing to READ
+        record["missed"] = missed
+    txn.put("dedup", dk, pack(record))
     txn.put("dedup_ttl", dedup_ttl_key(ts, dk), b"")
     return Outcome(ts, tuple(appended))
 

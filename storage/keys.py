@@ -22,7 +22,7 @@ from storage.errors import InvalidArgument
 __all__ = [
     "SEP", "MAX_CLIENT_ID", "phone_bytes", "client_id_bytes", "u64", "from_u64",
     "inbox_key", "inbox_prefix", "inbox_seq", "dedup_key", "dedup_ttl_key",
-    "dedup_key_of_ttl", "prefix_end", "group_bytes", "member_key", "GROUP_ID",
+    "dedup_key_of_ttl", "group_read_key", "prefix_end", "group_bytes", "member_key", "GROUP_ID",
     "node_bytes", "outq_key", "outq_prefix", "outq_seq", "MAX_NODE",
 ]
 
@@ -98,6 +98,13 @@ def dedup_ttl_key(ts_ms: int, dedup: bytes) -> bytes:
 
 def dedup_key_of_ttl(key: bytes) -> bytes:
     return key[8:]
+
+
+def group_read_key(ts_ms: int, reader: bytes, dedup: bytes) -> bytes:
+    """``group_reads``: ``ts(u64) reader \\x00 sender \\x00 client_id``: a
+    member's READ of a group message, once; ``ts`` is the message's, so the
+    entries are pruned by age with its dedup record."""
+    return _U64.pack(ts_ms) + reader + SEP + dedup
 
 
 # A group id is its creator's phone, "/", and a key the creator chose (1..32

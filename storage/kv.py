@@ -51,7 +51,8 @@ DBS: tuple[str, ...] = (
     "key_contacts", # phone \0 contact -> b"" (told when phone's keys change)
     "blob_refs",    # sha256 (32 bytes) -> messages referring to that media blob
     "groups",       # group id -> group record (name, admins, members, version)
-    "user_groups",  # phone \0 group id -> b"" (the groups a user is in)
+    "user_groups",  # phone \0 group id -> u64 group version the phone joined at (the groups a user is in)
+    "group_reads",  # ts \0... : u64 ts, reader \0 sender \0 client_id -> b"" (a group message read once per member)
     "group_missed", # phone \0 group id -> seq of the "missed" event still in phone's inbox
     "outq",         # dest node \0 u64 seq -> item owed to a user homed on that node (storage.outq)
     "outq_meta",    # dest node -> next seq and items held; b"\0epoch" -> this store's epoch

@@ -41,9 +41,9 @@ from typing import Iterable
 
 from storage import blob_refs, outq
 from storage.errors import DuplicateId, InvalidArgument, OfflineFull
-from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key,
-                          group_bytes, inbox_key, inbox_prefix, inbox_seq, member_key, phone_bytes,
-                          prefix_end, u64)
+from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key, from_u64,
+                          group_bytes, group_read_key, inbox_key, inbox_prefix, inbox_seq,
+                          member_key, phone_bytes, prefix_end, u64)
 from storage.kv import Txn
 from storage.metas import Metas as _Metas, Remote, load_meta as _load_meta
 from storage.records import (InboxItem, InboxMeta, Receipt, RoutedReceipt, Stored,
@@ -146,15 +146,16 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
                metas: _Metas | None = None, group: str | None = None,
                remote: Remote | None = None) -> list[RoutedReceipt]:
     """Append a ``read`` receipt for each of ``peer``'s message ids that
-    ``reader`` really received: sent to ``reader``, or to ``group`` while
-    ``reader`` is a member (the sender's dedup record says where each id
-    went), once for a 1:1 message. Other ids are skipped: a client cannot
-    fill anyone's inbox with receipts for messages it never got or read
-    already (receipts are not under the offline cap). An id older than the
-    dedup retention is skipped too. Every refusal
-    is raised before anything is written. A ``peer`` homed on another node:
-    the dedup record checked is the one written HERE when its message was
-    applied (``storage.outq``), and the receipts are queued (seq 0)."""
+    ``reader`` really received, once: sent to ``reader``, or to ``group``
+    since ``reader`` joined it (the sender's dedup record says where each
+    id went, at which group version, and which members got a ``missed``
+    marker instead). Other ids are skipped: a client cannot fill anyone's
+    inbox with receipts for messages it never got or read already
+    (receipts are not under the offline cap). An id older than the dedup
+    retention is skipped too. Every refusal is raised before anything is
+    written. A ``peer`` homed on another node: the dedup record checked is
+    the one written HERE when its message was applied (``storage.outq``),
+    and the receipts are queued (seq 0)."""
     ids = list(ids)
     rb = phone_bytes(reader)
     pb = phone_bytes(peer)
@@ -162,6 +163,7 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         gb = group_bytes(group)
     if len(ids) > MAX_READ_IDS:
         raise InvalidArgument(f"at most {MAX_READ_IDS} ids per read receipt call")
+    ids = list(dict.fromkeys(ids))          # an id named twice in one call is read once
     for cid in ids:
         client_id_bytes(cid)
     own = metas is None
@@ -169,8 +171,11 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         metas = _Metas.of(txn, remote)
     metas.require_user(pb, peer)
     to = reader if group is None else group
-    if group is not None and txn.get("user_groups", member_key(rb, gb)) is None:
-        ids = []                            # not a member: read nothing of the group
+    if group is not None:
+        joined = txn.get("user_groups", member_key(rb, gb))
+        if joined is None or reader == peer:
+            ids = []                        # not a member, or its own message: nothing to read
+        joined_at = from_u64(joined) if joined else 0       # b"": joined before versions were kept
     routed = []
     for cid in ids:
         dk = dedup_key(pb, client_id_bytes(cid))
@@ -181,6 +186,13 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         if group is None:                   # a 1:1 message is read once
             first["read"] = True
             txn.put("dedup", dk, pack(first))
+        else:
+            if first.get("v", 0) < joined_at or reader in first.get("missed", ()):
+                continue                    # sent before the reader joined, or not to it
+            rk = group_read_key(first["ts"], rb, dk)
+            if txn.get("group_reads", rk) is not None:
+                continue                    # read once per member
+            txn.put("group_reads", rk, b"")
         receipt = Receipt("read", cid, reader, ts_ms, group)
         routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
     if own:
@@ -201,13 +213,16 @@ def set_last_seen(txn: Txn, user: str, ts_ms: int) -> int:
 
 def prune_dedup(txn: Txn, before_ms: int, limit: int = 10_000) -> int:
     """Forget the client ids of messages stored before ``before_ms`` (at most
-    ``limit`` per call, oldest first); returns how many were forgotten. A
+    ``limit`` per call, oldest first), and the group reads of those
+    messages; returns how many ids were forgotten. A
     resend older than that would be stored again: run this with a cut-off
     well past any client's retry window."""
     stale = [k for k, _ in txn.range("dedup_ttl", u64(0), u64(before_ms), limit=limit)]
     for key in stale:
         txn.delete("dedup_ttl", key)
         txn.delete("dedup", dedup_key_of_ttl(key))
+    for key, _ in list(txn.range("group_reads", u64(0), u64(before_ms), limit=limit)):
+        txn.delete("group_reads", key)      # the reads of group messages as old
     return len(stale)
 
 

@@ -27,7 +27,7 @@ from storage.keys import inbox_key
 from storage.kv import Txn
 from storage.records import Message, Receipt, pack, pack_item, unpack
 
-__all__ = ["Metas", "load_meta", "require_user", "Remote", "Homes", "WRITER_HOMES"]
+__all__ = ["Metas", "MixedRemotes", "load_meta", "require_user", "Remote", "Homes", "WRITER_HOMES"]
 
 Remote = Callable[[str], str | None]
 
@@ -73,6 +73,10 @@ def require_user(txn: Txn, user: bytes, phone: str) -> None:
         raise UnknownUser(phone)
 
 
+class MixedRemotes(RuntimeError):
+    """Two ops of one flat batch carry different ``remote``s (``Metas.of``)."""
+
+
 class Metas(dict):
     """The inbox_meta of each local user a transaction touches, written back
     once; also remembers which recipients were found in ``users``. Several
@@ -91,11 +95,19 @@ class Metas(dict):
 
     @classmethod
     def of(cls, txn: Txn, remote: Remote | None = None) -> "Metas":
-        """The Metas for an op: its batch's, else one of its own."""
+        """The Metas for an op: its batch's, else one of its own. A batch has
+        ONE: two would each read a user's meta as it was before the batch
+        and append at the same seq. An op whose ``remote`` is not the
+        batch's (ops of one ``Storage`` all carry its own; a batch can mix
+        them only around ``follow_homes``) raises ``MixedRemotes``, and the
+        batch runs again with a transaction, and a Metas, per op."""
         batch = txn.batch
         if batch is None:
             return cls(txn, remote)
-        return batch.shared((cls, remote), lambda: cls(txn, remote, True))
+        metas = batch.shared(cls, lambda: cls(txn, remote, True))
+        if metas.remote is not remote:
+            raise MixedRemotes(f"an op with remote {remote!r} in a batch with {metas.remote!r}")
+        return metas
 
     def node_of(self, user: bytes) -> str | None:
         """The node ``user`` is homed on when it is not this one, else None."""

@@ -160,3 +160,26 @@ async def test_drains_of_one_batch_share_each_users_meta(users):
     assert s.inbox_meta(RECEIVER) == InboxMeta(next_seq=4, messages=1, receipts=0)
     assert s.inbox_meta(SENDER) == InboxMeta(next_seq=3, messages=0, receipts=1)
     audit(users, SENDER, RECEIVER)
+
+
+async def test_ops_with_different_homes_in_one_batch_each_see_the_others_appends(tmp_path):
+    """A flat batch shares ONE Metas: an op whose ``remote`` is not the
+    batch's (a store opened before ``follow_homes``, an op made without
+    one) makes the batch run again with a transaction per op, so two
+    appends to one inbox never take the same seq (the later one
+    overwrote the earlier, acknowledged, message)."""
+    from storage.mailbox import StoreMessage
+    from storage.metas import Homes
+    from storage_testkit import Harness
+    h = Harness("lmdb", tmp_path)
+    try:
+        await h.register(SENDER, RECEIVER, OTHER)
+        h.storage.follow_homes(Homes("n1"))
+        async with h.hold():
+            homed = h.store.submit(StoreMessage(SENDER, "a", RECEIVER, b"1", T, CAP, h.storage.remote))
+            plain = h.store.submit(StoreMessage(OTHER, "b", RECEIVER, b"2", T, CAP))
+        assert [(await homed).seq, (await plain).seq] == [1, 2]
+        assert [(i.seq, i.payload.id) for i in h.storage.inbox_after(RECEIVER)] == [(1, "a"), (2, "b")]
+        audit(h, RECEIVER)
+    finally:
+        h.close()

@@ -134,6 +134,44 @@ async def test_group_receipts_name_the_member_and_the_group(users):
     assert [i.payload.kind for i in users.storage.inbox_after(SENDER)[-2:]] == ["delivered", "read"]
 
 
+async def test_a_group_message_is_read_only_by_members_it_reached_and_once_each(users):
+    """A READ of a group message counts only from a member the message
+    reached: not one who joined after it was sent, not one whose full
+    inbox got a ``missed`` marker instead, not its own sender; and once
+    per member, however often it is named."""
+    s = users.storage
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER]))
+    await s.store_message(OTHER, "d1", RECEIVER, b"1:1", T, 1)      # RECEIVER's inbox: full at 1
+    await run(users, (SEND, SENDER, "m1", b"x"), cap=1)              # RECEIVER gets a marker
+    await run(users, (ADD, SENDER, [OTHER]))
+    await run(users, (SEND, SENDER, "m2", b"x"))                     # reaches RECEIVER and OTHER
+    assert await s.store_read(RECEIVER, SENDER, ["m1"], group=GID) == []    # got a marker
+    assert await s.store_read(OTHER, SENDER, ["m1"], group=GID) == []       # joined after it
+    assert await s.store_read(SENDER, SENDER, ["m2"], group=GID) == []      # its own message
+    read = await s.store_read(OTHER, SENDER, ["m2", "m2"], group=GID)
+    assert [(r.receipt.id, r.receipt.by) for r in read] == [("m2", OTHER)]
+    assert await s.store_read(OTHER, SENDER, ["m2"], group=GID) == []       # read once
+    read = await s.store_read(RECEIVER, SENDER, ["m2"], group=GID)
+    assert [(r.receipt.id, r.receipt.by) for r in read] == [("m2", RECEIVER)]
+    # Removed and added again: joined anew, so m2 (sent before) is not read again.
+    await run(users, (REMOVE, SENDER, [OTHER]), (ADD, SENDER, [OTHER]))
+    await run(users, (SEND, SENDER, "m3", b"x"))
+    read = await s.store_read(OTHER, SENDER, ["m2", "m3"], group=GID)
+    assert [r.receipt.id for r in read] == ["m3"]
+    audit(users, SENDER, RECEIVER, OTHER)
+
+
+async def test_group_reads_are_pruned_with_the_dedup_records(users):
+    s = users.storage
+    await run(users, (CREATE, SENDER, "Team", [RECEIVER]), (SEND, SENDER, "m1", b"x"))
+    assert len(await s.store_read(RECEIVER, SENDER, ["m1"], group=GID)) == 1
+    count = lambda: users.store.read(lambda txn: sum(1 for _ in txn.range("group_reads", b"")))  # noqa: E731
+    assert count() == 1
+    assert await s.prune_dedup(before_ms=T + 1) == 1
+    assert count() == 0
+    assert await s.store_read(RECEIVER, SENDER, ["m1"], group=GID) == []     # forgotten: not read
+
+
 async def test_a_missed_marker_is_replaced_so_the_new_count_is_pushed(users):
     await run(users, (CREATE, SENDER, "Team", [RECEIVER]))
     await users.storage.store_message(OTHER, "d1", RECEIVER, b"1:1", T, 1)
