@@ -281,8 +281,15 @@ class Groups:
         while offline, resent with the same id until acknowledged."""
         self._check_open()
         id = new_message_id() if id is None else id
-        checked(wire.GroupSend(id, group, b""))
-        await self._groups.codec.prepare(group)
+        checked(wire.GroupSend(id, group, body))       # the id, the group, a body of bytes
+        digest = self._sender.digest(body)
+        joined = self._sender.join(id, group, digest)   # a retry: same id, group and body
+        if joined is None:
+            await self._groups.codec.prepare(group)
+            self._check_open()                  # the session may have ended meanwhile
+            joined = self._sender.join(id, group, digest)
+        if joined is not None:
+            return await joined
         frame = checked(wire.GroupSend(id, group, self._groups.codec.seal(group, body)))
         try:
             wire.encode(frame, max_frame=self.max_frame)
@@ -291,7 +298,7 @@ class Groups:
         state = self._groups.states.get(group)
         self._groups.sent(frame.id, None if state is None else
                           [m for m in state.members if m != self.user])
-        return await self._sender.add(frame.id, group, frame.body)
+        return await self._sender.add(frame.id, group, frame.body, digest=digest)
 
     def group_ticks(self, id: str) -> dict[str, Status]:
         """Per member, how far this user's group message ``id`` got

@@ -204,20 +204,28 @@ class Client(Groups, Link):
 
     async def _send_sealed(self, to: str, envelope: Envelope, media: tuple[str, ...],
                            id: str | None) -> ev.Sent:
-        """Encrypt for ``to`` and queue; a resend of a queued id reuses its ciphertext."""
+        """Encrypt for ``to`` and queue. A retry of a queued id (same
+        recipient and plaintext: ``Sender.join``) joins it, reusing its
+        ciphertext; a different message under that id is a ValueError."""
+        self._check_open()
         frame = checked(wire.Send(new_message_id() if id is None else id, to, b"", media))
         if to == self.user:
             raise ValueError("cannot send a message to yourself")
-        queued = self._sender.outbox.get(frame.id)
-        if queued is not None and queued.to == to:
-            return await self._sender.add(frame.id, to, queued.body, queued.media)
+        digest = self._sender.digest(envelope.encode(), *(m.encode() for m in media))
+        joined = self._sender.join(frame.id, to, digest)
+        if joined is not None:
+            return await joined
 
         def queue(body: bytes) -> asyncio.Future:
+            self._check_open()                  # the session may have ended during the fetch
+            joined = self._sender.join(frame.id, to, digest)    # a retry made meanwhile
+            if joined is not None:
+                return joined
             try:
                 wire.encode(wire.Send(frame.id, to, body, media), max_frame=self.max_frame)
             except wire.FrameError as error:
                 raise ValueError(f"message too large: {error.message}") from None
-            return self._sender.add(frame.id, to, body, media)
+            return self._sender.add(frame.id, to, body, media, digest)
         return await (await self._e2e.seal(to, envelope, queue))
 
     async def send_file(self, to: str, path: str, *, mime: str | None = None,

@@ -23,6 +23,16 @@ futures ``Client.send`` awaits. Its rules:
   probed one message at a time rather than sent whole into the limit.
 - A connection lost with SENDs in flight changes nothing: they are still in
   the outbox and go out after the next login.
+- The same id twice: the second ``add`` joins the first (same future
+  result) if it is for the same recipient and message; the same id for a
+  different one raises ValueError while the first is queued. An end-to-end
+  body is a new ciphertext each time, so the caller passes ``digest`` (of
+  the plaintext; ``digest()``) and ``join`` compares that, before sealing.
+  Digests live in memory only: an entry replayed from the outbox file has
+  none, and is joined by any send of its id to its recipient.
+- Once ``close`` ran, ``add`` and ``join`` raise ``ClientClosed``: a send
+  that was still on its way to the outbox (fetching keys, uploading) fails
+  rather than queueing a message nobody will send or journal.
 - A FAILED receipt (the recipient's node refused a message this user's node
   had accepted) sets status FAILED unless the message was delivered
   already. If the message is still in the outbox (its ACK was lost), it
@@ -33,6 +43,7 @@ futures ``Client.send`` awaits. Its rules:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import logging
 from collections import OrderedDict
@@ -65,26 +76,65 @@ class Sender:
         self._hold: asyncio.TimerHandle | None = None
         self._window = max_in_flight              # SENDs in flight allowed now (slow start)
         self.emptied = asyncio.Event()
+        self.closed = False
+        self.closed_reason: BaseException | None = None
+        self._digests: dict[str, bytes] = {}     # queued id -> digest of its plaintext (memory only)
         for entry in outbox:
             self._set_status(entry.id, Status.QUEUED)
         if not len(outbox):
             self.emptied.set()
 
     # -- the app's side ----------------------------------------------------------------
-    def add(self, id: str, to: str, body: bytes, media: tuple[str, ...] = ()) -> asyncio.Future:
+    @staticmethod
+    def digest(*parts: bytes) -> bytes:
+        """What ``join`` compares for a message sealed again at every send."""
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(len(part).to_bytes(8, "big") + part)
+        return h.digest()
+
+    def add(self, id: str, to: str, body: bytes, media: tuple[str, ...] = (),
+            digest: bytes | None = None) -> asyncio.Future:
         """Queue a message (or join the one already queued with this id)."""
+        self._check_open()
         entry = self.outbox.get(id)
         if entry is None:
             entry = self.outbox.add(id, to, body, media=media)
+            if digest is not None:
+                self._digests[id] = digest
             self.emptied.clear()
             self._set_status(id, Status.QUEUED)
             heapq.heappush(self._unsent, (entry.pos, id))
+        elif digest is not None:
+            return self._join(entry, to, digest)
         elif (entry.to, entry.body) != (to, body):
             raise ValueError(f"message id {id!r} is already queued for a different message")
+        return self._waiter(id)
+
+    def join(self, id: str, to: str, digest: bytes) -> asyncio.Future | None:
+        """A send of ``id`` to ``to`` whose plaintext has ``digest``, before
+        it is sealed: the queued message's future if this is a retry of it,
+        None if no message ``id`` is queued; ValueError if one is queued
+        for another recipient or plaintext."""
+        self._check_open()
+        entry = self.outbox.get(id)
+        return None if entry is None else self._join(entry, to, digest)
+
+    def _join(self, entry, to: str, digest: bytes) -> asyncio.Future:
+        known = self._digests.get(entry.id, digest)   # none: replayed from the file
+        if entry.to != to or known != digest:
+            raise ValueError(f"message id {entry.id!r} is already queued for a different message")
+        return self._waiter(entry.id)
+
+    def _waiter(self, id: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self.waiters.setdefault(id, []).append(future)
         self.pump()
         return future
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClientClosed(self.closed_reason)
 
     def receipt(self, id: str, kind: Status) -> bool:
         """A RECEIPT arrived; True if it moved the message's status up (or to FAILED)."""
@@ -108,7 +158,9 @@ class Sender:
         self.conn = None
 
     def close(self, reason: BaseException | None) -> None:
-        """The client is closing: waiting ``send`` calls fail; the outbox stays."""
+        """The client is closing: waiting ``send`` calls fail, later ``add``
+        calls raise ``ClientClosed``; the outbox stays."""
+        self.closed, self.closed_reason = True, reason
         self.conn = None
         if self._hold is not None:
             self._hold.cancel()
@@ -161,7 +213,7 @@ class Sender:
         self.pump()
 
     def _acked(self, id: str, ts: object) -> None:
-        entry = self.outbox.remove(id)
+        entry = self._remove(id)
         if entry is None:
             return                                  # a late duplicate ACK
         if not isinstance(ts, int):
@@ -173,7 +225,7 @@ class Sender:
         self._check_empty()
 
     def _failed(self, id: str, error: Exception) -> None:
-        entry = self.outbox.remove(id)
+        entry = self._remove(id)
         if entry is None:
             return
         log.info("message %s to %s refused: %s", id, entry.to, error)
@@ -185,7 +237,7 @@ class Sender:
         if old is Status.FAILED or old >= Status.DELIVERED:
             return False                            # a contradiction: the first word stands
         self._set_status(id, Status.FAILED)
-        entry = self.outbox.remove(id)
+        entry = self._remove(id)
         if entry is not None:                       # its ACK was lost: never send it again
             log.info("message %s to %s refused by the recipient's node", id, entry.to)
             error = Undelivered(id, entry.to)
@@ -194,6 +246,10 @@ class Sender:
                     future.set_exception(error)
             self._check_empty()
         return True
+
+    def _remove(self, id: str):
+        self._digests.pop(id, None)
+        return self.outbox.remove(id)
 
     def _resolve(self, id: str, event: Event, error: Exception | None) -> None:
         for future in self.waiters.pop(id, ()):

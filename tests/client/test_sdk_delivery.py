@@ -12,8 +12,10 @@ from client import (
     Backoff, Client, ClientClosed, Disconnected, Message, Presence, Receipt, Reconnected, Sent,
     ServerError, Status, Typing,
 )
+from client.groups import GroupInfo
 from client_testkit import FAST, next_event
 from transport import wire
+from transport.e2e import LocalKeys
 
 E = wire.ErrorCode
 ALICE, BOB, CAROL = "+15550000001", "+15550000002", "+15550000003"
@@ -32,6 +34,12 @@ def commit_without_ack(server):
 
 def message_ids(server, user):
     return [m.id for m in server.inboxes.get(user, {}).values() if type(m) is wire.Message]
+
+
+def with_keys(server, user):
+    """An account with published keys (the fake directory checks no signatures)."""
+    _, key = server.add_account(user)
+    server.publish_keys(user, LocalKeys.generate(key, one_time=2).bundle())
 
 
 async def messages(client, n, timeout=3.0):
@@ -159,6 +167,39 @@ async def test_same_id_twice_is_one_message(server, logged_in):
         await asyncio.sleep(0.05)
         await alice.send(BOB, b"different", id="dup2")
     task.cancel()
+
+
+async def test_e2e_same_id_joins_a_retry_and_refuses_another_message(server, logged_in):
+    """With encryption on every send seals its body anew, yet the rule is
+    the plain one: the same id, recipient and text again joins the queued
+    message (one SEND, the same Sent); the same id with another text or
+    recipient is a ValueError while the first is queued. 1:1 and group."""
+    alice = await logged_in(ALICE, e2e=True)
+    with_keys(server, BOB)
+    with_keys(server, CAROL)
+    gid = f"{ALICE}/team"
+    alice._groups.states[gid] = GroupInfo(gid, "team", ALICE, (ALICE,), (ALICE,), 1)
+    held = []
+    server.on(wire.Send, lambda conn, frame: held.append((conn, frame)))
+    server.on(wire.GroupSend, lambda conn, frame: held.append((conn, frame)))
+    first = asyncio.ensure_future(alice.send(BOB, "hello", id="one"))
+    group_first = asyncio.ensure_future(alice.send_group(gid, b"hello team", id="g1"))
+    await server.wait(lambda: len(held) == 2)
+    # Step 1: true retries join (bytes of the same text are the same message)
+    retry = asyncio.ensure_future(alice.send(BOB, b"hello", id="one"))
+    group_retry = asyncio.ensure_future(alice.send_group(gid, b"hello team", id="g1"))
+    # Step 2: another message under a queued id is refused, not dropped
+    for reuse in (lambda: alice.send(BOB, "another text", id="one"),
+                  lambda: alice.send(CAROL, "hello", id="one"),
+                  lambda: alice.send_group(gid, b"another text", id="g1")):
+        with pytest.raises(ValueError, match="already queued"):
+            await asyncio.wait_for(reuse(), 2)
+    # Step 3: the ACKs come: each message went out once; its retry got its Sent
+    for conn, frame in held:
+        conn.ack(frame, 1234)
+    sent = await asyncio.wait_for(asyncio.gather(first, retry, group_first, group_retry), 3)
+    assert sent[0] == sent[1] and sent[2] == sent[3] and sent[0].id == "one"
+    assert len(server.frames(wire.Send)) == 1 and len(server.frames(wire.GroupSend)) == 1
 
 
 async def test_received_is_batched(server, logged_in):

@@ -8,13 +8,21 @@ import asyncio
 import pytest
 
 from client import Client, ClientClosed, Disconnected, RequestTimeout, ServerError
+from client.groups import GroupInfo
 from client_testkit import CODE, FAST, next_event
 from transport import wire
 from transport.crypto import DeviceKey, verify
+from transport.e2e import LocalKeys
 
 E = wire.ErrorCode
 ALICE, BOB = "+15550000001", "+15550000002"
 CAROL, DAVE = "+15550000003", "+15550000004"
+
+
+def with_keys(server, user):
+    """An account with published keys (the fake directory checks no signatures)."""
+    _, key = server.add_account(user)
+    server.publish_keys(user, LocalKeys.generate(key, one_time=2).bundle())
 
 
 async def test_handshake_register_confirm_login(server, make_client):
@@ -184,6 +192,41 @@ async def test_close_says_bye_and_ends_events(server, logged_in):
     await server.wait(lambda: all(c.closed.done() for c in server.conns))
 
 
+@pytest.mark.parametrize("how", ["send", "send_group"])
+async def test_a_send_on_its_way_to_the_outbox_when_the_session_ends_fails(server, logged_in,
+                                                                           tmp_path, how):
+    """A send always ends. One still on its way to the outbox when the
+    server ends the session (fetching the contact's keys, or waiting behind
+    that fetch on the contact's lock) raises ClientClosed with the reason,
+    and nothing is queued after the close: not in memory, not in the file."""
+    path = str(tmp_path / "outbox.jsonl")
+    alice = await logged_in(ALICE, e2e=True, outbox_path=path)
+    with_keys(server, BOB)
+
+    def fetch_then_replaced(conn, frame):
+        server.on_keysfetch(conn, frame)
+        conn.fail(0, E.SESSION_REPLACED, "logged in elsewhere")
+    server.on(wire.KeysFetch, fetch_then_replaced)
+    if how == "send":
+        sends = [alice.send(BOB, text, id=text) for text in ("one", "two")]
+    else:               # BOB gets the sender key over 1:1 first: the same fetch
+        gid = f"{ALICE}/team"
+        alice._groups.states[gid] = GroupInfo(gid, "team", ALICE, (ALICE,), (ALICE, BOB), 1)
+        sends = [alice.send_group(gid, text.encode(), id=text) for text in ("one", "two")]
+    tasks = [asyncio.ensure_future(send) for send in sends]
+    _, pending = await asyncio.wait(tasks, timeout=3)
+    for task in pending:
+        task.cancel()
+    assert not pending, "a send never ended after the session did"
+    for task in tasks:
+        with pytest.raises(ClientClosed) as closed:
+            task.result()
+        assert closed.value.reason.code is E.SESSION_REPLACED
+    assert alice.closed and alice.outbox == []
+    with open(path) as f:
+        assert f.read() == ""
+
+
 async def test_async_with_connect(server):
     async with Client.connect("127.0.0.1", server.port, **FAST) as client:
         await client.register(ALICE)
@@ -197,7 +240,6 @@ async def test_a_key_fetch_that_gets_no_answer_is_tried_again(server, logged_in,
     # are retried within it already): the message waits for the keys instead
     # of failing. A refusal (NO_KEYS) fails the send at once; so does the last try.
     from client import encryption
-    from transport.e2e import LocalKeys
     monkeypatch.setattr(encryption, "FETCH_BACKOFF", 0.01)
     for user in (BOB, CAROL):
         _, key = server.add_account(user)
