@@ -55,7 +55,7 @@ from transport.crypto import DeviceKey
 from client import events as ev
 from client.cli_groups import GROUP_HELP, GroupCommands
 from client.cli_secure import SecureCommands
-from client.errors import ClientClosed, ClientError, ServerError, Undelivered
+from client.errors import ClientError, ServerError
 from client.groups import is_group
 from client.profile import Profile, default_dir
 from client.sdk import Client, checked, new_message_id
@@ -237,6 +237,7 @@ class Chat(GroupCommands, SecureCommands):
         self.unread: dict[str, list[str]] = {}      # peer -> ids shown but not yet marked read
         self.files: dict[str, ev.MediaInfo] = {}    # hex sha256 -> a file received (cli_secure)
         self.tasks: set[asyncio.Task] = set()
+        self.sends: dict[str, asyncio.Task] = {}    # id -> its send, until it ends
         self.blue = sys.stdout.isatty()
         for id, to, body in client.outbox:          # left over from an earlier run (encrypted)
             self.mine[id] = [to, "(a message from an earlier run)", None, ev.Status.QUEUED]
@@ -247,14 +248,26 @@ class Chat(GroupCommands, SecureCommands):
             while (line := await lines.readline()) is not None:
                 if not self.command(line.strip()):
                     break
-            if not await self.client.drain(3.0):
-                self.out(f"-- {len(self.client.outbox)} message(s) not sent yet; "
-                         "they go out next time you start the client")
+            await self.finish(3.0)
         finally:
             shown.cancel()
             for task in self.tasks:
                 task.cancel()
         self.out("-- bye")
+
+    async def finish(self, limit: float) -> None:
+        """Wait up to ``limit`` s for running sends (a first message fetches
+        keys before it is queued), then for the outbox to empty; say what is left."""
+        deadline = asyncio.get_running_loop().time() + limit
+        if self.sends:
+            await asyncio.wait(list(self.sends.values()), timeout=limit)
+        if not await self.client.drain(max(0.0, deadline - asyncio.get_running_loop().time())):
+            self.out(f"-- {len(self.client.outbox)} message(s) not sent yet; "
+                     "they go out next time you start the client")
+        queued = {id for id, _, _ in self.client.outbox}
+        for id in [id for id, task in self.sends.items() if not task.done() and id not in queued]:
+            to, text = self.mine.get(id, ("?", "?"))[:2]
+            self.out(f'-- not sent yet and not kept (still being encrypted): to {to} "{text}"')
 
     def command(self, line: str) -> bool:
         """Handle one input line; False to quit. Never waits on the network."""
@@ -314,22 +327,26 @@ class Chat(GroupCommands, SecureCommands):
         self.mine[id] = [to, text, None, ev.Status.QUEUED]
         if not self.client.connected:
             self.out(f"[{clock(None)}] you → {to}: {text} {ev.Status.QUEUED.ticks} (queued)")
-        self.spawn(self.sending(id, to, text))
+        self.spawn(self.sending(id, to, text), id)
 
     async def sending(self, id: str, to: str, text: str) -> None:
         try:
             send = self.client.send_group if is_group(to) else self.client.send
             await send(to, text.encode(), id=id)
-        except ValueError as error:
-            self.mine.pop(id, None)
-            self.out(f"-- not sent: {error}")
-        except (ServerError, ClientClosed, Undelivered):
-            pass                                    # reported by the event (SendFailed, Receipt)
+        except (ValueError, ClientError) as error:
+            if self.client.status(id) is not None:
+                return          # it reached the outbox: SendFailed or the receipt tells
+            self.mine.pop(id, None)     # refused (bad input, NO_KEYS) or no answer
+            self.out(f'-- not sent to {to} ("{text}"): {error}')   # (KEYS_FETCH gave up)
 
-    def spawn(self, coro) -> None:
+    def spawn(self, coro, send_id: str | None = None) -> None:
+        """Run ``coro`` in the background (``send_id``: a send, waited for at /quit)."""
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if send_id is not None:
+            self.sends[send_id] = task
+            task.add_done_callback(lambda _: self.sends.pop(send_id, None))
 
     async def show_events(self) -> None:
         async for event in self.client.events():

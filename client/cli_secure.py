@@ -50,8 +50,8 @@ def free_name(directory: str, name: str) -> str:
 
 
 class SecureCommands:
-    """Needs the host's ``client``, ``out``, ``spawn``, ``request``, ``peer``,
-    ``mine`` and ``files`` (see ``client.cli.Chat``)."""
+    """Needs the host's ``client``, ``out``, ``spawn`` (a send's id second),
+    ``request``, ``peer``, ``mine`` and ``files`` (see ``client.cli.Chat``)."""
 
     def send_file(self, path: str) -> None:
         if self.peer is None:
@@ -62,7 +62,7 @@ class SecureCommands:
             id, to, name = new_message_id(), self.peer, os.path.basename(path)
             self.mine[id] = [to, f"[file {name}]", None, ev.Status.QUEUED]
             self.out(f"-- encrypting and uploading {name}…")
-            self.spawn(self.request(self.client.send_file(to, path, id=id)))
+            self.spawn(self.request(self.client.send_file(to, path, id=id)), id)
 
     def get_file(self, prefix: str = "", dest: str = "") -> None:
         found = [info for sha, info in self.files.items() if prefix and sha.startswith(prefix)]

@@ -1,16 +1,27 @@
 """The terminal client (``python -m client.cli``, behind ``run.py client``):
-two processes chatting through the fake server, driven by stdin pipes."""
+two processes chatting through the fake server, driven by stdin pipes; and
+its ``Chat`` in-process where a test needs the SDK's timeouts made short."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
-from client_testkit import CliProcess, stop_all
+from client import Disconnected, encryption
+from client.cli import Chat
+from client_testkit import CliProcess, next_event, stop_all
+from transport import wire
 from transport.e2e import LocalKeys
 
-ALICE, BOB = "+15550000001", "+15550000002"
+ALICE, BOB, CAROL = "+15550000001", "+15550000002", "+15550000003"
+
+
+def with_keys(server, user):
+    """An account with published keys (the fake directory checks no signatures)."""
+    _, key = server.add_account(user)
+    server.publish_keys(user, LocalKeys.generate(key, one_time=1).bundle())
 
 
 @pytest.fixture
@@ -110,3 +121,65 @@ async def test_code_typed_by_hand_and_bad_commands(cli, server):
     alice.write("/quit")
     await alice.expect("-- bye")
     assert await alice.stop() == 0
+
+
+async def test_quit_right_after_a_first_message_sends_it_or_names_it(cli, server):
+    """A first line to a contact fetches their keys before it enters the
+    outbox. /quit right after it waits (up to 3 s) for that send, so the
+    line goes out; a line whose keys never come is named as not sent."""
+    # Step 1: the keys come 0.3 s later: the line typed just before /quit is sent
+    alice = await cli(ALICE)
+    await alice.expect(rf"logged in as \{ALICE}")
+    with_keys(server, BOB)
+    later = asyncio.get_running_loop().call_later
+    server.on(wire.KeysFetch, lambda conn, frame: later(0.3, server.on_keysfetch, conn, frame))
+    alice.write(f"/chat {BOB}")
+    alice.write("typed just before quitting")
+    alice.write("/quit")
+    await alice.expect("-- bye")
+    assert await alice.stop() == 0
+    assert [type(m) for m in server.inboxes.get(BOB, {}).values()] == [wire.Message]
+    assert not any("not sent" in line for line in alice.lines)
+    # Step 2: no answer to KEYS_FETCH: after 3 s the line is reported, by name
+    with_keys(server, CAROL)
+    server.on(wire.KeysFetch, lambda conn, frame: None)
+    alice = await cli(ALICE)
+    await alice.expect(rf"logged in as \{ALICE}")
+    alice.write(f"/chat {CAROL}")
+    alice.write("no keys for this one")
+    alice.write("/quit")
+    await alice.expect(rf'-- not sent yet and not kept .*\{CAROL} "no keys for this one"')
+    await alice.expect("-- bye")
+    assert await alice.stop() == 0
+
+
+async def test_a_line_that_cannot_get_the_contacts_keys_is_reported(server, logged_in,
+                                                                     monkeypatch):
+    """A line to a contact without a session needs their keys (KEYS_FETCH)
+    before it enters the outbox. If they have none, or the node stays
+    unreachable until the fetch gives up (5 tries of 10 s in the real
+    client; shortened here), the line is reported "-- not sent" with the
+    reason: never dropped silently, nor as an unretrieved task exception."""
+    monkeypatch.setattr(encryption, "FETCH_TRIES", 2)
+    monkeypatch.setattr(encryption, "FETCH_BACKOFF", 0.01)
+    alice = await logged_in(ALICE, e2e=True, request_timeout=0.3)
+    with_keys(server, BOB)
+    server.add_account(CAROL)                       # never published keys
+    shown: list[str] = []
+    chat = Chat(alice, ALICE, out=shown.append)
+
+    async def line(peer: str, text: str) -> None:
+        chat.peer = peer
+        chat.command(text)
+        done, _ = await asyncio.wait(set(chat.tasks), timeout=5)
+        assert not chat.tasks and all(not task.exception() for task in done)
+    # Step 1: online, but CAROL has no keys: refused before the outbox
+    await line(CAROL, "hello carol")
+    assert shown and shown[-1].startswith(f'-- not sent to {CAROL} ("hello carol"): NO_KEYS'), shown
+    # Step 2: the node is unreachable: the line is queued, then the fetch gives up
+    await server.stop_listening()
+    server.drop()
+    await next_event(alice, (Disconnected,))
+    await line(BOB, "sent while offline")
+    assert shown[-2].endswith(f"you → {BOB}: sent while offline … (queued)")
+    assert shown[-1] == f'-- not sent to {BOB} ("sent while offline"): not connected to the server', shown
