@@ -53,6 +53,7 @@ import time
 from typing import Any
 
 from actors.actor import Actor
+from actors.exits import is_normal_exit
 from actors.counters import counters_of
 from actors.drain_batch import DrainBatch
 from actors.group import forward as forward_to_group, group_info
@@ -118,9 +119,19 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
             self.client.flush()                 # this drain's pushes: one write, now
 
     def terminate(self, reason: Any) -> None:
-        hub = self.system.whereis(PRESENCE_NAME)
-        if hub is not None:
-            hub.cast(Unwatch(self.user))
+        """Stopped (its linger over, or its supervisor shutting it down):
+        a client still attached is going too, so the user is offline now;
+        its presence watches go. A crash keeps them: the restart re-attaches
+        the same connection, which does not SUBSCRIBE again (and if there is
+        no restart, the registry reports the user gone when the connection
+        closes: ``SessionRegistry._drop``)."""
+        if not is_normal_exit(reason):
+            return
+        if self.client is not None:
+            seen = now_ms()
+            self._write_last_seen(seen)
+            self._tell_presence(UserOffline(self.user, seen))
+        self._tell_presence(Unwatch(self.user))
 
     # -- the connection ----------------------------------------------------------
     def handle_attach(self, msg: Attach) -> None:
@@ -136,8 +147,11 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         self._start_linger()
 
     def handle_linger_expired(self, msg: LingerExpired) -> None:
-        if msg.token == self.linger_token and self.client is None:
-            self.stop()
+        if msg.token != self.linger_token or self.client is not None:
+            return
+        if clients_of(self.system).get(self.user) is not None:
+            return          # logged in again: the registry's Attach is behind this message
+        self.stop()
 
     def _attach(self, client: Any) -> None:
         if client is self.client:

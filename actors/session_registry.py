@@ -26,10 +26,12 @@ Messages: ``OpenSession`` (call: returns the session ref), ``CloseSession``,
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from actors.actor import Actor
+from actors.last_seen import log_failed_write
 from actors.messages import Attach, Detach, SESSION_REPLACED
 from actors.process import ActorRef
 from supervisor.base import SupervisorError, start_child
@@ -107,6 +109,21 @@ class SessionRegistry(Actor):
         session = session_of(self.system, user)
         if session is not None:
             session.cast(Detach(client))
+        else:                   # crashed, not (yet) restarted: no session will say it
+            self._gone(user)
+
+    def _gone(self, user: str) -> None:
+        """``user`` left with no session to report it: last seen is now, its
+        presence offline, its watches dropped (as ``Session`` does)."""
+        from actors.presence import PRESENCE_NAME, Unwatch, UserOffline    # presence -> router -> here
+        seen = int(time.time() * 1000)
+        mail = self.system.env.get("mailbox")
+        if mail is not None:
+            mail.set_last_seen(user, seen).add_done_callback(log_failed_write)
+        hub = self.system.whereis(PRESENCE_NAME)
+        if hub is not None:
+            hub.cast(UserOffline(user, seen))
+            hub.cast(Unwatch(user))
 
     async def _find_or_start(self, user: str) -> ActorRef:
         error = None
