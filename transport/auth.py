@@ -38,9 +38,12 @@ class Authentication:
 
     __slots__ = ()                      # Connection's slots hold the state
 
-    def chain(self, step: Any) -> None:
+    def chain(self, frame: wire.Frame) -> None:
         """Run pre-login requests one after another, in arrival order (each
-        counts in the window until it is answered)."""
+        counts in the window until it is answered). The state is checked
+        when a step runs, not when its frame arrived: a step queued behind a
+        LOGIN that succeeded (the client pipelined them) is OUT_OF_ORDER,
+        fatal, and does nothing else, so a connection never logs in twice."""
         previous = self.auth_chain
         self.in_flight += 1
 
@@ -48,10 +51,12 @@ class Authentication:
             try:
                 if previous is not None:
                     await asyncio.gather(previous, return_exceptions=True)
-                if not self.closed:
-                    await step
-                else:
-                    step.close()
+                if self.closed:
+                    return
+                if self.state != "hello":
+                    self.fail(frame.ref, E.OUT_OF_ORDER, f"{type(frame).__name__} after login")
+                    return
+                await self.authenticate(frame)
             finally:
                 if self.auth_chain is chained:  # the last link: keep no finished task
                     self.auth_chain = None

@@ -214,7 +214,7 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
                 self.to_session(command_for(frame, self))
         elif self.state == "hello":
             if isinstance(frame, _PRE_LOGIN):
-                self.chain(self.authenticate(frame))
+                self.chain(frame)       # its state is checked when it runs
             elif isinstance(frame, wire.Ping):      # keeps a connection alive while a code is typed
                 self.send(wire.Ack(int(time.time() * 1000), ref=frame.ref))
             elif isinstance(frame, wire.Bye):

@@ -10,6 +10,8 @@ import struct
 
 import pytest
 
+from actors.session_registry import clients_of
+from tests.conftest import wait_for
 from tests.e2e.conftest import RawClient, login, register
 from transport import wire
 from transport.crypto import DeviceKey
@@ -88,6 +90,59 @@ async def test_login_twice_is_out_of_order(node):
     client = await login(node, account)
     client.send(wire.Login(ALICE, account.device, bytes(64), ref=client.ref()))
     await fatal(client, E.OUT_OF_ORDER)
+
+
+def pipelined_after_login(client: RawClient, alice, second: wire.Frame) -> None:
+    """Alice's LOGIN (ref 1) and ``second`` (ref 2) in ONE write."""
+    signature = alice.key.sign(wire.login_challenge(client.nonce, ALICE, alice.device))
+    client.send_raw(wire.encode(wire.Login(ALICE, alice.device, signature, ref=1))
+                    + wire.encode(second))
+
+
+@pytest.mark.parametrize("second", ["login", "register", "confirm"])
+async def test_a_step_pipelined_behind_a_login_is_out_of_order(node, second):
+    """REGISTER/CONFIRM/LOGIN after a successful LOGIN are OUT_OF_ORDER (fatal)
+    also when the client sends them in the same write as the LOGIN: the state
+    is the one when the step runs (found by review: it was the one when the
+    frame arrived, so a second LOGIN was ACKed and bound a second user)."""
+    alice, bob = await register(node, ALICE), await register(node, BOB)
+    client = await RawClient.connect(node)
+    await client.hello()
+    frames = {
+        "login": wire.Login(BOB, bob.device, bob.key.sign(
+            wire.login_challenge(client.nonce, BOB, bob.device)), ref=2),
+        "register": wire.Register(CAROL, ref=2),
+        "confirm": wire.Confirm(CAROL, "123456", DeviceKey().public, ref=2),
+    }
+    pipelined_after_login(client, alice, frames[second])
+    assert isinstance(await client.answer(1), wire.Ack)
+    refused = await client.answer(2)
+    assert isinstance(refused, wire.Error) and refused.code == E.OUT_OF_ORDER, refused
+    assert await client.closed()
+    assert CAROL not in node.codes                  # the REGISTER did nothing
+
+
+async def test_a_pipelined_second_login_leaves_no_session_behind(node):
+    """A connection is one user's: when it closes, that user goes offline.
+    (Found by review: a second LOGIN pipelined behind the first bound a
+    second user; closing ended only the second one's session, and the first
+    stayed online for good.)"""
+    alice, bob = await register(node, ALICE), await register(node, BOB)
+    carol = await login(node, await register(node, CAROL))
+    client = await RawClient.connect(node)
+    await client.hello()
+    signature = bob.key.sign(wire.login_challenge(client.nonce, BOB, bob.device))
+    pipelined_after_login(client, alice, wire.Login(BOB, bob.device, signature, ref=2))
+    assert isinstance(await client.answer(1), wire.Ack)
+    assert (await client.answer(2)).code == E.OUT_OF_ORDER
+    assert await client.closed()
+    await wait_for(lambda: not {ALICE, BOB} & set(clients_of(node.system)), timeout=5)
+    carol.send(wire.Subscribe([ALICE, BOB], ref=carol.ref()))
+    offline = set()
+    while offline != {ALICE, BOB}:                  # now, or at the change still on its way
+        state, _ = await carol.recv_until(lambda f: isinstance(f, wire.Presence) and not f.online)
+        offline.add(state.user)
+    await carol.close()
 
 
 async def test_a_server_frame_from_a_client_is_refused(node):
