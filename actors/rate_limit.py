@@ -39,8 +39,8 @@ class RateLimiter:
         self._trim(events, self.clock())
         return len(events) >= self.limit
 
-    def record(self, key: Hashable) -> None:
-        """Count one event for ``key``."""
+    def record(self, key: Hashable) -> float:
+        """Count one event for ``key``; returns when it was counted."""
         now = self.clock()
         events = self._events.setdefault(key, deque())
         self._trim(events, now)
@@ -48,6 +48,25 @@ class RateLimiter:
         self._since_sweep += 1
         if self._since_sweep >= _SWEEP_EVERY:
             self.sweep()
+        return now
+
+    def reserve(self, key: Hashable) -> float | None:
+        """Count one event for ``key`` now, unless its limit is used up
+        (None): an attempt counted before its outcome is known, so that
+        attempts in flight at once cannot pass the limit together. Returns
+        when it was counted, for ``give_back`` if it turns out not to count."""
+        if self.exceeded(key):
+            return None
+        return self.record(key)
+
+    def give_back(self, key: Hashable, at: float) -> None:
+        """Uncount the event ``reserve`` counted for ``key`` at ``at``."""
+        events = self._events.get(key)
+        if events:
+            try:
+                events.remove(at)
+            except ValueError:          # it has left the window already
+                pass
 
     def allow(self, key: Hashable) -> bool:
         """Admit and count one event for ``key``, unless its limit is used up."""

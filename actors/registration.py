@@ -12,17 +12,22 @@ every key contact gets a ``key_changed`` inbox item (``storage.keydir``),
 which the registrar routes to them like any other inbox nudge.
 
 Login is challenge-response: the connection asks ``BeginLogin`` for the
-device's verify key, checks the signature itself (crypto lives in
-``transport/``), and reports a bad one with ``LoginFailed``.
+device's verify key (``LoginKey``), checks the signature itself (crypto lives
+in ``transport/``), and reports a good one with ``LoginPassed``.
 
 Rate limits, per phone number (per connection ones are the connection's):
-code requests, wrong codes, failed logins. A refused request is answered with
-``Refused(reason, text)``, never an exception, so the registrar never crashes
-on bad input. Writes go through group commit and are answered after commit,
-without blocking the registrar (deferred replies).
+code requests, wrong codes, failed logins. A CONFIRM or LOGIN is counted as
+a failure when it arrives (reserved) and given back if it passes: they are
+judged out of the registrar (the storage writer, the connection), so
+counting them only once judged would let as many attempts through as were
+in flight at once (30 wrong codes on 30 connections, found by review). A
+refused request is answered with ``Refused(reason, text, retry_after)``,
+never an exception, so the registrar never crashes on bad input. Writes go
+through group commit and are answered after commit, without blocking the
+registrar (deferred replies).
 
 Messages (all calls): ``RequestCode``, ``ConfirmCode``, ``BeginLogin``;
-cast: ``LoginFailed``.
+cast: ``LoginPassed``.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ from actors.session_registry import clients_of
 from storage import BadCode, InboxItem
 from storage.accounts import hash_code
 
-__all__ = ["Registrar", "RequestCode", "ConfirmCode", "BeginLogin", "LoginFailed", "Refused",
-           "REGISTRAR_NAME"]
+__all__ = ["Registrar", "RequestCode", "ConfirmCode", "BeginLogin", "LoginKey", "LoginPassed",
+           "Refused", "REGISTRAR_NAME"]
 
 log = logging.getLogger("switchboard.registration")
 
@@ -69,8 +74,18 @@ class BeginLogin:
 
 
 @dataclass(frozen=True)
-class LoginFailed:
+class LoginKey:
+    """``BeginLogin``'s answer: the device's verify key, and the attempt
+    counted as a failed login until ``LoginPassed`` gives it back."""
+    verify_key: bytes
+    attempt: float
+
+
+@dataclass(frozen=True)
+class LoginPassed:
+    """The signature was good: give the attempt back."""
     user: str
+    attempt: float
 
 
 @dataclass(frozen=True)
@@ -124,21 +139,23 @@ class Registrar(Actor):
         deferred.reply(None)
 
     def handle_confirm_code(self, msg: ConfirmCode) -> Any:
-        if self.bad_codes.exceeded(msg.phone):
+        attempt = self.bad_codes.reserve(msg.phone)     # a wrong code until proven right
+        if attempt is None:
             return self._limited(self.bad_codes, msg.phone, "wrong codes")
         future = self.mail.confirm_device(
             msg.phone, hash_code(msg.phone, msg.code), msg.device_key, _now_ms(), detail=True)
         deferred = self.defer_reply()
         cast = self.ref.notify              # a completion we asked for: never refused
-        future.add_done_callback(lambda done: cast(_Confirmed(msg, done, deferred)))
+        future.add_done_callback(lambda done: cast(_Confirmed(msg, done, deferred, attempt)))
         return None
 
     def handle__confirmed(self, msg: "_Confirmed") -> None:
         error = msg.future.exception()
-        if isinstance(error, BadCode):
-            self.bad_codes.record(msg.request.phone)
+        if isinstance(error, BadCode):      # counted when it arrived
             msg.deferred.reply(Refused(BAD_CODE, str(error)))
-        elif error is not None:
+            return
+        self.bad_codes.give_back(msg.request.phone, msg.attempt)
+        if error is not None:
             log.error("confirming %s failed: %r", msg.request.phone, error)
             msg.deferred.reply(Refused(INTERNAL, "could not register the device"))
         else:
@@ -156,16 +173,16 @@ class Registrar(Actor):
 
     # -- login ------------------------------------------------------------------------
     def handle_begin_login(self, msg: BeginLogin) -> Any:
-        if self.bad_logins.exceeded(msg.user):
+        attempt = self.bad_logins.reserve(msg.user)     # a failed login until the signature
+        if attempt is None:                             # passes (``LoginPassed``)
             return self._limited(self.bad_logins, msg.user, "failed logins")
         account = self.mail.get_account(msg.user)
         if account is None or account.device_id != msg.device:
-            self.bad_logins.record(msg.user)
             return Refused(LOGIN_FAILED, "unknown user or device")
-        return account.verify_key
+        return LoginKey(account.verify_key, attempt)
 
-    def handle_login_failed(self, msg: LoginFailed) -> None:
-        self.bad_logins.record(msg.user)
+    def handle_login_passed(self, msg: LoginPassed) -> None:
+        self.bad_logins.give_back(msg.user, msg.attempt)
 
     def _limited(self, limiter: RateLimiter, key: str, what: str) -> Refused:
         wait = limiter.retry_after(key)
@@ -177,3 +194,4 @@ class _Confirmed:
     request: ConfirmCode
     future: Any
     deferred: Deferred
+    attempt: float                  # when it was counted as a wrong code (given back if right)

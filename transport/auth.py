@@ -16,7 +16,7 @@ from typing import Any
 from actors.exits import ActorError
 from actors.federation import NodeUnavailable
 from actors.registration import (
-    REGISTRAR_NAME, BeginLogin, ConfirmCode, LoginFailed, Refused, RequestCode,
+    REGISTRAR_NAME, BeginLogin, ConfirmCode, LoginPassed, Refused, RequestCode,
 )
 from actors.session_registry import REGISTRY_NAME, OpenSession
 from transport import wire
@@ -119,10 +119,11 @@ class Authentication:
         if isinstance(key, Refused):
             self.answer(frame.ref, key)
             return
-        if not verify(key, wire.login_challenge(self.nonce, frame.user, frame.device), frame.signature):
-            registrar.cast(LoginFailed(frame.user))
-            self.answer(frame.ref, Refused("login_failed", "bad signature"))
+        challenge = wire.login_challenge(self.nonce, frame.user, frame.device)
+        if not verify(key.verify_key, challenge, frame.signature):
+            self.answer(frame.ref, Refused("login_failed", "bad signature"))  # counted already
             return
+        registrar.cast(LoginPassed(frame.user, key.attempt))
         if self.closed:
             return
         cluster = self.system.env.get("cluster")

@@ -176,6 +176,31 @@ async def test_wrong_code_is_refused_and_rate_limited_per_phone(node):
     await client.close()
 
 
+async def test_wrong_codes_per_phone_hold_their_limit_when_sent_at_once(node):
+    """At most 5 wrong codes per phone are judged in 10 minutes, also when
+    they arrive together on many connections: the rest are RATE_LIMITED.
+    (Found by review: a wrong code was counted only once storage had judged
+    it, so 30 sent at once were all judged: a brute force of the code.)"""
+    setup = await RawClient.connect(node)
+    await setup.hello()
+    assert isinstance(await setup.answer(setup.send(wire.Register(ALICE, ref=setup.ref()))), wire.Ack)
+    right = node.codes[ALICE]
+    wrong = "000000" if right != "000000" else "111111"
+    clients = [await RawClient.connect(node) for _ in range(30)]
+    for client in clients:
+        await client.hello()
+    key = DeviceKey()
+    for client in clients:                          # all in flight before any is judged
+        client.send(wire.Confirm(ALICE, wrong, key.public, ref=1))
+    codes = [(await client.answer(1, timeout=10)).code for client in clients]
+    assert codes.count(E.BAD_CODE) == 5 and codes.count(E.RATE_LIMITED) == 25, codes
+    # The limit is the phone's: even the right code is refused now.
+    reply = await setup.answer(setup.send(wire.Confirm(ALICE, right, key.public, ref=setup.ref())))
+    assert reply.code == E.RATE_LIMITED
+    for client in [setup, *clients]:
+        await client.close()
+
+
 async def test_too_many_failures_close_the_connection(node):
     await register(node, ALICE)
     client = await RawClient.connect(node)

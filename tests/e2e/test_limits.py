@@ -70,6 +70,32 @@ async def test_failed_logins_per_phone_at_the_limit_and_one_past(node):
     assert await login(node, await register(node, BOB))
 
 
+async def test_failed_logins_per_phone_hold_their_limit_when_sent_at_once(node):
+    """At most 10 failed logins per phone are judged in 5 minutes, also when
+    they arrive together on many connections: the rest are RATE_LIMITED. (A
+    failure was counted only once the connection had checked the signature,
+    so all the LOGINs in flight at once were judged; found by review.)"""
+    account = await register(node, ALICE)
+    clients = [await RawClient.connect(node) for _ in range(30)]
+    for client in clients:
+        await client.hello()
+    for client in clients:
+        client.send(wire.Login(ALICE, account.device, bytes(64), ref=1))
+    codes = [(await client.answer(1, timeout=10)).code for client in clients]
+    assert codes.count(E.LOGIN_FAILED) == 10 and codes.count(E.RATE_LIMITED) == 20, codes
+    for client in clients:
+        await client.close()
+
+
+async def test_good_logins_do_not_count_as_failed(node):
+    """A login whose signature passes gives back the attempt counted when it
+    arrived: a user may log in any number of times."""
+    account = await register(node, BOB)
+    for _ in range(12):                             # more than the 10 failures allowed
+        client = await login(node, account)
+        await client.close()
+
+
 async def test_four_failed_logins_leave_the_connection_usable(node):
     # At the per-connection limit minus one (max_auth_failures is 5): the
     # connection stays and the right login passes on it.
