@@ -319,14 +319,15 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
     # -- presence, typing, heartbeats ---------------------------------------------------
     async def handle_subscribe(self, msg: Subscribe) -> None:
         hub = self.system.whereis(PRESENCE_NAME)
+        states: Any = ()
         if hub is not None:
             states = await hub.call(Watch(self.user, msg.users))
             if isinstance(states, str):         # over the watch limit
                 self._answer(msg, Rejected(msg.ref, INVALID, states))
                 return
-            for state in states:
-                self._answer(msg, state)
-        self._answer(msg, Acked(msg.ref))
+        self._answer(msg, Acked(msg.ref))       # ACK nil, then the PRESENCE frames (the spec)
+        for state in states:
+            self._answer(msg, state)
 
     def handle_presence_changed(self, msg: PresenceChanged) -> None:
         self._push(msg)

@@ -20,9 +20,9 @@ async def test_presence_online_then_last_seen_on_disconnect(node):
     bob = await login(node, bob_acct)
     # Step 1: alice has never been online: offline, no last seen.
     ref = bob.send(wire.Subscribe((ALICE,), ref=bob.ref()))
+    assert isinstance(await bob.answer(ref), wire.Ack)
     first, _ = await bob.recv_until(lambda f: isinstance(f, wire.Presence))
     assert (first.user, first.online, first.last_seen) == (ALICE, False, None)
-    assert isinstance(await bob.answer(ref), wire.Ack)
     # Step 2: alice logs in: bob sees her online.
     alice = await login(node, alice_acct)
     online, _ = await bob.recv_until(lambda f: isinstance(f, wire.Presence))
@@ -36,6 +36,18 @@ async def test_presence_online_then_last_seen_on_disconnect(node):
     ref = bob.send(wire.Subscribe((ALICE,), ref=bob.ref()))
     again, _ = await bob.recv_until(lambda f: isinstance(f, wire.Presence))
     assert again.last_seen == offline.last_seen
+    await bob.close()
+
+
+async def test_subscribe_is_acked_before_its_presence_frames(node):
+    """SUBSCRIBE answers "ACK nil, then PRESENCE frames" (docs/protocol.md);
+    the server sent the PRESENCE frames first (found by review)."""
+    await register(node, ALICE)
+    bob = await login(node, await register(node, BOB))
+    ref = bob.send(wire.Subscribe((ALICE,), ref=bob.ref()))
+    assert await bob.recv() == wire.Ack(None, ref=ref)
+    state = await bob.recv()
+    assert isinstance(state, wire.Presence) and (state.user, state.online) == (ALICE, False), state
     await bob.close()
 
 
