@@ -1,7 +1,9 @@
 """``Authentication``: a ``Connection``'s steps before login (a mixin of
 ``transport.tcp.Connection``, kept apart so that module stays about the
 socket): REGISTER, CONFIRM and LOGIN run one after another in arrival order
-(``chain``), through the registrar actor; a login claims the user in the
+(``chain``), each judged in the state its turn finds (one queued behind a
+successful LOGIN is OUT_OF_ORDER), through the registrar actor; a login
+is answered with ``{"last_seen": ...}`` and claims the user in the
 node's session directory (one session per user across the workers), and in
 a cluster a user is sent to its home node first (``sent_home``: WRONG_NODE
 with the home's address, docs/cluster.md).
@@ -135,8 +137,10 @@ class Authentication:
                             "logging in anyway", frame.user, CLAIM_TIMEOUT)
             if self.closed:
                 return
+        mail = self.system.env.get("mailbox")
+        last_seen = mail.get_last_seen(frame.user) if mail is not None else None
         self.state, self.user = "logged_in", frame.user
-        self.send(wire.Ack(ref=frame.ref))
+        self.send(wire.Ack({"last_seen": last_seen}, ref=frame.ref))  # before the session's pushes
         registry = self.system.whereis(REGISTRY_NAME)
         try:
             await registry.call(OpenSession(frame.user, self))

@@ -56,6 +56,29 @@ async def test_sdk_conversation_on_a_real_node(node):  # noqa: F811
         await bob.close()
 
 
+async def test_sdk_login_reports_the_previous_last_seen(node):  # noqa: F811
+    """``Client.login`` returns the LOGIN ACK's map and sets ``last_seen``:
+    None the first time, then the user's last seen as the node stored it
+    (the node answered LOGIN with a nil ACK, found by review)."""
+    key = DeviceKey()
+    client = await Client.connect(node.host, node.port, **FAST)
+    try:
+        await client.register(ALICE)
+        device = await client.confirm(ALICE, node.codes[ALICE], key)
+        assert await client.login(ALICE, device, key) == {"last_seen": None}
+        assert client.last_seen is None
+    finally:
+        await client.close()
+    mail = node.system.env["mailbox"]
+    seen = await wait_for(lambda: mail.get_last_seen(ALICE))    # written on disconnect
+    client = await Client.connect(node.host, node.port, **FAST)
+    try:
+        assert await client.login(ALICE, device, key) == {"last_seen": seen}
+        assert client.last_seen == seen
+    finally:
+        await client.close()
+
+
 async def test_sdk_loses_nothing_across_drops_and_session_crashes(node):  # noqa: F811
     # Alice sends 301 messages to Bob while the node drops her connection and
     # crashes her session and Bob's at random moments. Checked with the
@@ -136,5 +159,10 @@ async def test_two_cli_processes_chat_on_a_real_node(node, tmp_path):  # noqa: F
         await alice.expect(rf"-- \{BOB} last seen today at \d\d:\d\d")
         alice.write(f"/last {BOB}")
         await alice.expect(rf"-- \{BOB} last seen today")
+        # Bob comes back: his terminal shows when he was last here (LOGIN's ACK)
+        procs.append(await CliProcess.start(
+            "--phone", BOB, "--port", str(node.port), "--data-dir", str(tmp_path / "none"),
+            "--profile", str(tmp_path / BOB), home=str(tmp_path)))
+        await procs[-1].expect(rf"logged in as \{BOB} \(last seen today at \d\d:\d\d\)")
     finally:
         await stop_all(procs)

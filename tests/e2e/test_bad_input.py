@@ -278,7 +278,8 @@ async def test_answers_go_to_the_connection_that_asked(node):
     await second.hello()
     signature = account.key.sign(wire.login_challenge(second.nonce, ALICE, account.device))
     second.send(wire.Login(ALICE, account.device, signature, ref=7))
-    assert await second.recv() == wire.Ack(ref=7)
+    logged_in = await second.recv()
+    assert isinstance(logged_in, wire.Ack) and logged_in.ref == 7, logged_in
     # Step 2: the second connection reuses the first one's refs for PINGs: it
     # gets exactly their ACKs, none of the first connection's answers.
     refs = list(range(1000, 1010))

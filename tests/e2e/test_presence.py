@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import login, register
+from tests.conftest import wait_for
+from tests.e2e.conftest import RawClient, login, register
 from transport import wire
 
 pytestmark = pytest.mark.timeout(30)
@@ -49,6 +50,29 @@ async def test_subscribe_is_acked_before_its_presence_frames(node):
     state = await bob.recv()
     assert isinstance(state, wire.Presence) and (state.user, state.online) == (ALICE, False), state
     await bob.close()
+
+
+async def test_login_ack_carries_the_previous_last_seen(node):
+    """LOGIN is answered ``ACK {"last_seen": ms or nil}``: the user's
+    previous last-seen time, nil the first time (docs/protocol.md; the
+    server answered nil, found by review)."""
+    account = await register(node, ALICE)
+    client = await RawClient.connect(node)
+    await client.hello()
+    signature = account.key.sign(wire.login_challenge(client.nonce, ALICE, account.device))
+    first = await client.answer(client.send(wire.Login(ALICE, account.device, signature, ref=1)))
+    assert first == wire.Ack({"last_seen": None}, ref=1), first
+    before = int(time.time() * 1000)
+    await client.close()
+    mail = node.system.env["mailbox"]
+    seen = await wait_for(lambda: mail.get_last_seen(ALICE))   # written on disconnect
+    assert seen >= before
+    client = await RawClient.connect(node)
+    await client.hello()
+    signature = account.key.sign(wire.login_challenge(client.nonce, ALICE, account.device))
+    again = await client.answer(client.send(wire.Login(ALICE, account.device, signature, ref=1)))
+    assert again == wire.Ack({"last_seen": seen}, ref=1), again
+    await client.close()
 
 
 async def test_typing_is_routed_not_stored(node):
