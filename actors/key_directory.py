@@ -59,7 +59,7 @@ class KeyDirectory:
         if not limiter.allow(self.user):
             wait = limiter.retry_after(self.user)
             self._answer(msg, Rejected(msg.ref, RATE_LIMITED,
-                                       f"too many key fetches; retry in {wait:.0f} s"))
+                                       f"too many key fetches; retry in {wait:.0f} s", wait))
             return
         federation = self.system.env.get("federation")
         if (federation is not None and msg.user not in federation.homes

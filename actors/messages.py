@@ -184,10 +184,12 @@ class Acked:
 
 @dataclass(frozen=True)
 class Rejected:
-    """Request ``ref`` failed with ``reason`` (one of the constants above)."""
+    """Request ``ref`` failed with ``reason`` (one of the constants above);
+    ``retry_after`` (seconds) when a retry can pass, for RATE_LIMITED."""
     ref: int
     reason: str
     text: str
+    retry_after: float | None = None
 
 
 # -- groups: commands from the connection, forwarded by the session to the group's

@@ -90,9 +90,11 @@ class LoginPassed:
 
 @dataclass(frozen=True)
 class Refused:
-    """A request was turned down; ``reason`` is a constant of actors.messages."""
+    """A request was turned down; ``reason`` is a constant of actors.messages;
+    ``retry_after`` (seconds) when a retry can pass, for RATE_LIMITED."""
     reason: str
     text: str
+    retry_after: float | None = None
 
 
 def _now_ms() -> int:
@@ -186,7 +188,7 @@ class Registrar(Actor):
 
     def _limited(self, limiter: RateLimiter, key: str, what: str) -> Refused:
         wait = limiter.retry_after(key)
-        return Refused(RATE_LIMITED, f"too many {what} for {key}; retry in {wait:.0f} s")
+        return Refused(RATE_LIMITED, f"too many {what} for {key}; retry in {wait:.0f} s", wait)
 
 
 @dataclass(frozen=True)

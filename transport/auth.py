@@ -23,6 +23,7 @@ from actors.registration import (
 from actors.session_registry import REGISTRY_NAME, OpenSession
 from transport import wire
 from transport.crypto import verify
+from transport.flow import retry_ms
 
 __all__ = ["Authentication", "CLAIM_TIMEOUT"]
 
@@ -150,7 +151,9 @@ class Authentication:
 
     def answer(self, ref: int, result: Any) -> None:
         if isinstance(result, Refused):
-            self.send(wire.Error(E[result.reason.upper()], result.text, ref=ref))
+            wait = result.retry_after
+            self.send(wire.Error(E[result.reason.upper()], result.text,
+                                 retry_ms(wait) if wait is not None else None, ref=ref))
             if result.reason in ("bad_code", "login_failed", "rate_limited"):
                 self.auth_failures += 1
                 if self.auth_failures >= self.config.max_auth_failures:

@@ -20,6 +20,7 @@ from actors.messages import (AddMembers, CreateGroup, GetGroups, LeaveGroup, Rem
 from storage.records import GroupRecord, InboxItem
 from actors.messages import CountKeys, KeysFetched
 from transport import key_directory, wire
+from transport.flow import retry_ms
 
 __all__ = ["command_for", "frame_for", "bytes_for"]
 
@@ -64,7 +65,9 @@ def _item(item: InboxItem) -> wire.Frame:
 
 _FRAMES: dict[type, Callable[[Any], wire.Frame]] = {
     Acked: lambda e: wire.Ack(e.value, ref=e.ref),
-    Rejected: lambda e: wire.Error(wire.ErrorCode[e.reason.upper()], e.text[:256], ref=e.ref),
+    Rejected: lambda e: wire.Error(wire.ErrorCode[e.reason.upper()], e.text[:256],
+                                   None if e.retry_after is None else retry_ms(e.retry_after),
+                                   ref=e.ref),
     InboxItem: _item,
     PresenceChanged: lambda e: wire.Presence(e.user, e.online, e.last_seen),
     TypingChanged: lambda e: wire.TypingEvent(e.sender, e.typing),

@@ -173,6 +173,7 @@ async def test_wrong_code_is_refused_and_rate_limited_per_phone(node):
     assert reply.code == E.BAD_CODE
     reply = await client.answer(client.send(wire.Confirm(ALICE, right, key.public, ref=client.ref())))
     assert reply.code == E.RATE_LIMITED
+    assert 590_000 < reply.retry_after <= 600_000, reply  # the 1st wrong code leaves the 10-min window
     await client.close()
 
 
@@ -220,7 +221,7 @@ async def test_code_requests_are_rate_limited(node):
     for _ in range(3):
         assert isinstance(await client.answer(client.send(wire.Register(CAROL, ref=client.ref()))), wire.Ack)
     reply = await client.answer(client.send(wire.Register(CAROL, ref=client.ref())))
-    assert reply.code == E.RATE_LIMITED
+    assert reply.code == E.RATE_LIMITED and 590_000 < reply.retry_after <= 600_000, reply
     await client.close()
 
 

@@ -138,6 +138,7 @@ async def test_key_fetches_are_rate_limited(node):
         assert isinstance(await ask(a, wire.KeysFetch(BOB, ref=a.ref())), wire.Ack)
     reply = await ask(a, wire.KeysFetch(BOB, ref=a.ref()))
     assert isinstance(reply, wire.Error) and reply.code is E.RATE_LIMITED, reply
+    assert 0 < reply.retry_after <= 60_000, reply  # when the first fetch leaves the window
     assert (await ask(b, wire.KeysCount(ref=b.ref()))).value == 7       # nothing more spent
     # Reconnecting (a new session once the old one's linger passed) does not
     # reset the limit.

@@ -65,6 +65,7 @@ async def test_failed_logins_per_phone_at_the_limit_and_one_past(node):
     reply = await client.answer(client.send(wire.Login(ALICE, account.device, signature,
                                                        ref=client.ref())))
     assert reply.code == E.RATE_LIMITED and "failed logins" in reply.message, reply
+    assert 290_000 < reply.retry_after <= 300_000, reply   # when the first failure leaves
     await client.close()
     # ... and only for that phone: bob logs in.
     assert await login(node, await register(node, BOB))
