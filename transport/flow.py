@@ -6,7 +6,9 @@ so that no client can take the worker down for the others.
   connection stops reading its socket (``transport.pause_reading``) and
   keeps what it already read, in order, until answers come back; TCP then
   pushes back on the client. One connection can therefore never overflow its
-  session's mailbox, however many frames it pipelines.
+  session's mailbox, however many frames it pipelines. While reading is
+  paused the heartbeat does not judge the client's silence (its PINGs wait
+  unread in the kernel), and resuming counts as hearing from it.
 - **Output**: inbox pushes stop while the socket's write buffer is above
   ``push_high`` (asyncio's ``pause_writing``) and resume from the last item
   taken when it drains below ``push_low`` (``ResumePushes``): the inbox in
@@ -170,6 +172,7 @@ class FlowControl:
             self.fail(error.ref, error.code, error.message)
         elif not self.reading and not self.closed:
             self.reading = True
+            self.last_heard = self.loop.time()  # silence while paused was ours, not the client's
             self.transport.resume_reading()
 
     def answered(self, ref: int) -> bool:

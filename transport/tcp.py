@@ -70,7 +70,9 @@ class ListenerConfig:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Close connections silent for more than three heartbeat intervals."""
+    """Close connections silent for more than three heartbeat intervals (not
+    one whose socket the server has stopped reading: its window is full, and
+    what the client sends meanwhile waits unread in the kernel)."""
 
 
 class Listener(Actor):
@@ -103,7 +105,7 @@ class Listener(Actor):
         now = asyncio.get_running_loop().time()
         slow = self.config.flow.slow_consumer_timeout
         for conn in list(self.connections):
-            if now - conn.last_heard > wire.SILENT_INTERVALS * conn.heartbeat:
+            if conn.reading and now - conn.last_heard > wire.SILENT_INTERVALS * conn.heartbeat:
                 conn.fail(0, E.HEARTBEAT_TIMEOUT,
                           f"nothing heard for {wire.SILENT_INTERVALS} heartbeats of {conn.heartbeat:g} s")
             elif conn.backed_up_since is not None and now - conn.backed_up_since > slow:

@@ -6,6 +6,7 @@ over the limits get RATE_LIMITED with a retry-after, and keep their order."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import socket
 
@@ -151,6 +152,99 @@ async def test_a_pipelining_client_is_held_to_its_window(node):
     assert peak_mailbox < session._max_len // 2
     assert conn.reading and conn.in_flight == 0
     await alice.close()
+
+
+@pytest.mark.node_config(max_in_flight=1)
+async def test_a_pinging_client_is_not_timed_out_while_its_window_is_full(node, monkeypatch):
+    """HEARTBEAT_TIMEOUT is for a client from which nothing arrived for 3
+    intervals. A client whose window is full (here: a SUBSCRIBE stalled at
+    the server for 4 intervals) is not read; the PINGs it sends on time wait
+    unread in the kernel and are no silence of its own (found by review: it
+    was closed after 3 intervals)."""
+    from actors.session import Session
+    original = Session.handle_subscribe
+
+    async def stalled(self, msg):
+        await asyncio.sleep(4.0)
+        await original(self, msg)
+    monkeypatch.setattr(Session, "_dispatch", {}, raising=False)   # handlers are cached here
+    monkeypatch.setattr(Session, "handle_subscribe", stalled)
+    await register(node, BOB)
+    alice = await login(node, await register(node, ALICE), heartbeat=1.0)
+    refs = {alice.send(wire.Subscribe((BOB,), ref=1000))}
+    for _ in range(17):                             # a PING every 0.3 s for 5 s
+        refs.add(alice.send(wire.Ping(ref=alice.ref())))
+        await asyncio.sleep(0.3)
+    while refs:                                     # all answered; nothing else (no ERROR)
+        frame = await alice.recv(timeout=5)
+        assert not isinstance(frame, wire.Error), frame
+        if isinstance(frame, wire.Ack):
+            refs.discard(frame.ref)
+    await alice.close()
+
+
+class _Socket:
+    """Just enough of an asyncio transport for a ``Connection`` on its own."""
+    def __init__(self):
+        self.paused, self.closing = False, False
+
+    def get_extra_info(self, name):
+        return None
+
+    def set_write_buffer_limits(self, high, low):
+        pass
+
+    def pause_reading(self):
+        self.paused = True
+
+    def resume_reading(self):
+        self.paused = False
+
+    def write(self, data):
+        pass
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def is_closing(self):
+        return self.closing
+
+    def can_write_eof(self):
+        return False
+
+    def close(self):
+        self.closing = True
+
+
+async def test_the_heartbeat_sweep_does_not_judge_a_connection_it_stopped_reading():
+    """The sweep's rule, on its own: a connection the server stopped reading
+    (its window full) is not timed out however long that lasts, and resuming
+    counts as hearing from it; a silent connection being read is closed."""
+    import types
+
+    from transport.flow import FlowConfig
+    from transport.tcp import Connection, Listener, ListenerConfig, Sweep
+    system = types.SimpleNamespace(env={}, send_after=lambda *args: None)
+    config = ListenerConfig(flow=FlowConfig(max_in_flight=1))
+    listener = Listener(config)
+    listener.ref = types.SimpleNamespace(system=system)
+    listener.connections = set()
+    paused, silent = (Connection(system, config, listener.connections) for _ in range(2))
+    for conn in (paused, silent):
+        conn.connection_made(_Socket())
+        conn.state, conn.heartbeat = "hello", 1.0
+        conn.last_heard -= 10                       # nothing heard for 10 intervals
+    paused.in_flight = 1                            # a request out, one held: reading paused
+    paused.held = collections.deque([wire.Ping(ref=2)])
+    paused.drain_held()
+    assert not paused.reading and paused.transport.paused
+    listener.handle_sweep(Sweep())
+    assert silent.closed and not paused.closed
+    paused.window_freed()                           # its answer came: reading resumes
+    await asyncio.sleep(0)
+    assert paused.reading and not paused.transport.paused
+    listener.handle_sweep(Sweep())
+    assert not paused.closed                        # resuming counted as hearing from it
 
 
 @pytest.mark.node_config(send_rate=50, send_burst=20)
