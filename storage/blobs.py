@@ -5,14 +5,18 @@ name is the hash the *server* computed while the bytes arrived, so the same
 file uploaded twice is stored once, and no name a client sends ever reaches
 the filesystem: every lookup first checks the name against ``^[0-9a-f]{64}$``
 (``InvalidArgument`` otherwise). Uploads are written to ``root/tmp`` and
-renamed into place only when complete, so a blob is either whole or absent.
+renamed into place only when complete, so a blob is either whole or absent;
+the file and then its directory are fsync'd before ``commit`` returns, so a
+blob acknowledged (201) survives a power loss.
 
 Blocking file I/O: call it from the media server's own thread, never from
 the chat loop.
 
 ``collect(keep, older_than)`` deletes blobs not in ``keep`` that were last
 modified before ``older_than`` (seconds since the epoch): the garbage
-collector for blobs no message refers to any more.
+collector for blobs no message refers to any more. Every worker of a node
+runs one on the same directory, so a blob listed may be gone when looked
+at: it is skipped.
 """
 
 from __future__ import annotations
@@ -100,12 +104,18 @@ class BlobStore:
         writer.file.close()
         name = writer.hash.hexdigest()
         target = self.path_for(name)
-        if target.exists():
-            writer.abort()
+        try:
             os.utime(target)                   # recently wanted: not garbage yet
+        except FileNotFoundError:              # new (or collected meanwhile): this one is it
+            pass
+        else:
+            writer.abort()
             return Blob(name, writer.size, created=False)
+        made = [p for p in (target.parent.parent, target.parent) if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(writer.path, target)
+        for directory in {target.parent, *(p.parent for p in made)}:
+            _fsync_dir(directory)              # the name, and any new directory, durable too
         return Blob(name, writer.size, created=True)
 
     def names(self) -> Iterator[str]:
@@ -118,10 +128,27 @@ class BlobStore:
         removed = []
         for name in list(self.names()):
             path = self.path_for(name)
-            if name not in keep and path.stat().st_mtime < older_than:
+            if name not in keep and _mtime(path) < older_than:
                 path.unlink(missing_ok=True)
                 removed.append(name)
         for path in self.tmp.glob("up-*"):          # uploads abandoned by a crash
-            if path.stat().st_mtime < older_than:
+            if _mtime(path) < older_than:
                 path.unlink(missing_ok=True)
         return removed
+
+
+def _mtime(path: Path) -> float:
+    """When ``path`` was last touched; +inf if it is gone (another worker's
+    collector, or an upload that ended, took it since the listing)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

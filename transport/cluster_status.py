@@ -34,8 +34,13 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["federation_counters", "outq", "summary", "cluster_part", "known_nodes",
+__all__ = ["http_root", "federation_counters", "outq", "summary", "cluster_part", "known_nodes",
            "ClusterFetch", "NODE_TIMEOUT"]
+
+
+def http_root(host: str, port: int) -> str:
+    """``http://host:port``; an IPv6 address goes in brackets (RFC 3986)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 log = logging.getLogger("switchboard.http")
 
@@ -162,7 +167,7 @@ class ClusterFetch:
             return {"summary": None, "error": "no HTTP address in the directory"}
         started = time.monotonic()
         try:
-            async with session.get(f"http://{http[0]}:{http[1]}/api/summary",
+            async with session.get(f"{http_root(http[0], http[1])}/api/summary",
                                    timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 response.raise_for_status()
                 return {"summary": await response.json(), "error": None}

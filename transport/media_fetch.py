@@ -42,6 +42,7 @@ import aiohttp
 
 from storage.blobs import BlobStore, is_blob_name
 from transport import media_auth
+from transport.cluster_status import http_root
 
 __all__ = ["MediaFetcher", "fetcher_for", "FETCH_FOR"]
 
@@ -156,8 +157,7 @@ class MediaFetcher:
         if not secret:
             raise _Failed("no cluster secret yet")
         host, port = address
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        async with self._http.get(f"{url}/media/{name}",
+        async with self._http.get(f"{http_root(host, port)}/media/{name}",
                                   headers=media_auth.node_headers(secret)) as response:
             if response.status != 200:
                 raise _Failed(f"{response.status} {(await response.text())[:200]}",

@@ -47,9 +47,14 @@ def _gauge(name: str, doc: str, value: float, **labels: str) -> Metric:
     return family
 
 
-def _buckets(bounds: tuple[int, ...], cumulative: list[int]) -> list[tuple[str, float]]:
+def _buckets(bounds: tuple[int, ...], cumulative: list[int],
+             total: int | None = None) -> list[tuple[str, float]]:
+    """Prometheus buckets; ``total`` (every observation, those past the last
+    bound too) is ``+Inf``, else the last bucket's count."""
     pairs = [(str(b), float(n)) for b, n in zip(bounds, cumulative)]
-    return pairs + [("+Inf", float(cumulative[-1] if cumulative else 0))]
+    if total is None:
+        total = cumulative[-1] if cumulative else 0
+    return pairs + [("+Inf", float(total))]
 
 
 class SnapshotCollector:
@@ -143,7 +148,7 @@ class SnapshotCollector:
             yield _gauge("offline_receipts", "Receipts waiting in inboxes", offline["receipts"])
             hist = GaugeHistogramMetricFamily(P + "offline_queue_length",
                                               "Users by inbox length (items waiting)")
-            hist.add_metric([], _buckets(OFFLINE_BUCKETS, offline["buckets"]),
+            hist.add_metric([], _buckets(OFFLINE_BUCKETS, offline["buckets"], offline["rows"]),
                             offline["messages"] + offline["receipts"])
             yield hist
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import aiohttp
 
-from transport.cluster_status import ClusterFetch, cluster_part, federation_counters, outq, summary
+from transport.cluster_status import (ClusterFetch, cluster_part, federation_counters, http_root,
+                                      outq, summary)
 
 __all__ = ["merge", "node_point", "NodeView", "PEER_TIMEOUT", "WANT_FOR"]
 
@@ -191,7 +192,7 @@ class NodeView:
             return {"slot": slot, "port": port, "status": own,
                     "error": None if own else "no sample yet"}
         try:
-            async with self._session.get(f"http://{self.host}:{port}/api/status") as response:
+            async with self._session.get(f"{http_root(self.host, port)}/api/status") as response:
                 response.raise_for_status()
                 return {"slot": slot, "port": port, "status": await response.json(), "error": None}
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:

@@ -170,3 +170,42 @@ async def test_webhook_posts_events_and_a_failure_is_only_logged(caplog):
         await runner.cleanup()
     with pytest.raises(ValueError):
         WebhookSink("file:///etc/passwd")
+
+
+async def test_the_offline_histogram_counts_an_inbox_past_the_last_bound(system, served):
+    """A user at the offline cap (10,000 messages) with receipts waiting
+    too holds more items than the last bound: ``+Inf`` still counts it."""
+    from types import SimpleNamespace
+    from prometheus_client import CollectorRegistry, generate_latest
+    from actors.queue_sample import OfflineSizes
+    from transport.metrics import SnapshotCollector
+
+    sizes = OfflineSizes()
+    sizes.add(10_000, 5)
+    sizes.add(1, 0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(SimpleNamespace(
+        latest={**system.env["board"].latest, "offline": sizes.as_dict()})))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in f.samples}
+    assert samples[("switchboard_offline_users", ())] == 2
+    assert samples[("switchboard_offline_queue_length_bucket", (("le", "10000"),))] == 1
+    assert samples[("switchboard_offline_queue_length_bucket", (("le", "+Inf"),))] == 2
+
+
+async def test_the_node_view_reaches_a_sibling_worker_on_ipv6_loopback(system):
+    """With ``--bind ::1`` the view builds ``http://[::1]:port`` URLs (a
+    bare ``::1:port`` is no URL: every sibling showed as unreachable)."""
+    from transport.node_status import NodeView
+    system.env["config"] = {"bind": "::1", "http_port": 0, "dashboard_push": 0.05}
+    await system.spawn(QueueMonitor, FAST)
+    http = await system.spawn(HttpListener)
+    await wait_for(lambda: system.env["board"].latest)
+    sibling = system.env["http_port"]
+    view = NodeView(system.env["board"], {"name": "n"}, 0, [free_port(), sibling], "::1")
+    async with aiohttp.ClientSession() as session:
+        view._session = session
+        row = await view._worker(1, sibling)
+    assert row["status"] is not None, row["error"]
+    await http.stop()

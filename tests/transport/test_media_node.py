@@ -113,7 +113,7 @@ async def test_a_blob_is_fetched_verified_and_stored_once(origin, tmp_path):
         f.want("A", [name, name, "not-a-hash"])
         f.want("A", [name])
         # Step 3: it is here, whole, under its hash; one fetch made.
-        await until(lambda: f.blobs.size(name) is not None)
+        await until(lambda: f.fetched == 1)             # counted once the blob is stored
         assert f.blobs.path_for(name).read_bytes() == data
         assert hashlib.sha256(data).hexdigest() == name and f.fetched == 1
     finally:
@@ -129,7 +129,7 @@ async def test_a_fetch_is_retried_until_the_origin_is_known(origin, tmp_path):
         await asyncio.sleep(0.3)                      # a few failed attempts
         assert f.blobs.size(name) is None and name in f.pending
         known["A"] = ("127.0.0.1", origin.port)
-        await until(lambda: f.blobs.size(name) is not None)
+        await until(lambda: f.fetched == 1)             # counted once the blob is stored
         assert f.fetched == 1 and f.given_up == 0
     finally:
         f.stop()
@@ -183,3 +183,20 @@ async def test_a_get_waits_for_a_blob_a_message_names(tmp_path):
         assert await status("GET", f"{here.url}/media/{other}", headers=headers) == 404
     finally:
         here.close()
+
+
+def test_a_collector_skips_what_another_worker_collected_since_its_listing(tmp_path):
+    """Every worker collects the one blob directory: a blob (or abandoned
+    upload) in this collector's listing may be gone by the time it looks
+    at it. It is skipped; the collector (the MediaListener) does not crash."""
+    import os
+    import time
+    mine, theirs = BlobStore(tmp_path), BlobStore(tmp_path)
+    old = time.time() - 10_000
+    for i in range(3):
+        name = put(mine, b"blob %d" % i)
+        os.utime(mine.path_for(name), (old, old))
+    listed = list(mine.names())
+    assert sorted(theirs.collect(set(), time.time())) == sorted(listed)
+    mine.names = lambda: iter(listed)           # the listing made before the other collector ran
+    assert mine.collect(set(), time.time()) == []
