@@ -81,12 +81,20 @@ class SessionRegistry(Actor):
         self.clients = clients_of(self.system)
         self.clients.clear()                 # a restarted registry starts from no one
 
-    async def handle_open_session(self, msg: OpenSession) -> ActorRef:
+    async def handle_open_session(self, msg: OpenSession) -> ActorRef | None:
+        """The session now attached to ``msg.client``; None if none could be
+        started: the connection then closes, and its ``CloseSession`` drops
+        the client (and its claim). The registry does not crash over it,
+        which would restart every session and connection on the worker."""
         old = self.clients.get(msg.user)
         if old is not None and old is not msg.client:
             old.close(SESSION_REPLACED, "this account logged in on another connection")
         self.clients[msg.user] = msg.client
-        session = await self._find_or_start(msg.user)
+        try:
+            session = await self._find_or_start(msg.user)
+        except RuntimeError as error:
+            log.error("%s", error)
+            return None
         session.cast(Attach(msg.client))
         return session
 

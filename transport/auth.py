@@ -144,10 +144,13 @@ class Authentication:
         self.send(wire.Ack({"last_seen": last_seen}, ref=frame.ref))  # before the session's pushes
         registry = self.system.whereis(REGISTRY_NAME)
         try:
-            await registry.call(OpenSession(frame.user, self))
+            session = await registry.call(OpenSession(frame.user, self))
         except Exception as error:
             log.error("could not open a session for %s: %r", frame.user, error)
+            session = None
+        if session is None:                 # e.g. the sessions supervisor restarting
             self.fail(0, E.INTERNAL, "could not open a session; reconnect")
+            self.close_after_flush()        # logged in with no session: nothing would answer
 
     def answer(self, ref: int, result: Any) -> None:
         if isinstance(result, Refused):

@@ -137,3 +137,28 @@ async def test_presence_goes_offline_when_a_disconnect_races_a_session_crash(nod
     assert frame.last_seen is not None
     await alice.close()
     await bob.close()
+
+
+async def test_a_login_whose_session_cannot_be_opened_is_closed(node, monkeypatch):
+    """The LOGIN was ACKed, then its session could not be opened (the
+    sessions supervisor restarting): the client is told (INTERNAL, ref 0)
+    and the connection closed, not left logged in with nothing to answer
+    it; the registry keeps no client for the user, and does not crash."""
+    from actors.session_registry import SessionRegistry
+
+    async def cannot(self, user):
+        raise RuntimeError("the sessions supervisor is not running")
+
+    alice = await login(node, await register(node, ALICE))
+    registry = node.system.whereis(REGISTRY_NAME)
+    monkeypatch.setattr(SessionRegistry, "_find_or_start", cannot)
+    bob = await login(node, await register(node, BOB))
+    error, _ = await bob.recv_until(lambda f: isinstance(f, wire.Error))
+    assert (error.code, error.ref) == (wire.ErrorCode.INTERNAL, 0)
+    assert await bob.closed(timeout=5)
+    await wait_for(lambda: BOB not in clients_of(node.system), timeout=5)
+    # The registry did not crash over it: no restart of every session and
+    # connection (rest_for_one); alice, logged in before, is still served.
+    assert node.system.whereis(REGISTRY_NAME) is registry
+    assert isinstance(await alice.answer(alice.send(wire.Ping(ref=alice.ref()))), wire.Ack)
+    await alice.close()
