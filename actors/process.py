@@ -22,6 +22,9 @@ Exit signals follow OTP: ``KILL`` is untrappable and skips ``terminate``; any
 other reason kills a non-trapping actor (``normal`` is ignored), becomes an
 ``Exit`` message for a trapping one, except that a signal from the actor's
 parent always stops it, as a gen_server does on ``{'EXIT', Parent, R}``.
+Once its receive loop has ended (it is in ``terminate``) only ``KILL``
+interrupts it: a later ``stop()`` or exit signal waits, and the first exit
+reason stands, as a gen_server finishes ``terminate``.
 """
 
 from __future__ import annotations
@@ -227,6 +230,8 @@ class ActorRef:
             reason = self._stop_reason
         except BaseException as error:
             reason = self._pending_reason(error)
+        if self._pending_exit is _ALIVE:         # terminating: from now on only KILL
+            self._pending_exit = reason          # interrupts, and this reason stands
         if reason != KILLED and self._exit_reason is _ALIVE:
             reason = await self._call_terminate(actor, reason)
         self._finalize(reason)
@@ -318,7 +323,8 @@ class ActorRef:
 
     def _terminate_with(self, reason: Any) -> None:
         """Stop the task with ``reason``: cancel it at its current await; the
-        task then runs ``terminate`` and finalizes."""
+        task then runs ``terminate`` and finalizes. A no-op once an exit
+        reason is set (a stop is pending, or the actor is terminating)."""
         if self._pending_exit is not _ALIVE:
             return
         self._pending_exit = reason

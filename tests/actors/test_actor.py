@@ -322,6 +322,35 @@ async def test_terminate_crash_becomes_the_exit_reason(system):
     assert isinstance(await ref.stop(), OSError)
 
 
+class SlowTerminate(Counter):
+    """Its terminate logs its reason, then waits for the gate."""
+
+    async def terminate(self, reason):
+        self.terminated.append(reason)
+        await self.gate.wait()
+        self.log.append("terminate done")
+
+
+@pytest.mark.parametrize("trap_exit", [True, False])
+async def test_stop_during_terminate_waits_for_it(system, trap_exit):
+    """OTP: gen_server:stop on a server already in terminate does not cut
+    terminate short (only kill does): it waits, and the exit reason is the
+    one terminate was called with."""
+    # Step 1: the actor stops itself and is inside terminate.
+    log, terminated, gate = [], [], asyncio.Event()
+    ref = await system.spawn(SlowTerminate, log, terminated, gate, trap_exit=trap_exit)
+    ref.cast(StopWith("done"))
+    await wait_for(lambda: terminated == ["done"])
+    # Step 2: a stop from outside waits; terminate goes on.
+    stopping = asyncio.ensure_future(ref.stop(SHUTDOWN, timeout=2))
+    await asyncio.sleep(0.05)
+    assert ref.is_alive and not stopping.done()
+    # Step 3: terminate finishes; the first reason stands.
+    gate.set()
+    assert await asyncio.wait_for(stopping, 1) == "done"
+    assert log == ["terminate done"] and terminated == ["done"]
+
+
 async def test_terminate_not_run_on_kill(system):
     terminated = []
     ref, _ = await blocked(system, terminated=terminated, trap_exit=True)

@@ -217,6 +217,42 @@ async def test_exit_from_a_non_parent_link_is_only_a_message(system):
     assert child.is_alive and await child.call(Ping(), timeout=1) == "pong"
 
 
+class SlowTerminate(Node):
+    """Its terminate records its reason, then waits for the gate."""
+
+    def __init__(self, seen: list, gate: asyncio.Event):
+        super().__init__(seen)
+        self.gate = gate
+
+    async def terminate(self, reason):
+        self.seen.append(("terminate", reason))
+        await self.gate.wait()
+        self.seen.append("terminate done")
+
+
+@pytest.mark.parametrize("signal, expected", [("parent", "done"), (KILL, KILLED)])
+async def test_exit_signal_during_terminate_only_kill_cuts_it_short(system, signal, expected):
+    """OTP: a trapping gen_server in terminate reads no more messages, so
+    its parent's exit signal waits and terminate finishes with the first
+    reason; only the untrappable kill ends it there."""
+    # Step 1: a trapping child of `parent` stops itself and is inside terminate.
+    seen, gate = [], asyncio.Event()
+    parent = await node(system)
+    child = await system.spawn(SlowTerminate, seen, gate, link=parent, trap_exit=True)
+    child.cast(ExitWith("done"))
+    await wait_for(lambda: seen == [("terminate", "done")])
+    # Step 2: the parent crashes (its signal reaches the child), or the child is killed.
+    if signal == "parent":
+        await parent.stop("crashed")
+        await asyncio.sleep(0.05)
+        assert child.is_alive
+        gate.set()
+    else:
+        child.exit(KILL)
+    assert await asyncio.wait_for(child.join(), 1) == expected
+    assert seen[1:] == (["terminate done"] if signal == "parent" else [])
+
+
 # -- monitors --------------------------------------------------------------------------
 async def test_monitor_delivers_down_with_the_reason(system):
     seen = []
