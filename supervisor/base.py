@@ -195,21 +195,18 @@ class Supervisor(Actor):
         return ref
 
     async def _shutdown(self, child: _Child) -> Any:
-        """OTP's shutdown/2: ``shutdown`` then wait, or ``kill`` at once."""
-        ref, how = child.ref, child.spec.shutdown
-        child.ref = None
-        self.by_ref.pop(ref, None)
-        self.unlink(ref)
-        if how == "brutal_kill":
-            ref.exit(KILL, sender=self.ref)
-            return await ref.join()
-        ref.exit(SHUTDOWN, sender=self.ref)
+        """OTP's shutdown/2. The stop-wait-kill runs shielded: if this
+        supervisor is itself stopped meanwhile, it still ends with the child
+        dead. The child is forgotten only once dead, so until then
+        ``terminate`` still finds it; its ``Exit`` is then ignored."""
+        ref = child.ref
         try:
-            return await asyncio.wait_for(ref.join(), None if how == "infinity" else how)
-        except asyncio.TimeoutError:
-            log.warning("%r: child %r did not stop within %ss: killed", self.ref, ref, how)
-            ref.exit(KILL, sender=self.ref)
-            return KILLED
+            return await asyncio.shield(_stop_child(self.ref, ref, child.spec.shutdown))
+        finally:
+            if not ref.is_alive:
+                if child.ref is ref:
+                    child.ref = None
+                self.by_ref.pop(ref, None)
 
     async def _shutdown_all(self) -> None:
         live = [c for c in self.children.values() if c.ref is not None]
@@ -294,6 +291,21 @@ class Supervisor(Actor):
             "supervisors": sum(c.spec.type == "supervisor" for c in self.children.values()),
             "workers": sum(c.spec.type == "worker" for c in self.children.values()),
         }
+
+
+async def _stop_child(sup: ActorRef, ref: ActorRef, how: Any) -> Any:
+    """``shutdown`` then wait up to ``how`` seconds and ``kill``; or ``kill``
+    at once (``brutal_kill``); or wait for good (``infinity``)."""
+    if how == "brutal_kill":
+        ref.exit(KILL, sender=sup)
+        return await ref.join()
+    ref.exit(SHUTDOWN, sender=sup)
+    try:
+        return await asyncio.wait_for(ref.join(), None if how == "infinity" else how)
+    except asyncio.TimeoutError:
+        log.warning("%r: child %r did not stop within %ss: killed", sup, ref, how)
+        ref.exit(KILL, sender=sup)
+        return KILLED
 
 
 async def _ask(sup: ActorRef, msg: Any, timeout: float | None) -> Any:

@@ -1,0 +1,49 @@
+"""The light ``Supervisor``'s guarantees around one child's stop and start,
+named after OTP's supervisor(3) rules:
+
+- no child outlives its supervisor: ``shutdown/2`` ends with the child dead
+  (``shutdown``, then ``kill`` after the child's shutdown time), even when
+  the supervisor is itself stopped while it waits.
+
+Children and helpers are those of ``test_strategies.py``; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors import KILLED, SHUTDOWN
+from tests.conftest import wait_for
+from tests.supervisor.test_strategies import Book, Crash, Ctl, specs, supervise
+
+pytestmark = pytest.mark.timeout(15)
+
+
+# -- no child outlives its supervisor -----------------------------------------------------
+@pytest.mark.parametrize("strategy, intensity", [
+    ("one_for_all", 3),          # the supervisor is shutting b down to restart a and b
+    ("one_for_one", 0),          # the supervisor gave up and its terminate shuts b down
+], ids=["stopped_during_a_restart", "stopped_during_escalation"])
+async def test_supervisor_stopped_while_shutting_a_child_down_still_kills_it(
+        system, strategy, intensity):
+    """OTP: a supervisor's children never outlive it. While it shuts b down
+    (b's terminate hangs; shutdown 0.3 s) its own parent stops it: b is still
+    killed once its shutdown time is up, and the supervisor exits after it."""
+    # Step 1: a crashes; the supervisor asks b to stop and waits.
+    book = Book()
+    hang = Ctl(release=asyncio.Event())
+    children = specs(book, "a") + specs(book, "b", ctls={"b": hang}, shutdown=0.3)
+    sup = await supervise(system, strategy, children, intensity=intensity)
+    b = book.refs["b"]
+    book.refs["a"].cast(Crash())
+    await wait_for(lambda: ("stop", "b") in book.events)
+    try:
+        # Step 2: the parent stops the supervisor meanwhile; b does not survive it.
+        assert await sup.stop(SHUTDOWN, timeout=2) == SHUTDOWN
+        assert await asyncio.wait_for(b.join(), 1) == KILLED
+        assert len(system) == 0
+    finally:
+        hang.release.set()
+
