@@ -219,8 +219,10 @@ class ActorRef:
             if asyncio.iscoroutine(result):
                 await result
         except BaseException as error:          # init failed: spawn raises StartError
-            reason = self._pending_reason(error)
-            if not started.done():
+            self._stop_reason = self._pending_reason(error)
+        if self._stop_reason is not None:       # init failed or asked to stop (OTP's
+            reason = self._stop_reason          # {stop, Reason}): spawn raises StartError,
+            if not started.done():              # terminate does not run
                 started.set_exception(StartError(reason))
             self._finalize(reason, crashed=False)
             return

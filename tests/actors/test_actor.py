@@ -150,6 +150,28 @@ async def test_init_raising_is_start_error_and_leaves_nothing(system, cls):
     assert list(system.actors()) == [] and system.whereis("failing") is None
 
 
+class StopsInInit(Counter):
+    def init(self):
+        self.stop("bad_config")
+
+
+class StopsInAsyncInit(Counter):
+    async def init(self):
+        await asyncio.sleep(0)
+        self.stop("bad_config")
+
+
+@pytest.mark.parametrize("cls", [StopsInInit, StopsInAsyncInit])
+async def test_stop_in_init_fails_the_start_without_terminate(system, cls):
+    """OTP: init returning {stop, Reason} makes start_link return
+    {error, Reason}; terminate is not called and nothing is left."""
+    terminated = []
+    with pytest.raises(StartError) as info:
+        await system.spawn(cls, None, terminated, name="stopping")
+    assert info.value.reason == "bad_config" and terminated == []
+    assert list(system.actors()) == [] and system.whereis("stopping") is None
+
+
 # -- cast, call, dispatch -------------------------------------------------------------
 async def test_cast_then_call_in_order(system):
     log = []

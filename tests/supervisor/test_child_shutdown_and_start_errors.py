@@ -3,7 +3,9 @@ named after OTP's supervisor(3) rules:
 
 - no child outlives its supervisor: ``shutdown/2`` ends with the child dead
   (``shutdown``, then ``kill`` after the child's shutdown time), even when
-  the supervisor is itself stopped while it waits.
+  the supervisor is itself stopped while it waits;
+- a restart whose ``init`` stops (``{stop, Reason}``) has failed: it
+  counts toward the intensity.
 
 Children and helpers are those of ``test_strategies.py``; every wait is bounded.
 """
@@ -14,7 +16,9 @@ import asyncio
 
 import pytest
 
-from actors import KILLED, SHUTDOWN
+from actors import KILLED, NORMAL, SHUTDOWN, Actor
+from supervisor.base import Supervisor, which_children
+from supervisor.spec import ChildSpec, SupFlags
 from tests.conftest import wait_for
 from tests.supervisor.test_strategies import Book, Crash, Ctl, specs, supervise
 
@@ -47,3 +51,32 @@ async def test_supervisor_stopped_while_shutting_a_child_down_still_kills_it(
     finally:
         hang.release.set()
 
+
+# -- a child that cannot start -------------------------------------------------------------
+class StopsInInit(Actor):
+    """Starts once; every later start stops in ``init`` (OTP's ``{stop, normal}``)."""
+
+    def __init__(self, ctl: Ctl):
+        self.ctl = ctl
+
+    def init(self):
+        self.ctl.attempts += 1
+        if self.ctl.attempts > 1:
+            self.stop(NORMAL)
+
+    def handle_crash(self, msg):
+        raise RuntimeError("crash")
+
+
+async def test_restart_stopping_in_init_is_a_failed_restart(system):
+    """OTP: a restart whose init returns {stop, Reason} has failed: it is
+    retried, each try counting toward the intensity, until the supervisor
+    gives up; it is not a running child that happens to exit, and a
+    transient one is not left behind dead."""
+    ctl = Ctl()
+    child = ChildSpec("a", StopsInInit, (ctl,), restart="transient")
+    sup = await system.spawn(Supervisor, SupFlags("one_for_one", 2, 5), [child])
+    [row] = await which_children(sup)
+    row.ref.cast(Crash())
+    assert await asyncio.wait_for(sup.join(), 2) == SHUTDOWN
+    assert ctl.attempts == 1 + 2                         # the first start + 2 tries
