@@ -184,8 +184,17 @@ class Supervisor(Actor):
                 return
 
     async def _start(self, key: Any, child: _Child) -> ActorRef:
+        """Start ``child``. Any failure to start it (a ``start`` that does not
+        resolve, a taken name, bad options, an ``init`` that fails or stops)
+        is a ``StartError``, OTP's ``{error, Reason}``, never a crash here."""
         spec = child.spec
-        ref = await self.system.spawn(resolve(spec.start), *child.args, link=self.ref, **spec.options)
+        try:
+            ref = await self.system.spawn(resolve(spec.start), *child.args,
+                                          link=self.ref, **spec.options)
+        except StartError:
+            raise
+        except Exception as error:
+            raise StartError(error) from error
         if self.dynamic:                           # a restarted dynamic child gets a new key
             del self.children[key]
             self.children[ref] = child

@@ -4,8 +4,9 @@ named after OTP's supervisor(3) rules:
 - no child outlives its supervisor: ``shutdown/2`` ends with the child dead
   (``shutdown``, then ``kill`` after the child's shutdown time), even when
   the supervisor is itself stopped while it waits;
-- a restart whose ``init`` stops (``{stop, Reason}``) has failed: it
-  counts toward the intensity.
+- a child that cannot be started is ``{error, Reason}``: ``start_child``
+  fails, the supervisor and its other children go on, and no entry is
+  left behind; on a restart it counts toward the intensity.
 
 Children and helpers are those of ``test_strategies.py``; every wait is bounded.
 """
@@ -17,10 +18,10 @@ import asyncio
 import pytest
 
 from actors import KILLED, NORMAL, SHUTDOWN, Actor
-from supervisor.base import Supervisor, which_children
+from supervisor.base import Supervisor, SupervisorError, count_children, start_child, which_children
 from supervisor.spec import ChildSpec, SupFlags
-from tests.conftest import wait_for
-from tests.supervisor.test_strategies import Book, Crash, Ctl, specs, supervise
+from tests.conftest import Probe, wait_for
+from tests.supervisor.test_strategies import Book, Crash, Ctl, Rec, specs, supervise
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -66,6 +67,46 @@ class StopsInInit(Actor):
 
     def handle_crash(self, msg):
         raise RuntimeError("crash")
+
+
+UNSTARTABLE = {
+    "no_module": lambda book: ChildSpec("x", "no_such_module_xyz.Thing"),
+    "no_attribute": lambda book: ChildSpec("x", "tests.supervisor.test_strategies.NoSuchThing"),
+    "name_taken": lambda book: ChildSpec("x", Rec, (book, "x"), options={"name": "taken"}),
+    "bad_option": lambda book: ChildSpec("x", Rec, (book, "x"), options={"no_such_option": 1}),
+    "stop_in_init": lambda book: ChildSpec("x", StopsInInit, (Ctl(attempts=1),)),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSTARTABLE))
+async def test_start_child_that_cannot_start_is_an_error_not_a_crash(system, case):
+    """OTP: start_child returns {error, Reason} for any child that fails to
+    start; the supervisor and its other children go on and the failed spec
+    is not kept, so the id can be used again."""
+    book = Book()
+    await system.spawn(Probe, name="taken")
+    sup = await supervise(system, "one_for_one", specs(book, "a"))
+    a = book.refs["a"]
+    with pytest.raises(SupervisorError, match="failed to start 'x'"):
+        await start_child(sup, UNSTARTABLE[case](book))
+    assert sup.is_alive and a.is_alive
+    assert [r.id for r in await which_children(sup)] == ["a"]
+    [good] = specs(book, "x")
+    assert (await start_child(sup, good)).is_alive
+
+
+@pytest.mark.parametrize("options", [{"name": "taken"}, {"no_such_option": 1}])
+async def test_simple_one_for_one_start_child_that_cannot_start_leaves_nothing(system, options):
+    """OTP: a simple_one_for_one start_child that fails returns {error, Reason}
+    and adds no child."""
+    book = Book()
+    await system.spawn(Probe, name="taken")
+    sup = await supervise(system, "simple_one_for_one",
+                          [ChildSpec("w", Rec, (book,), options=options)])
+    with pytest.raises(SupervisorError):
+        await start_child(sup, ("x",))
+    assert sup.is_alive and await which_children(sup) == []
+    assert (await count_children(sup))["specs"] == 1
 
 
 async def test_restart_stopping_in_init_is_a_failed_restart(system):
