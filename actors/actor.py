@@ -90,10 +90,13 @@ class Actor:
     def defer_reply(self) -> "Deferred":
         """Answer the current call later (OTP: ``{noreply, State}`` then
         ``gen_server:reply/2``): the handler's return value is ignored and
-        the caller waits for ``deferred.reply(value)``."""
-        reply, self.ref._current = self.ref._current, None
+        the caller waits for ``deferred.reply(value)``, or gets
+        ``ActorExited`` if this actor exits before replying."""
+        ref = self.ref
+        reply, ref._current = ref._current, None
         if reply is None:
             raise RuntimeError("defer_reply() outside the handling of a call")
+        ref._owe(reply)                     # fails with ActorExited if this actor exits first
         return Deferred(reply)
 
     def link(self, other: "ActorRef") -> None:

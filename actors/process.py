@@ -74,7 +74,7 @@ class ActorRef:
         "pid", "kind", "name", "system", "_actor", "_queue", "_max_len", "_overflow",
         "_waiter", "_task", "_running", "_current", "_trap_exit", "_parent", "_links",
         "_monitors", "_watching", "_exit_reason", "_pending_exit", "_stop_reason",
-        "_exit_waiters",
+        "_exit_waiters", "_owed",
     )
 
     def __init__(self, system: "System", pid: int, cls: type[Actor], name: Any,
@@ -105,6 +105,7 @@ class ActorRef:
         self._pending_exit: Any = _ALIVE
         self._stop_reason: Any = None
         self._exit_waiters: list[asyncio.Future] | None = None
+        self._owed: set[asyncio.Future] | None = None   # deferred replies not yet given
 
     # -- the public face -------------------------------------------------
     def __repr__(self) -> str:
@@ -310,6 +311,15 @@ class ActorRef:
             return error
         return reason
 
+    def _owe(self, reply: asyncio.Future) -> None:
+        """Track a deferred reply until it is given: if this actor exits
+        first, the caller gets ``ActorExited`` (gen_server:call monitors
+        the callee), not a wait until its timeout."""
+        if self._owed is None:
+            self._owed = set()
+        self._owed.add(reply)
+        reply.add_done_callback(self._owed.discard)
+
     # -- signals ----------------------------------------------------------
     def _exit_signal(self, sender: "ActorRef | None", reason: Any, linked: bool) -> None:
         if self._exit_reason is not _ALIVE:
@@ -412,6 +422,9 @@ class ActorRef:
         failure = ActorExited(reason)
         if self._current is not None and not self._current.done():
             self._current.set_exception(failure)
+        for reply in self._owed or ():          # a deferred reply fails like a pending call
+            if not reply.done():
+                reply.set_exception(failure)
         queue, self._queue = self._queue, None
         while queue:
             msg = queue.popleft()
@@ -433,7 +446,7 @@ class ActorRef:
         for fut in self._exit_waiters or ():
             if not fut.done():
                 fut.set_result(reason)
-        self._monitors = self._watching = self._exit_waiters = None
+        self._monitors = self._watching = self._exit_waiters = self._owed = None
 
     def _report(self, reason: Any, crashed: bool) -> None:
         if is_normal_exit(reason) or reason == KILLED:

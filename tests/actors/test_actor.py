@@ -497,6 +497,21 @@ async def test_deferred_reply_never_given_times_out(system):
     with pytest.raises(CallTimeout):
         await ref.call(Get(), timeout=0.05)
     assert ref.is_alive
+    await wait_for(lambda: not ref._owed)         # the runtime keeps no answered reply
+
+
+async def test_deferred_call_fails_when_the_callee_dies(system):
+    """OTP: gen_server:call monitors the callee, so a call whose reply was
+    deferred fails as soon as the callee dies (not at its timeout, nor
+    never with timeout=infinity), with the callee's exit reason."""
+    ref = await system.spawn(Deferring)
+    pending = asyncio.ensure_future(ref.call(Get(), timeout=None))
+    await wait_for(lambda: ref._actor.owed)
+    ref.cast(Crash())
+    await asyncio.wait_for(ref.join(), 1)
+    with pytest.raises(ActorExited) as info:
+        await asyncio.wait_for(pending, 1)
+    assert isinstance(info.value.reason, RuntimeError)
 
 
 async def test_defer_reply_outside_a_call_crashes(system):
