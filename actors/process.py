@@ -437,6 +437,8 @@ class ActorRef:
             if mref.target._monitors is not None:
                 mref.target._monitors.pop(mref, None)
         for mref, watcher in (self._monitors or {}).items():
+            if watcher._watching is not None:
+                watcher._watching.discard(mref)  # a fired monitor is gone (OTP)
             watcher._deliver(Down(mref, self, reason))
         links, self._links = self._links, None
         for other in links or ():

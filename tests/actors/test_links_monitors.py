@@ -304,6 +304,19 @@ async def test_a_watchers_death_removes_its_monitors(system):
     assert await settled(staying, seen) == [Down(mref, target, "gone")]
 
 
+async def test_a_fired_monitor_is_forgotten_by_the_watcher(system):
+    """OTP: a monitor fires once and is then gone; a long-lived watcher
+    keeps nothing of the targets it saw die."""
+    seen = []
+    watcher = await node(system, seen)
+    for _ in range(20):
+        target = await node(system)
+        await watcher.call(Monitor(target))
+        await target.stop("gone")
+    assert len(await settled(watcher, seen)) == 20
+    assert not watcher._watching, f"{len(watcher._watching)} fired monitors kept"
+
+
 async def test_monitor_does_not_link(system):
     seen = []
     watcher, target = await node(system, seen), await node(system)
