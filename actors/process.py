@@ -1,4 +1,5 @@
-"""One light actor: an asyncio task, its bounded mailbox, its links and monitors.
+"""One light actor: an asyncio task and its bounded mailbox (its links,
+monitors and exit signals: ``actors.links``).
 
 ``ActorRef`` is both the handle others hold (like an Erlang pid) and the
 runtime cell of the actor behind it; its public face is small:
@@ -36,10 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 from actors.actor import Actor, handler_for
 from actors.exits import (
-    KILL, KILLED, NOPROC, NORMAL, ActorError, ActorExited, CallTimeout,
+    KILL, KILLED, NORMAL, ActorError, ActorExited, CallTimeout,
     MailboxFull, MailboxOverflow, NoProc, StartError, is_normal_exit,
 )
-from actors.signals import Down, Exit, MonitorRef
+from actors.links import ALIVE as _ALIVE, Links
+from actors.signals import MonitorRef
 
 if TYPE_CHECKING:
     from actors.system import System
@@ -48,7 +50,6 @@ __all__ = ["ActorRef"]
 
 log = logging.getLogger("switchboard.actors")
 
-_ALIVE = None          # _exit_reason while alive
 _BUDGET = 200          # messages handled before yielding the loop (Erlang's reductions)
 
 
@@ -67,7 +68,7 @@ def _expire(fut: asyncio.Future, timeout: float) -> None:
         fut.set_exception(CallTimeout(f"no reply within {timeout} s"))
 
 
-class ActorRef:
+class ActorRef(Links):
     """Handle and runtime cell of one light actor. See the module docstring."""
 
     __slots__ = (
@@ -320,19 +321,6 @@ class ActorRef:
         self._owed.add(reply)
         reply.add_done_callback(self._owed.discard)
 
-    # -- signals ----------------------------------------------------------
-    def _exit_signal(self, sender: "ActorRef | None", reason: Any, linked: bool) -> None:
-        if self._exit_reason is not _ALIVE:
-            return
-        if reason == KILL and not linked:
-            self._kill()
-        elif self._trap_exit and (sender is None or sender is not self._parent):
-            self._deliver(Exit(sender, reason))
-        elif reason == NORMAL and sender is not self and not self._trap_exit:
-            return                               # (a trapping actor here has heard its parent)
-        else:
-            self._terminate_with(reason)
-
     def _terminate_with(self, reason: Any) -> None:
         """Stop the task with ``reason``: cancel it at its current await; the
         task then runs ``terminate`` and finalizes. A no-op once an exit
@@ -370,46 +358,6 @@ class ActorRef:
             if not waiter.done():
                 waiter.set_result(None)
 
-    # -- links and monitors -------------------------------------------------
-    def _link(self, other: "ActorRef") -> None:
-        if other is self:
-            return
-        if other._exit_reason is not _ALIVE:
-            self._exit_signal(other, NOPROC, linked=True)
-            return
-        if self._links is None:
-            self._links = set()
-        if other._links is None:
-            other._links = set()
-        self._links.add(other)
-        other._links.add(self)
-
-    def _unlink(self, other: "ActorRef") -> None:
-        if self._links is not None:
-            self._links.discard(other)
-        if other._links is not None:
-            other._links.discard(self)
-
-    def _monitor(self, target: "ActorRef", watcher: "ActorRef | None" = None) -> MonitorRef:
-        watcher = self if watcher is None else watcher
-        mref = MonitorRef(watcher, target)
-        if target._exit_reason is not _ALIVE:
-            watcher._deliver(Down(mref, target, NOPROC))
-            return mref
-        if target._monitors is None:
-            target._monitors = {}
-        target._monitors[mref] = watcher
-        if watcher._watching is None:
-            watcher._watching = set()
-        watcher._watching.add(mref)
-        return mref
-
-    def _demonitor(self, mref: MonitorRef) -> None:
-        if mref.target._monitors is not None:
-            mref.target._monitors.pop(mref, None)
-        if self._watching is not None:
-            self._watching.discard(mref)
-
     # -- exit ------------------------------------------------------------------
     def _finalize(self, reason: Any, crashed: bool = True) -> None:
         """Record the exit and tell everyone who asked: callers, links,
@@ -433,22 +381,11 @@ class ActorRef:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.cancel()
         self._actor = self._waiter = self._current = None
-        for mref in self._watching or ():
-            if mref.target._monitors is not None:
-                mref.target._monitors.pop(mref, None)
-        for mref, watcher in (self._monitors or {}).items():
-            if watcher._watching is not None:
-                watcher._watching.discard(mref)  # a fired monitor is gone (OTP)
-            watcher._deliver(Down(mref, self, reason))
-        links, self._links = self._links, None
-        for other in links or ():
-            if other._links is not None:
-                other._links.discard(self)
-            other._exit_signal(self, reason, linked=True)
+        self._tell_exit(reason)                 # monitors and links (actors.links)
         for fut in self._exit_waiters or ():
             if not fut.done():
                 fut.set_result(reason)
-        self._monitors = self._watching = self._exit_waiters = self._owed = None
+        self._exit_waiters = self._owed = None
 
     def _report(self, reason: Any, crashed: bool) -> None:
         if is_normal_exit(reason) or reason == KILLED:
