@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from storage import blob_refs, outq
-from storage.errors import DuplicateId, InvalidArgument, OfflineFull
+from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key, from_u64,
                           group_bytes, group_read_key, inbox_key, inbox_prefix, inbox_seq,
                           member_key, phone_bytes, prefix_end, u64)
@@ -62,12 +62,15 @@ MAX_READ_IDS = 1000
 # -- writes ---------------------------------------------------------------------
 def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
                   ts_ms: int, cap: int, metas: _Metas | None = None,
-                  media: tuple[str, ...] = (), remote: Remote | None = None) -> Stored:
+                  media: tuple[str, ...] = (), remote: Remote | None = None,
+                  origin: str | None = None) -> Stored:
     """Append a message to ``to``'s inbox. Every refusal is raised before
     anything is written (``UserBatch`` relies on it); with ``metas`` given,
     the caller saves them (and their ``remote`` is used). ``media``: blob
     hashes the message refers to, held (``blob_refs``) until the recipient
-    acks it. ``to`` homed on another node: queued there (module doc)."""
+    acks it. ``to`` homed on another node: queued there (module doc).
+    ``origin``: the node that shipped it (``storage.outq``), kept with the
+    message and its dedup record for its receipts (``Metas.append``)."""
     sb, tb, cid = phone_bytes(sender), phone_bytes(to), client_id_bytes(client_id)
     if type(body) is not bytes:
         raise InvalidArgument("message body must be bytes")
@@ -92,17 +95,21 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
     if metas[tb]["msgs"] >= cap:
         raise OfflineFull(to, cap)
     seq = metas.append_packed(tb, True, pack_message(client_id, sender, ts_ms, body,
-                                                     media=media))
+                                                     media=media, node=origin))
     if media:
         blob_refs.hold(txn, media, ts_ms)
     if own:
         metas.save()
-    _record_sent(txn, dk, to, seq, ts_ms)
+    _record_sent(txn, dk, to, seq, ts_ms, origin)
     return Stored(seq, ts_ms)
 
 
-def _record_sent(txn: Txn, dk: bytes, to: str, seq: int, ts_ms: int) -> None:
-    txn.put("dedup", dk, pack({"to": to, "seq": seq, "ts": ts_ms}))
+def _record_sent(txn: Txn, dk: bytes, to: str, seq: int, ts_ms: int,
+                 origin: str | None = None) -> None:
+    record = {"to": to, "seq": seq, "ts": ts_ms}
+    if origin is not None:
+        record["node"] = origin
+    txn.put("dedup", dk, pack(record))
     txn.put("dedup_ttl", dedup_ttl_key(ts_ms, dk), b"")
 
 
@@ -136,7 +143,7 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
         if "media" in value:
             blob_refs.release(txn, value["media"], ts_ms)
         receipt = Receipt("delivered", value["id"], user, ts_ms, value.get("group"))
-        routed.append(RoutedReceipt(sender, metas.append(sb, receipt), receipt))
+        routed.append(RoutedReceipt(sender, metas.append(sb, receipt, value.get("node")), receipt))
     if own:
         metas.save()
     return routed
@@ -169,7 +176,13 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
     own = metas is None
     if own:
         metas = _Metas.of(txn, remote)
-    metas.require_user(pb, peer)
+    try:
+        metas.require_user(pb, peer)
+        unknown = False
+    except UnknownUser:
+        if group is not None:
+            raise
+        unknown = True          # maybe homed elsewhere, the map here not saying so yet
     to = reader if group is None else group
     if group is not None:
         joined = txn.get("user_groups", member_key(rb, gb))
@@ -183,6 +196,8 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         first = None if raw is None else unpack(raw)
         if first is None or first["to"] != to or first.get("read"):
             continue
+        if unknown and "node" not in first:
+            continue                        # only a message shipped from its home says where
         if group is None:                   # a 1:1 message is read once
             first["read"] = True
             txn.put("dedup", dk, pack(first))
@@ -194,7 +209,9 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
                 continue                    # read once per member
             txn.put("group_reads", rk, b"")
         receipt = Receipt("read", cid, reader, ts_ms, group)
-        routed.append(RoutedReceipt(peer, metas.append(pb, receipt), receipt))
+        routed.append(RoutedReceipt(peer, metas.append(pb, receipt, first.get("node")), receipt))
+    if unknown and not routed:
+        raise UnknownUser(peer)             # (nothing was written)
     if own:
         metas.save()
     return routed

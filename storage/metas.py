@@ -125,13 +125,20 @@ class Metas(dict):
         meta = self[user] = load_meta(self.txn, user)
         return meta
 
-    def append(self, user: bytes, payload: Message | Receipt) -> int:
-        return self.append_packed(user, isinstance(payload, Message), pack_item(payload))
+    def append(self, user: bytes, payload: Message | Receipt, via: str | None = None) -> int:
+        return self.append_packed(user, isinstance(payload, Message), pack_item(payload), via)
 
-    def append_packed(self, user: bytes, is_message: bool, value: bytes) -> int:
+    def append_packed(self, user: bytes, is_message: bool, value: bytes,
+                      via: str | None = None) -> int:
         """Append to ``user``'s inbox; its seq there, or 0 when ``user`` is
-        homed on another node (the item was queued for that node)."""
+        homed on another node (the item was queued for that node). ``via``:
+        the node a message from ``user`` was shipped from; a receipt for
+        ``user`` goes there when the home map does not list ``user`` yet
+        (it lags the directory) and ``user`` has no account here."""
         node = self.node_of(user)
+        if node is None and via is not None and user not in self.known \
+                and self.txn.get("users", user) is None:
+            node = via
         if node is not None:
             outq.put(self.txn, node, ("item", user.decode(),
                                       "message" if is_message else "receipt", value))

@@ -219,24 +219,29 @@ def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap
     nudges: list[tuple[str, InboxItem]] = []
     media: list[tuple[str, tuple[str, ...]]] = []
     for item in fresh:
-        apply_one = {"msg": _apply_msg, "item": _apply_item, "group": _apply_group}[item[0]]
-        if apply_one(txn, metas, item, cap, nudges) and item[0] == "msg" and item[6]:
-            media.append((origin, tuple(item[6])))
+        if item[0] == "msg":
+            if _apply_msg(txn, metas, item, cap, nudges, origin) and item[6]:
+                media.append((origin, tuple(item[6])))
+        else:
+            {"item": _apply_item, "group": _apply_group}[item[0]](txn, metas, item, cap, nudges)
     metas.save()
     txn.put("outq_applied", ob, pack({"epoch": epoch, "seq": last}))
     return Applied(last, nudges, media)
 
 
-def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> bool:
-    """True if the message was stored in an inbox here (its blobs held)."""
+def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list, origin: str) -> bool:
+    """True if the message was stored in an inbox here (its blobs held).
+    Its receipts go to the sender's home, or back to ``origin`` while the
+    home map here does not list the sender yet (``Metas.append``)."""
     from storage.mailbox import store_message
     _, sender, client_id, to, body, ts, media = item
     try:
-        stored = store_message(txn, sender, client_id, to, body, ts, cap, metas, tuple(media))
+        stored = store_message(txn, sender, client_id, to, body, ts, cap, metas, tuple(media),
+                               origin=origin)
     except (OfflineFull, UnknownUser) as refused:
         log.info("outq: %s refused here (%s): a failed receipt goes to %s",
                  client_id, refused, sender)
-        _append(metas, sender, Receipt("failed", client_id, to, ts), nudges)
+        _append(metas, sender, Receipt("failed", client_id, to, ts), nudges, via=origin)
         return False
     except DuplicateId as reused:
         log.warning("outq: message skipped: %s", reused)
@@ -278,11 +283,16 @@ def _apply_group(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
     nudges.append((user, unpack_item(_add(metas, ub, kind, value), value)))
 
 
-def _append(metas, user: str, receipt: Receipt, nudges: list) -> None:
-    """A receipt for ``user`` (queued on if homed elsewhere; dropped with a
-    warning if unknown here too)."""
-    ub = _known(metas, user, f"a {receipt.kind} receipt")
-    seq = ub and metas.append(ub, receipt)
+def _append(metas, user: str, receipt: Receipt, nudges: list, via: str | None = None) -> None:
+    """A receipt for ``user`` (queued on if homed elsewhere, or to ``via``
+    while the home map does not list ``user`` yet; dropped with a warning
+    if unknown here and no ``via``)."""
+    if via is not None:
+        ub = phone_bytes(user)
+        seq = metas.append(ub, receipt, via)
+    else:
+        ub = _known(metas, user, f"a {receipt.kind} receipt")
+        seq = ub and metas.append(ub, receipt)
     if seq:
         nudges.append((user, InboxItem(seq, "receipt", receipt)))
 

@@ -216,16 +216,20 @@ class RoutedReceipt:
 
 # -- inbox item values ----------------------------------------------------------
 def pack_message(id: str, sender: str, ts: int, body: bytes, group: str | None = None,
-                 media: tuple[str, ...] = ()) -> bytes:
+                 media: tuple[str, ...] = (), node: str | None = None) -> bytes:
     """``pack_item(Message(id, sender, ts, body, group))`` without the record;
-    ``media``: the blob hashes it refers to (released when it is acked)."""
-    if group is None and not media:
+    ``media``: the blob hashes it refers to (released when it is acked);
+    ``node``: the node it was shipped from (``storage.outq``), where its
+    receipts go if the home map here does not know the sender yet."""
+    if group is None and not media and node is None:
         return pack({"type": "message", "id": id, "from": sender, "ts": ts, "body": body})
     value = {"type": "message", "id": id, "from": sender, "ts": ts, "body": body}
     if group is not None:
         value["group"] = group
     if media:
         value["media"] = list(media)
+    if node is not None:
+        value["node"] = node
     return pack(value)
 
 

@@ -347,3 +347,25 @@ async def test_a_shipment_after_one_never_applied_is_refused_whole(cluster):
     assert [i.payload.id for i in b.inbox_after(BOB)] == [f"m{i}" for i in range(6)]
     # a resend of what was applied, following what was applied, is skipped
     assert (await b.outq_apply("A", epoch, second, CAP, after=3)).nudges == []
+
+
+async def test_receipts_go_back_to_where_a_message_came_from_while_the_map_lags(cluster):
+    """B's home map lags the directory (or was rebuilt without A's users
+    yet): it does not list ALICE. The receipts for her messages, which B
+    applied from A, go back to A (delivered, read, and the failed receipt
+    of a refused one), not into an inbox for her on B that nobody reads."""
+    a, b = cluster
+    b.remote = lambda user: None                    # B knows no one's home yet
+    await a.store_message(ALICE, "m1", BOB, b"hi", T, CAP)
+    await a.store_message(ALICE, "m2", BOB, b"hi", T + 1, CAP)
+    applied = await ship(a, "A", b, "B", cap=1)                    # m2 refused: B's cap is 1
+    assert [i.payload.id for _, i in applied.nudges] == ["m1"]
+    assert await b.ack_inbox(BOB, [1], T + 10) == [
+        RoutedReceipt(ALICE, 0, Receipt("delivered", "m1", BOB, T + 10))]
+    assert [r.seq for r in await b.store_read(BOB, ALICE, ["m1"], T + 20)] == [0]
+    assert b.inbox_after(ALICE) == [] and meta_record(b, ALICE) is None
+    assert b.outq_pending() == {"A": 3}
+    await ship(b, "B", a, "A")
+    assert [(i.payload.kind, i.payload.id) for i in a.inbox_after(ALICE)] == [
+        ("failed", "m2"), ("delivered", "m1"), ("read", "m1")]
+    audit(a, ALICE)
