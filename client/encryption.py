@@ -5,7 +5,9 @@ before it enters the outbox and opened before it becomes an event.
 - ``prepare`` (before LOGIN) loads the device's keys or makes them on
   first use (``E2EStore``); ``after_login`` publishes them with KEYS_PUBLISH; at every later login asks KEYS_COUNT
   and tops the one-time prekeys up to ``ONE_TIME`` when fewer than
-  ``LOW_WATER`` are left, and rotates the signed prekey after a week.
+  ``LOW_WATER`` are left, and rotates the signed prekey after a week. Of
+  the one-time prekeys the directory has handed out but no first message
+  has used yet, only the newest ``HANDED_OUT_KEPT`` are kept.
 - ``seal(to, envelope, then)``: under a per-contact lock, fetches the
   contact's bundle (KEYS_FETCH, tried again for a few seconds while the
   answer is "try again" or does not come) if there is no session, checks the identity
@@ -41,10 +43,11 @@ from client import events as ev
 from client.e2e_store import E2EStore
 from client.errors import RequestTimeout, ServerError
 
-__all__ = ["Encryption", "ONE_TIME", "LOW_WATER"]
+__all__ = ["Encryption", "ONE_TIME", "LOW_WATER", "HANDED_OUT_KEPT"]
 
 ONE_TIME = 100                  # one-time prekeys kept published
 LOW_WATER = 20                  # top up below this many
+HANDED_OUT_KEPT = 500           # handed out, not yet used by a first message: the newest kept
 ROTATE_AFTER = 7 * 86_400       # seconds: a new signed prekey every week
 FETCH_TRIES = 5                 # KEYS_FETCH requests (each up to the request timeout) ...
 FETCH_BACKOFF = 0.25            # ... s before the second, doubling: ~4 s of waits between
@@ -83,9 +86,11 @@ class Encryption:
         rotate = time.time() - keys.signed_prekey.created > ROTATE_AFTER
         if rotate:
             keys.rotate_signed_prekey()
+        retired = keys.retire_handed_out(held, HANDED_OUT_KEPT)
         added = keys.add_one_time(ONE_TIME - held) if held < LOW_WATER else []
-        if rotate or added:
+        if rotate or added or retired:
             self.store.save_keys()
+        if rotate or added:
             await self._publish(keys.bundle(one_time=False), added)
 
     async def _publish(self, bundle: KeyBundle, one_time: list) -> None:

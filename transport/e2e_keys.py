@@ -177,6 +177,22 @@ class LocalKeys:
         self.signed_prekeys = [spk, *self.signed_prekeys][:KEEP_SIGNED_PREKEYS]
         return spk
 
+    def retire_handed_out(self, held: int, keep: int) -> int:
+        """Forget the oldest one-time prekeys the directory has handed out
+        but no first message has used yet, beyond the newest ``keep`` of
+        them; ``held``: how many the directory still holds (the newest
+        published: it hands out the lowest ids first). A fetch that is
+        never followed by a message (a fetcher that does not send, a safety
+        number looked up) would otherwise leave its key here for good, and
+        every top-up add more, up to ``MAX_ONE_TIME``. Returns how many
+        were forgotten; a first message that comes later for one of them
+        fails to open (docs/e2e.md)."""
+        handed_out = list(self.one_time)[:max(0, len(self.one_time) - held)]   # oldest first
+        stale = handed_out[:max(0, len(handed_out) - keep)]
+        for i in stale:
+            del self.one_time[i]
+        return len(stale)
+
     def add_one_time(self, n: int) -> list[tuple[int, bytes]]:
         """``n`` new one-time prekeys; returns their (id, public) to upload."""
         if len(self.one_time) + n > MAX_ONE_TIME:

@@ -99,3 +99,35 @@ async def test_a_key_change_notice_pushed_again_keeps_the_new_session(node, tmp_
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_one_time_prekeys_handed_out_and_never_used_are_retired():
+    """Every KEYS_FETCH of this user spends one of its one-time prekeys at
+    the directory; one never followed by a first message (a fetcher that
+    does not send, a safety number looked up) kept its private half here
+    for good, and every top-up at login added more, until the next top-up
+    raised (10,000) and login failed for good. Only the newest
+    ``HANDED_OUT_KEPT`` handed-out ones are kept; those still held by the
+    directory are never retired."""
+    from client.encryption import HANDED_OUT_KEPT, ONE_TIME
+    from transport import wire
+    store = E2EStore()
+    held = {"n": None}
+
+    async def call(frame):
+        if isinstance(frame, wire.KeysCount):
+            return held["n"]
+        assert isinstance(frame, wire.KeysPublish), frame
+        return 0
+
+    enc = Encryption(store, call, lambda event: None)
+    enc.prepare("+15550000203", DeviceKey())
+    await enc.after_login()                             # first publish: ONE_TIME keys
+    for _ in range(150):                                # each login finds the directory drained
+        held["n"] = 0
+        await enc.after_login()
+    assert len(store.keys.one_time) == HANDED_OUT_KEPT + ONE_TIME
+    newest = list(store.keys.one_time)[-ONE_TIME:]      # the ones just published
+    held["n"] = ONE_TIME
+    await enc.after_login()
+    assert list(store.keys.one_time)[-ONE_TIME:] == newest
