@@ -26,7 +26,9 @@ size; the server fans the ciphertext out.
   confirmed, opens from that copy instead of failing as a replay.
 - ``process(sender, distribution)``: a sender key received over 1:1, for
   a group this device knows (it has the group's state: a group event or
-  an earlier key made it); for any other group the server is asked
+  an earlier key made it), unless this device saw its sender removed and
+  not added again (``GroupCipher.removed``); for any other group, and
+  such a sender, the server is asked
   (GROUP_INFO, at most ``UNKNOWN_PENDING`` at a time) and the key is kept
   only if this user is a member. So a contact cannot make this device
   keep one file per made-up group name.
@@ -59,6 +61,7 @@ __all__ = ["SenderKeyCodec"]
 log = logging.getLogger("switchboard.client")
 
 _LEAVING = frozenset({"removed", "left"})
+_JOINING = frozenset({"created", "added"})
 _LATER = frozenset({wire.ErrorCode.NO_KEYS, wire.ErrorCode.RATE_LIMITED})  # skip, retry next send
 PREPARE_ROUNDS = 4              # re-keys tolerated during one send's key distribution
 UNKNOWN_PENDING = 16            # distributions for unknown groups checked at a time
@@ -141,7 +144,8 @@ class SenderKeyCodec(GroupCodec):
     def process(self, sender: str, distribution: bytes) -> None:
         group = SenderKey.from_distribution(distribution).group
         checked(wire.GroupInfo(group))          # ValueError: not a group id at all
-        if self.store.has_group(group) or group in self.client._groups.states:
+        known = self.store.has_group(group) or group in self.client._groups.states
+        if known and sender not in self.store.group(group).removed:
             self._keep(group, sender, distribution)
         elif len(self._unknown) < UNKNOWN_PENDING and (group, sender) not in self._unknown:
             self._unknown[group, sender] = distribution
@@ -154,8 +158,9 @@ class SenderKeyCodec(GroupCodec):
         self.store.save_group(group)
 
     async def _check(self, group: str, sender: str) -> None:
-        """Keep a key of a group this device does not know, if the server
-        says this user is a member of it (and ``sender`` too)."""
+        """Keep a key of a group this device does not know, or from a member
+        it saw removed, if the server says this user is a member of it (and
+        ``sender`` too)."""
         try:
             info = await self.client.group_info(group)
         except (ServerError, ValueError) as error:
@@ -164,6 +169,7 @@ class SenderKeyCodec(GroupCodec):
         finally:
             distribution = self._unknown.pop((group, sender))
         if sender in info.members and self.client.user in info.members:
+            self.store.group(group).member_added(sender)    # removed once, a member again
             self._keep(group, sender, distribution)
 
     def on_event(self, group: str, event: str, users: Iterable[str]) -> None:
@@ -173,6 +179,11 @@ class SenderKeyCodec(GroupCodec):
                 self.store.group(group)
                 self.store.save_group(group)
         if event not in _LEAVING:
+            if event in _JOINING and self.store.has_group(group):
+                cipher = self.store.group(group)
+                for user in users:
+                    cipher.member_added(user)
+                self.store.save_group(group)
             return
         if self.client.user in users:
             self.store.drop_group(group)

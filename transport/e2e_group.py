@@ -18,7 +18,10 @@ Re-key rule (docs/e2e.md, "Groups"): when a member leaves or is removed,
 every remaining member calls ``member_removed(name)``, which drops the
 leaver's keys and makes a NEW own sender key, and sends its distribution
 message only to the current members. The leaver holds only old chain keys,
-which never encrypt anything again. A join needs no re-key.
+which never encrypt anything again. A join needs no re-key. The cipher
+remembers who was removed (``removed``, until ``member_added``), so the
+caller can refuse a new key from a removed member until the server says
+it is a member again (``client.group_e2e``).
 
 Message format::
 
@@ -43,7 +46,8 @@ __all__ = ["SenderKey", "GroupCipher", "MAX_GROUP_SKIP", "KEYS_PER_SENDER"]
 _DIST_VERSION = 1
 _MSG_VERSION = 1
 _STATE_VERSION = 1
-_CIPHER_VERSION = 1
+_CIPHER_VERSION = 2                # 2: + the members removed (1 is still read)
+REMOVED_KEPT = 1024             # members removed remembered per group (the newest)
 MAX_GROUP_SKIP = 1000          # iterations one message may jump ahead, and skipped keys kept
 KEYS_PER_SENDER = 3            # sender keys kept per member (current + older ones)
 CONTEXT = b"switchboard-e2e-group-v1\x00"
@@ -167,9 +171,11 @@ class GroupCipher:
     ``keys[member]``, newest first. Persist ``to_bytes()`` after every call."""
 
     def __init__(self, group: str, own: SenderKey | None = None,
-                 keys: dict[str, list[SenderKey]] | None = None):
+                 keys: dict[str, list[SenderKey]] | None = None,
+                 removed: dict[str, None] | None = None):
         self.group, self.own = group, own
         self.keys: dict[str, list[SenderKey]] = keys or {}
+        self.removed: dict[str, None] = removed or {}    # an ordered set, oldest first
 
     # -- membership and keys -------------------------------------------------------------------------
     def distribution_message(self) -> bytes:
@@ -187,7 +193,15 @@ class GroupCipher:
         """The re-key rule: forget ``member``'s keys, make a new own key.
         Send the returned distribution message to the *remaining* members."""
         self.keys.pop(member, None)
+        self.removed.pop(member, None)
+        self.removed[member] = None
+        while len(self.removed) > REMOVED_KEPT:
+            del self.removed[next(iter(self.removed))]
         return self.rekey()
+
+    def member_added(self, member: str) -> None:
+        """``member`` is a member (again): its keys are welcome."""
+        self.removed.pop(member, None)
 
     def process(self, sender: str, distribution: bytes) -> None:
         """Take a distribution message that came from ``sender`` over the 1:1
@@ -229,19 +243,23 @@ class GroupCipher:
 
     # -- persistence ---------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """``u8 version | group | u32 n | own | u16 m | m x (member | u8 k | k x (u32 n | key))``"""
+        """``u8 version | group | u32 n | own | u16 m | m x (member | u8 k | k x (u32 n | key))
+        | u16 r | r x member`` (the members removed; absent in version 1)"""
         def blob(key: SenderKey | None) -> bytes:
             raw = key.to_bytes() if key is not None else b""
             return struct.pack(">I", len(raw)) + raw
         parts = [bytes((_CIPHER_VERSION,)), pack_str(self.group), blob(self.own), struct.pack(">H", len(self.keys))]
         for member, keys in self.keys.items():
             parts += [pack_str(member), bytes((len(keys),)), *(blob(k) for k in keys)]
+        parts += [struct.pack(">H", len(self.removed)), *(pack_str(m) for m in self.removed)]
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "GroupCipher":
         r = Reader(data, "group cipher")
-        r.version(_CIPHER_VERSION)
+        version = r.u8()
+        if version not in (1, _CIPHER_VERSION):
+            raise r.fail(f"unsupported version {version} (this code reads 1 and {_CIPHER_VERSION})")
         group = r.text()
         own_raw = r.blob(4)
         own = SenderKey.from_bytes(own_raw) if own_raw else None
@@ -251,8 +269,12 @@ class GroupCipher:
             if n > KEYS_PER_SENDER:
                 raise r.fail(f"{n} sender keys for one member, at most {KEYS_PER_SENDER}")
             keys[member] = [SenderKey.from_bytes(r.blob(4)) for _ in range(n)]
+        removed: dict[str, None] = {}
+        if version >= 2:
+            for _ in range(r.u16()):
+                removed[r.text()] = None
         r.end()
         for key in [*(k for ks in keys.values() for k in ks), *([own] if own else [])]:
             if key.group != group:
                 raise FormatError("group cipher: a sender key of another group")
-        return cls(group, own, keys)
+        return cls(group, own, keys, removed)

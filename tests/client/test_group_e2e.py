@@ -128,3 +128,54 @@ async def test_members_over_the_key_fetch_limit_are_skipped_not_the_send(node, t
         await alice.close()
         for member in members:
             await member.close()
+
+
+class _Members:
+    """The parts of a ``Client`` a ``SenderKeyCodec`` uses, with the
+    server's member list in ``members`` (what GROUP_INFO answers)."""
+
+    def __init__(self, user: str, group: str, members: tuple[str, ...]):
+        from types import SimpleNamespace
+        from client.e2e_store import E2EStore
+        from client.groups import GroupInfo
+        self.user, self.group, self.members = user, group, members
+        self._e2e = SimpleNamespace(store=E2EStore())
+        self._groups = SimpleNamespace(states={})
+        self.spawned: list = []
+        self.info = lambda: GroupInfo(group, "g", ALICE, (ALICE,), self.members, 1)
+
+    async def group_info(self, group):
+        return self.info()
+
+    def _spawn(self, coro):
+        self.spawned.append(coro)
+
+
+async def test_a_removed_member_cannot_install_a_new_sender_key():
+    """Bob saw Carol removed: a sender key she sends him after (over their
+    1:1 session) is kept only if the server says she is a member again, so
+    her group messages, should a hostile server deliver them, do not open.
+    Added again, her new key is kept at once."""
+    from client.group_e2e import SenderKeyCodec
+    group = f"{ALICE}/review"
+    client = _Members(BOB, group, (ALICE, BOB, CAROL))
+    bob, carol = SenderKeyCodec(client), GroupCipher(group)
+    store = client._e2e.store
+    bob.on_event(group, "created", (ALICE, BOB, CAROL))
+    bob.process(CAROL, carol.distribution_message())
+    assert bob.open_item(1, group, CAROL, "c1", carol.encrypt(b"hello")) == b"hello"
+    client.members = (ALICE, BOB)
+    bob.on_event(group, "removed", (CAROL,))
+    carol.rekey()
+    bob.process(CAROL, carol.distribution_message())            # checked with the server first
+    for check in client.spawned:
+        await check
+    client.spawned.clear()
+    assert CAROL not in store.group(group).keys
+    assert bob.open_item(2, group, CAROL, "c2", carol.encrypt(b"from a non-member")) is None
+    client.members = (ALICE, BOB, CAROL)
+    bob.on_event(group, "added", (CAROL,))
+    carol.rekey()
+    bob.process(CAROL, carol.distribution_message())            # a member again: kept at once
+    assert client.spawned == []
+    assert bob.open_item(3, group, CAROL, "c3", carol.encrypt(b"back")) == b"back"

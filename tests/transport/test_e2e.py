@@ -531,6 +531,22 @@ def test_group_state_survives_a_restart():
     assert group[a].decrypt(b, group[b].encrypt(b"and back")) == b"and back"
 
 
+def test_the_members_removed_are_kept_with_the_keys_and_a_version_1_state_still_reads():
+    """``removed`` (who was removed and not added again) survives a restart;
+    a state written before it was kept (version 1) reads with none."""
+    group = make_group(MEMBERS[:3])
+    a, b, c = MEMBERS[:3]
+    group[a].member_removed(c)
+    assert list(GroupCipher.from_bytes(group[a].to_bytes()).removed) == [c]
+    group[a].member_added(c)
+    assert GroupCipher.from_bytes(group[a].to_bytes()).removed == {}
+    group[a].member_removed(c)
+    current = group[a].to_bytes()
+    version_1 = bytes((1,)) + current[1:-(2 + 2 + len(c.encode()))]   # no removed section
+    old = GroupCipher.from_bytes(version_1)
+    assert old.removed == {} and old.keys.keys() == group[a].keys.keys()
+
+
 # --- media ----------------------------------------------------------------------------------------
 
 CHUNK = 1024
