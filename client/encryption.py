@@ -3,11 +3,15 @@ published to the directory, a session per contact, every 1:1 body sealed
 before it enters the outbox and opened before it becomes an event.
 
 - ``prepare`` (before LOGIN) loads the device's keys or makes them on
-  first use (``E2EStore``); ``after_login`` publishes them with KEYS_PUBLISH; at every later login asks KEYS_COUNT
-  and tops the one-time prekeys up to ``ONE_TIME`` when fewer than
-  ``LOW_WATER`` are left, and rotates the signed prekey after a week. Of
-  the one-time prekeys the directory has handed out but no first message
-  has used yet, only the newest ``HANDED_OUT_KEPT`` are kept.
+  first use (``E2EStore``); ``after_login`` publishes them with
+  KEYS_PUBLISH; at every later login asks KEYS_COUNT and tops the
+  one-time prekeys up to ``ONE_TIME`` when fewer than ``LOW_WATER`` are
+  left, and rotates the signed prekey after a week. Of the one-time
+  prekeys the directory has handed out but no first message has used yet,
+  only the newest ``HANDED_OUT_KEPT`` are kept. When the directory holds
+  nothing for keys that are not new, the key was registered again: the
+  directory forgot which one-time prekeys it had handed out, so they are
+  all replaced (one handed out twice would open one first message only).
 - ``seal(to, envelope, then)``: under a per-contact lock, fetches the
   contact's bundle (KEYS_FETCH, tried again for a few seconds while the
   answer is "try again" or does not come) if there is no session, checks the identity
@@ -77,6 +81,8 @@ class Encryption:
         keys, new, self._new = self.keys, self._new, False
         held = None if new else await self.call(wire.KeysCount())
         if held is None:                        # nothing published (new keys, or a new device)
+            if not new and keys.one_time:       # this key registered again: the directory forgot
+                keys.one_time.clear()           # which of these it handed out; fresh ones only
             missing = max(0, ONE_TIME - len(keys.one_time))
             if missing:
                 keys.add_one_time(missing)

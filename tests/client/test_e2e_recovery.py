@@ -131,3 +131,33 @@ async def test_one_time_prekeys_handed_out_and_never_used_are_retired():
     held["n"] = ONE_TIME
     await enc.after_login()
     assert list(store.keys.one_time)[-ONE_TIME:] == newest
+
+
+async def test_a_key_registered_again_publishes_fresh_one_time_prekeys():
+    """Registered again with the same device key, a device finds nothing
+    published (the directory dropped the old device's keys and its record
+    of which one-time prekeys it had handed out). Publishing the old ones
+    again would let one be handed out twice, and only one of the two first
+    messages made with it would open: fresh ones are published instead."""
+    from transport import wire
+    from transport.e2e import KeyBundle
+    store, published = E2EStore(), []
+    held = {"n": None}
+
+    async def call(frame):
+        if isinstance(frame, wire.KeysCount):
+            return held["n"]
+        published.extend(i for i, _ in KeyBundle.from_bytes(frame.bundle).one_time)
+        return 0
+
+    key = DeviceKey()
+    enc = Encryption(store, call, lambda event: None)
+    enc.prepare("+15550000204", key)
+    await enc.after_login()
+    first = set(published)
+    published.clear()
+    enc = Encryption(store, call, lambda event: None)     # the same keys, registered again
+    enc.prepare("+15550000204", key)
+    await enc.after_login()                               # KEYS_COUNT: nothing published
+    assert published and not first & set(published)
+    assert set(store.keys.one_time) == set(published)
