@@ -128,9 +128,7 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         if not is_normal_exit(reason):
             return
         if self.client is not None:
-            seen = now_ms()
-            self._write_last_seen(seen)
-            self._tell_presence(UserOffline(self.user, seen))
+            self._went_offline()
         self._tell_presence(Unwatch(self.user))
 
     # -- the connection ----------------------------------------------------------
@@ -141,9 +139,7 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         if msg.client is not self.client:
             return
         self.client = None
-        seen = now_ms()
-        self._write_last_seen(seen)
-        self._tell_presence(UserOffline(self.user, seen))
+        self._went_offline()
         self._start_linger()
 
     def handle_linger_expired(self, msg: LingerExpired) -> None:
@@ -351,6 +347,12 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         self._answer(msg, Acked(msg.ref, now))
         if self.client is not None:
             self._flush()                   # a nudge may have missed: see above
+
+    def _went_offline(self) -> None:
+        """The client is gone: last seen is now, and the user offline."""
+        seen = now_ms()
+        self._write_last_seen(seen)
+        self._tell_presence(UserOffline(self.user, seen))
 
     def _write_last_seen(self, ts: int) -> None:
         self.last_seen_written = ts
