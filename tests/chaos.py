@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from actors.session_registry import session_of
-from client import Backoff, Client, Message, Sent, Undecryptable
+from client import Backoff, Client, Message, Receipt, Sent, Status, Undecryptable
 from tests.history import History, Verdict
 from transport.crypto import DeviceKey
 
@@ -57,6 +57,9 @@ class ChaosResult:
                 + "".join(f"; {note}" for note in self.notes))
 
 
+_TICKS = {Status.DELIVERED: "delivered", Status.READ: "read"}
+
+
 def phone(i: int) -> str:
     return f"+1555{7000000 + i:07d}"
 
@@ -76,7 +79,7 @@ class ChatLoad:
         self.sending = True
         self.sequence = 0
         self.undecryptable: list[str] = []      # "id from sender: reason", for the notes
-        self.failures: dict[str, int] = {}      # why sends failed (not a loss: never acked)
+        self.failures: dict[str, int] = {}      # why sends (not a loss: never acked) or reads failed
 
     async def start(self) -> None:
         for i in range(self.count):
@@ -104,8 +107,7 @@ class ChatLoad:
         try:
             sent: Sent = await sending
         except Exception as exc:
-            self.failures[type(exc).__name__ + ": " + str(exc)[:80]] = \
-                self.failures.get(type(exc).__name__ + ": " + str(exc)[:80], 0) + 1
+            self._failed("sends", exc)
             raise
         self.history.ack(sent.id)
 
@@ -113,19 +115,43 @@ class ChatLoad:
         async for event in client.events():
             if isinstance(event, Message):
                 self.history.deliver(event.id, event.sender, user, event.body)
+                if int(event.id[1:]) % 3 == 0:           # a third are read (blue ticks)
+                    self.pending.append(asyncio.ensure_future(
+                        self._read(client, event.sender, event.id)))
+            elif isinstance(event, Receipt) and event.kind in _TICKS:
+                self.history.receipt(event.id, _TICKS[event.kind], event.by, user)
             elif isinstance(event, Undecryptable):   # would show as "lost": say why
                 self.undecryptable.append(f"{event.id} from {event.sender} to {user}: "
                                           f"{event.reason}")
 
+    async def _read(self, client: Client, sender: str, msg_id: str) -> None:
+        """READ ``msg_id``, retried across reconnects (bounded); recorded
+        once the server has acknowledged it."""
+        for _ in range(20):
+            try:
+                await client.mark_read(sender, [msg_id])
+            except Exception as exc:
+                self._failed("reads", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self.history.read(msg_id)
+            return
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        why = f"{what} failed: {type(exc).__name__}: {str(exc)[:80]}"
+        self.failures[why] = self.failures.get(why, 0) + 1
+
     async def drain(self, timeout: float) -> None:
-        """Stop sending; wait for every send to be acked and every acked
-        message to be delivered (bounded by ``timeout``)."""
+        """Stop sending; wait for every send to be acked, every acked
+        message to be delivered, and every receipt due to arrive (bounded by
+        ``timeout``)."""
         self.sending = False
         deadline = time.monotonic() + timeout
-        await asyncio.wait_for(asyncio.gather(*self.pending, return_exceptions=True), timeout)
         while time.monotonic() < deadline:
+            self.pending = [f for f in self.pending if not f.done()]   # READs add to it
             delivered = {d[0] for d in self.history.deliveries}
-            if self.history.acks <= delivered:
+            if not self.pending and self.history.acks <= delivered \
+                    and not self.history.ticks_missing():
                 return
             await asyncio.sleep(0.05)
 
@@ -163,7 +189,7 @@ async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float
         await load.close()
     result.verdict = load.history.check()
     result.notes.extend(f"undecryptable: {u}" for u in load.undecryptable)
-    result.notes.extend(f"{n} sends failed: {why}" for why, n in load.failures.items())
+    result.notes.extend(f"{n} {why}" for why, n in load.failures.items())
     result.notes.extend(_whereabouts(node, load.history, lost) for lost in result.verdict.lost)
     result.root_alive = alive() if alive is not None else _root_alive(node)
     return result

@@ -6,7 +6,9 @@ from tests.history import History
 A, B = "+15550000051", "+15550000052"
 
 
-def history(sends=(), acks=(), deliveries=()):
+def history(sends=(), acks=(), deliveries=(), ticks=True):
+    """A run of A sending to B; with ``ticks``, A got the delivered receipt
+    of every message B got."""
     h = History()
     for msg_id, body in sends:
         h.send(msg_id, A, B, body)
@@ -14,6 +16,8 @@ def history(sends=(), acks=(), deliveries=()):
         h.ack(msg_id)
     for msg_id, body in deliveries:
         h.deliver(msg_id, A, B, body)
+        if ticks:
+            h.receipt(msg_id, "delivered", B, A)
     return h
 
 
@@ -61,6 +65,8 @@ def test_other_conversations_do_not_count_as_reordering():
     h.ack("2")
     h.deliver("2", B, A, b"b")
     h.deliver("1", A, B, b"a")
+    h.receipt("2", "delivered", A, B)
+    h.receipt("1", "delivered", B, A)
     assert h.check().ok
 
 
@@ -69,4 +75,33 @@ def test_a_resend_keeps_its_first_place_in_the_order():
     h.send("1", A, B, b"a")                       # resent after a reconnect
     h.deliver("1", A, B, b"a")
     h.deliver("2", A, B, b"b")
-    assert h.check().ok
+    assert h.check().reordered == []
+
+
+def test_a_delivered_message_without_its_delivered_receipt_is_unticked():
+    h = history([("1", b"a"), ("2", b"b")], ["1", "2"], [("1", b"a"), ("2", b"b")], ticks=False)
+    h.receipt("1", "delivered", B, A)
+    assert h.ticks_missing() == 1
+    v = h.check()
+    assert v.unticked == ["delivered 2"] and not v.ok
+
+
+def test_a_read_message_without_its_read_receipt_is_unticked():
+    h = history([("1", b"a"), ("2", b"b")], ["1", "2"], [("1", b"a"), ("2", b"b")])
+    h.read("1")
+    h.read("2")
+    h.receipt("2", "read", B, A)
+    assert h.ticks_missing() == 1
+    v = h.check()
+    assert v.unticked == ["read 1"] and v.read == 2 and not v.ok
+    h.receipt("1", "read", B, A)
+    assert h.check().ok and h.ticks_missing() == 0
+
+
+def test_a_receipt_twice_or_to_the_wrong_user_or_from_the_wrong_user_is_stray():
+    for receipt in [("1", "delivered", B, A), ("1", "delivered", B, B),
+                    ("1", "read", A, A), ("9", "read", B, A)]:
+        h = history([("1", b"a")], ["1"], [("1", b"a")])
+        h.receipt(*receipt)
+        v = h.check()
+        assert len(v.stray_receipts) == 1 and not v.ok, receipt
