@@ -38,7 +38,10 @@ recipient acks) and nothing has touched it for ``media_gc_grace`` seconds
 waiting for its SEND (its file's mtime; a HEAD that finds a blob, or a
 second upload of it, touches it again), and a recipient who acked the
 message but has not downloaded the file yet (the time its count fell to
-0). The file deletions run on a thread, off the chat loop.
+0). The file deletions run on a thread, off the chat loop. A blob is taken
+out of sight before the second look that decides its deletion
+(``BlobStore.collect``), so a HEAD that answered 200 or an upload that
+found it stored never leaves a message naming a deleted blob.
 
 In a cluster, the gateway's listener also owns the ``MediaFetcher``
 (transport/media_fetch.py, ``env["media_fetcher"]``) that brings blobs
@@ -136,11 +139,11 @@ class MediaListener(AppThreadActor):
     async def collect(self, now: float | None = None) -> list[str]:
         """One collection; returns the names deleted."""
         cutoff = (time.time() if now is None else now) - self.gc_grace
-        mail = self.system.env["mailbox"]
-        keep = mail.blobs_to_keep(int(cutoff * 1000))
+        mail, cutoff_ms = self.system.env["mailbox"], int(cutoff * 1000)
+        keep = mail.blobs_to_keep(cutoff_ms)
         removed = await asyncio.get_running_loop().run_in_executor(
-            None, self.blobs.collect, keep, cutoff)
-        await mail.forget_blob_refs(int(cutoff * 1000))
+            None, self.blobs.collect, keep, cutoff, lambda name: mail.blob_kept(name, cutoff_ms))
+        await mail.forget_blob_refs(cutoff_ms)
         if removed:
             log.info("collected %d unreferenced blob(s)", len(removed))
         return removed
@@ -238,10 +241,14 @@ class MediaApp:
 
     async def head(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        # Touch first, and only then answer: a blob the collector has taken
+        # out of sight (storage/blobs.py) is absent, so a 200 is never
+        # followed by its deletion.
+        if not self.blobs.touch(name):          # about to be referenced: not garbage yet
+            raise web.HTTPNotFound()
         size = self.blobs.size(name)
         if size is None:
             raise web.HTTPNotFound()
-        self.blobs.touch(name)                  # about to be referenced: not garbage yet
         return web.Response(headers={"Content-Length": str(size), "Accept-Ranges": "bytes"})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
