@@ -206,3 +206,11 @@ async def test_missing_wrong_and_stale_credentials(media):
     revoked = media_auth.signed_headers(media.key.sign, "GET", path, ALICE, media.device + 1)
     async with media.request("GET", path, headers=revoked) as unknown_device:
         assert unknown_device.status == 401
+
+
+def test_replay_guard_forgets_a_nonce_once_its_time_is_out_of_the_window():
+    guard, key = media_auth.ReplayGuard(), ("+1", 1, "ab" * 16)
+    assert guard.fresh(key, 1_000, 1_000) and not guard.fresh(key, 1_000, 1_000 + 60_000)
+    assert not guard.fresh(key, 1_000, 1_000 + media_auth.MAX_SKEW_MS)     # still in the window
+    assert guard.fresh(("+1", 1, "cd" * 16), 5_000_000, 5_000_000)        # purges the first
+    assert key not in guard.seen and len(guard.expiry) == 1
