@@ -30,7 +30,7 @@ import time
 
 from bench.loadgen import BenchError, LaunchedNode, device_key, phone, provision
 from client.events import MediaInfo
-from client.media import MediaClient
+from client.media import MediaClient, file_sha256
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -61,9 +61,10 @@ async def _round(base: str, size: int, work: str) -> dict[str, float]:
     try:
         with open(path, "wb") as f:
             f.write(os.urandom(size))
-        # raw: the bytes as they are
+        # raw: the bytes as they are (the hash the upload signs is computed untimed)
+        sha256 = file_sha256(path).hex()
         started = time.perf_counter()
-        blob = await media.upload(path)
+        blob = await media.upload(path, sha256)
         figures["raw upload"] = mib / (time.perf_counter() - started)
         started = time.perf_counter()
         await media.download(blob["sha256"], out)

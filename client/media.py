@@ -2,12 +2,13 @@
 ``Client.download``; docs/protocol.md, "Media over HTTP").
 
 Every request is signed with the device key (``transport.media_auth``), the
-same credential as the TCP login. The server only ever holds ciphertext:
+same credential as the TCP login; an upload's signature covers the SHA-256
+of its body too. The server only ever holds ciphertext:
 
 - ``put_file(path)``: encrypts the file with a fresh key (``MediaEncryptor``,
   streamed to a temporary file, so a big file is never all in memory),
   asks ``HEAD /media/<sha256>`` whether the server has that ciphertext
-  already and uploads it (``POST /media``, streamed, ``X-Content-SHA256``)
+  already and uploads it (``POST /media``, streamed, ``X-Content-SHA256`` signed)
   only if not. Returns the ``MediaKey`` and whether bytes were uploaded.
   A file this client already sent (same SHA-256 of its plaintext, kept for
   the last ``SENT_KEPT`` files) reuses its ``MediaKey``, so its blob too:
@@ -40,7 +41,7 @@ from transport import media_auth
 from transport.e2e import MediaDecryptor, MediaEncryptor, MediaKey
 from client.events import MediaInfo
 
-__all__ = ["MediaClient", "MediaError", "encrypt_file", "decrypt_file"]
+__all__ = ["MediaClient", "MediaError", "encrypt_file", "decrypt_file", "file_sha256"]
 
 READ = 1 << 20                  # bytes per read when encrypting, decrypting, downloading
 SENT_KEPT = 1000                # files remembered for reuse of their MediaKey
@@ -108,9 +109,9 @@ class MediaClient:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         return self._http
 
-    def _headers(self, method: str, path: str) -> dict[str, str]:
+    def _headers(self, method: str, path: str, content: str = "") -> dict[str, str]:
         user, device, sign = self.credentials()
-        return media_auth.signed_headers(sign, method, path, user, device)
+        return media_auth.signed_headers(sign, method, path, user, device, content=content)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -126,10 +127,13 @@ class MediaClient:
             return response.status == 200
 
     async def upload(self, path: str, sha256: str | None = None) -> dict:
-        """POST the file at ``path`` as it is; the server's ``{"sha256", "size"}``."""
-        headers = self._headers("POST", "/media")
-        if sha256 is not None:
-            headers["X-Content-SHA256"] = sha256
+        """POST the file at ``path`` as it is; the server's ``{"sha256", "size"}``.
+        ``sha256``: the file's hex SHA-256 if known (else it is computed): the
+        credential signs it, so the request carries these bytes only."""
+        if sha256 is None:
+            sha256 = (await asyncio.get_running_loop().run_in_executor(
+                None, file_sha256, path)).hex()
+        headers = self._headers("POST", "/media", content=sha256)
         headers["Content-Length"] = str(os.path.getsize(path))
         with open(path, "rb") as body:
             async with self._session().post(self.base_url + "/media", data=body,

@@ -205,6 +205,10 @@ class Storage:
         """Blobs referenced now or released at or after ``since_ms``."""
         return self.store.read(lambda txn: blob_refs.keep(txn, since_ms))
 
+    def blob_kept(self, sha256: str, since_ms: int) -> bool:
+        """Whether ``blobs_to_keep(since_ms)`` would have it, read now."""
+        return self.store.read(lambda txn: blob_refs.kept(txn, sha256, since_ms))
+
     def blob_refs(self, sha256: str) -> int:
         return self.store.read(lambda txn: blob_refs.count(txn, sha256))
 

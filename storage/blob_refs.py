@@ -13,7 +13,7 @@ last change}``. An entry whose count fell to 0 stays until the collector
 has let its grace period pass: the recipient gets that long after
 acknowledging a message to download its media. ``keep(txn, since_ms)`` is
 what the collector must not delete: every blob held, and every blob
-released after ``since_ms``; ``forget(txn, before_ms)`` drops the entries
+released after ``since_ms`` (``kept`` asks the same of one blob); ``forget(txn, before_ms)`` drops the entries
 released before it (the collector runs it after deleting the files).
 """
 
@@ -26,7 +26,7 @@ from storage.errors import InvalidArgument
 from storage.kv import Txn
 from storage.records import pack, quick_pickle, unpack
 
-__all__ = ["check", "hold", "release", "keep", "forget", "count", "Forget"]
+__all__ = ["check", "hold", "release", "keep", "kept", "forget", "count", "Forget"]
 
 _HEX = frozenset("0123456789abcdef")
 MAX_REFS = 16                   # per message (the wire's limit too)
@@ -68,6 +68,13 @@ def keep(txn: Txn, since_ms: int) -> set[str]:
     """Blobs referenced now, or released at or after ``since_ms``."""
     return {k.hex() for k, raw in txn.range("blob_refs", b"")
             if (v := unpack(raw))["n"] > 0 or v["at"] >= since_ms}
+
+
+def kept(txn: Txn, sha256: str, since_ms: int) -> bool:
+    """Whether ``keep(txn, since_ms)`` has this blob: the collector's second
+    look at one blob, after taking it out of sight (storage/blobs.py)."""
+    raw = txn.get("blob_refs", bytes.fromhex(sha256))
+    return raw is not None and ((v := unpack(raw))["n"] > 0 or v["at"] >= since_ms)
 
 
 def forget(txn: Txn, before_ms: int) -> int:

@@ -12,11 +12,25 @@ blob acknowledged (201) survives a power loss.
 Blocking file I/O: call it from the media server's own thread, never from
 the chat loop.
 
-``collect(keep, older_than)`` deletes blobs not in ``keep`` that were last
-modified before ``older_than`` (seconds since the epoch): the garbage
-collector for blobs no message refers to any more. Every worker of a node
-runs one on the same directory, so a blob listed may be gone when looked
-at: it is skipped.
+``collect(keep, older_than, wanted)`` deletes blobs not in ``keep`` that
+were last modified before ``older_than`` (seconds since the epoch): the
+garbage collector for blobs no message refers to any more. Every worker of
+a node runs one on the same directory, so a blob listed may be gone when
+looked at: it is skipped.
+
+Deciding and deleting are not one step, so a blob is never unlinked where
+it is found. The collector first *condemns* it: renames it to
+``tmp/gc-<name>.<random>``, atomically, so from then on HEAD, an upload and
+a GET find it absent (an upload stores the bytes anew). Only then does it
+*settle* it, looking again: it deletes the condemned file if it is still
+untouched since ``older_than`` and ``wanted(name)`` (a fresh read of the
+references) is false, and links it back otherwise. ``touch`` (HEAD, and an
+upload of bytes already stored) reports whether it reached the blob: when
+it did, it did so before the rename, so the second look sees it; when it
+did not, the caller answers as if the blob were absent. So a HEAD that
+said 200, or an upload that said "already stored", always leaves the blob
+in place. A ``gc-`` file left by a crash between the two steps is settled
+by the next collection, the same way.
 """
 
 from __future__ import annotations
@@ -24,10 +38,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from storage.errors import InvalidArgument
 
@@ -87,12 +102,14 @@ class BlobStore:
         except FileNotFoundError:
             return None
 
-    def touch(self, name: str) -> None:
-        """Mark a blob as recently wanted (the collector's grace starts again)."""
+    def touch(self, name: str) -> bool:
+        """Mark a blob as recently wanted (the collector's grace starts again);
+        False if it is not stored (or being collected): treat it as absent."""
         try:
             os.utime(self.path_for(name))
         except FileNotFoundError:
-            pass
+            return False
+        return True
 
     def writer(self) -> BlobWriter:
         return BlobWriter(self.tmp)
@@ -104,13 +121,10 @@ class BlobStore:
         writer.file.close()
         name = writer.hash.hexdigest()
         target = self.path_for(name)
-        try:
-            os.utime(target)                   # recently wanted: not garbage yet
-        except FileNotFoundError:              # new (or collected meanwhile): this one is it
-            pass
-        else:
+        if self.touch(name):                   # recently wanted: not garbage yet
             writer.abort()
             return Blob(name, writer.size, created=False)
+        # new (or condemned or collected meanwhile): this one is it
         made = [p for p in (target.parent.parent, target.parent) if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(writer.path, target)
@@ -123,18 +137,63 @@ class BlobStore:
             if is_blob_name(path.name):
                 yield path.name
 
-    def collect(self, keep: set[str], older_than: float) -> list[str]:
-        """Delete unreferenced blobs last touched before ``older_than``."""
+    def collect(self, keep: set[str], older_than: float,
+                wanted: Callable[[str], bool] = lambda name: False) -> list[str]:
+        """Delete unreferenced blobs last touched before ``older_than``;
+        ``wanted(name)``: whether a reference came since ``keep`` was read."""
         removed = []
+        for doomed in list(self.tmp.glob("gc-*")):   # left by a crash: settle them now
+            self.settle(doomed, older_than, wanted)
         for name in list(self.names()):
-            path = self.path_for(name)
-            if name not in keep and _mtime(path) < older_than:
-                path.unlink(missing_ok=True)
+            if name in keep or _mtime(self.path_for(name)) >= older_than:
+                continue
+            doomed = self.condemn(name)
+            if doomed is not None and self.settle(doomed, older_than, wanted):
                 removed.append(name)
         for path in self.tmp.glob("up-*"):          # uploads abandoned by a crash
             if _mtime(path) < older_than:
                 path.unlink(missing_ok=True)
         return removed
+
+    def condemn(self, name: str) -> Path | None:
+        """Take blob ``name`` out of sight (HEAD, uploads and GETs find it
+        absent from now on); its new path, or None if it is gone already."""
+        doomed = self.tmp / f"gc-{name}.{secrets.token_hex(6)}"
+        try:
+            os.rename(self.path_for(name), doomed)
+        except FileNotFoundError:
+            return None
+        return doomed
+
+    def settle(self, doomed: Path, older_than: float,
+               wanted: Callable[[str], bool]) -> bool:
+        """Delete a condemned blob if it is still garbage (True), else put it
+        back: it was touched before it was condemned, or is referenced now."""
+        name = doomed.name[3:3 + 64]
+        if not is_blob_name(name):
+            return False
+        try:
+            garbage = _mtime(doomed) < older_than and not wanted(name)
+        except BaseException:               # cannot tell (the store failed): keep it
+            self._put_back(doomed, name)
+            raise
+        if garbage:
+            doomed.unlink(missing_ok=True)
+            return True
+        self._put_back(doomed, name)
+        return False
+
+    def _put_back(self, doomed: Path, name: str) -> None:
+        target = self.path_for(name)
+        try:
+            os.link(doomed, target)
+        except FileExistsError:             # stored anew meanwhile: the same bytes
+            pass
+        except FileNotFoundError:           # another worker's collector settled it
+            return
+        else:
+            _fsync_dir(target.parent)
+        doomed.unlink(missing_ok=True)
 
 
 def _mtime(path: Path) -> float:

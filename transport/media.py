@@ -14,7 +14,10 @@ Node <secret>``, for a node fetching a blob uploaded here):
   stores it as ``blobs/<sha256>``; a second upload of the same bytes is
   stored once. ``413`` as soon as the body passes ``max_size`` (from the
   Content-Length header before reading anything, else after at most one
-  chunk past the cap). An ``X-Content-SHA256`` header, if sent, must match.
+  chunk past the cap). The body's SHA-256 is declared in ``X-Content-SHA256``,
+  which the credential signs, and checked before the blob is committed
+  (``400`` if it does not match), so a captured upload cannot carry other
+  bytes; its nonce is taken once (``401`` for a replay).
   Answers ``201`` (or ``200`` if it was already there) with
   ``{"sha256": ..., "size": ...}``.
 - ``HEAD /media/<sha256>``: ``200`` with its size if stored (the client can
@@ -35,7 +38,10 @@ recipient acks) and nothing has touched it for ``media_gc_grace`` seconds
 waiting for its SEND (its file's mtime; a HEAD that finds a blob, or a
 second upload of it, touches it again), and a recipient who acked the
 message but has not downloaded the file yet (the time its count fell to
-0). The file deletions run on a thread, off the chat loop.
+0). The file deletions run on a thread, off the chat loop. A blob is taken
+out of sight before the second look that decides its deletion
+(``BlobStore.collect``), so a HEAD that answered 200 or an upload that
+found it stored never leaves a message naming a deleted blob.
 
 In a cluster, the gateway's listener also owns the ``MediaFetcher``
 (transport/media_fetch.py, ``env["media_fetcher"]``) that brings blobs
@@ -133,11 +139,11 @@ class MediaListener(AppThreadActor):
     async def collect(self, now: float | None = None) -> list[str]:
         """One collection; returns the names deleted."""
         cutoff = (time.time() if now is None else now) - self.gc_grace
-        mail = self.system.env["mailbox"]
-        keep = mail.blobs_to_keep(int(cutoff * 1000))
+        mail, cutoff_ms = self.system.env["mailbox"], int(cutoff * 1000)
+        keep = mail.blobs_to_keep(cutoff_ms)
         removed = await asyncio.get_running_loop().run_in_executor(
-            None, self.blobs.collect, keep, cutoff)
-        await mail.forget_blob_refs(int(cutoff * 1000))
+            None, self.blobs.collect, keep, cutoff, lambda name: mail.blob_kept(name, cutoff_ms))
+        await mail.forget_blob_refs(cutoff_ms)
         if removed:
             log.info("collected %d unreferenced blob(s)", len(removed))
         return removed
@@ -153,6 +159,7 @@ class MediaApp:
         self.blobs, self.get_account, self.max_size = blobs, get_account, max_size
         self.node_secret, self.refs, self.fetch_wait = node_secret, refs, fetch_wait
         self.refused_after = 0          # body bytes read before the last mid-stream 413
+        self.replays = media_auth.ReplayGuard()     # upload nonces seen by this process
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.authenticate])
@@ -167,19 +174,27 @@ class MediaApp:
         if authorization is not None:
             return await self.node_request(request, authorization, handler)
         try:
-            user, device, ts, signature = media_auth.read_headers(request.headers)
+            credential = media_auth.read_headers(request.headers)
         except media_auth.AuthError as error:
             raise web.HTTPUnauthorized(text=str(error))
-        if abs(time.time() * 1000 - ts) > media_auth.MAX_SKEW_MS:
+        now_ms = time.time() * 1000
+        if abs(now_ms - credential.ts_ms) > media_auth.MAX_SKEW_MS:
             raise web.HTTPUnauthorized(text="request time too far from the server's")
         try:
-            account = self.get_account(user)
+            account = self.get_account(credential.user)
         except Exception:                       # a malformed user id: no such account
             account = None
-        challenge = media_auth.media_challenge(request.method, request.path, user, device, ts)
-        if account is None or account.device_id != device or not verify(
-                account.verify_key, challenge, signature):
+        challenge = credential.challenge(request.method, request.path)
+        if account is None or account.device_id != credential.device or not verify(
+                account.verify_key, challenge, credential.signature):
             raise web.HTTPUnauthorized(text="bad credential")
+        if request.method == "POST":
+            if credential.nonce is None:
+                raise web.HTTPUnauthorized(text="a version 1 credential cannot upload: sign the "
+                                                "body's SHA-256 (switchboard-media-v2)")
+            if not self.replays.fresh((credential.user, credential.device, credential.nonce),
+                                      credential.ts_ms, int(now_ms)):
+                raise web.HTTPUnauthorized(text="replayed request: this nonce was used")
         return await handler(request)
 
     async def node_request(self, request: web.Request, authorization: str,
@@ -199,8 +214,10 @@ class MediaApp:
     async def upload(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > self.max_size:
             raise _too_large(self.max_size, request.content_length)
-        expected = request.headers.get("X-Content-SHA256")
-        if expected is not None and not is_blob_name(expected):
+        expected = request.headers.get(media_auth.CONTENT)
+        if expected is None:
+            raise web.HTTPBadRequest(text="an upload must declare (and sign) X-Content-SHA256")
+        if not is_blob_name(expected):
             raise web.HTTPBadRequest(text="X-Content-SHA256 must be 64 lowercase hex digits")
         writer = self.blobs.writer()
         try:
@@ -211,7 +228,7 @@ class MediaApp:
                 writer.write(chunk)
             if request.content_length is not None and writer.size != request.content_length:
                 raise web.HTTPBadRequest(text="body shorter than its Content-Length")
-            if expected is not None and not hmac.compare_digest(expected, writer.hash.hexdigest()):
+            if not hmac.compare_digest(expected, writer.hash.hexdigest()):
                 raise web.HTTPBadRequest(text="body does not match X-Content-SHA256")
             blob = self.blobs.commit(writer)
         except BaseException:
@@ -224,10 +241,14 @@ class MediaApp:
 
     async def head(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        # Touch first, and only then answer: a blob the collector has taken
+        # out of sight (storage/blobs.py) is absent, so a 200 is never
+        # followed by its deletion.
+        if not self.blobs.touch(name):          # about to be referenced: not garbage yet
+            raise web.HTTPNotFound()
         size = self.blobs.size(name)
         if size is None:
             raise web.HTTPNotFound()
-        self.blobs.touch(name)                  # about to be referenced: not garbage yet
         return web.Response(headers={"Content-Length": str(size), "Accept-Ranges": "bytes"})
 
     async def download(self, request: web.Request) -> web.StreamResponse:

@@ -1,8 +1,10 @@
 """Media over HTTP, against a real MediaListener on 127.0.0.1: content-hash
-dedup, the size cap and 413, traversal attempts, credentials, ranges."""
+dedup, the size cap and 413, traversal attempts, credentials (an upload's
+signs its body's hash and is taken once), ranges."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
@@ -42,15 +44,19 @@ class Media:
         self.http, self.base, self.key, self.device, self.root = http, base, key, device, root
         self.app = app
 
-    def headers(self, method: str, path: str, **override) -> dict:
-        headers = media_auth.signed_headers(self.key.sign, method, path, ALICE, self.device)
+    def headers(self, method: str, path: str, content: str = "", **override) -> dict:
+        headers = media_auth.signed_headers(self.key.sign, method, path, ALICE, self.device,
+                                            content=content)
         headers.update(override)
         return headers
 
     def request(self, method: str, path: str, headers: dict | None = None, **kwargs):
-        return self.http.request(method, self.base + path,
-                                 headers=self.headers(method, path) if headers is None else headers,
-                                 **kwargs)
+        """Signed headers unless given; an upload of bytes signs their hash."""
+        if headers is None:
+            data = kwargs.get("data")
+            content = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else ""
+            headers = self.headers(method, path, content)
+        return self.http.request(method, self.base + path, headers=headers, **kwargs)
 
     def stored(self) -> list[str]:
         return sorted(p.name for p in self.root.glob("??/??/*"))
@@ -103,8 +109,9 @@ async def test_413_comes_before_the_body_when_streamed(media):
         chunk = b"z" * 65536
         for _ in range(1024):
             yield chunk
+    headers = media.headers("POST", "/media", "0" * 64)      # never reached: 413 first
     try:
-        async with media.request("POST", "/media", data=body()) as reply:
+        async with media.request("POST", "/media", headers, data=body()) as reply:
             assert reply.status == 413
     except aiohttp.ClientError:
         pass                        # the server may close while the client still writes
@@ -113,10 +120,62 @@ async def test_413_comes_before_the_body_when_streamed(media):
 
 
 async def test_mismatched_declared_hash_is_refused(media):
-    headers = {**media.headers("POST", "/media"), "X-Content-SHA256": "0" * 64}
+    headers = media.headers("POST", "/media", "0" * 64)
     async with media.request("POST", "/media", headers=headers, data=b"abc") as reply:
-        assert reply.status == 400
+        assert reply.status == 400 and "does not match" in await reply.text()
     assert media.stored() == []
+
+
+async def test_a_captured_upload_cannot_carry_other_bytes(media):
+    # The upload's signature covers the body's hash: replaying its headers
+    # with other bytes is refused whether the hash header is kept (400: the
+    # body does not match) or dropped or changed (401: the signature breaks).
+    mine, theirs = b"alice's ciphertext", b"someone else's bytes"
+    captured = media.headers("POST", "/media", hashlib.sha256(mine).hexdigest())
+    async with media.request("POST", "/media", dict(captured), data=theirs) as kept:
+        assert kept.status == 400 and "does not match" in await kept.text()
+    for forged in ({k: v for k, v in captured.items() if k != media_auth.CONTENT},
+                   {**captured, media_auth.CONTENT: hashlib.sha256(theirs).hexdigest()}):
+        forged[media_auth.NONCE] = os.urandom(16).hex()   # not refused as a mere replay
+        async with media.request("POST", "/media", forged, data=theirs) as reply:
+            assert reply.status == 401 and await reply.text() == "bad credential"
+    unsigned = media.headers("POST", "/media")                # a credential with no hash
+    async with media.request("POST", "/media", unsigned, data=theirs) as reply:
+        assert reply.status == 400 and "X-Content-SHA256" in await reply.text()
+    assert media.stored() == []
+
+
+async def test_an_upload_is_taken_once(media):
+    data = b"sent once"
+    headers = media.headers("POST", "/media", hashlib.sha256(data).hexdigest())
+    async with media.request("POST", "/media", headers, data=data) as first:
+        assert first.status == 201
+    async with media.request("POST", "/media", headers, data=data) as replayed:
+        assert replayed.status == 401 and "replayed" in await replayed.text()
+    async with media.request("POST", "/media", data=data) as fresh:     # a new nonce
+        assert fresh.status == 200
+
+
+async def test_version_1_credentials_still_read_but_cannot_upload(media):
+    # Clients from before the body was signed: GET and HEAD work as they did,
+    # an upload is refused with a message saying what to do.
+    def v1(method: str, path: str) -> dict:
+        ts = int(time.time() * 1000)
+        signature = media.key.sign(media_auth.media_challenge_v1(method, path, ALICE,
+                                                                 media.device, ts))
+        return {media_auth.USER: ALICE, media_auth.DEVICE: str(media.device),
+                media_auth.TIME: str(ts), media_auth.SIGNATURE: base64.b64encode(signature).decode()}
+    data = b"uploaded by a current client"
+    async with media.request("POST", "/media", data=data) as up:
+        digest = (await up.json())["sha256"]
+    async with media.request("GET", f"/media/{digest}", v1("GET", f"/media/{digest}")) as get:
+        assert get.status == 200 and await get.read() == data
+    async with media.request("HEAD", f"/media/{digest}", v1("HEAD", f"/media/{digest}")) as head:
+        assert head.status == 200
+    headers = {**v1("POST", "/media"), media_auth.CONTENT: hashlib.sha256(b"new").hexdigest()}
+    async with media.request("POST", "/media", headers, data=b"new") as old:
+        assert old.status == 401 and "switchboard-media-v2" in await old.text()
+    assert media.stored() == [digest]
 
 
 @pytest.mark.parametrize("path", [
@@ -147,3 +206,11 @@ async def test_missing_wrong_and_stale_credentials(media):
     revoked = media_auth.signed_headers(media.key.sign, "GET", path, ALICE, media.device + 1)
     async with media.request("GET", path, headers=revoked) as unknown_device:
         assert unknown_device.status == 401
+
+
+def test_replay_guard_forgets_a_nonce_once_its_time_is_out_of_the_window():
+    guard, key = media_auth.ReplayGuard(), ("+1", 1, "ab" * 16)
+    assert guard.fresh(key, 1_000, 1_000) and not guard.fresh(key, 1_000, 1_000 + 60_000)
+    assert not guard.fresh(key, 1_000, 1_000 + media_auth.MAX_SKEW_MS)     # still in the window
+    assert guard.fresh(("+1", 1, "cd" * 16), 5_000_000, 5_000_000)        # purges the first
+    assert key not in guard.seen and len(guard.expiry) == 1
