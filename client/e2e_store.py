@@ -178,6 +178,23 @@ class E2EStore:
             cipher = self._groups[group] = cipher or GroupCipher(group)
         return cipher
 
+    def group_ids(self) -> list[str]:
+        """Every group this device keeps state for; the saved ones are loaded
+        (and kept in memory, as ``group`` does). An unreadable file is skipped."""
+        if self.directory is not None:
+            cached = {_group_file(group) for group in self._groups}
+            for name in sorted(os.listdir(self._path("groups"))):
+                if not _HASHED.fullmatch(name) or name in cached:
+                    continue
+                try:
+                    cipher = self._load(os.path.join("groups", name), GroupCipher.from_bytes)
+                except (ValueError, E2EError) as error:
+                    log.warning("group file %s unreadable: %s", name, error)
+                    continue
+                if cipher is not None and _group_file(cipher.group) == name:
+                    self._groups[cipher.group] = cipher
+        return list(self._groups)
+
     def has_group(self, group: str) -> bool:
         """Whether this device keeps state for ``group`` (in memory or saved)."""
         return group in self._groups or (
