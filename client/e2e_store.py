@@ -32,7 +32,9 @@ of any length or with any byte must not become a path.
 
 A profile whose ``keys.bin`` belongs to another device key (the user
 registered this profile's phone on a new device) is not used: new keys
-and no sessions, since the old ones were with the old identity.
+and no sessions, since the old ones were with the old identity; and a new
+own sender key in every group, since a copy of the profile on the old
+device would know the current ones (keys received are kept).
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ class E2EStore:
             for name in os.listdir(self._path("sessions")):
                 os.unlink(self._path("sessions", name))
         self.save_keys()
+        for group in self.group_ids():          # the old device knew these: new ones
+            if self._groups[group].own is not None:
+                self._groups[group].rekey()
+                self.save_group(group)
         return self.keys, True
 
     def save_keys(self) -> None:

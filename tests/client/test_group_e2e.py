@@ -287,3 +287,28 @@ async def test_a_new_identity_or_a_key_change_notice_replaces_the_own_sender_key
     alice.key_changed(4, CAROL)                                  # the same notice, pushed again
     assert alice.store.group(group).own is third
     assert E2EStore(profile).group(group).own.key_id == third.key_id
+
+
+def test_a_profile_registered_on_a_new_device_gets_new_own_sender_keys(tmp_path):
+    """The profile moved to a new device key: a copy left on the old device
+    knows every current own sender key, so each is replaced; the keys
+    received from others are kept, and the same device key changes nothing."""
+    from client.e2e_store import E2EStore
+    from transport.crypto import DeviceKey
+    group, profile, old_key = f"{ALICE}/moved", str(tmp_path / "bob"), DeviceKey()
+    store = E2EStore(profile)
+    store.keys_for(old_key)
+    alice = GroupCipher(group)
+    cipher = store.group(group)
+    cipher.distribution_message()
+    cipher.process(ALICE, alice.distribution_message())
+    store.save_group(group)
+    before = cipher.own.key_id
+    again = E2EStore(profile)
+    assert again.keys_for(old_key)[1] is False and again.group(group).own.key_id == before
+    moved = E2EStore(profile)
+    assert moved.keys_for(DeviceKey())[1] is True
+    assert moved.group(group).own.key_id != before
+    restarted = E2EStore(profile).group(group)
+    assert restarted.own.key_id == moved.group(group).own.key_id
+    assert restarted.decrypt(ALICE, alice.encrypt(b"still read")) == b"still read"
