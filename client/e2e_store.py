@@ -32,7 +32,9 @@ of any length or with any byte must not become a path.
 
 A profile whose ``keys.bin`` belongs to another device key (the user
 registered this profile's phone on a new device) is not used: new keys
-and no sessions, since the old ones were with the old identity.
+and no sessions, since the old ones were with the old identity; and a new
+own sender key in every group, since a copy of the profile on the old
+device would know the current ones (keys received are kept).
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ class E2EStore:
             for name in os.listdir(self._path("sessions")):
                 os.unlink(self._path("sessions", name))
         self.save_keys()
+        for group in self.group_ids():          # the old device knew these: new ones
+            if self._groups[group].own is not None:
+                self._groups[group].rekey()
+                self.save_group(group)
         return self.keys, True
 
     def save_keys(self) -> None:
@@ -177,6 +183,23 @@ class E2EStore:
                 os.path.join("groups", _group_file(group)), GroupCipher.from_bytes)
             cipher = self._groups[group] = cipher or GroupCipher(group)
         return cipher
+
+    def group_ids(self) -> list[str]:
+        """Every group this device keeps state for; the saved ones are loaded
+        (and kept in memory, as ``group`` does). An unreadable file is skipped."""
+        if self.directory is not None:
+            cached = {_group_file(group) for group in self._groups}
+            for name in sorted(os.listdir(self._path("groups"))):
+                if not _HASHED.fullmatch(name) or name in cached:
+                    continue
+                try:
+                    cipher = self._load(os.path.join("groups", name), GroupCipher.from_bytes)
+                except (ValueError, E2EError) as error:
+                    log.warning("group file %s unreadable: %s", name, error)
+                    continue
+                if cipher is not None and _group_file(cipher.group) == name:
+                    self._groups[cipher.group] = cipher
+        return list(self._groups)
 
     def has_group(self, group: str) -> bool:
         """Whether this device keeps state for ``group`` (in memory or saved)."""

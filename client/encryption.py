@@ -29,6 +29,10 @@ before it enters the outbox and opened before it becomes an event.
 - ``key_changed(seq, user)``: the server's KEY_CHANGED notice: forget the
   sessions with ``user``; the next send fetches the new device's bundle.
   Once per notice: a re-push after a restart keeps the new session.
+- ``on_device_changed(user)`` (set by the client): called for each
+  KEY_CHANGED notice and each new identity of a contact (a bundle or a
+  first message), before the event: the group codec replaces the sender
+  keys that ``user``'s old device holds (client/group_e2e.py).
 - ``safety_number(user)``: the 60 digits to compare out of band.
 """
 
@@ -65,6 +69,7 @@ class Encryption:
         self.user: str | None = None
         self._new = False                       # keys made at this login, not yet published
         self._locks: dict[str, asyncio.Lock] = {}
+        self.on_device_changed: Callable[[str], None] | None = None
 
     @property
     def keys(self):
@@ -153,6 +158,7 @@ class Encryption:
         self.store.save_trust()
         if change is None:
             return False
+        self._device_changed(user)
         self.emit(ev.IdentityChanged(user, self._number(user, identity)))
         return True
 
@@ -200,15 +206,21 @@ class Encryption:
             self.store.save_keys()              # its one-time prekey is gone
 
     def key_changed(self, seq: int, user: str) -> None:
-        """KEY_CHANGED item ``seq``: drop the sessions with ``user``, once.
+        """KEY_CHANGED item ``seq``: replace the sender keys ``user``'s old
+        device holds (``on_device_changed``), drop the sessions with ``user``, once.
         The notice is pushed again after a restart until its RECEIVED is
         confirmed; by then a new session with the new device may exist,
         so a notice already handled (remembered like an opened message,
         after the drop) changes nothing."""
         if self.store.opened(seq, user, _KEY_CHANGED) is not None:
             return
+        self._device_changed(user)
         self.store.drop_session(user)
         self.store.remember_opened(seq, user, _KEY_CHANGED, b"")
+
+    def _device_changed(self, user: str) -> None:
+        if self.on_device_changed is not None:
+            self.on_device_changed(user)
 
     # -- safety numbers -------------------------------------------------------------------------
     async def safety_number(self, user: str) -> str:

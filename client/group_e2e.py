@@ -39,6 +39,15 @@ size; the server fans the ciphertext out.
   this user is the one removed, its keys of the group are dropped.
 - A new member gets the current sender key at the next send (no re-key: a
   chain only moves forward, so it cannot read what came before).
+- ``device_changed(user)``: ``user`` has a new device (the server's
+  KEY_CHANGED notice, or a new identity seen in a bundle or a first
+  message). Its old device, or whoever holds that device's state, knows
+  this device's current sender key of every group it was handed in, so
+  each such group gets a new own key (``GroupCipher.device_changed``),
+  handed at the next send to the current members only, over sessions with
+  their current devices. Who was handed a key is saved with it
+  (``GroupCipher.handed``, just before the key enters the outbox), so this
+  holds across restarts.
 
 Distribution is remembered in memory only; after a restart it is sent again
 (harmless: a resent key can move a chain forward, never back).
@@ -95,7 +104,8 @@ class SenderKeyCodec(GroupCodec):
         holders = self.holders.setdefault(group, set())
         missing = [m for m in info.members if m != client.user and m not in holders]
         results = await asyncio.gather(
-            *(client._send_sealed(m, SenderKeyMessage(distribution), (), None) for m in missing),
+            *(client._send_sealed(m, SenderKeyMessage(distribution), (), None,
+                                  sealed=self._handing(group, own, m)) for m in missing),
             return_exceptions=True)
         if self.store.group(group).own is not own or self.holders.get(group) is not holders:
             return False                                    # re-keyed by on_event meanwhile
@@ -112,6 +122,26 @@ class SenderKeyCodec(GroupCodec):
                         "read this message", group, len(users), code.name.lower())
             client._emit(GroupKeysPending(group, tuple(users), code.name.lower()))
         return True
+
+    def _handing(self, group: str, own: SenderKey, member: str):
+        """What runs once ``own``'s distribution is sealed for ``member``
+        (its session with ``member``'s device as of now), just before it
+        enters the outbox: ``member`` is saved among those holding ``own``."""
+        def handed() -> None:
+            cipher = self.store.group(group)
+            if cipher.own is own:           # else re-keyed meanwhile: that key never encrypts
+                cipher.handed(member)
+                self.store.save_group(group)
+        return handed
+
+    def device_changed(self, user: str) -> None:
+        """``user`` registered a new device: re-key every group whose current
+        own key was handed to ``user`` (to its old device)."""
+        for group in self.store.group_ids():
+            if self.store.group(group).device_changed(user) is not None:
+                self.store.save_group(group)
+                self.holders[group] = set()         # the new key goes to every member
+                log.info("group %s: new sender key, %s has a new device", group, user)
 
     def seal(self, group: str, body: bytes) -> bytes:
         ciphertext = self.store.group(group).encrypt(body)

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import mimetypes
 import os
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from transport import wire
 from transport.crypto import DeviceKey
@@ -123,6 +123,7 @@ class Client(Groups, Link):
         self._groups = self._receiver.groups = GroupInbox(self._receiver, self._sender.receipt)
         if e2e:                                 # group bodies: sender keys (client/group_e2e.py)
             self._groups.codec = SenderKeyCodec(self)
+            self._e2e.on_device_changed = self._device_changed
 
     @classmethod
     def connect(cls, host: str = "127.0.0.1", port: int = 5222, **options: Any) -> _Connecting:
@@ -203,10 +204,11 @@ class Client(Groups, Link):
         return await self._sender.add(frame.id, frame.to, frame.body)
 
     async def _send_sealed(self, to: str, envelope: Envelope, media: tuple[str, ...],
-                           id: str | None) -> ev.Sent:
+                           id: str | None, sealed: Callable[[], None] | None = None) -> ev.Sent:
         """Encrypt for ``to`` and queue. A retry of a queued id (same
         recipient and plaintext: ``Sender.join``) joins it, reusing its
-        ciphertext; a different message under that id is a ValueError."""
+        ciphertext; a different message under that id is a ValueError.
+        ``sealed`` runs once the body is encrypted, before it is queued."""
         self._check_open()
         frame = checked(wire.Send(new_message_id() if id is None else id, to, b"", media))
         if to == self.user:
@@ -225,6 +227,8 @@ class Client(Groups, Link):
                 wire.encode(wire.Send(frame.id, to, body, media), max_frame=self.max_frame)
             except wire.FrameError as error:
                 raise ValueError(f"message too large: {error.message}") from None
+            if sealed is not None:
+                sealed()
             return self._sender.add(frame.id, to, body, media, digest)
         return await (await self._e2e.seal(to, envelope, queue))
 
@@ -335,6 +339,11 @@ class Client(Groups, Link):
             return None                         # no event: the SDK's own business
         return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
                                 f"unsupported envelope {type(envelope).__name__}")
+
+    def _device_changed(self, user: str) -> None:
+        """``user`` has a new device: own sender keys it held are replaced."""
+        if isinstance(self.group_codec, SenderKeyCodec):
+            self.group_codec.device_changed(user)
 
     def _greeted(self, ok: wire.HelloOk) -> None:
         """Media goes to the node this client is connected to (a redirect or

@@ -23,6 +23,13 @@ remembers who was removed (``removed``, until ``member_added``), so the
 caller can refuse a new key from a removed member until the server says
 it is a member again (``client.group_e2e``).
 
+A member's **device changes** (it registered again: the old device, or
+whoever holds its state, still knows our current sender key): the cipher
+remembers to whom its current own key was handed (``given``, cleared at
+each re-key), and ``device_changed(name)`` makes a new own key if ``name``
+was among them, as Signal resets its sender key when a recipient's device
+list loses a device. Keys received are kept: messages in flight still open.
+
 Message format::
 
     u8 version | u32 key id | u32 iteration | nonce 24 | ciphertext + tag 16 | signature 64
@@ -46,7 +53,7 @@ __all__ = ["SenderKey", "GroupCipher", "MAX_GROUP_SKIP", "KEYS_PER_SENDER"]
 _DIST_VERSION = 1
 _MSG_VERSION = 1
 _STATE_VERSION = 1
-_CIPHER_VERSION = 2                # 2: + the members removed (1 is still read)
+_CIPHER_VERSION = 3                # 2: + the members removed; 3: + given (1 and 2 still read)
 REMOVED_KEPT = 1024             # members removed remembered per group (the newest)
 MAX_GROUP_SKIP = 1000          # iterations one message may jump ahead, and skipped keys kept
 KEYS_PER_SENDER = 3            # sender keys kept per member (current + older ones)
@@ -168,14 +175,20 @@ class SenderKey:
 
 class GroupCipher:
     """One device's keys for one group: ``own`` (made on first use) and
-    ``keys[member]``, newest first. Persist ``to_bytes()`` after every call."""
+    ``keys[member]``, newest first. Persist ``to_bytes()`` after every call.
+
+    ``given``: the members the current own key was handed to (``handed``),
+    an ordered set; None when unknown (a state written before version 3
+    with an own key), which counts as everyone."""
 
     def __init__(self, group: str, own: SenderKey | None = None,
                  keys: dict[str, list[SenderKey]] | None = None,
-                 removed: dict[str, None] | None = None):
+                 removed: dict[str, None] | None = None,
+                 given: dict[str, None] | None = None):
         self.group, self.own = group, own
         self.keys: dict[str, list[SenderKey]] = keys or {}
         self.removed: dict[str, None] = removed or {}    # an ordered set, oldest first
+        self.given: dict[str, None] | None = {} if given is None and own is None else given
 
     # -- membership and keys -------------------------------------------------------------------------
     def distribution_message(self) -> bytes:
@@ -185,9 +198,25 @@ class GroupCipher:
         return self.own.distribution_message()
 
     def rekey(self) -> bytes:
-        """A new own sender key; returns its distribution message."""
+        """A new own sender key, handed to nobody yet; returns its distribution message."""
         self.own = SenderKey.create(self.group)
+        self.given = {}
         return self.own.distribution_message()
+
+    def handed(self, member: str) -> None:
+        """The current own key is on its way to ``member`` (call before it
+        leaves: counting one too many only costs a re-key)."""
+        if self.given is not None:
+            self.given[member] = None
+
+    def device_changed(self, member: str) -> bytes | None:
+        """``member`` has a new device: if the current own key was handed to
+        it (to its old device), make a new one and return its distribution
+        message (for the current members, over sessions with their current
+        devices); else None: nothing of ours to take back."""
+        if self.own is None or (self.given is not None and member not in self.given):
+            return None
+        return self.rekey()
 
     def member_removed(self, member: str) -> bytes:
         """The re-key rule: forget ``member``'s keys, make a new own key.
@@ -244,7 +273,9 @@ class GroupCipher:
     # -- persistence ---------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """``u8 version | group | u32 n | own | u16 m | m x (member | u8 k | k x (u32 n | key))
-        | u16 r | r x member`` (the members removed; absent in version 1)"""
+        | u16 r | r x member | u8 known | [u16 g | g x member]``: the members
+        removed (absent in version 1), then whether ``given`` is known and
+        its members (absent before version 3: unknown if there is an own key)"""
         def blob(key: SenderKey | None) -> bytes:
             raw = key.to_bytes() if key is not None else b""
             return struct.pack(">I", len(raw)) + raw
@@ -252,14 +283,17 @@ class GroupCipher:
         for member, keys in self.keys.items():
             parts += [pack_str(member), bytes((len(keys),)), *(blob(k) for k in keys)]
         parts += [struct.pack(">H", len(self.removed)), *(pack_str(m) for m in self.removed)]
+        parts.append(bytes((self.given is not None,)))
+        if self.given is not None:
+            parts += [struct.pack(">H", len(self.given)), *(pack_str(m) for m in self.given)]
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "GroupCipher":
         r = Reader(data, "group cipher")
         version = r.u8()
-        if version not in (1, _CIPHER_VERSION):
-            raise r.fail(f"unsupported version {version} (this code reads 1 and {_CIPHER_VERSION})")
+        if not 1 <= version <= _CIPHER_VERSION:
+            raise r.fail(f"unsupported version {version} (this code reads 1 to {_CIPHER_VERSION})")
         group = r.text()
         own_raw = r.blob(4)
         own = SenderKey.from_bytes(own_raw) if own_raw else None
@@ -273,8 +307,13 @@ class GroupCipher:
         if version >= 2:
             for _ in range(r.u16()):
                 removed[r.text()] = None
+        given: dict[str, None] | None = None            # before version 3: not known
+        if version >= 3 and r.flag():
+            given = {}
+            for _ in range(r.u16()):
+                given[r.text()] = None
         r.end()
         for key in [*(k for ks in keys.values() for k in ks), *([own] if own else [])]:
             if key.group != group:
                 raise FormatError("group cipher: a sender key of another group")
-        return cls(group, own, keys, removed)
+        return cls(group, own, keys, removed, given)

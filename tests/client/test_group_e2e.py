@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from client.events import Undecryptable
+from client.events import KeyChanged, Undecryptable
 from client.groups import GroupEvent, GroupKeysPending, GroupMessage
 from client_testkit import next_event
 from test_e2e_sdk import files_under, relogin, sdk_user
@@ -82,7 +82,7 @@ async def test_a_member_removed_while_keys_are_in_flight_does_not_break_the_send
         group = await alice.create_group("race", "race", [BOB, CAROL])
         send_sealed, removed = alice._send_sealed, []
 
-        async def remove_carol_first(*args):
+        async def remove_carol_first(*args, **options):
             # the first key distribution of the send: at this moment Alice
             # removes Carol, and the GROUP_EVENT re-keys her sender key
             if not removed:
@@ -90,7 +90,7 @@ async def test_a_member_removed_while_keys_are_in_flight_does_not_break_the_send
                 before = alice.group_codec.store.group(group).own
                 await alice.remove_members(group, [CAROL])
                 await wait_for(lambda: alice.group_codec.store.group(group).own is not before)
-            return await send_sealed(*args)
+            return await send_sealed(*args, **options)
         alice._send_sealed = remove_carol_first
 
         await alice.send_group(group, b"zqGROUP sent while carol was removed")
@@ -102,6 +102,53 @@ async def test_a_member_removed_while_keys_are_in_flight_does_not_break_the_send
         await alice.close()
         await bob.close()
         await carol.close()
+
+
+@pytest.mark.parametrize("away", [False, True], ids=["online", "restarted"])
+async def test_a_members_old_device_cannot_read_after_it_is_replaced(node, tmp_path, away):  # noqa: F811
+    """Bob registers a new device: Alice's next group message goes out
+    under a new sender key, handed to the current devices only. Bob's new
+    device and Carol read it; the state Bob's old device held cannot.
+    ``restarted``: Alice is away meanwhile and comes back on the same
+    profile (whom her key was handed to was saved with it)."""
+    profile = str(tmp_path / "alice")
+    alice = await sdk_user(node, ALICE, e2e_dir=profile)
+    bob = await sdk_user(node, BOB)
+    carol = await sdk_user(node, CAROL)
+    try:
+        # Step 1: a group of three; Alice's first message reads on both sides
+        group = await alice.create_group("phones", "phones", [BOB, CAROL])
+        await alice.send_group(group, b"zqGROUP before bob's new phone")
+        for member in (bob, carol):
+            assert (await next_event(member, (GroupMessage,))).body == b"zqGROUP before bob's new phone"
+        old_device = bob.group_codec.store.group(group).to_bytes()   # what the old phone holds
+
+        # Step 2: Bob registers a new device; Alice's SDK gets the KEY_CHANGED notice
+        await bob.close()
+        if away:
+            await alice.close()
+        bob = await sdk_user(node, BOB)
+        if away:
+            alice = await relogin(node, alice, e2e_dir=profile)
+        assert (await next_event(alice, (KeyChanged,))).user == BOB
+
+        # Step 3: Alice writes to the group again (her sealed body kept aside)
+        sealed, seal = [], alice.group_codec.seal
+        alice.group_codec.seal = lambda g, body: sealed.append(seal(g, body)) or sealed[-1]
+        await alice.send_group(group, b"zqGROUP after bob's new phone")
+
+        # Step 4: Bob's new device and Carol read it
+        for member in (bob, carol):
+            event = await next_event(member, (GroupMessage, Undecryptable))
+            assert isinstance(event, GroupMessage), event
+            assert event.body == b"zqGROUP after bob's new phone"
+        # Step 5: the keys Bob's old device held cannot open it
+        assert len(sealed) == 1
+        with pytest.raises(E2EError):
+            GroupCipher.from_bytes(old_device).decrypt(ALICE, sealed[0])
+    finally:
+        for client in (alice, bob, carol):
+            await client.close()
 
 
 @pytest.mark.node_config(keys_fetch_limit=(2, 60.0))
@@ -179,3 +226,89 @@ async def test_a_removed_member_cannot_install_a_new_sender_key():
     bob.process(CAROL, carol.distribution_message())            # a member again: kept at once
     assert client.spawned == []
     assert bob.open_item(3, group, CAROL, "c3", carol.encrypt(b"back")) == b"back"
+
+
+async def test_a_new_identity_or_a_key_change_notice_replaces_the_own_sender_key(tmp_path):
+    """The notice is not needed: a first message from Bob's new identity
+    is enough to replace the sender key his old device was handed. A
+    KEY_CHANGED notice does the same once (not again when pushed again),
+    also for a group only saved on disk; and a member never handed the
+    current key changes nothing."""
+    from client.e2e_store import E2EStore
+    from client.encryption import Encryption
+    from client.events import IdentityChanged
+    from client.group_e2e import SenderKeyCodec
+    from transport.crypto import DeviceKey
+    from transport.e2e import KeyBundle, LocalKeys, SessionRecord, Text
+    group, profile, alice_key = f"{ALICE}/devices", str(tmp_path / "alice"), DeviceKey()
+
+    def alice_device():
+        events: list = []
+        alice = Encryption(E2EStore(profile), call=None, emit=events.append)
+        alice.prepare(ALICE, alice_key)
+        client = _Members(ALICE, group, (ALICE, BOB, CAROL))
+        client._e2e.store = alice.store
+        alice.on_device_changed = SenderKeyCodec(client).device_changed
+        return alice, events
+
+    def first_message(sender_keys: LocalKeys, text: str) -> bytes:
+        record = SessionRecord()
+        record.initiate(sender_keys, KeyBundle.from_bytes(alice.keys.bundle().to_bytes()).verify())
+        return record.encrypt(Text(text).encode())
+
+    # Step 1: Alice's sender key of the group, handed to Bob's first device and to Carol
+    alice, events = alice_device()
+    cipher = alice.store.group(group)
+    cipher.distribution_message()
+    cipher.handed(BOB)
+    cipher.handed(CAROL)
+    alice.store.save_group(group)
+    first = cipher.own
+    assert alice.open_item(1, BOB, "b1", first_message(LocalKeys.generate(), "hi")) == Text("hi")
+    assert alice.store.group(group).own is first                 # Bob seen for the first time
+
+    # Step 2: a first message from Bob's new identity: the key is replaced
+    assert alice.open_item(2, BOB, "b2", first_message(LocalKeys.generate(), "new")) == Text("new")
+    assert [type(e) for e in events] == [IdentityChanged]
+    second = alice.store.group(group).own
+    assert second.key_id != first.key_id and alice.store.group(group).given == {}
+    alice.key_changed(3, CAROL)                                  # never had the new key
+    assert alice.store.group(group).own is second
+
+    # Step 3: after a restart (the group only on disk), Carol's notice
+    # replaces a key handed to her, once
+    alice.store.group(group).handed(CAROL)
+    alice.store.save_group(group)
+    alice, events = alice_device()
+    alice.key_changed(4, CAROL)
+    third = alice.store.group(group).own
+    assert third.key_id != second.key_id
+    alice.store.group(group).handed(CAROL)
+    alice.key_changed(4, CAROL)                                  # the same notice, pushed again
+    assert alice.store.group(group).own is third
+    assert E2EStore(profile).group(group).own.key_id == third.key_id
+
+
+def test_a_profile_registered_on_a_new_device_gets_new_own_sender_keys(tmp_path):
+    """The profile moved to a new device key: a copy left on the old device
+    knows every current own sender key, so each is replaced; the keys
+    received from others are kept, and the same device key changes nothing."""
+    from client.e2e_store import E2EStore
+    from transport.crypto import DeviceKey
+    group, profile, old_key = f"{ALICE}/moved", str(tmp_path / "bob"), DeviceKey()
+    store = E2EStore(profile)
+    store.keys_for(old_key)
+    alice = GroupCipher(group)
+    cipher = store.group(group)
+    cipher.distribution_message()
+    cipher.process(ALICE, alice.distribution_message())
+    store.save_group(group)
+    before = cipher.own.key_id
+    again = E2EStore(profile)
+    assert again.keys_for(old_key)[1] is False and again.group(group).own.key_id == before
+    moved = E2EStore(profile)
+    assert moved.keys_for(DeviceKey())[1] is True
+    assert moved.group(group).own.key_id != before
+    restarted = E2EStore(profile).group(group)
+    assert restarted.own.key_id == moved.group(group).own.key_id
+    assert restarted.decrypt(ALICE, alice.encrypt(b"still read")) == b"still read"

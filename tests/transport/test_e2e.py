@@ -542,9 +542,45 @@ def test_the_members_removed_are_kept_with_the_keys_and_a_version_1_state_still_
     assert GroupCipher.from_bytes(group[a].to_bytes()).removed == {}
     group[a].member_removed(c)
     current = group[a].to_bytes()
-    version_1 = bytes((1,)) + current[1:-(2 + 2 + len(c.encode()))]   # no removed section
+    given = bytes((1,)) + b"\x00\x00"                                  # known, handed to nobody
+    assert current.endswith(given)
+    version_1 = bytes((1,)) + current[1:-(2 + 2 + len(c.encode()) + len(given))]  # no removed section
     old = GroupCipher.from_bytes(version_1)
     assert old.removed == {} and old.keys.keys() == group[a].keys.keys()
+
+
+def test_a_device_change_rekeys_where_the_own_key_was_handed_and_a_version_2_state_still_reads():
+    """``given`` (whom the current own key was handed to) survives a
+    restart; ``device_changed`` re-keys only if the member was among them.
+    A state written before ``given`` was kept (version 2) counts as handed
+    to everyone."""
+    group = make_group(MEMBERS[:3])
+    a, b, c = MEMBERS[:3]
+    group[a].handed(b)
+    assert GroupCipher.from_bytes(group[a].to_bytes()).given == {b: None}
+    assert group[a].device_changed(c) is None                    # never had it: nothing to do
+    old_device = GroupCipher.from_bytes(group[b].to_bytes())      # b's old device keeps its state
+    in_flight = group[a].encrypt(b"before the new device")
+    dist = group[a].device_changed(b)
+    assert dist is not None and group[a].given == {}
+    # Step 2: the new key reaches c (and b's new device); the old device's state cannot open it
+    group[c].process(a, dist)
+    new_device = GroupCipher("family")
+    new_device.process(a, dist)
+    after = group[a].encrypt(b"after the new device")
+    assert group[c].decrypt(a, after) == new_device.decrypt(a, after) == b"after the new device"
+    with pytest.raises(NoSenderKey):
+        old_device.decrypt(a, after)
+    assert group[c].decrypt(a, in_flight) == b"before the new device"   # older keys still open
+    assert group[a].device_changed(b) is None                     # the new key was not handed to b
+    # Step 3: version 2 (no given section) reads as "unknown": any device change re-keys
+    group[a].handed(c)
+    current = group[a].to_bytes()
+    version_2 = bytes((2,)) + current[1:-(1 + 2 + 2 + len(c.encode()))]
+    old = GroupCipher.from_bytes(version_2)
+    assert old.given is None and old.own.key_id == group[a].own.key_id
+    assert old.device_changed(MEMBERS[4]) is not None and old.given == {}
+    assert GroupCipher.from_bytes(bytes((2,)) + GroupCipher("family").to_bytes()[1:-3]).given == {}
 
 
 # --- media ----------------------------------------------------------------------------------------
