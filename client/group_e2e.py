@@ -63,6 +63,7 @@ from transport import wire
 from transport.e2e import E2EError, SenderKey, SenderKeyMessage
 from client.errors import ClientError, ServerError
 from client.groups import GroupCodec, GroupKeysPending
+from client.ids import new_internal_id
 from client.link import checked
 
 __all__ = ["SenderKeyCodec"]
@@ -104,7 +105,7 @@ class SenderKeyCodec(GroupCodec):
         holders = self.holders.setdefault(group, set())
         missing = [m for m in info.members if m != client.user and m not in holders]
         results = await asyncio.gather(
-            *(client._send_sealed(m, SenderKeyMessage(distribution), (), None,
+            *(client._send_sealed(m, SenderKeyMessage(distribution), (), new_internal_id(),
                                   sealed=self._handing(group, own, m)) for m in missing),
             return_exceptions=True)
         if self.store.group(group).own is not own or self.holders.get(group) is not holders:

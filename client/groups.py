@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable
 
 from transport import wire
 from client.events import Status, Undecryptable
-from client.ids import new_message_id
+from client.ids import app_id
 from client.link import checked
 
 __all__ = ["Groups", "GroupInbox", "GroupCodec", "GroupMessage", "GroupReceipt", "GroupEvent",
@@ -280,7 +280,7 @@ class Groups:
         server's ACK (``Sent``), like ``send``. Through the outbox: queued
         while offline, resent with the same id until acknowledged."""
         self._check_open()
-        id = new_message_id() if id is None else id
+        id = app_id(id)
         checked(wire.GroupSend(id, group, body))       # the id, the group, a body of bytes
         digest = self._sender.digest(body)
         joined = self._sender.join(id, group, digest)   # a retry: same id, group and body

@@ -14,6 +14,10 @@ random part (a collision: 1 in 2^48).
 The time is the device clock. The server never reads it back: a wrong
 clock changes nothing it checks (a clock set back costs it a little
 locality).
+
+The SDK's own messages (a group sender key handed to a member) have ids
+that start with ``INTERNAL``: the app gets no event naming them (no
+``Sent``, no ``Receipt``), and ids it chooses may not start so.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import base64
 import random
 import time
 
-__all__ = ["new_message_id", "ALPHABET"]
+__all__ = ["new_message_id", "new_internal_id", "is_internal", "app_id", "ALPHABET", "INTERNAL"]
 
 ALPHABET = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"   # byte order
 
@@ -40,3 +44,24 @@ def new_message_id(now_ms: int | None = None) -> str:
         raise ValueError(f"time out of range for a message id: {ms} ms")
     raw = ((ms << 48) | random.getrandbits(48)).to_bytes(12, "big")
     return base64.b64encode(raw).translate(_ORDERED).decode()
+
+
+INTERNAL = "__"                 # the prefix of the SDK's own messages' ids
+
+
+def new_internal_id() -> str:
+    """A fresh id for a message the SDK sends for itself."""
+    return INTERNAL + new_message_id()
+
+
+def is_internal(id: str) -> bool:
+    return id.startswith(INTERNAL)
+
+
+def app_id(id: str | None) -> str:
+    """The id of a message the app sends: its own, or a fresh one."""
+    if id is None:
+        return new_message_id()
+    if isinstance(id, str) and is_internal(id):
+        raise ValueError(f"invalid id: ids starting with {INTERNAL!r} are the SDK's own")
+    return id

@@ -32,6 +32,7 @@ from transport import wire
 from client import events as ev
 from client.connection import Connection
 from client.groups import GROUP_INBOX_EVENTS
+from client.ids import is_internal
 from client.inbox import MAX_SEQS_PER_FRAME, InboxTracker
 
 __all__ = ["Receiver"]
@@ -108,7 +109,11 @@ class Receiver:
             status = RECEIPT_STATUS[frame.kind]
             self.on_receipt(frame.id, status)
             if self.inbox.arrived(frame.seq):
-                self.emit(ev.Receipt(frame.seq, status, frame.id, frame.by, frame.ts))
+                if is_internal(frame.id):           # for the SDK's own message: not shown
+                    self.inbox.handed(frame.seq)
+                    self._schedule()
+                else:
+                    self.emit(ev.Receipt(frame.seq, status, frame.id, frame.by, frame.ts))
             else:
                 self._schedule()
         elif kind is wire.Presence:

@@ -50,7 +50,7 @@ from client.backoff import Backoff
 from client.connection import Connection
 from client.errors import ServerError
 from client.groups import GroupInbox, Groups
-from client.ids import new_message_id
+from client.ids import app_id, new_message_id
 from client.link import Link, checked
 from client.outbox import Outbox
 from client.receiving import Receiver
@@ -192,9 +192,10 @@ class Client(Groups, Link):
         (cancelling the wait does not unsend it). Raises ValueError for bad
         input, ServerError if the server refuses it for good."""
         self._check_open()
+        id = app_id(id)
         if self._e2e is not None:
             return await self._send_sealed(to, Text(_text(body)), (), id)
-        frame = checked(wire.Send(new_message_id() if id is None else id, to, body))
+        frame = checked(wire.Send(id, to, body))
         try:
             wire.encode(frame, max_frame=self.max_frame)
         except wire.FrameError as error:
@@ -241,6 +242,7 @@ class Client(Groups, Link):
         if self._e2e is None:
             raise RuntimeError("send_file needs end-to-end encryption (e2e=True)")
         self._check_open()
+        id = app_id(id)
         key, _ = await self.media.put_file(path)
         mime = mime or mimetypes.guess_type(path)[0] or "application/octet-stream"
         envelope = Media(key, mime, os.path.basename(path), caption)

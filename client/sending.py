@@ -54,6 +54,7 @@ from client.connection import Connection
 from client.errors import ClientClosed, ConnectionLost, ServerError, Undelivered
 from client.events import Event, SendFailed, Sent, Status
 from client.groups import group_frame, is_group
+from client.ids import is_internal
 from client.outbox import Outbox
 
 __all__ = ["Sender"]
@@ -259,7 +260,8 @@ class Sender:
                 future.set_result(event)
             else:
                 future.set_exception(error)
-        self.emit(event)
+        if not is_internal(id):                     # the SDK's own: not the app's business
+            self.emit(event)
 
     def _retry(self, id: str, after_ms: int | None = None) -> None:
         """Send ``id`` again after a backoff (the server's retry-after if it

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from actors.session_registry import session_of
 from client import Backoff, Client, Message, Receipt, Sent, Status, Undecryptable
+from client.groups import GroupMessage, GroupReceipt
 from tests.history import History, Verdict
 from transport.crypto import DeviceKey
 
@@ -58,6 +59,8 @@ class ChaosResult:
 
 
 _TICKS = {Status.DELIVERED: "delivered", Status.READ: "read"}
+GROUP_SIZE = 5
+GROUP_SHARE = 4
 
 
 def phone(i: int) -> str:
@@ -66,7 +69,9 @@ def phone(i: int) -> str:
 
 class ChatLoad:
     """``clients`` SDK users chatting at random, recording a History. With
-    several ``nodes`` (a cluster), user ``i`` registers on node ``i % n``."""
+    several ``nodes`` (a cluster), user ``i`` registers on node ``i % n``.
+    Users are also in groups of ``GROUP_SIZE`` (the first creates it), and
+    one send in ``GROUP_SHARE`` goes to the sender's group."""
 
     def __init__(self, node: Any, clients: int, rate: float, rng: random.Random,
                  nodes: list[Any] | None = None):
@@ -80,6 +85,7 @@ class ChatLoad:
         self.sequence = 0
         self.undecryptable: list[str] = []      # "id from sender: reason", for the notes
         self.failures: dict[str, int] = {}      # why sends (not a loss: never acked) or reads failed
+        self.groups: dict[str, tuple[str, frozenset[str]]] = {}    # user -> (group, members)
 
     async def start(self) -> None:
         for i in range(self.count):
@@ -89,6 +95,12 @@ class ChatLoad:
             device = await client.confirm(user, node.codes[user], key)
             await client.login(user, device, key)
             self.clients[user] = client
+        users = list(self.clients)
+        for first in range(0, len(users) - 1, GROUP_SIZE):
+            members = frozenset(users[first:first + GROUP_SIZE])
+            group = await self.clients[users[first]].create_group(
+                f"chaos{first}", f"chaos {first}", sorted(members - {users[first]}))
+            self.groups.update((member, (group, members)) for member in members)
         for user, client in self.clients.items():
             self.tasks.append(asyncio.ensure_future(self._receive(user, client)))
             self.tasks.append(asyncio.ensure_future(self._send(user, client)))
@@ -99,8 +111,14 @@ class ChatLoad:
             to = self.rng.choice(peers)
             self.sequence += 1
             msg_id, body = f"c{self.sequence}", b"%d" % self.sequence
-            self.history.send(msg_id, user, to, body)
-            self.pending.append(asyncio.ensure_future(self._acked(client.send(to, body, id=msg_id))))
+            if user in self.groups and self.sequence % GROUP_SHARE == 0:
+                group, members = self.groups[user]
+                self.history.send(msg_id, user, group, body, members)
+                sending = client.send_group(group, body, id=msg_id)
+            else:
+                self.history.send(msg_id, user, to, body)
+                sending = client.send(to, body, id=msg_id)
+            self.pending.append(asyncio.ensure_future(self._acked(sending)))
             await asyncio.sleep(self.rng.expovariate(self.rate))
 
     async def _acked(self, sending: Any) -> None:
@@ -118,23 +136,32 @@ class ChatLoad:
                 if int(event.id[1:]) % 3 == 0:           # a third are read (blue ticks)
                     self.pending.append(asyncio.ensure_future(
                         self._read(client, event.sender, event.id)))
-            elif isinstance(event, Receipt) and event.kind in _TICKS:
+            elif isinstance(event, GroupMessage):
+                self.history.deliver(event.id, event.sender, event.group, event.body, at=user)
+                if int(event.id[1:]) % 3 == 0:
+                    self.pending.append(asyncio.ensure_future(
+                        self._read(client, event.sender, event.id, event.group)))
+            elif isinstance(event, (Receipt, GroupReceipt)) and event.kind in _TICKS:
                 self.history.receipt(event.id, _TICKS[event.kind], event.by, user)
             elif isinstance(event, Undecryptable):   # would show as "lost": say why
                 self.undecryptable.append(f"{event.id} from {event.sender} to {user}: "
                                           f"{event.reason}")
 
-    async def _read(self, client: Client, sender: str, msg_id: str) -> None:
+    async def _read(self, client: Client, sender: str, msg_id: str,
+                    group: str | None = None) -> None:
         """READ ``msg_id``, retried across reconnects (bounded); recorded
         once the server has acknowledged it."""
         for _ in range(20):
             try:
-                await client.mark_read(sender, [msg_id])
+                if group is None:
+                    await client.mark_read(sender, [msg_id])
+                else:
+                    await client.mark_group_read(group, sender, [msg_id])
             except Exception as exc:
                 self._failed("reads", exc)
                 await asyncio.sleep(0.1)
                 continue
-            self.history.read(msg_id)
+            self.history.read(msg_id, client.user)
             return
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -149,9 +176,7 @@ class ChatLoad:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.pending = [f for f in self.pending if not f.done()]   # READs add to it
-            delivered = {d[0] for d in self.history.deliveries}
-            if not self.pending and self.history.acks <= delivered \
-                    and not self.history.ticks_missing():
+            if not self.pending and not self.history.due():
                 return
             await asyncio.sleep(0.05)
 
@@ -195,15 +220,18 @@ async def _under_load(node: Any, name: str, seed: int, clients: int, rate: float
     return result
 
 
-def _whereabouts(node: Any, history: History, msg_id: str) -> str:
+def _whereabouts(node: Any, history: History, lost: str) -> str:
     """Where a lost message is, for the next look at a rare failure: still
     in the recipient's inbox (the server never got it to the client), or
     gone from it (acked: the client had it and did not report it)."""
+    msg_id, _, member = lost.partition(" to ")          # "<id> to <member>": a group's
     sender, to = history.sends[msg_id][:2]
+    if member:
+        to = f"{member} (in {to})"
     system = getattr(node, "system", None)
     if system is None:
         return f"lost {msg_id} ({sender} -> {to})"
-    items = system.env["mailbox"].inbox_after(to, 0, None)
+    items = system.env["mailbox"].inbox_after(member or to, 0, None)
     seqs = [i.seq for i in items if i.kind == "message" and i.payload.id == msg_id]
     where = f"still in the inbox at seq {seqs[0]}" if seqs else "not in the inbox (acked)"
     return f"lost {msg_id} ({sender} -> {to}): {where}, {len(items)} items held"

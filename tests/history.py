@@ -58,77 +58,95 @@ class Verdict:
 
 
 class History:
+    """What every client saw. A 1:1 message has one recipient, its ``to``;
+    a group message (``to`` the group) one per member but its sender, and
+    each recipient counts apart: delivered to each once, in its sender's
+    order, with a receipt from each."""
+
     def __init__(self) -> None:
-        self.sends: dict[str, tuple[str, str, bytes, int]] = {}   # id -> (sender, to, body, order)
+        # id -> (sender, to, body, order, recipients)
+        self.sends: dict[str, tuple[str, str, bytes, int, frozenset[str]]] = {}
         self.acks: set[str] = set()
-        self.deliveries: list[tuple[str, str, str, bytes]] = []   # (id, sender, to, body)
-        self.receipts: list[tuple[str, str, str, str]] = []       # (id, kind, by, to)
-        self.reads: set[str] = set()                              # ids whose READ was acked
+        self.deliveries: list[tuple[str, str, str, bytes, str]] = []  # (id, sender, to, body, at)
+        self.receipts: list[tuple[str, str, str, str]] = []           # (id, kind, by, to)
+        self.reads: set[tuple[str, str]] = set()                      # (id, by): READ acked
         self._order = 0
 
     # -- recording ----------------------------------------------------------------
-    def send(self, msg_id: str, sender: str, to: str, body: bytes) -> None:
+    def send(self, msg_id: str, sender: str, to: str, body: bytes,
+             members: frozenset[str] | None = None) -> None:
+        """``sender`` sends ``msg_id`` to user ``to``, or to group ``to`` of
+        ``members``."""
         if msg_id not in self.sends:          # a resend keeps the first order
             self._order += 1
-            self.sends[msg_id] = (sender, to, body, self._order)
+            recipients = frozenset({to}) if members is None else frozenset(members) - {sender}
+            self.sends[msg_id] = (sender, to, body, self._order, recipients)
 
     def ack(self, msg_id: str) -> None:
         self.acks.add(msg_id)
 
-    def deliver(self, msg_id: str, sender: str, to: str, body: bytes) -> None:
-        self.deliveries.append((msg_id, sender, to, body))
+    def deliver(self, msg_id: str, sender: str, to: str, body: bytes,
+                at: str | None = None) -> None:
+        """``at`` (default ``to``: a 1:1 message) got ``msg_id``."""
+        self.deliveries.append((msg_id, sender, to, body, to if at is None else at))
 
     def receipt(self, msg_id: str, kind: str, by: str, to: str) -> None:
         """``to`` got a ``kind`` receipt ("delivered" / "read") for ``msg_id``
         from ``by``."""
         self.receipts.append((msg_id, kind, by, to))
 
-    def read(self, msg_id: str) -> None:
-        """The recipient's READ of ``msg_id`` was acknowledged by the server."""
-        self.reads.add(msg_id)
+    def read(self, msg_id: str, by: str | None = None) -> None:
+        """``by``'s (default: the recipient's) READ of ``msg_id`` was
+        acknowledged by the server."""
+        self.reads.add((msg_id, self.sends[msg_id][1] if by is None else by))
 
-    def ticks_missing(self) -> int:
-        """How many receipts are still due (for a drain to wait on)."""
-        have = {(m, kind) for m, kind, _, _ in self.receipts}
-        delivered = {d[0] for d in self.deliveries}
-        return (sum((m, "delivered") not in have for m in delivered)
-                + sum((m, "read") not in have for m in self.reads))
+    def due(self) -> int:
+        """Deliveries and receipts still due (for a drain to wait on)."""
+        got = {(d[0], d[4]) for d in self.deliveries}
+        have = {(m, kind, by) for m, kind, by, _ in self.receipts}
+        return (sum((m, r) not in got for m in self.acks for r in self.sends[m][4])
+                + sum((m, "delivered", r) not in have for m, r in got)
+                + sum((m, "read", r) not in have for m, r in self.reads))
 
     # -- checking ------------------------------------------------------------------
     def check(self) -> Verdict:
-        counts: dict[str, int] = defaultdict(int)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
         unexpected, per_conversation = [], defaultdict(list)
-        for msg_id, sender, to, body in self.deliveries:
-            counts[msg_id] += 1
+        for msg_id, sender, to, body, at in self.deliveries:
+            counts[(msg_id, at)] += 1
             sent = self.sends.get(msg_id)
-            if sent is None or sent[:3] != (sender, to, body):
+            if sent is None or sent[:3] != (sender, to, body) or at not in sent[4]:
                 unexpected.append(msg_id)
-            elif counts[msg_id] == 1:
-                per_conversation[(sender, to)].append(msg_id)
+            elif counts[(msg_id, at)] == 1:
+                per_conversation[(sender, to, at)].append(msg_id)
         delivered = set(counts)
         verdict = Verdict(
             sent=len(self.sends), acked=len(self.acks), delivered=len(delivered),
-            lost=sorted(self.acks - delivered),
-            duplicated=sorted(m for m, n in counts.items() if n > 1),
+            lost=sorted(_name(m, r, self.sends[m][1]) for m in self.acks
+                        for r in self.sends[m][4] if (m, r) not in delivered),
+            duplicated=sorted(_name(m, r, self.sends.get(m, (0, r))[1])
+                              for (m, r), n in counts.items() if n > 1),
             unexpected=sorted(set(unexpected)),
-            unacked_delivered=len(delivered - self.acks),
+            unacked_delivered=sum(m not in self.acks for m, _ in delivered),
         )
         for ids in per_conversation.values():
             verdict.reordered.extend(self._inversions(ids))
         self._check_receipts(verdict, delivered)
         return verdict
 
-    def _check_receipts(self, verdict: Verdict, delivered: set[str]) -> None:
-        seen: set[tuple[str, str]] = set()
+    def _check_receipts(self, verdict: Verdict, delivered: set[tuple[str, str]]) -> None:
+        seen: set[tuple[str, str, str]] = set()
         for msg_id, kind, by, to in self.receipts:
             sent = self.sends.get(msg_id)
-            if sent is None or sent[:2] != (to, by) or (msg_id, kind) in seen:
+            if sent is None or sent[0] != to or by not in sent[4] or (msg_id, kind, by) in seen:
                 verdict.stray_receipts.append(f"{kind} {msg_id} from {by} to {to}")
-            seen.add((msg_id, kind))
+            seen.add((msg_id, kind, by))
         verdict.read = len(self.reads)
-        verdict.unticked = sorted([f"delivered {m}" for m in delivered
-                                   if m in self.sends and (m, "delivered") not in seen]
-                                  + [f"read {m}" for m in self.reads if (m, "read") not in seen])
+        verdict.unticked = sorted(
+            [f"delivered {_name(m, r, self.sends[m][1])}" for m, r in delivered
+             if m in self.sends and (m, "delivered", r) not in seen]
+            + [f"read {_name(m, r, self.sends[m][1])}" for m, r in self.reads
+               if (m, "read", r) not in seen])
 
     def _inversions(self, delivered_ids: list[str]) -> list[tuple[str, str]]:
         """Pairs of acked messages delivered against their send order: for
@@ -144,3 +162,9 @@ class History:
                 if highest is None or order > highest[0]:
                     highest = (order, msg_id)
         return found
+
+
+def _name(msg_id: str, recipient: str, to: str) -> str:
+    """A message to one recipient: its id, with the recipient if it is one
+    member of a group."""
+    return msg_id if recipient == to else f"{msg_id} to {recipient}"

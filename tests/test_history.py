@@ -81,7 +81,7 @@ def test_a_resend_keeps_its_first_place_in_the_order():
 def test_a_delivered_message_without_its_delivered_receipt_is_unticked():
     h = history([("1", b"a"), ("2", b"b")], ["1", "2"], [("1", b"a"), ("2", b"b")], ticks=False)
     h.receipt("1", "delivered", B, A)
-    assert h.ticks_missing() == 1
+    assert h.due() == 1
     v = h.check()
     assert v.unticked == ["delivered 2"] and not v.ok
 
@@ -91,11 +91,11 @@ def test_a_read_message_without_its_read_receipt_is_unticked():
     h.read("1")
     h.read("2")
     h.receipt("2", "read", B, A)
-    assert h.ticks_missing() == 1
+    assert h.due() == 1
     v = h.check()
     assert v.unticked == ["read 1"] and v.read == 2 and not v.ok
     h.receipt("1", "read", B, A)
-    assert h.check().ok and h.ticks_missing() == 0
+    assert h.check().ok and h.due() == 0
 
 
 def test_a_receipt_twice_or_to_the_wrong_user_or_from_the_wrong_user_is_stray():
@@ -105,3 +105,51 @@ def test_a_receipt_twice_or_to_the_wrong_user_or_from_the_wrong_user_is_stray():
         h.receipt(*receipt)
         v = h.check()
         assert len(v.stray_receipts) == 1 and not v.ok, receipt
+
+
+C, D = "+15550000053", "+15550000054"
+GROUP = f"{A}/team"
+
+
+def group_history(deliveries, receipts=None):
+    """A sends "g1" and "g2" to GROUP (A, B, C): both acked; ``deliveries``
+    are (id, member); receipts default to one per delivery."""
+    h = History()
+    for msg_id in ("g1", "g2"):
+        h.send(msg_id, A, GROUP, msg_id.encode(), members=frozenset({A, B, C}))
+        h.ack(msg_id)
+    for msg_id, at in deliveries:
+        h.deliver(msg_id, A, GROUP, msg_id.encode(), at=at)
+    for msg_id, at in (deliveries if receipts is None else receipts):
+        h.receipt(msg_id, "delivered", at, A)
+    return h
+
+
+def test_a_group_message_is_due_to_each_member_but_its_sender():
+    every = [("g1", B), ("g1", C), ("g2", B), ("g2", C)]
+    assert group_history(every).check().ok and group_history(every).due() == 0
+    v = group_history(every[:3]).check()
+    assert v.lost == [f"g2 to {C}"] and not v.ok
+    assert group_history(every[:3]).due() == 1
+
+
+def test_a_group_message_twice_to_one_member_or_to_a_non_member_is_caught():
+    v = group_history([("g1", B), ("g1", C), ("g2", B), ("g2", C), ("g1", C)]).check()
+    assert v.duplicated == [f"g1 to {C}"]
+    v = group_history([("g1", B), ("g1", C), ("g2", B), ("g2", C), ("g1", D)]).check()
+    assert v.unexpected == ["g1"]
+
+
+def test_group_order_and_ticks_are_per_member():
+    v = group_history([("g1", B), ("g2", B), ("g2", C), ("g1", C)]).check()
+    assert v.reordered == [("g1", "g2")]
+    v = group_history([("g1", B), ("g1", C), ("g2", B), ("g2", C)],
+                      receipts=[("g1", B), ("g1", C), ("g2", B)]).check()
+    assert v.unticked == [f"delivered g2 to {C}"]
+    h = group_history([("g1", B), ("g1", C), ("g2", B), ("g2", C)])
+    h.read("g1", by=C)
+    assert h.check().unticked == [f"read g1 to {C}"]
+    h.receipt("g1", "read", C, A)
+    assert h.check().ok
+    h.receipt("g1", "read", D, A)                 # D is not in the group
+    assert h.check().stray_receipts == [f"read g1 from {D} to {A}"]

@@ -5,12 +5,13 @@ key it had."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
-from client.events import KeyChanged, Undecryptable
-from client.groups import GroupEvent, GroupKeysPending, GroupMessage
+from client.events import KeyChanged, Message, Receipt, Sent, SendFailed, Status, Undecryptable
+from client.groups import GroupEvent, GroupKeysPending, GroupMessage, GroupReceipt
 from client_testkit import next_event
 from test_e2e_sdk import files_under, relogin, sdk_user
 from tests.conftest import wait_for
@@ -72,6 +73,36 @@ async def test_a_removed_member_cannot_read_later_messages(node, tmp_path):  # n
     for path, data in files_under(node.data_dir):
         assert b"zqGROUP" not in data, path
     assert os.path.isdir(node.data_dir)
+
+
+async def test_the_app_gets_no_event_about_the_sdks_own_sender_key_messages(node):  # noqa: F811
+    """Handing out a sender key is a 1:1 message the SDK sends for itself:
+    its ACK and its receipts are not the app's (they named ids it never
+    sent); and the app cannot pick an id of that form."""
+    alice, bob, carol = [await sdk_user(node, u) for u in (ALICE, BOB, CAROL)]
+    try:
+        group = await alice.create_group("team", "team", [BOB, CAROL])
+        first = await alice.send_group(group, b"one")            # hands out the key first
+        for member in (bob, carol):
+            assert (await next_event(member, (GroupMessage,))).id == first.id
+        direct = await alice.send(BOB, b"two")
+        assert (await next_event(bob, (Message,))).id == direct.id
+        events = []
+        async def until_ticked():
+            async for event in alice.events():
+                events.append(event)
+                if isinstance(event, Receipt) and event.id == direct.id:
+                    return
+        await asyncio.wait_for(until_ticked(), 5.0)
+        named = {e.id for e in events if isinstance(e, (Sent, SendFailed, Receipt, GroupReceipt))}
+        assert named == {first.id, direct.id}, named
+        assert alice.group_ticks(first.id) == {BOB: Status.DELIVERED, CAROL: Status.DELIVERED}
+        for send in (alice.send(BOB, b"x", id="__mine"), alice.send_group(group, b"x", id="__x")):
+            with pytest.raises(ValueError, match="the SDK's own"):
+                await send
+    finally:
+        for client in (alice, bob, carol):
+            await client.close()
 
 
 async def test_a_member_removed_while_keys_are_in_flight_does_not_break_the_send(node, tmp_path):  # noqa: F811
