@@ -79,6 +79,7 @@ class Federation(Shipping):
         self.init_shipping()
         self.ready = asyncio.Event()                # set by the first ClusterView
         self.secret = ""            # the cluster's node credential, from the ClusterView
+        self.addresses: dict[str, Any] = {}     # other nodes' workers -> the last address heard
 
     def start(self, system: Any, cluster: Any) -> None:
         self.system, self.cluster = system, cluster
@@ -97,9 +98,10 @@ class Federation(Shipping):
         http = (self.client[0], int(ports[0])) if ports and ports[0] else None
         media_port = system.env["config"].get("media_port")
         media = (self.client[0], int(media_port)) if media_port else None
+        slots = system.env["config"].get("worker_count") if self.gateway else None
         cluster.bridge.post(self.directory, JoinCluster(self.node, self.worker,
                                                         cluster.bridge.address, self.client, users,
-                                                        http, media))
+                                                        http, media, slots))
 
     def _on_DirectoryFound(self, msg: DirectoryFound) -> None:
         """The leader was restarted: join its new directory (rebuilt from the joins)."""
@@ -277,11 +279,13 @@ class Federation(Shipping):
             known = self.nodes.get(node)
             if known is not None and known.gateway != info.gateway:
                 self.restart_link(node)
+            self._count_slots(node, info)
         self.nodes.update(msg.nodes)            # merged: a node not rejoined yet stays known
         self.learn_homes(msg.homes)
         self.secret = msg.secret or self.secret
         far = {w: a for w, a in msg.workers.items()
-               if w.split("/")[0] != self.node and self.is_up(w.split("/")[0])}
+               if w.split("/")[0] != self.node and self.is_up(w.split("/")[0])
+               and not self._past_slots(w)}
         self._forget_old_incarnations(far)
         self.cluster.set_far_peers(far)
         log.info("%s: cluster view: nodes %s, %d homes", self.worker,
@@ -297,6 +301,7 @@ class Federation(Shipping):
                 log.info("%s: heard of node %s (up)", self.worker, msg.node)
             if known is None or known.gateway != msg.info.gateway:
                 self.restart_link(msg.node)    # a new gateway: send again at once
+            self._count_slots(msg.node, msg.info)
             self.nodes[msg.node] = msg.info
         if msg.node != self.node:
             self._forget_old_incarnations(msg.workers)
@@ -304,13 +309,35 @@ class Federation(Shipping):
             self._tell_online(tuple(msg.workers))
         self.poke.set()
 
+    def _count_slots(self, node: str, info: Any) -> None:
+        """``node`` now runs ``info.slots`` workers: if it ran more before (it
+        restarted with fewer; nobody says so of a worker that never comes
+        back), the others are gone, and what they said about presence too."""
+        known = self.nodes.get(node)
+        if (node == self.node or info.slots is None or known is None
+                or known.slots in (None, info.slots)):
+            return
+        for worker in [w for w in self.cluster.far if w.split("/")[0] == node]:
+            if int(worker.split("/")[1]) >= info.slots:
+                self.cluster.drop_far_worker(worker)
+        hub = self.system.whereis(PRESENCE_NAME)
+        if hub is not None and info.slots < known.slots:
+            hub.cast(PeerGone(node, info.slots))
+
+    def _past_slots(self, worker: str) -> bool:
+        node, _, slot = worker.partition("/")
+        info = self.nodes.get(node)
+        return info is not None and info.slots is not None and int(slot) >= info.slots
+
     def _forget_old_incarnations(self, workers: dict[str, Any]) -> None:
         """A worker joining under a name we knew at another address is a new
         incarnation (its node or it restarted, maybe unseen: a leader's death
-        is told by nobody): what the old one said about presence is void."""
+        is told by nobody): what the old one said about presence is void.
+        (Kept apart from ``cluster.far``, which a view without the worker
+        empties: a new leader's, before that node joined it again.)"""
         hub = self.system.whereis(PRESENCE_NAME)
         for worker, address in workers.items():
-            old = self.cluster.far.get(worker)
+            old, self.addresses[worker] = self.addresses.get(worker), address
             if hub is not None and old is not None and old != address:
                 hub.cast(PeerGone(worker))
 

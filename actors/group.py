@@ -185,6 +185,8 @@ class Group(DrainBatch, Actor):
         self.mail = env["mailbox"]
         self.cap = env.get("offline_cap", 10_000)
         self.group_cap = env.get("group_cap", 1024)
+        federation = env.get("federation")     # in a cluster: fold past its outq_high
+        self.outq_high = federation.outq_high if federation is not None else None
         self.linger = env.get("group_linger", 30.0)
         self.system.registry.register(("group", self.id), self.ref)
         self.record = self.mail.get_group(self.id)      # state rebuilt from LMDB
@@ -221,7 +223,7 @@ class Group(DrainBatch, Actor):
         ops = [_OPS[type(r.command)](r.user, r.command) for r in requests]
         self.in_flight.append(requests)
         self.mail.group_batch(self.id, ops, now_ms(), self.cap, self.group_cap,
-                              into=self.landing(requests))
+                              into=self.landing(requests), outq_high=self.outq_high)
 
     def handle_batch_stored(self, msg: BatchStored) -> None:
         self.in_flight.remove(msg.requests)

@@ -55,9 +55,10 @@ class UserOffline:
 
 @dataclass(frozen=True)
 class PeerGone:
-    """Worker ``worker`` (or every worker of node ``worker``) is gone: its
-    users are offline (unless seen elsewhere)."""
+    """Worker ``worker`` (or every worker of node ``worker``, from slot
+    ``from_slot`` up) is gone: its users are offline (unless seen elsewhere)."""
     worker: str
+    from_slot: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,13 @@ class PresenceHub(Actor):
 
     def handle_peer_gone(self, msg: PeerGone) -> None:
         now = int(time.time() * 1000)
-        gone = msg.worker + "/"             # a node's name: all of its workers
+        gone = msg.worker + "/"             # a node's name: all of its workers (from a slot)
+
+        def went(w: str) -> bool:
+            return w == msg.worker or (w.startswith(gone)
+                                       and int(w[len(gone):] or 0) >= msg.from_slot)
         for user, where in list(self.online.items()):
-            for worker in [w for w in _workers(where) if w == msg.worker or w.startswith(gone)]:
+            for worker in [w for w in _workers(where) if went(w)]:
                 self.handle_user_offline(UserOffline(user, now, worker))
 
     def handle_tell_online(self, msg: "TellOnline") -> None:

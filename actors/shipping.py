@@ -20,7 +20,9 @@ the cluster view and calls). Both ends run on a node's gateway (worker 0).
   the messages name, and answers ``Shipped``.
 - **Back-pressure** (``behind``): past ``outq_high`` items queued for one
   node, SENDs to users homed there are refused (RATE_LIMITED) until it
-  drains: what was accepted is never dropped.
+  drains: what was accepted is never dropped. Group items for its users
+  fold instead (``storage/outq_fold.py``); a trim queues them as there is
+  room, so it is given ``outq_high``.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ class Shipping:
             link.acked = msg.upto
             link.flights = [f for f in link.flights if f[0] > msg.upto]
             link.wait = RESEND_AFTER
-            self.mail.outq_trim(msg.node, msg.upto).add_done_callback(self._trimmed)
+            self.mail.outq_trim(msg.node, msg.upto, self.outq_high).add_done_callback(
+                self._trimmed)
         self._ship_to(msg.node, time.monotonic())
 
     def _trimmed(self, done: Any) -> None:

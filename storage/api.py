@@ -152,9 +152,10 @@ class Storage:
         """Items queued per destination node (those with any)."""
         return self.store.read(outq.pending)
 
-    def outq_trim(self, dest: str, upto: int) -> Future[int]:
-        """Forget ``dest``'s items with seq <= ``upto`` (it confirmed them)."""
-        return self.store.submit(outq.Trim(dest, upto))
+    def outq_trim(self, dest: str, upto: int, high: int | None = None) -> Future[int]:
+        """Forget ``dest``'s items with seq <= ``upto`` (it confirmed them);
+        with ``high``, queue the group items folded for it in the room left."""
+        return self.store.submit(outq.Trim(dest, upto, high))
 
     def outq_apply(self, origin: str, epoch: str, items: Iterable[tuple[int, tuple]],
                    cap: int, after: int | None = None) -> Future[outq.Applied]:
@@ -168,12 +169,13 @@ class Storage:
 
     # -- groups ----------------------------------------------------------------
     def group_batch(self, group: str, requests: Iterable[tuple], ts_ms: int, cap: int,
-                    group_cap: int, into: Settles | None = None
+                    group_cap: int, into: Settles | None = None, outq_high: int | None = None
                     ) -> Future[tuple[list[tuple[bool, Any]], GroupRecord | None]]:
         """One group's requests as one op (``storage.groups``): a result per
-        request, and the group record after them (``into``: see ``Store.submit``)."""
+        request, and the group record after them (``into``: see ``Store.submit``;
+        ``outq_high``: past it, items for members homed elsewhere fold)."""
         return self.store.submit(groups.GroupBatch(group, tuple(requests), ts_ms, cap, group_cap,
-                                                   self.remote), into)
+                                                   self.remote, outq_high), into)
 
     def get_group(self, group: str) -> GroupRecord | None:
         return self.store.read(lambda txn: groups.get_group(txn, group))

@@ -48,6 +48,8 @@ toward the message cap, nor messages toward the event cap.
 A member homed on another node (``remote``, as in ``storage.metas``) gets
 its items through that node's outbound queue (``storage.outq``); its
 inbox_meta is not here, so none of the caps above is applied to it here.
+Past ``outq_high`` items queued for that node, its items fold into one
+MISSED per member and group there (``storage.outq_fold``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,6 @@ from storage.errors import (DuplicateId, EventsFull, GroupFull, InvalidArgument,
                             NotMember, StorageError, UnknownGroup)
 from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes, inbox_key,
                           member_key, phone_bytes, prefix_end, u64)
-from storage import outq
 from storage.kv import Txn
 from storage.mailbox import _Metas
 from storage.records import (GroupEvent, GroupRecord, InboxItem, Message, pack, pack_item,
@@ -93,9 +94,10 @@ class _Group:
     """One op's view of a group: the record as a dict, written back once."""
 
     def __init__(self, txn: Txn, group: str, ts: int, cap: int, group_cap: int,
-                 remote: Callable[[str], str | None] | None = None):
+                 remote: Callable[[str], str | None] | None = None,
+                 outq_high: int | None = None):
         self.txn, self.id, self.gb = txn, group, group_bytes(group)
-        self.ts, self.cap, self.group_cap = ts, cap, group_cap
+        self.ts, self.cap, self.group_cap, self.outq_high = ts, cap, group_cap, outq_high
         self.metas = _Metas.of(txn, remote)
         raw = txn.get("groups", self.gb)
         self.g: dict | None = None if raw is None else unpack(raw)
@@ -161,9 +163,11 @@ class _Group:
 
     def queue(self, member: str, kind: str, value: bytes, by: str) -> None:
         """A group item for a member homed on another node: queued with what
-        that node needs to apply its own caps (``outq._apply_group``)."""
-        outq.put(self.txn, self.metas.node_of(phone_bytes(member)),
-                 ("group", member, kind, value, self.id, self.g["name"], by))
+        that node needs to apply its own caps (``outq._apply_group``), or,
+        past ``outq_high`` items queued for it, folded (``storage.outq_fold``)."""
+        from storage.outq_fold import put_group     # (it imports this module)
+        put_group(self.txn, self.metas.node_of(phone_bytes(member)),
+                  ("group", member, kind, value, self.id, self.g["name"], by), self.outq_high)
 
     def bump(self) -> int:
         self.g["v"] += 1
@@ -375,9 +379,11 @@ class GroupBatch:
     cap: int                # a member's offline cap (messages in its inbox)
     group_cap: int          # members per group
     remote: Callable[[str], str | None] | None = None   # storage.metas: who is homed elsewhere
+    outq_high: int | None = None    # items queued for a node past which its members' fold
 
     def __call__(self, txn: Txn) -> tuple[list[tuple[bool, Any]], GroupRecord | None]:
-        gr = _Group(txn, self.group, self.ts_ms, self.cap, self.group_cap, self.remote)
+        gr = _Group(txn, self.group, self.ts_ms, self.cap, self.group_cap, self.remote,
+                    self.outq_high)
         results: list[tuple[bool, Any]] = []
         for request in self.requests:
             try:

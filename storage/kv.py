@@ -57,6 +57,7 @@ DBS: tuple[str, ...] = (
     "outq",         # dest node \0 u64 seq -> item owed to a user homed on that node (storage.outq)
     "outq_meta",    # dest node -> next seq and items held; b"\0epoch" -> this store's epoch
     "outq_applied", # origin node -> {epoch, seq}: the last of its items applied here
+    "outq_missed",  # dest node \0 phone \0 group id -> group items folded while dest's queue was full
 )
 
 T = TypeVar("T")

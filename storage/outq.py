@@ -42,7 +42,14 @@ Items (msgpack-able tuples):
 - ``("item", user, kind, packed)``: an inbox item already packed
   (``records.pack_item``), ``kind`` "message", "receipt" or "event" (a
   group item); appended as ``Metas`` does; for a user unknown here it is
-  dropped with a warning (there is no inbox to append to).
+  dropped with a warning (there is no inbox to append to);
+- ``("group", member, kind, packed, group, name, by)``: a group message or
+  event, applied under the destination's caps (``_apply_group``);
+- ``("missed", member, group, name, by, count, ts)``: group items folded at
+  the origin, applied as the member's MISSED for the group.
+
+Bounded: past ``high`` items held for a node, group items for its members
+fold instead of queuing (``storage.outq_fold``, which says why).
 
 A malformed shipment (an unknown item, seqs not increasing, a field
 ``store_message`` rejects) raises ``InvalidArgument`` and nothing of it is
@@ -74,7 +81,7 @@ log = logging.getLogger(__name__)
 
 _EPOCH = b"\x00epoch"           # in outq_meta; no node name starts with b"\x00"
 ITEM_KINDS = ("message", "receipt", "event")
-_ARITY = {"msg": 7, "item": 4, "group": 7}
+_ARITY = {"msg": 7, "item": 4, "group": 7, "missed": 7}
 
 
 def epoch(txn: Txn) -> str:
@@ -92,6 +99,9 @@ def _check_item(item: Any) -> tuple:
     if type(item) not in (tuple, list) or not item or _ARITY.get(item[0]) != len(item):
         raise InvalidArgument(f"not an outq item: {item!r:.200}")
     if item[0] in ("item", "group") and (item[2] not in ITEM_KINDS or type(item[3]) is not bytes):
+        raise InvalidArgument(f"not an outq item: {item!r:.200}")
+    if item[0] == "missed" and not (type(item[3]) is str and type(item[5]) is int
+                                    and item[5] >= 0 and type(item[6]) is int):
         raise InvalidArgument(f"not an outq item: {item!r:.200}")
     return tuple(item)
 
@@ -131,8 +141,9 @@ def peek(txn: Txn, dest: str, limit: int = 512, after: int = 0,
     return items
 
 
-def trim(txn: Txn, dest: str, upto: int) -> int:
-    """Delete ``dest``'s items with seq <= ``upto``; how many there were."""
+def trim(txn: Txn, dest: str, upto: int, high: int | None = None) -> int:
+    """Delete ``dest``'s items with seq <= ``upto``; how many there were.
+    With ``high``, queue what was folded for ``dest`` in the room left."""
     nb = node_bytes(dest)
     if type(upto) is not int or upto < 0:
         raise InvalidArgument(f"upto must be an int >= 0, not {upto!r}")
@@ -144,6 +155,9 @@ def trim(txn: Txn, dest: str, upto: int) -> int:
         meta = _meta(txn, nb)
         meta["held"] -= len(gone)
         txn.put("outq_meta", nb, pack(meta))
+    if high is not None:
+        from storage.outq_fold import unfold     # (it imports this module)
+        unfold(txn, dest, nb, high)
     return len(gone)
 
 
@@ -222,6 +236,9 @@ def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap
         if item[0] == "msg":
             if _apply_msg(txn, metas, item, cap, nudges, origin) and item[6]:
                 media.append((origin, tuple(item[6])))
+        elif item[0] == "missed":
+            from storage.outq_fold import apply_missed
+            apply_missed(txn, metas, item, nudges)
         else:
             {"item": _apply_item, "group": _apply_group}[item[0]](txn, metas, item, cap, nudges)
     metas.save()
@@ -336,9 +353,10 @@ class Apply:
 class Trim:
     dest: str
     upto: int
+    high: int | None = None
 
     def __call__(self, txn: Txn) -> int:
-        return trim(txn, self.dest, self.upto)
+        return trim(txn, self.dest, self.upto, self.high)
 
 
 @quick_pickle

@@ -3,15 +3,11 @@ the home node of every user (cf. OTP's ``global`` name registry, kept by
 one process here). A Thespian actor on the convention leader, a child of
 the leader's ``NodeSupervisor``; members find it through a ``Rendezvous``.
 
-How a member finds it: Thespian creates an actor in another system of the
-convention when asked with ``targetActorRequirements``, but a ``globalName``
-is only unique within the system that registered it (measured: asking for
-it from a member created a second actor). So a member's launcher creates a
-``Rendezvous`` on the leader (the actor is placed by its capability check:
-only the leader has ``"Switchboard Leader"``) and asks it ``WhereIs``; the
-rendezvous, running *on* the leader, creates the directory by its
-``globalName``, which gives the one the leader's supervisor created, and
-replies with its address.
+How a member finds it: a ``globalName`` is only unique within the system
+that registered it (measured: asked from a member, it made a second actor),
+so a member's launcher creates a ``Rendezvous`` on the leader (placed by its
+capability check: only the leader has ``"Switchboard Leader"``), which looks
+the directory up by ``globalName`` there and answers ``WhereIs``.
 
 State (soft, rebuilt by the joins):
 
@@ -20,17 +16,23 @@ State (soft, rebuilt by the joins):
   supervisor's ``NodeHeartbeat`` arrives; ``DOWN_AFTER`` seconds without
   one, or Thespian's convention news that its system left, mark it down, and
   every worker of the other nodes hears ``NodeDown`` (their presence hubs
-  mark its users offline; what is queued for it waits in LMDB).
+  mark its users offline; what is queued for it waits in LMDB). It stays
+  listed (its users' homes and data are there), but its workers are
+  forgotten after ``forget_after`` s down; heard again after that, it is
+  asked to join again (``DirectoryFound``), as after a leader restart.
 - ``homes``: phone -> node. A node's gateway joins with every user
   registered in its LMDB; a registration of a phone nobody holds asks
   ``Assign`` first, so two nodes cannot both become a phone's home.
-- ``workers``: every worker of every node, told of every change.
+- ``workers``: every worker of every node, told of every change. A
+  gateway joins with its node's worker count (``slots``): a higher slot is
+  gone (the node restarted with fewer workers; nobody else says so), here
+  and, told by ``NodeInfo.slots``, on the other nodes (actors/federation.py).
 
-Messages: ``JoinCluster`` (reply ``ClusterView``; others get ``NodeUp`` /
-``HomesChanged``), ``NodeHeartbeat``, ``Assign`` (reply ``Assigned``),
-``Ping`` (reply ``Pong``: a member's launcher checks the directory is there
-and, when the leader was restarted, finds the new one and tells its node
-``DirectoryFound``),
+Messages: ``DirectorySettings``, ``JoinCluster`` (reply ``ClusterView``;
+others get ``NodeUp`` / ``HomesChanged``), ``NodeHeartbeat``, ``WorkerLost``,
+``Assign`` / ``Lookup`` (reply ``Assigned``), ``Ping`` (reply ``Pong``: a
+member's launcher checks the directory is there and, when the leader was
+restarted, finds the new one and tells its node ``DirectoryFound``),
 Thespian's ``ActorSystemConventionUpdate`` and ``WakeupMessage``.
 """
 
@@ -49,8 +51,8 @@ from thespian.actors import (ActorExitRequest, ActorSystemConventionUpdate, Acto
 __all__ = ["ClusterDirectory", "Rendezvous", "WhereIs", "DIRECTORY_NAME", "LEADER_CAPABILITY",
            "NODE_CAPABILITY", "NodeInfo", "JoinCluster", "ClusterView", "NodeUp", "NodeDown",
            "HomesChanged", "NodeHeartbeat", "Assign", "Assigned", "Lookup", "Shipment", "Shipped", "Call", "Reply",
-           "Ping", "Pong", "DirectoryFound", "WorkerLost",
-           "DOWN_AFTER"]
+           "Ping", "Pong", "DirectoryFound", "WorkerLost", "DirectorySettings",
+           "DOWN_AFTER", "FORGET_AFTER"]
 
 DIRECTORY_NAME = "switchboard-cluster-directory"
 LEADER_CAPABILITY = "Switchboard Leader"
@@ -58,6 +60,7 @@ NODE_CAPABILITY = "Switchboard Node"
 DOWN_AFTER = 3.0          # seconds without a heartbeat before a node is marked down
 REBUILD = 15.0           # seconds a new directory waits for the nodes to join again
 RECENT = 1.5             # seconds: a heartbeat this fresh outweighs a convention "left"
+FORGET_AFTER = 60.0      # seconds a node is down before its workers' addresses are dropped
 TICK = timedelta(seconds=0.5)
 
 
@@ -79,6 +82,13 @@ class NodeInfo:
     up: bool = True
     http: tuple[str, int] | None = None    # worker 0's HTTP (dashboard, /api/status)
     media: tuple[str, int] | None = None   # the node's media HTTP (blobs fetched from there)
+    slots: int | None = None               # its workers are "<node>/0" .. "<node>/<slots - 1>"
+
+
+@dataclass
+class DirectorySettings:
+    """From the leader's node supervisor, after creating the directory."""
+    forget_after: float = FORGET_AFTER
 
 
 @dataclass
@@ -90,6 +100,7 @@ class JoinCluster:
     users: tuple[str, ...] | None = None   # the gateway's join: every user homed on the node
     http: tuple[str, int] | None = None
     media: tuple[str, int] | None = None
+    slots: int | None = None               # the gateway's join: how many workers the node runs
 
 
 @dataclass
@@ -253,11 +264,16 @@ class ClusterDirectory(ActorTypeDispatcher):
         self.heard: dict[str, float] = {}          # node -> last heartbeat (monotonic)
         self.homes: dict[str, str] = {}
         self.workers: dict[str, Any] = {}
+        self.down_since: dict[str, float] = {}     # node marked down -> when (monotonic)
+        self.forget_after = FORGET_AFTER
         self.ticking = False
         self.started = time.monotonic()
         # Nodes fetch media from each other with it; drawn anew by a restarted
         # directory, whose views then hand the new one to every worker.
         self.secret = secrets.token_hex(32)
+
+    def receiveMsg_DirectorySettings(self, msg: DirectorySettings, sender) -> None:
+        self.forget_after = float(msg.forget_after)
 
     def receiveMsg_JoinCluster(self, msg: JoinCluster, sender) -> None:
         self._tick_soon()
@@ -274,8 +290,11 @@ class ClusterDirectory(ActorTypeDispatcher):
                     self.homes[phone] = changed[phone] = msg.node
             self.nodes[msg.node] = NodeInfo(msg.address, tuple(msg.client), True,
                                             tuple(msg.http) if msg.http else None,
-                                            tuple(msg.media) if msg.media else None)
+                                            tuple(msg.media) if msg.media else None, msg.slots)
             self.heard[msg.node] = time.monotonic()
+            self.down_since.pop(msg.node, None)
+            if msg.slots is not None:       # fewer workers than before: the others are gone
+                self._forget_workers(msg.node, lambda slot: slot >= msg.slots)
             _log().info("node %s joined the cluster (%d users); nodes %s", msg.node,
                         len(msg.users), sorted(self.nodes))
         self.send(msg.address, self._view())
@@ -292,8 +311,11 @@ class ClusterDirectory(ActorTypeDispatcher):
         info = self.nodes.get(msg.node)
         if info is not None and not info.up:
             info.up = True
+            self.down_since.pop(msg.node, None)
             _log().info("node %s is up again", msg.node)
             workers = {w: a for w, a in self.workers.items() if w.split("/")[0] == msg.node}
+            if not workers:                 # forgotten while it was down: join again
+                self.send(sender, DirectoryFound(self.myAddress))
             self._tell_all(NodeUp(msg.node, info, workers), skip_node=msg.node)
             for worker, address in self.workers.items():     # it may have missed changes
                 if worker.split("/")[0] == msg.node:
@@ -333,6 +355,9 @@ class ClusterDirectory(ActorTypeDispatcher):
         for node, info in self.nodes.items():
             if info.up and now - self.heard.get(node, now) > DOWN_AFTER:
                 self._mark_down(node, f"no heartbeat for {DOWN_AFTER:.0f} s")
+            elif not info.up and now - self.down_since.get(node, now) >= self.forget_after:
+                self.down_since.pop(node, None)
+                self._forget_workers(node, lambda slot: True, tell=False)
         self.wakeupAfter(TICK)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender) -> None:
@@ -350,8 +375,20 @@ class ClusterDirectory(ActorTypeDispatcher):
         if not info.up:
             return
         info.up = False
+        self.down_since[node] = time.monotonic()
         _log().warning("node %s is down: %s", node, why)
         self._tell_all(NodeDown(node), skip_node=node)
+
+    def _forget_workers(self, node: str, gone: Any, tell: bool = True) -> None:
+        """Drop the workers of ``node`` whose slot is ``gone(slot)``; with
+        ``tell``, the other nodes' workers hear ``WorkerLost`` (their hubs
+        forget what it said; a node down was dropped by all at ``NodeDown``)."""
+        for worker in [w for w in self.workers if w.split("/")[0] == node
+                       and gone(int(w.split("/")[1]))]:
+            address = self.workers.pop(worker)
+            _log().info("forgot worker %s", worker)
+            if tell:
+                self._tell_all(WorkerLost(worker, address), skip_node=node)
 
     def _view(self) -> ClusterView:
         return ClusterView(dict(self.nodes), dict(self.homes), dict(self.workers), self.secret)

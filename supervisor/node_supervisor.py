@@ -58,8 +58,9 @@ from thespian.actors import (ActorExitRequest, ActorTypeDispatcher, ChildActorEx
                              WakeupMessage)
 
 from supervisor import thespian_loopback
-from supervisor.cluster_directory import (DIRECTORY_NAME, ClusterDirectory, DirectoryFound,
-                                          NodeHeartbeat, WorkerLost)
+from supervisor.cluster_directory import (DIRECTORY_NAME, FORGET_AFTER, ClusterDirectory,
+                                          DirectoryFound, DirectorySettings, NodeHeartbeat,
+                                          WorkerLost)
 from supervisor.directory import Directory, DirectoryMoved, StartDirectory, WorkerDown
 from supervisor.node_protocol import (DEFAULT_FLAGS, NodeSupervisorStopped, ReportWorkers,
                                       StartWorkers, StopWorkers, WorkerInfo, WorkersReported,
@@ -170,7 +171,9 @@ class NodeSupervisor(ActorTypeDispatcher):
     def receiveMsg_DirectoryFound(self, msg: DirectoryFound, sender) -> None:
         """The leader was restarted: heartbeat the new cluster directory, and
         have the workers join it (new workers get it in their config)."""
-        _log().warning("the cluster directory moved: joining it again")
+        moved = msg.address != self._config.get("cluster_directory")
+        _log().warning("the cluster directory %s: joining it again",
+                       "moved" if moved else "forgot this node's workers")
         self._config["cluster_directory"] = msg.address
         for worker in self._slots:
             if worker is not None:
@@ -290,13 +293,17 @@ class NodeSupervisor(ActorTypeDispatcher):
         address = self.createActor(WorkerProcess)
         self._slots[slot] = _Worker(address, self._generation)
         self._starting = slot
-        self.send(address, StartWorker(slot, {**self._config, "worker_index": slot}))
+        self.send(address, StartWorker(slot, {**self._config, "worker_index": slot,
+                                              "worker_count": len(self._slots)}))
         self.wakeupAfter(timedelta(seconds=self._start_timeout),
                          _StartTimeout(slot, self._generation))
 
     def _start_cluster_directory(self) -> None:
         self._config["cluster_directory"] = self.createActor(ClusterDirectory,
                                                              globalName=DIRECTORY_NAME)
+        forget = self._config.get("forget_workers_after")
+        self.send(self._config["cluster_directory"],
+                  DirectorySettings(FORGET_AFTER if forget is None else float(forget)))
 
     def _start_directory(self) -> None:
         self._directory = self._config["directory"] = self.createActor(Directory)

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from tests.cluster.cluster_nodes import cluster
-from tests.cluster.mesh_node import next_of
+from tests.cluster.mesh_node import next_of, spread
 from tests.e2e.conftest import RawClient, login, register
 from tests.launched import wait_until
 from transport import wire
@@ -214,4 +214,29 @@ async def test_users_of_a_dead_leader_go_offline_when_it_is_back(tmp_path):
         gone, _ = await cb.recv_until(lambda f: isinstance(f, wire.Presence)
                                       and f.user == ALICE and not f.online, 20)
         assert gone.last_seen, gone
+        await cb.close()
+
+
+async def test_users_of_a_worker_that_never_comes_back_go_offline(tmp_path):
+    """The leader ran two workers and comes back with one: nobody says that
+    its worker 1 died, so B must learn it from the node's worker count."""
+    with cluster(tmp_path, ("A", "B"), workers=2) as c:
+        a, b = c["A"].node, c["B"].node
+        phones = [f"+155500090{i:02d}" for i in range(6)]
+        accounts = [await register(a, phone) for phone in phones]
+        bob = await register(b, BOB)
+        clients = [await login(a, account) for account in accounts]
+        await spread(c["A"], clients, accounts)         # some on A/0, some on A/1
+        cb = await login(b, bob)
+        cb.send(wire.Subscribe(tuple(phones), ref=cb.ref()))
+        online: set[str] = set()
+        while online != set(phones):
+            frame, _ = await cb.recv_until(lambda f: isinstance(f, wire.Presence), 10)
+            (online.add if frame.online else online.discard)(frame.user)
+        port = a.port
+        c["A"].kill()
+        await asyncio.to_thread(c.restart, "A", port)   # with one worker
+        while online:
+            frame, _ = await cb.recv_until(lambda f: isinstance(f, wire.Presence), 20)
+            (online.add if frame.online else online.discard)(frame.user)
         await cb.close()

@@ -13,7 +13,7 @@ from storage import (DuplicateId, InboxItem, InboxMeta, InvalidArgument, Message
                      RoutedReceipt, Stored, UnknownUser)
 from storage import outq
 from storage.batch import ACK, SEND, UserBatch
-from storage.groups import CREATE, SEND as GSEND
+from storage.groups import CREATE, RENAME, SEND as GSEND
 from storage.mailbox import recount_inbox, store_message
 from storage.records import GroupEvent, pack_item
 
@@ -318,6 +318,39 @@ async def test_a_group_fan_out_queues_for_a_remote_member_capped_at_its_home(clu
     assert b.inbox_meta(BOB) == InboxMeta(54, 1, 2, 2)
     assert b.inbox_after(BOB)[-1].payload.count == 51
     assert [i.seq for _, i in applied.nudges] == [53]      # superseded markers not nudged
+    audit(a, ALICE, CAROL)
+    audit(b, BOB)
+
+
+async def test_past_outq_high_a_remote_members_group_items_fold_into_one_missed(cluster):
+    """B is down: the queue to it stops growing at ``high`` items; what the
+    group said to BOB past that waits as one record, queued as one MISSED
+    (with the count) once shipping leaves room, after what was queued
+    before it and before what follows."""
+    a, b = cluster
+    gid, high = f"{ALICE}/g", 3
+    await a.group_batch(gid, [(CREATE, ALICE, "G", [CAROL, BOB])], T, CAP, 16, outq_high=high)
+    for i in range(40):
+        (ok, _), = (await a.group_batch(gid, [(GSEND, ALICE, f"g{i}", b"x")], T + i, CAP, 16,
+                                        outq_high=high))[0]
+        assert ok                              # accepted for everyone else
+    await a.group_batch(gid, [(RENAME, ALICE, "G2")], T + 50, CAP, 16, outq_high=high)
+    assert a.outq_pending() == {"B": high}     # created, g0, g1; the rest folded
+    assert a.inbox_count(CAROL) == 42          # CAROL, at home, got everything
+    # B is back: ship and trim; the trim queues the fold, and it ships too
+    items = a.outq_peek("B")
+    applied = await b.outq_apply("A", await a.outq_epoch(), items, CAP)
+    await a.outq_trim("B", applied.upto, high)
+    assert [item[0] for _, item in a.outq_peek("B")] == ["missed"]
+    # with room again, what follows is queued one by one, after the marker
+    await a.group_batch(gid, [(GSEND, ALICE, "late", b"x")], T + 60, CAP, 16, outq_high=high)
+    assert [item[0] for _, item in a.outq_peek("B")] == ["missed", "group"]
+    await ship(a, "A", b, "B")
+    assert a.outq_pending() == {}
+    got = b.inbox_after(BOB)
+    assert [i.payload.id if i.kind == "message" else i.payload.event for i in got] == [
+        "created", "g0", "g1", "missed", "late"]
+    assert (got[3].payload.count, got[3].payload.name, got[3].payload.by) == (38, "G2", ALICE)
     audit(a, ALICE, CAROL)
     audit(b, BOB)
 
