@@ -39,6 +39,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.drain_batch import DrainBatch
 from actors.exits import ActorError
+from actors.federation import NodeUnavailable
 from actors.messages import (
     GROUP_FULL, INTERNAL, INVALID, NOT_ADMIN, NOT_MEMBER, OFFLINE_FULL, UNKNOWN_GROUP,
     UNKNOWN_USER, Acked,
@@ -46,8 +47,8 @@ from actors.messages import (
     LeaveGroup, Rejected, RemoveMembers, RenameGroup, SendGroup, SetAdmin,
 )
 from actors.router import nudge, route
-from storage import (DuplicateId, GroupFull, InboxItem, InvalidArgument, NotAdmin, NotMember,
-                     OfflineFull, UnknownGroup, UnknownUser)
+from storage import (DuplicateId, GroupFull, HomeUnknown, InboxItem, InvalidArgument, NotAdmin,
+                     NotMember, OfflineFull, UnknownGroup, UnknownUser)
 from storage.groups import ADD, ADMIN, CREATE, LEAVE, REMOVE, RENAME, SEND, group_id
 from supervisor.base import SupervisorError, start_child
 
@@ -70,7 +71,7 @@ _OPS = {   # command -> storage request (the user is filled in)
 
 _REASONS = ((UnknownGroup, UNKNOWN_GROUP), (NotMember, NOT_MEMBER), (NotAdmin, NOT_ADMIN),
             (GroupFull, GROUP_FULL), (UnknownUser, UNKNOWN_USER), (OfflineFull, OFFLINE_FULL),
-            (DuplicateId, INVALID), (InvalidArgument, INVALID))
+            (DuplicateId, INVALID), (InvalidArgument, INVALID), (HomeUnknown, INTERNAL))
 
 
 def now_ms() -> int:
@@ -104,10 +105,15 @@ async def forward(system: Any, user: str, command: Any) -> None:
     create = type(command) is CreateGroup
     group = group_id(user, command.key) if create else command.group
     federation = system.env.get("federation")
-    home = federation.remote(group_home(group)) if federation is not None else None
+    home = None
+    if federation is not None:
+        try:                            # the replica may not list the creator yet: asked
+            home = await federation.home_for(group_home(group))
+        except NodeUnavailable as unsure:
+            _answer(command, Rejected(command.ref, INTERNAL, f"{unsure}; resend"))
+            return
     if home is not None:                # the group lives on its creator's home node
-        federation.call(home, ("group", user, replace(command, client=None))).add_done_callback(
-            lambda done: _answer(command, remote_answer(command.ref, done)))
+        _call_home(system, federation, home, user, group, command)
         return
     try:
         ref = group_of(system, group)
@@ -119,6 +125,40 @@ async def forward(system: Any, user: str, command: Any) -> None:
         ref.cast(GroupRequest(user, command))
     except (ActorError, RuntimeError) as error:   # full, timed out, gone, failed to start
         _answer(command, Rejected(command.ref, INTERNAL, f"group busy ({error}); resend"))
+
+
+def _call_home(system: Any, federation: Any, home: str, user: str, group: str,
+               command: Any) -> None:
+    """Run ``command`` on the group's node, one of ``user``'s commands to
+    ``group`` at a time: a call to a node that went down times out (5 s)
+    while a later one, made once it is back, would be stored first. If one
+    is refused INTERNAL (to be resent), the ones waiting behind it are too,
+    so the client resends them all in order."""
+    chains = system.env.setdefault("group_calls", {})   # (user, group) -> commands waiting
+    key = (user, group)
+    if key in chains:
+        chains[key].append(command)
+        return
+    chains[key] = []
+
+    def settled(done: Any, command: Any = command) -> None:
+        answer = remote_answer(command.ref, done)
+        _answer(command, answer)
+        waiting = chains[key]
+        if type(answer) is Rejected and answer.reason == INTERNAL:
+            del chains[key]
+            for later in waiting:
+                _answer(later, Rejected(later.ref, INTERNAL, "an earlier group command to "
+                                        f"{group} was not done ({answer.text}); resend"))
+        elif waiting:
+            issue(waiting.pop(0))
+        else:
+            del chains[key]
+
+    def issue(command: Any) -> None:
+        federation.call(home, ("group", user, replace(command, client=None))).add_done_callback(
+            lambda done: settled(done, command))
+    issue(command)
 
 
 def group_home(group: str) -> str:

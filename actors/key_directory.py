@@ -33,7 +33,7 @@ from actors.messages import (
     FetchKeys, KeysFetched, KeysStored, PublishKeys, RefuseRequest, Rejected,
 )
 from actors.rate_limit import RateLimiter
-from storage import InvalidArgument, UnknownUser
+from storage import HomeUnknown, InvalidArgument, UnknownUser
 from storage.keydir import KeysFull, NoKeys, WrongIdentity
 
 __all__ = ["KeyDirectory"]
@@ -44,7 +44,7 @@ FETCH_LIMIT = (100, 60.0)         # KEYS_FETCH per user: count, period in second
 _FETCH_LIMITER = "keys_fetch_limiter"   # its table in system.env (per worker)
 
 _REASONS = ((WrongIdentity, WRONG_IDENTITY), (KeysFull, KEYS_FULL), (NoKeys, NO_KEYS),
-            (UnknownUser, UNKNOWN_USER), (InvalidArgument, INVALID))
+            (UnknownUser, UNKNOWN_USER), (InvalidArgument, INVALID), (HomeUnknown, INTERNAL))
 
 
 class KeyDirectory:

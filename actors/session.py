@@ -70,7 +70,8 @@ from actors.presence import PRESENCE_NAME, Unwatch, UserOffline, UserOnline, Wat
 from actors.router import nudge, route
 from actors.session_homes import RemoteHomes
 from actors.session_registry import clients_of
-from storage import DuplicateId, InboxItem, InvalidArgument, Message, OfflineFull, UnknownUser
+from storage import (DuplicateId, HomeUnknown, InboxItem, InvalidArgument, Message, OfflineFull,
+                     UnknownUser)
 from storage.batch import ACK, READ, SEND
 
 __all__ = ["Session", "PAGE"]
@@ -298,6 +299,8 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
             return UNKNOWN_USER
         if isinstance(error, (DuplicateId, InvalidArgument)):
             return INVALID
+        if isinstance(error, HomeUnknown):      # the home map lags: resent shortly
+            return INTERNAL
         log.error("storage write failed: %r", error, exc_info=error)
         return INTERNAL
 

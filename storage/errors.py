@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = [
     "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull",
     "DuplicateId", "BadCode", "CommitFailed", "StoreClosed",
-    "UnknownGroup", "NotMember", "NotAdmin", "GroupFull", "EventsFull",
+    "UnknownGroup", "NotMember", "NotAdmin", "GroupFull", "EventsFull", "HomeUnknown",
 ]
 
 
@@ -42,6 +42,17 @@ class UnknownUser(StorageError):
 
     def __init__(self, phone: str):
         super().__init__(f"no account for {phone}")
+        self.phone = phone
+
+
+class HomeUnknown(StorageError):
+    """In a cluster: an item is due to a user who has no account on this
+    node and whom its replica of the home map does not list, not yet: the
+    replica lags the directory, which may itself be rebuilding after a
+    restart. Nothing was written; try again shortly (INTERNAL)."""
+
+    def __init__(self, phone: str):
+        super().__init__(f"the home node of {phone} is not known here yet; try again")
         self.phone = phone
 
 

@@ -111,7 +111,16 @@ class _Group:
             raise UnknownGroup(self.id)
         if user not in self.g["members"]:
             raise NotMember(self.id, user)
+        self.reach()
         return self.g
+
+    def reach(self) -> None:
+        """In a cluster, ``HomeUnknown`` unless every member's items can be
+        placed (``Metas.reachable``): asked before an op's first write, as
+        every refusal is. The map here may lag the directory (a restart)."""
+        if self.metas.remote is not None:
+            for m in self.g["members"]:
+                self.metas.reachable(phone_bytes(m))
 
     def need_admin(self, user: str) -> dict:
         g = self.need(user)
@@ -288,6 +297,7 @@ def _leave(gr: _Group, user: str) -> Outcome:
     g = gr.g
     if user not in g["members"]:
         return Outcome(g["v"])              # already out: a resent LEAVE
+    gr.reach()
     told = gr.announce("left", user, [user], list(g["members"]))
     told += gr.drop([user], user)
     gr.bump()

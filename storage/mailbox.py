@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from storage import blob_refs, outq
-from storage.errors import DuplicateId, InvalidArgument, OfflineFull, UnknownUser
+from storage.errors import DuplicateId, HomeUnknown, InvalidArgument, OfflineFull, UnknownUser
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key, from_u64,
                           group_bytes, group_read_key, inbox_key, inbox_prefix, inbox_seq,
                           member_key, phone_bytes, prefix_end, u64)
@@ -124,12 +124,17 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
     if own:
         metas = _Metas.of(txn, remote)
     routed: list[RoutedReceipt] = []
+    items = []
     for seq in sorted(set(seqs)):
         key = inbox_key(ub, seq)
         raw = txn.get("inbox", key)
         if raw is None:
             continue
         value = unpack(raw)
+        if value["type"] == "message":      # its receipt can be placed: before any write
+            metas.reachable(phone_bytes(value["from"]), value.get("node"))
+        items.append((key, value))
+    for key, value in items:
         if value["type"] != "message":
             txn.delete("inbox", key)
             metas[ub]["rcpts"] -= 1
@@ -137,7 +142,7 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
                 metas[ub]["evts"] -= 1
             continue
         sender = value["from"]
-        sb = phone_bytes(sender)            # checked before the first write
+        sb = phone_bytes(sender)
         txn.delete("inbox", key)
         metas[ub]["msgs"] -= 1
         if "media" in value:
@@ -180,7 +185,9 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         metas.require_user(pb, peer)
         unknown = False
     except UnknownUser:
-        if group is not None:
+        if group is not None:               # the group's node: the home map lags (a member
+            if metas.remote is not None:    # cannot have read a message of a user never known)
+                raise HomeUnknown(peer) from None
             raise
         unknown = True          # maybe homed elsewhere, the map here not saying so yet
     to = reader if group is None else group

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Callable
 
 from storage import outq
-from storage.errors import UnknownUser
+from storage.errors import HomeUnknown, UnknownUser
 from storage.keys import inbox_key
 from storage.kv import Txn
 from storage.records import Message, Receipt, pack, pack_item, unpack
@@ -168,6 +168,18 @@ class Metas(dict):
         meta["rcpts"] -= 1
         meta["evts"] -= 1
         self.txn.delete("inbox", inbox_key(user, seq))
+
+    def reachable(self, user: bytes, via: str | None = None) -> None:
+        """``HomeUnknown`` if an item for ``user`` could not be placed: in a
+        cluster, a user with no account here whom the home map does not list
+        (yet) and, for a receipt, no node its message was shipped from
+        (``via``). Callers ask before their first write."""
+        if (self.remote is None or via is not None or user in self.known
+                or self.node_of(user) is not None):
+            return
+        if self.txn.get("users", user) is None:
+            raise HomeUnknown(user.decode())
+        self.known.add(user)
 
     def require_user(self, user: bytes, phone: str) -> None:
         """``UnknownUser`` unless ``user`` has an account here; a user homed

@@ -402,3 +402,43 @@ async def test_receipts_go_back_to_where_a_message_came_from_while_the_map_lags(
     assert [(i.payload.kind, i.payload.id) for i in a.inbox_after(ALICE)] == [
         ("failed", "m2"), ("delivered", "m1"), ("read", "m1")]
     audit(a, ALICE)
+
+
+async def test_an_item_for_a_user_the_home_map_does_not_list_yet_is_refused_whole(tmp_path):
+    """A restarted node's replica of the home map lags the directory: an
+    item due to a user it does not list, and who has no account here, is
+    refused (HomeUnknown: INTERNAL, resent) before anything is written,
+    where it used to go into an inbox on this node that nobody reads."""
+    from storage import HomeUnknown
+    homes = {ALICE: "A", CAROL: "A", BOB: "B"}
+    a = Harness("lmdb", tmp_path / "A")
+    s = a.storage
+    s.remote = lambda user: None if homes.get(user) in (None, "A") else homes[user]
+    for user in (ALICE, CAROL):
+        await s.register_device(user, KEY, 1)
+    group = f"{ALICE}/g"
+    try:
+        results, _ = await s.group_batch(group, [(CREATE, ALICE, "Team", [BOB, CAROL])], T, CAP, 64)
+        assert results[0][0]
+        results, _ = await s.group_batch(group, [(GSEND, BOB, "b1", b"hi")], T, CAP, 64)
+        assert results[0][0]                        # BOB's message, fanned out here
+        seq = [i.seq for i in s.inbox_after(CAROL) if i.kind == "message"][0]
+        del homes[BOB]                              # the replica, rebuilt, lacks BOB for now
+        queued = s.outq_pending()
+        results, _ = await s.group_batch(group, [(GSEND, ALICE, "a1", b"x")], T, CAP, 64)
+        assert not results[0][0] and isinstance(results[0][1], HomeUnknown)
+        with pytest.raises(HomeUnknown):            # BOB's delivered receipt: nowhere to go
+            await s.ack_inbox(CAROL, [seq], T)
+        with pytest.raises(HomeUnknown):
+            await s.store_read(CAROL, BOB, ["b1"], T, group)
+        assert seq in [i.seq for i in s.inbox_after(CAROL)]
+        assert s.outq_pending() == queued and meta_record(s, BOB) is None
+        homes[BOB] = "B"                            # caught up: the same requests pass
+        results, _ = await s.group_batch(group, [(GSEND, ALICE, "a1", b"x")], T, CAP, 64)
+        assert results[0][0]
+        await s.ack_inbox(CAROL, [seq], T)
+        assert await s.store_read(CAROL, BOB, ["b1"], T, group)
+        assert s.outq_pending()["B"] == queued["B"] + 3     # a1, the delivered and read receipts
+        assert meta_record(s, BOB) is None
+    finally:
+        a.close()
