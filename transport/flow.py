@@ -25,7 +25,8 @@ so that no client can take the worker down for the others.
   ``retry_after`` (ms) and has no effect; the connection stays open. After
   a refused SEND the connection refuses every other SEND until that one
   comes again, so a pipelining client cannot have a later message overtake
-  the refused one.
+  the refused one; so too after a SEND the session lost in a restart
+  (``Connection.bind``, answered INTERNAL).
 
 ``FlowConfig`` holds the limits and their defaults (docs/operations.md);
 ``Limits`` the buckets, shared by a listener's connections. The defaults
@@ -136,6 +137,7 @@ class FlowControl:
     def init_flow(self, flow: FlowConfig, limits: Limits) -> None:
         self.flow, self.limits = flow, limits
         self.outstanding: dict[int, int] = {}   # ref -> commands handed to the session, unanswered
+        self.sends_out: dict[int, str] = {}     # ref -> id of each SEND among them
         self.in_flight = 0                  # requests handed on, not yet answered (the window)
         self.held: deque[wire.Frame] | None = None  # frames read while the window was full
         self.held_error: wire.FrameError | None = None  # what ends them, if a frame was bad
@@ -182,6 +184,8 @@ class FlowControl:
         count = self.outstanding.get(ref)
         if count is None:
             return False
+        if self.sends_out:
+            self.sends_out.pop(ref, None)
         if count > 1:
             self.outstanding[ref] = count - 1
         elif len(self.outstanding) == 1:
@@ -254,7 +258,7 @@ class FlowControl:
     def admit_send(self, frame: wire.Send | wire.GroupSend) -> bool:
         gate = self.send_gate
         if gate is not None and frame.id != gate:
-            self.refuse(frame, 0.001, f"send {gate} again first (it was refused for rate)")
+            self.refuse(frame, 0.001, f"send {gate} again first (it was refused)")
             return False
         to = frame.to if type(frame) is wire.Send else frame.group     # a group is one recipient
         wait, why = self.limits.admit_send(self.user, to)

@@ -37,7 +37,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.counters import counters_of
 from actors.exits import ActorError
-from actors.messages import Acked, KeysFetched, Rejected, TypingChanged
+from actors.messages import Acked, KeysFetched, Rejected, SendGroup, SendMessage, TypingChanged
 from actors.session_registry import REGISTRY_NAME, CloseSession
 from transport import wire
 from storage.records import InboxItem
@@ -53,6 +53,7 @@ E = wire.ErrorCode
 _PRE_LOGIN = (wire.Register, wire.Confirm, wire.Login)
 LINGER = 2.0                            # seconds a closing connection waits for the client
 ANSWERS = frozenset({Acked, Rejected, KeysFetched})   # a request's last event: frees its window slot
+_SENDS = frozenset({SendMessage, SendGroup})    # commands a send gate holds back
 _CHAT = frozenset({wire.Send, wire.Received, wire.Read, wire.Subscribe, wire.Typing, wire.Ping})
 
 
@@ -133,7 +134,7 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         "last_heard", "counters",
         # FlowControl (transport/flow.py)
         "flow", "limits", "outstanding", "in_flight", "held", "held_error", "draining",
-        "reading", "send_gate", "out_bytes", "buffered", "write_paused", "backed_up_since",
+        "reading", "send_gate", "sends_out", "out_bytes", "buffered", "write_paused", "backed_up_since",
         "resuming", "pushed_seq", "slow", "tokens", "tokens_at")
 
     def __init__(self, system: Any, config: ListenerConfig, registry: set,
@@ -247,6 +248,8 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
     def to_session(self, command: Any) -> None:
         self.in_flight += 1
         self.outstanding[command.ref] = self.outstanding.get(command.ref, 0) + 1
+        if type(command) in _SENDS:
+            self.sends_out[command.ref] = command.id
         if self.session is None:
             self.waiting.append(command)
         else:
@@ -257,15 +260,25 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
             self.session.cast(command)
         except ActorError:
             self.answered(command.ref)
+            if type(command) in _SENDS and self.send_gate is None:
+                self.send_gate = command.id         # nothing overtakes it (``bind``)
             self.send(wire.Error(E.INTERNAL, "session restarting; resend", ref=command.ref))
 
     def bind(self, session: Any) -> None:
+        """The session (a new incarnation of it, after a crash) serves this
+        connection. What the old one had not answered is answered INTERNAL
+        (resend); if that includes SENDs, the first of them becomes the send
+        gate, so that no later SEND is stored before the resent ones
+        (``FlowControl.admit_send``)."""
         if self.session is not None and session is not self.session:
+            lost_sends = [self.sends_out[r] for r in sorted(self.sends_out)]
             for ref, count in sorted(self.outstanding.items()):   # the old incarnation lost them
                 for _ in range(count):
                     self.send(wire.Error(E.INTERNAL, "session restarted; resend", ref=ref))
-            lost, self.outstanding = sum(self.outstanding.values()), {}
+            lost, self.outstanding, self.sends_out = sum(self.outstanding.values()), {}, {}
             self.window_freed(lost)
+            if lost_sends and self.send_gate is None:
+                self.send_gate = lost_sends[0]
         self.session = session
         self.pushed_seq, self.backed_up_since, self.resuming = 0, None, False  # it pushes anew
         waiting, self.waiting = self.waiting, []

@@ -95,3 +95,34 @@ async def test_a_request_is_answered_on_its_own_connection(node):
     assert [type(e) for e in b.events] == [Acked] and b.events[0].ref == 41
     assert a.closed == "session_replaced"
     await client.close()
+
+
+async def test_a_send_the_crashed_session_lost_is_not_overtaken(node):
+    """A SEND taken by a session that then crashes is answered INTERNAL
+    (resend); a SEND the client pipelined behind it must not be stored
+    first, or the conversation's order breaks (found by the chaos history
+    checker: one reorder in ~10 runs). The lost SEND becomes the send gate:
+    the next SEND is refused RATE_LIMITED until the lost one comes again."""
+    alice, bob = (await login(node, await register(node, ALICE)),
+                  await login(node, await register(node, BOB)))
+    first = await wait_for(lambda: session_of(node.system, ALICE))
+    listener = node.system.whereis("listener")
+    conn = next(c for c in listener._actor.connections if c.user == ALICE and not c.closed)
+    # Step 1: m1 reaches the session's mailbox as the session dies, unhandled
+    # (both in one step of the loop: nothing runs in between).
+    first.exit(RuntimeError("injected crash"))
+    conn.dispatch(wire.Send("m1", BOB, b"one", ref=9001))
+    assert isinstance(await alice.answer(9001), wire.Error)     # INTERNAL, at the rebind
+    await wait_for(lambda: (s := session_of(node.system, ALICE)) and s is not first and s)
+    # Step 2: m2, sent before m1 again, waits for it
+    refused = await alice.answer(alice.send(wire.Send("m2", BOB, b"two", ref=alice.ref())))
+    assert isinstance(refused, wire.Error) and refused.code == wire.ErrorCode.RATE_LIMITED, refused
+    assert "m1" in refused.message
+    for mid, body in (("m1", b"one"), ("m2", b"two")):
+        ack = await alice.answer(alice.send(wire.Send(mid, BOB, body, ref=alice.ref())))
+        assert isinstance(ack, wire.Ack), ack
+    got = []
+    while len(got) < 2:
+        frame, _ = await bob.recv_until(lambda f: isinstance(f, wire.Message), timeout=5)
+        got.append(frame.id)
+    assert got == ["m1", "m2"]
