@@ -34,11 +34,9 @@ and markers, ``inbox_meta.evts``) does not get a system event: either is
 folded into the member's one ``missed`` marker for the group, so nothing
 is lost silently and a group is never blocked by one member. The marker's
 ``count`` says how many messages it stands for (0: only events were
-missed; the group's state is one GROUP_INFO away). Each fold deletes the
-unread marker and appends a new one carrying the running count, so an
-online member is pushed the new count (a count raised in place would
-never reach a member already pushed that seq). A superseded marker never
-reaches the nudges (``Outcome.appended``). Joining takes an event slot:
+missed; the group's state is one GROUP_INFO away; ``storage.group_missed``
+replaces the marker at each fold). A superseded marker never reaches the
+nudges (``Outcome.appended``). Joining takes an event slot:
 a CREATE or ADD naming a user whose inbox holds ``cap`` group items is
 refused (``EventsFull``, nothing written), so markers stay one per group
 the member joined while it had room, and no one can grow another user's
@@ -59,10 +57,12 @@ from typing import Any, Callable
 
 from storage.errors import (DuplicateId, EventsFull, GroupFull, InvalidArgument, NotAdmin,
                             NotMember, StorageError, UnknownGroup)
-from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes, inbox_key,
+from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, group_bytes,
                           member_key, phone_bytes, prefix_end, u64)
+from storage.group_missed import fold_missed
 from storage.kv import Txn
 from storage.mailbox import _Metas
+from storage.outq_fold import put_group
 from storage.records import (GroupEvent, GroupRecord, InboxItem, Message, pack, pack_item,
                              pack_message, quick_pickle, unpack)
 
@@ -174,7 +174,6 @@ class _Group:
         """A group item for a member homed on another node: queued with what
         that node needs to apply its own caps (``outq._apply_group``), or,
         past ``outq_high`` items queued for it, folded (``storage.outq_fold``)."""
-        from storage.outq_fold import put_group     # (it imports this module)
         put_group(self.txn, self.metas.node_of(phone_bytes(member)),
                   ("group", member, kind, value, self.id, self.g["name"], by), self.outq_high)
 
@@ -212,30 +211,6 @@ class _Group:
             return None
         return GroupRecord(self.id, g["name"], g["by"], g["at"], tuple(g["admins"]),
                            tuple(g["members"]), g["v"])
-
-
-def fold_missed(txn: Txn, metas: Any, group: str, name: str, member: str, by: str,
-                messages: int, ts: int) -> tuple[str, InboxItem, int | None]:
-    """Fold into ``member``'s ``missed`` marker for ``group``: the unread
-    one is replaced by a new one carrying the running count (so it is
-    pushed), or a first one is appended. Returns the new marker and the seq
-    of the one it replaced (None if none). Also used where a member homed
-    on another node is capped (storage/outq.py)."""
-    mb = phone_bytes(member)
-    key = member_key(mb, group_bytes(group))
-    count, replaced = messages, None
-    raw = txn.get("group_missed", key)
-    if raw is not None:
-        old_seq = unpack(raw)
-        old = txn.get("inbox", inbox_key(mb, old_seq))
-        if old is not None:             # still unread
-            count += unpack(old)["count"]
-            metas.delete_event(mb, old_seq)
-            replaced = old_seq
-    payload = GroupEvent(group, "missed", by, (), name, ts, count)
-    seq = metas.append_event(mb, pack_item(payload))
-    txn.put("group_missed", key, pack(seq))
-    return member, InboxItem(seq, "group", payload), replaced
 
 
 def _name(name: Any) -> str:

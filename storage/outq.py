@@ -70,6 +70,7 @@ from typing import Any
 from storage.errors import DuplicateId, InvalidArgument, OfflineFull, StorageError, UnknownUser
 from storage.keys import (node_bytes, outq_key, outq_prefix, outq_seq, phone_bytes,
                           prefix_end)
+from storage.group_missed import fold_missed
 from storage.kv import Txn
 from storage.records import (InboxItem, Message, Receipt, pack, quick_pickle, unpack,
                              unpack_item, unpack_tuple)
@@ -281,7 +282,6 @@ def _apply_group(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
     """A group message or event for a member homed here, under this node's
     caps: past them it folds into the member's ``missed`` marker for the
     group, as on the group's own node (storage/groups.py)."""
-    from storage.groups import fold_missed
     _, user, kind, value, group, name, by = item
     ub = _known(metas, user, f"a group {kind}")
     if ub is None:

@@ -28,7 +28,7 @@ phone in ten minutes).
 from __future__ import annotations
 
 from storage import outq
-from storage.groups import fold_missed
+from storage.group_missed import fold_missed
 from storage.keys import group_bytes, member_key, node_bytes, phone_bytes, prefix_end
 from storage.kv import Txn
 from storage.records import pack, unpack
