@@ -178,6 +178,8 @@ class SenderKeyCodec(GroupCodec):
         known = self.store.opened(seq, sender, tag)
         if known is not None:
             return known
+        if not self.store.has_group(group):     # looking must not make it a known group
+            raise NoSenderKey(f"no sender key of group {group} yet")
         plaintext = self.store.group(group).decrypt(sender, body)
         self.store.remember_opened(seq, sender, tag, plaintext)   # the copy, then the chain
         self.store.save_group(group)

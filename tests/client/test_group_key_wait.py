@@ -267,3 +267,18 @@ async def test_a_held_item_is_not_acknowledged_and_does_not_hold_up_later_acks()
     assert (type(event), event.seq, event.body) == (GroupMessage, 1, b"a1")
     assert receiver.inbox.to_ack == {1, 2} and receiver._queue.empty()
     receiver.close()
+
+
+async def test_a_message_of_a_group_not_known_yet_waits_and_does_not_make_it_known():
+    """Looking at it must not make the group known: a sender key for it is
+    still checked with the server (GROUP_INFO) before it is kept."""
+    client = _Members(BOB, GROUP, (ALICE, BOB))
+    bob, got = SenderKeyCodec(client), []
+    alice = GroupCipher(GROUP)
+    key = alice.distribution_message()
+    push(bob, got, 1, ALICE, alice.encrypt(b"before the group event"))
+    assert got == [] and not bob.store.has_group(GROUP)
+    bob.process(ALICE, key)
+    assert got == [] and len(client.spawned) == 1               # asked the server first
+    await client.spawned.pop()
+    assert got == [(1, b"before the group event", "did not decrypt")]
