@@ -17,7 +17,8 @@ General layout:
   made in time order.
 - ``encryption`` + ``e2e_store``: end-to-end encryption (keys published,
   a session per contact, state kept 0600); ``group_e2e``: group bodies with
-  sender keys; ``media``: files encrypted on the client, over HTTP.
+  sender keys (``group_hold``: a group message held until its sender key
+  arrives); ``media``: files encrypted on the client, over HTTP.
 - ``profile``, ``cli``: the terminal client behind ``run.py client``.
 
 Imports: the client speaks only the wire protocol, so it imports

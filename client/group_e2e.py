@@ -20,10 +20,16 @@ size; the server fans the ciphertext out.
   ``PREPARE_ROUNDS`` times), so ``seal`` never uses a key nobody has.
 - ``seal`` / ``open``: ``GroupCipher.encrypt`` / ``decrypt``; a message that
   does not decrypt opens to None (an ``Undecryptable`` event, acknowledged).
-  ``open_item`` (the receive path) first writes the plaintext aside under
-  the item's seq (``E2EStore.remember_opened``, like a 1:1 message), then
-  saves the moved chain: a re-push after a restart, before RECEIVED was
-  confirmed, opens from that copy instead of failing as a replay.
+  ``open_item`` first writes the plaintext aside under the item's seq
+  (``E2EStore.remember_opened``, like a 1:1 message), then saves the moved
+  chain: a re-push after a restart, before RECEIVED was confirmed, opens
+  from that copy instead of failing as a replay.
+- ``receive`` (the receive path): ``open_item``, except that an item whose
+  sender key is not here yet (``NoSenderKey``: on a cluster the group
+  message can overtake the 1:1 message handing the key) is held, not
+  acknowledged, until that key arrives (``_keep``) or ``held.timeout``
+  seconds pass (``client/group_hold.py``). A sender this device saw
+  removed is not waited for (its new key would be refused).
 - ``process(sender, distribution)``: a sender key received over 1:1, for
   a group this device knows (it has the group's state: a group event or
   an earlier key made it), unless this device saw its sender removed and
@@ -60,8 +66,9 @@ import logging
 from typing import Any, Iterable
 
 from transport import wire
-from transport.e2e import E2EError, SenderKey, SenderKeyMessage
+from transport.e2e import E2EError, NoSenderKey, SenderKey, SenderKeyMessage
 from client.errors import ClientError, ServerError
+from client.group_hold import KeyWait
 from client.groups import GroupCodec, GroupKeysPending
 from client.ids import new_internal_id
 from client.link import checked
@@ -84,6 +91,7 @@ class SenderKeyCodec(GroupCodec):
         self.holders: dict[str, set[str]] = {}   # group -> members holding our current key
         self._locks: dict[str, asyncio.Lock] = {}
         self._unknown: dict[tuple[str, str], bytes] = {}   # (group, sender) -> being checked
+        self.held = KeyWait(self._open_or_wait)  # items awaiting their key (.timeout, .limit)
 
     async def prepare(self, group: str) -> None:
         async with self._locks.setdefault(group, asyncio.Lock()):
@@ -159,18 +167,44 @@ class SenderKeyCodec(GroupCodec):
         return plaintext
 
     def open_item(self, seq: int, group: str, sender: str, id: str, body: bytes) -> bytes | None:
+        try:
+            return self._open_item(seq, group, sender, id, body)
+        except E2EError as error:
+            log.warning("group %s message from %s rejected: %s", group, sender, error)
+            return None
+
+    def _open_item(self, seq: int, group: str, sender: str, id: str, body: bytes) -> bytes:
         tag = f"{group}\0{id}"                  # never equal to a 1:1 item's id
         known = self.store.opened(seq, sender, tag)
         if known is not None:
             return known
-        try:
-            plaintext = self.store.group(group).decrypt(sender, body)
-        except E2EError as error:
-            log.warning("group %s message from %s rejected: %s", group, sender, error)
-            return None
+        if not self.store.has_group(group):     # looking must not make it a known group
+            raise NoSenderKey(f"no sender key of group {group} yet")
+        plaintext = self.store.group(group).decrypt(sender, body)
         self.store.remember_opened(seq, sender, tag, plaintext)   # the copy, then the chain
         self.store.save_group(group)
         return plaintext
+
+    def receive(self, frame: wire.Message, deliver) -> None:
+        """``open_item``, but an item whose sender key is not here yet is held
+        (``client/group_hold.py``) until it comes, unacknowledged."""
+        self.held.receive(frame, deliver)
+
+    def _open_or_wait(self, frame: wire.Message) -> bytes | None:
+        """The plaintext; None if it never will open; NoSenderKey: hold it."""
+        group, sender = frame.group, frame.sender
+        try:
+            return self._open_item(frame.seq, group, sender, frame.id, frame.body)
+        except NoSenderKey as error:
+            if not (self.store.has_group(group) and sender in self.store.group(group).removed):
+                raise                           # its key may be on its way
+            log.warning("group %s message from %s, removed, rejected: %s", group, sender, error)
+        except E2EError as error:
+            log.warning("group %s message from %s rejected: %s", group, sender, error)
+        return None
+
+    def close(self) -> None:
+        self.held.close()
 
     def process(self, sender: str, distribution: bytes) -> None:
         group = SenderKey.from_distribution(distribution).group
@@ -187,6 +221,7 @@ class SenderKeyCodec(GroupCodec):
     def _keep(self, group: str, sender: str, distribution: bytes) -> None:
         self.store.group(group).process(sender, distribution)
         self.store.save_group(group)
+        self.held.key_arrived(group, sender)    # what waited for it opens now
 
     async def _check(self, group: str, sender: str) -> None:
         """Keep a key of a group this device does not know, or from a member

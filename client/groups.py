@@ -134,6 +134,21 @@ class GroupCodec:
         re-push after a restart opens to the same message."""
         return self.open(group, sender, body)
 
+    def receive(self, frame: wire.Message, deliver: Callable[[wire.Message, bytes | None, str], Any]
+                ) -> None:
+        """A new group MESSAGE: ``deliver(frame, body or None, why not)``,
+        now, or later (a codec may hold an item whose key is not here yet,
+        unacknowledged meanwhile)."""
+        try:
+            body = self.open_item(frame.seq, frame.group, frame.sender, frame.id, frame.body)
+        except Exception as error:  # noqa: BLE001 - one bad item must not kill the link
+            log.warning("group %s message %s: %r", frame.group, frame.id, error)
+            body = None
+        deliver(frame, body, "did not decrypt")
+
+    def close(self) -> None:
+        """The client is over (drop what is held: it was not acknowledged)."""
+
     async def prepare(self, group: str) -> None:
         """Before a send to ``group`` (e.g. hand out keys to its members)."""
 
@@ -159,16 +174,7 @@ class GroupInbox:
         kind, r = type(frame), self.receiver
         if kind is wire.Message and frame.group is not None:
             if r.inbox.arrived(frame.seq, (frame.sender, frame.id)):
-                try:
-                    body = self.codec.open_item(frame.seq, frame.group, frame.sender, frame.id,
-                                                frame.body)
-                except Exception as error:  # noqa: BLE001 - one bad item must not kill the link
-                    log.warning("group %s message %s: %r", frame.group, frame.id, error)
-                    body = None
-                r.emit(GroupMessage(frame.seq, frame.id, frame.group, frame.sender, frame.ts, body)
-                       if body is not None else      # the codec could not open it
-                       Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
-                                     f"group {frame.group}: did not decrypt"))
+                self.codec.receive(frame, self.opened)     # now, or once its key is here
             else:
                 r._schedule()
         elif kind is wire.Receipt and frame.group is not None:
@@ -205,6 +211,17 @@ class GroupInbox:
         else:
             return False
         return True
+
+    def opened(self, frame: wire.Message, body: bytes | None, why: str) -> None:
+        """The codec's outcome for a group MESSAGE: the app's event (its
+        RECEIVED goes out once the app takes it)."""
+        self.receiver.emit(
+            GroupMessage(frame.seq, frame.id, frame.group, frame.sender, frame.ts, body)
+            if body is not None else      # the codec could not open it
+            Undecryptable(frame.seq, frame.id, frame.sender, frame.ts, f"group {frame.group}: {why}"))
+
+    def close(self) -> None:
+        self.codec.close()
 
     def sent(self, id: str, recipients: Iterable[str] | None) -> None:
         """Remember whom group message ``id`` is for (None: not known)."""

@@ -77,6 +77,8 @@ class Receiver:
 
     def close(self) -> None:
         self.conn = None
+        if self.groups is not None:
+            self.groups.close()                     # held group items: pushed again next time
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -40,7 +40,7 @@ client SDK and the server (to check bundles it is asked to publish) can use it.
 """
 
 from transport.e2e_core import (
-    BadSignature, DecryptError, E2EError, FormatError, NoSenderKey, UnknownSession,
+    BadSignature, DecryptError, E2EError, FormatError, NoSenderKey, SenderKeyBehind, UnknownSession,
 )
 from transport.e2e_envelope import (
     Envelope, Kind, Media, SenderKeyMessage, SenderKeyRequest, Text,
@@ -56,7 +56,7 @@ from transport.e2e_session import MessageInfo, NoSession, Session, SessionRecord
 __all__ = [
     # errors
     "E2EError", "FormatError", "BadSignature", "DecryptError", "UnknownSession", "NoSenderKey",
-    "NoSession",
+    "SenderKeyBehind", "NoSession",
     # keys and trust
     "KeyBundle", "LocalKeys", "TrustStore", "KeyChange", "safety_number",
     # 1:1

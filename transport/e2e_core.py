@@ -24,6 +24,7 @@ from nacl.exceptions import RuntimeError as _NaclRuntimeError
 
 __all__ = [
     "E2EError", "FormatError", "BadSignature", "DecryptError", "UnknownSession", "NoSenderKey",
+    "SenderKeyBehind",
     "KEY", "NONCE", "TAG", "SIG", "random_bytes", "x25519_private", "x25519_public", "dh",
     "hkdf", "hmac256", "chain_step", "seal", "unseal", "aead_encrypt", "aead_decrypt",
     "Reader", "pack_str", "pack_bytes",
@@ -58,7 +59,14 @@ class UnknownSession(DecryptError):
 
 
 class NoSenderKey(DecryptError):
-    """A group message from a sender (or sender key) this member has not received."""
+    """A group message from a sender (or sender key) this member has not received.
+    The key may still be on its way: a receiver can wait for it (``client.group_hold``)."""
+
+
+class SenderKeyBehind(NoSenderKey):
+    """A group message, signed by the sender key held, from further ahead in
+    its chain than a receiver may skip: a newer copy of that key (a later
+    iteration, resent by its sender) would open it."""
 
 
 def random_bytes(n: int) -> bytes:

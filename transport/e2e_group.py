@@ -44,8 +44,8 @@ import struct
 
 from transport.crypto import DeviceKey, verify
 from transport.e2e_core import (
-    KEY, SIG, DecryptError, FormatError, NoSenderKey, Reader, chain_step, pack_str, random_bytes,
-    seal, unseal,
+    KEY, SIG, DecryptError, FormatError, NoSenderKey, Reader, SenderKeyBehind, chain_step, pack_str,
+    random_bytes, seal, unseal,
 )
 
 __all__ = ["SenderKey", "GroupCipher", "MAX_GROUP_SKIP", "KEYS_PER_SENDER"]
@@ -133,7 +133,7 @@ class SenderKey:
             del self.skipped[iteration]
             return plaintext
         if iteration - self.iteration > MAX_GROUP_SKIP:
-            raise DecryptError(f"group message {iteration - self.iteration} ahead (at most {MAX_GROUP_SKIP})")
+            raise SenderKeyBehind(f"group message {iteration - self.iteration} ahead (at most {MAX_GROUP_SKIP})")
         chain, found = self.chain_key, {}
         for i in range(self.iteration, iteration):
             found[i], chain = chain_step(chain)
@@ -260,8 +260,10 @@ class GroupCipher:
         return self.own.encrypt(plaintext)
 
     def decrypt(self, sender: str, ciphertext: bytes) -> bytes:
-        """DecryptError if forged, tampered, replayed or too far ahead;
-        NoSenderKey if we lack ``sender``'s key (ask them for it)."""
+        """DecryptError if forged, tampered or replayed; NoSenderKey if we
+        lack ``sender``'s key (ask them for it, or wait for it); its subclass
+        SenderKeyBehind if the message, signed by the key held, is too far
+        ahead of its chain (a newer copy of the key would open it)."""
         if len(ciphertext) < _MIN_MESSAGE or ciphertext[0] != _MSG_VERSION:
             raise DecryptError("not a group message of a known version")
         key_id = _HEADER.unpack_from(ciphertext)[1]
