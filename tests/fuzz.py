@@ -236,6 +236,9 @@ async def _read_frame(reader: asyncio.StreamReader, cls: type) -> Any:
                 return frame
 
 
+_TICKS = {wire.ReceiptKind.DELIVERED: "delivered", wire.ReceiptKind.READ: "read"}
+
+
 class Probe:
     """``pairs`` raw senders, each sending to its receiver every ``every`` s."""
 
@@ -256,7 +259,7 @@ class Probe:
 
     async def _send(self, client: RawClient, me: str, to: str, pair: int) -> None:
         ids, n = {}, 0
-        reader = asyncio.ensure_future(self._acks(client, ids))
+        reader = asyncio.ensure_future(self._acks(client, ids, me))
         try:
             while self.running:
                 n += 1
@@ -269,11 +272,13 @@ class Probe:
         finally:
             reader.cancel()
 
-    async def _acks(self, client: RawClient, ids: dict[int, str]) -> None:
+    async def _acks(self, client: RawClient, ids: dict[int, str], me: str) -> None:
         while True:
             frame = await client.recv(timeout=60)
             if isinstance(frame, wire.Ack) and frame.ref in ids:
                 self.history.ack(ids.pop(frame.ref))
+            elif isinstance(frame, wire.Receipt) and frame.kind in _TICKS:
+                self.history.receipt(frame.id, _TICKS[frame.kind], frame.by, me)
 
     async def _receive(self, client: RawClient, me: str) -> None:
         while True:

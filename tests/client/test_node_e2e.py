@@ -94,6 +94,11 @@ async def test_sdk_loses_nothing_across_drops_and_session_crashes(node):  # noqa
                     if len({d[0] for d in history.deliveries}) == 301:
                         return
 
+        async def ticks():
+            async for event in alice.events():
+                if isinstance(event, Receipt) and event.kind is Status.DELIVERED:
+                    history.receipt(event.id, "delivered", event.by, ALICE)
+
         def strike(victim: str) -> None:
             if victim == "drop":
                 clients_of(node.system)[ALICE].transport.abort()
@@ -104,7 +109,7 @@ async def test_sdk_loses_nothing_across_drops_and_session_crashes(node):  # noqa
         # session crash) a moment after it reached the wire, while unacked
         receiving = asyncio.ensure_future(receive())
         sends, unacked_when_hit = [], []
-        tasks += [receiving]
+        tasks += [receiving, asyncio.ensure_future(ticks())]
         # a first message makes the end-to-end session (KEYS_FETCH): a burst's
         # sends are then sealed and in the outbox at once, before the hit
         history.send("h-first", ALICE, BOB, b"first")
@@ -126,6 +131,7 @@ async def test_sdk_loses_nothing_across_drops_and_session_crashes(node):  # noqa
         for result in await asyncio.wait_for(asyncio.gather(*sends), 30):
             history.ack(result.id)
         await asyncio.wait_for(receiving, 30)
+        await wait_for(lambda: not history.due(), timeout=10)    # and Alice's two ticks
         verdict = history.check()
         assert verdict.ok and verdict.acked == 301 and verdict.delivered == 301, verdict.summary()
     finally:
