@@ -141,14 +141,22 @@ class Link:
             raise ClientClosed(self.closed_reason)
 
     async def _wait(self, state: asyncio.Event, deadline: float) -> Connection:
-        """The current connection once ``state`` is set; RequestTimeout at ``deadline``."""
+        """The current connection once ``state`` is set; RequestTimeout at ``deadline``.
+        One that is closing, before ``_lost`` has heard of it (that comes at
+        a later turn of the loop), is waited out: returned, its request would
+        fail at once and be made again here without ever yielding."""
         loop = asyncio.get_running_loop()
         while True:
             self._check_open()
-            if state.is_set() and self._conn is not None:
-                return self._conn
+            conn = self._conn
+            current = state.is_set() and conn is not None
+            if current and conn.usable:
+                return conn
             if loop.time() >= deadline:
                 raise RequestTimeout("not connected to the server")
+            if current:                         # closing: ``_lost`` runs at a later turn
+                await asyncio.sleep(0.001)
+                continue
             waits = {asyncio.ensure_future(state.wait()), asyncio.ensure_future(self._closed.wait())}
             try:
                 await asyncio.wait(waits, timeout=deadline - loop.time(),

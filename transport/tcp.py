@@ -277,7 +277,7 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
                     self.send(wire.Error(E.INTERNAL, "session restarted; resend", ref=ref))
             lost, self.outstanding, self.sends_out = sum(self.outstanding.values()), {}, {}
             self.window_freed(lost)
-            if lost_sends and self.send_gate is None:
+            if lost_sends:          # admitted before any gate there is: it goes first
                 self.send_gate = lost_sends[0]
         self.session = session
         self.pushed_seq, self.backed_up_since, self.resuming = 0, None, False  # it pushes anew

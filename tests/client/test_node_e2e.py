@@ -172,3 +172,18 @@ async def test_two_cli_processes_chat_on_a_real_node(node, tmp_path):  # noqa: F
         await procs[-1].expect(rf"logged in as \{BOB} \(last seen today at \d\d:\d\d\)")
     finally:
         await stop_all(procs)
+
+
+@pytest.mark.timeout(20)
+async def test_a_request_made_as_the_connection_dies_waits_for_the_next_one(node):  # noqa: F811
+    # A request made while the current connection is closing (its transport
+    # closed, the SDK not told yet: that comes at the loop's next turn) used
+    # to spin on it, never yielding: the loop never ran again, so the SDK
+    # never heard the connection was gone. Found by the chaos load, whose
+    # READs during a worker kill hung the test process.
+    alice = await sdk_user(node, ALICE)
+    try:
+        alice._conn.transport.close()         # in the same step as the request:
+        assert await alice.ping() > 0           # awaited at once, not through a task
+    finally:
+        await alice.close()
