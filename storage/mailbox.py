@@ -124,17 +124,22 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
     if own:
         metas = _Metas.of(txn, remote)
     routed: list[RoutedReceipt] = []
-    items = []
-    for seq in sorted(set(seqs)):
+    found: dict[int, dict] = {}             # read once, checked before the first write
+    seqs = sorted(set(seqs))
+    for seq in seqs:
+        raw = txn.get("inbox", inbox_key(ub, seq))
+        if raw is not None:
+            value = found[seq] = unpack(raw)
+            if value["type"] == "message":  # its receipt can be placed
+                metas.reachable(phone_bytes(value["from"]), value.get("node"))
+    for seq in seqs:
         key = inbox_key(ub, seq)
-        raw = txn.get("inbox", key)
-        if raw is None:
-            continue
-        value = unpack(raw)
-        if value["type"] == "message":      # its receipt can be placed: before any write
-            metas.reachable(phone_bytes(value["from"]), value.get("node"))
-        items.append((key, value))
-    for key, value in items:
+        value = found.get(seq)
+        if value is None:                   # maybe appended by this call: a self-sent
+            raw = txn.get("inbox", key)     # message's receipt (a receipt, no receipt of its own)
+            if raw is None:
+                continue
+            value = unpack(raw)
         if value["type"] != "message":
             txn.delete("inbox", key)
             metas[ub]["rcpts"] -= 1

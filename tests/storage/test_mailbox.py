@@ -184,6 +184,19 @@ async def test_ack_routes_delivered_receipts_to_the_sender(users):
     audit(users, SENDER, RECEIVER)
 
 
+async def test_an_ack_takes_a_receipt_it_appends_itself_at_a_seq_it_names(users):
+    # A message to oneself: acking it appends its receipt to the same inbox;
+    # a seq named in the same call is taken once the call reaches it (the
+    # mailbox model's semantics; hypothesis found a version that read every
+    # seq before writing, which left it there)
+    s = users.storage
+    await s.store_message(SENDER, "self", SENDER, b"note", T, 100)
+    routed = await s.ack_inbox(SENDER, [1, 2], T + 5)
+    assert [r.seq for r in routed] == [2]
+    assert s.inbox_after(SENDER) == [] and s.inbox_count(SENDER) == 0
+    audit(users, SENDER)
+
+
 async def test_ack_is_idempotent(users):
     s = users.storage
     await send(s, "m1")
