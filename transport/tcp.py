@@ -175,7 +175,12 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except wire.FrameError as error:
-            frames, self.held_error = error.frames, error
+            # A copy, not ``error``: its traceback (and its context's) holds
+            # this frame, whose ``self`` is this connection; a cycle that kept
+            # each connection a bad frame closed, and its last read, alive
+            # until a full collection (rare: ``GC_THRESHOLDS``).
+            frames = error.frames
+            self.held_error = wire.FrameError(error.code, error.message, error.ref)
         self.counters.frames_in += len(frames)
         if self.held or self.held_error or self.in_flight + len(frames) > self.flow.max_in_flight:
             if self.held is None:

@@ -930,7 +930,8 @@ class FrameDecoder:
     ``feed(chunk)`` returns every frame completed by the chunk (possibly
     none: a partial frame waits for more bytes). The cap is checked on the
     header, before any of the body is buffered. The first bad frame raises
-    FrameError; the decoder then stays failed and re-raises it.
+    FrameError; the decoder then stays failed and raises it again (a new
+    FrameError with the same code, message and ref, and no frames).
 
     ``raw`` (settable at any point of the stream): ``feed`` returns each
     frame's body as the msgpack array it is, ``(type, ref, *fields)`` in the
@@ -945,7 +946,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._accept = _ACCEPT[Side(sender)]
         self._max_frame = max_frame
-        self._error: FrameError | None = None
+        self._error: tuple[ErrorCode, str, int] | None = None   # the failure, once failed
         self.raw = raw
 
     @property
@@ -955,7 +956,7 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         if self._error is not None:
-            raise self._error
+            raise FrameError(*self._error)
         buf = self._buf
         buf += data
         end, pos, frames = len(buf), 0, []
@@ -975,7 +976,10 @@ class FrameDecoder:
                 pos = stop
         except FrameError as err:
             err.frames = frames
-            self._error = err
+            # Kept as values, not as ``err``: once raised, its traceback holds
+            # the caller's frame, and so the caller (which holds this decoder):
+            # a reference cycle per bad stream, freed only by a full collection.
+            self._error = (err.code, err.message, err.ref)
             del buf[:]
             raise
         if pos:
