@@ -184,8 +184,9 @@ class FlowControl:
         count = self.outstanding.get(ref)
         if count is None:
             return False
-        if self.sends_out:
-            self.sends_out.pop(ref, None)
+        sends = self.sends_out
+        if sends and sends.pop(ref, None) is not None and not sends:
+            self.sends_out = {}             # as ``outstanding``: no emptied table kept per user
         if count > 1:
             self.outstanding[ref] = count - 1
         elif len(self.outstanding) == 1:
