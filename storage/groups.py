@@ -102,6 +102,7 @@ class _Group:
         raw = txn.get("groups", self.gb)
         self.g: dict | None = None if raw is None else unpack(raw)
         self.changed = False
+        self.reached = False                # every member's items can be placed (``reach``)
         self.superseded: set[tuple[str, int]] = set()   # (member, seq) of markers replaced
 
     # -- checks (raise before any write) -------------------------------------------
@@ -118,9 +119,10 @@ class _Group:
         """In a cluster, ``HomeUnknown`` unless every member's items can be
         placed (``Metas.reachable``): asked before an op's first write, as
         every refusal is. The map here may lag the directory (a restart)."""
-        if self.metas.remote is not None:
+        if self.metas.remote is not None and not self.reached:
             for m in self.g["members"]:
                 self.metas.reachable(phone_bytes(m))
+            self.reached = True             # members joining later passed require_user
 
     def need_admin(self, user: str) -> dict:
         g = self.need(user)

@@ -27,7 +27,7 @@ from storage.keys import inbox_key
 from storage.kv import Txn
 from storage.records import Message, Receipt, pack, pack_item, unpack
 
-__all__ = ["Metas", "MixedRemotes", "load_meta", "require_user", "Remote", "Homes", "WRITER_HOMES"]
+__all__ = ["Metas", "MixedRemotes", "load_meta", "Remote", "Homes", "WRITER_HOMES"]
 
 Remote = Callable[[str], str | None]
 
@@ -66,11 +66,6 @@ def load_meta(txn: Txn, user: bytes) -> dict:
     meta = unpack(raw)
     meta.setdefault("evts", 0)              # written before group items were counted
     return meta
-
-
-def require_user(txn: Txn, user: bytes, phone: str) -> None:
-    if txn.get("users", user) is None:
-        raise UnknownUser(phone)
 
 
 class MixedRemotes(RuntimeError):
@@ -136,8 +131,7 @@ class Metas(dict):
         ``user`` goes there when the home map does not list ``user`` yet
         (it lags the directory) and ``user`` has no account here."""
         node = self.node_of(user)
-        if node is None and via is not None and user not in self.known \
-                and self.txn.get("users", user) is None:
+        if node is None and via is not None and not self._has_account(user):
             node = via
         if node is not None:
             outq.put(self.txn, node, ("item", user.decode(),
@@ -174,19 +168,24 @@ class Metas(dict):
         cluster, a user with no account here whom the home map does not list
         (yet) and, for a receipt, no node its message was shipped from
         (``via``). Callers ask before their first write."""
-        if (self.remote is None or via is not None or user in self.known
-                or self.node_of(user) is not None):
-            return
-        if self.txn.get("users", user) is None:
+        if (self.remote is not None and via is None and self.node_of(user) is None
+                and not self._has_account(user)):
             raise HomeUnknown(user.decode())
-        self.known.add(user)
 
     def require_user(self, user: bytes, phone: str) -> None:
         """``UnknownUser`` unless ``user`` has an account here; a user homed
         on another node passes (its home decides)."""
-        if user not in self.known and self.node_of(user) is None:
-            require_user(self.txn, user, phone)
-            self.known.add(user)
+        if self.node_of(user) is None and not self._has_account(user):
+            raise UnknownUser(phone)
+
+    def _has_account(self, user: bytes) -> bool:
+        """Whether ``user`` has an account on this node (remembered in ``known``)."""
+        if user in self.known:
+            return True
+        if self.txn.get("users", user) is None:
+            return False
+        self.known.add(user)
+        return True
 
     def save(self) -> None:
         """Write back what changed; a batch's shared Metas waits for its end."""
