@@ -20,6 +20,8 @@ flight (past it the socket is not read), inbox pushes held back while the
 client is slow to read (SLOW_CONSUMER when it stays so), and token-bucket
 rate limits per connection, per user and per (sender, recipient).
 
+Its log lines about closed connections are bounded (``transport/log_limit.py``).
+
 Messages (Listener): ``Sweep``.
 """
 
@@ -43,11 +45,13 @@ from transport import wire
 from storage.records import InboxItem
 from transport.auth import Authentication
 from transport.flow import RATED, FlowConfig, FlowControl, Limits
+from transport.log_limit import LogLimit
 from transport.translate import bytes_for, command_for
 
 __all__ = ["Listener", "Connection", "ListenerConfig", "Sweep"]
 
 log = logging.getLogger("switchboard.tcp")
+closings = LogLimit(log, "connections closed")   # clients cause these: at most 20 lines per 10 s
 
 E = wire.ErrorCode
 _PRE_LOGIN = (wire.Register, wire.Confirm, wire.Login)
@@ -111,6 +115,7 @@ class Listener(Actor):
                           f"nothing heard for {wire.SILENT_INTERVALS} heartbeats of {conn.heartbeat:g} s")
             elif conn.backed_up_since is not None and now - conn.backed_up_since > slow:
                 conn.fail(0, E.SLOW_CONSUMER, f"not reading: pushes held back for over {slow:g} s")
+        closings.flush()
         self.system.send_after(1.0, self.ref, Sweep())
 
     async def terminate(self, reason: Any) -> None:
@@ -351,7 +356,7 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
             return
         self.send(wire.Error(code, text[:256], ref=ref))
         if code in wire.FATAL:
-            log.info("closing %s: %s %s", self.user or "connection", code.name, text)
+            closings.log(logging.INFO, "closing %s: %s %s", self.user or "connection", code.name, text)
             self.close_after_flush()
 
     def close_after_flush(self) -> None:
