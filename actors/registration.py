@@ -16,7 +16,11 @@ device's verify key (``LoginKey``), checks the signature itself (crypto lives
 in ``transport/``), and reports a good one with ``LoginPassed``.
 
 Rate limits, per phone number (per connection ones are the connection's):
-code requests, wrong codes, failed logins. A CONFIRM or LOGIN is counted as
+code requests, wrong codes, failed logins. And one for the worker: at most
+``code_budget`` codes sent per 10 minutes (``env``; 0 turns it off). Every
+code is an SMS someone pays for, and a script asking for codes to ever new
+numbers passes every per-phone limit ("SMS pumping"): the budget caps what
+such a script costs, at the price of refusing real sign-ups while it runs. A CONFIRM or LOGIN is counted as
 a failure when it arrives (reserved) and given back if it passes: they are
 judged out of the registrar (the storage writer, the connection), so
 counting them only once judged would let as many attempts through as were
@@ -53,6 +57,8 @@ __all__ = ["Registrar", "RequestCode", "ConfirmCode", "BeginLogin", "LoginKey", 
 log = logging.getLogger("switchboard.registration")
 
 REGISTRAR_NAME = "registrar"
+CODE_BUDGET_PERIOD = 600.0          # seconds: ``code_budget`` codes per this period
+_EVERY_PHONE = "*"                  # the budget's key: one window for all phones
 
 
 @dataclass(frozen=True)
@@ -115,11 +121,21 @@ class Registrar(Actor):
         self.bad_logins = RateLimiter(*logins, clock=clock)
         self.mail = self.system.env["mailbox"]
         self.sender = self.system.env["code_sender"]
+        budget = int(self.system.env.get("code_budget", 1_000))
+        self.code_budget = RateLimiter(budget, CODE_BUDGET_PERIOD, clock=clock) if budget else None
 
     # -- registration --------------------------------------------------------------
     def handle_request_code(self, msg: RequestCode) -> Any:
-        if not self.code_requests.allow(msg.phone):
+        if self.code_requests.exceeded(msg.phone):
             return self._limited(self.code_requests, msg.phone, "code requests")
+        budget = self.code_budget
+        if budget is not None and budget.exceeded(_EVERY_PHONE):
+            wait = budget.retry_after(_EVERY_PHONE)
+            return Refused(RATE_LIMITED, f"this server sends at most {budget.limit} codes per "
+                           f"{CODE_BUDGET_PERIOD / 60:.0f} min; retry in {wait:.0f} s", wait)
+        self.code_requests.record(msg.phone)
+        if budget is not None:
+            budget.record(_EVERY_PHONE)
         code = f"{secrets.randbelow(1_000_000):06d}"
         expires = _now_ms() + int(self.code_ttl * 1000)
         future = self.mail.put_code(msg.phone, hash_code(msg.phone, code), expires)

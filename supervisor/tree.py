@@ -154,6 +154,7 @@ def worker_env(config: dict[str, Any]) -> dict[str, Any]:
         "mailbox": mailbox,
         "code_sender": config.get("code_sender") or FileCodeSender(data_dir),
         "offline_cap": int(config.get("offline_cap", 10_000)),
+        "code_budget": int(config.get("code_budget", 1_000) or 0),     # 0, off, none: no budget
         "group_cap": _group_cap(config),
         "group_linger": float(config.get("group_linger", 30.0)),
         "linger": float(config.get("linger", 5.0)),

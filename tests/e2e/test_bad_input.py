@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 
 import pytest
 
@@ -367,3 +368,30 @@ async def test_closing_a_connection_the_client_reset_unnoticed(node):
         await asyncio.sleep(0.02)
     assert conn not in listener.connections
     await still_served(node)
+
+
+@pytest.mark.node_config(code_budget=4)
+async def test_the_worker_sends_at_most_its_code_budget_whatever_the_phones(node):
+    """SMS pumping: codes for ever new numbers pass every per-phone limit,
+    not the worker's budget; a refused request sends nothing and uses none
+    of its phone's allowance."""
+    client = await RawClient.connect(node)
+    await client.hello()
+    phones = [f"+1555000{n:04d}" for n in range(6)]
+    for phone in phones[:4]:
+        assert isinstance(await client.answer(client.send(wire.Register(phone, ref=client.ref()))), wire.Ack)
+    reply = await client.answer(client.send(wire.Register(phones[4], ref=client.ref())))
+    assert reply.code == E.RATE_LIMITED and 590_000 < reply.retry_after <= 600_000, reply
+    assert "at most 4 codes per 10 min" in reply.message
+    assert set(node.codes) == set(phones[:4])
+    await client.close()
+    # Ten minutes later (the budget's clock moved on): phone 5 gets its code,
+    # and all three of its own.
+    budget = node.system.whereis("registrar")._actor.code_budget
+    budget.clock = lambda: time.monotonic() + 601.0
+    client = await RawClient.connect(node)
+    await client.hello()
+    for _ in range(3):
+        assert isinstance(await client.answer(client.send(wire.Register(phones[4], ref=client.ref()))), wire.Ack)
+    assert phones[4] in node.codes
+    await client.close()
