@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any, Callable, Iterable
 
-from storage import accounts, blob_refs, groups, keydir, mailbox, nonces, outq
+from storage import accounts, blob_refs, groups, keydir, mailbox, nonces, outq, outq_fold
 from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Settles, Store, StoreStats
@@ -151,6 +151,11 @@ class Storage:
     def outq_pending(self) -> dict[str, int]:
         """Items queued per destination node (those with any)."""
         return self.store.read(outq.pending)
+
+    def outq_folded(self) -> dict[str, int]:
+        """Group items folded per destination node, waiting for room past
+        ``outq_high`` (``storage.outq_fold``; nodes with any fold)."""
+        return self.store.read(outq_fold.folded)
 
     def outq_trim(self, dest: str, upto: int, high: int | None = None) -> Future[int]:
         """Forget ``dest``'s items with seq <= ``upto`` (it confirmed them);
