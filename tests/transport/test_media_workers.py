@@ -27,7 +27,8 @@ from transport import media_auth
 pytestmark = pytest.mark.timeout(120)
 
 ALICE = "+15550000071"
-ATTEMPTS = 200              # connections tried to reach one worker (each ~1/2 likely)
+ATTEMPTS = 2_000            # connections tried to reach one worker (each ~1/2 likely once
+REACH_FOR = 30.0            # it listens), for at most this many seconds
 
 
 def media_port(log_path) -> int:
@@ -50,8 +51,12 @@ def accepted_by(port: int, client_port: int, timeout: float = 3.0) -> int | None
 
 
 def post_via(worker: int, port: int, headers: dict, body: bytes) -> tuple[int, str]:
-    """POST /media over a connection that ``worker`` accepted."""
+    """POST /media over a connection that ``worker`` accepted (a restarted
+    worker may take a moment to listen: the others accept until then)."""
+    deadline = time.monotonic() + REACH_FOR
     for _ in range(ATTEMPTS):
+        if time.monotonic() > deadline:
+            break
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             conn.connect()
@@ -62,7 +67,7 @@ def post_via(worker: int, port: int, headers: dict, body: bytes) -> tuple[int, s
             return reply.status, reply.read().decode()
         finally:
             conn.close()
-    raise AssertionError(f"worker {worker} accepted none of {ATTEMPTS} connections")
+    raise AssertionError(f"worker {worker} accepted none of the connections of {REACH_FOR} s")
 
 
 def restarted(log_path, slot: int, old: int) -> int | None:
