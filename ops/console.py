@@ -139,17 +139,26 @@ def render_cluster(cluster: dict[str, Any]) -> list[str]:
     """The CLUSTER table: one line per node of the view's ``cluster`` part."""
     lines = [f"CLUSTER  {cluster['up']}/{len(cluster['nodes'])} nodes up",
              f"{'NODE':<10} {'STATE':<12} {'CLIENTS AT':<22} {'CONNS':>7} {'ACTORS':>9} "
-             f"{'MAXQ':>7} {'MSG IN/s':>9} {'QUEUED TO':>9} {'ALERTS':>6}"]
+             f"{'MAXQ':>7} {'MSG IN/s':>9} {'QUEUED TO':>24} {'ALERTS':>6}"]
     for n in cluster["nodes"]:
         s = n["summary"]
-        queued = "-" if n["queued_to"] is None else f"{n['queued_to']:,}"
+        queued = _queued_to(n)
         head = f"{n['name'] + ('*' if n['self'] else ''):<10} {n['state']:<12} {n['client'] or '-':<22}"
         if s is None:
-            lines.append(f"{head} {'':>7} {'':>9} {'':>7} {'':>9} {queued:>9}   {n['error']}")
+            lines.append(f"{head} {'':>7} {'':>9} {'':>7} {'':>9} {queued:>24}   {n['error']}")
             continue
         lines.append(f"{head} {s['connections']:>7,} {s['actors']:>9,} {s['max_queue']:>7,} "
-                     f"{_n(s['messages_in']):>9} {queued:>9} {len(s['alerts']):>6}")
+                     f"{_n(s['messages_in']):>9} {queued:>24} {len(s['alerts']):>6}")
     return lines
+
+
+def _queued_to(row: dict[str, Any]) -> str:
+    """Items queued for a node, and the group items folded for it past
+    ``outq_high`` beside them: "1,234 (+5,000 folded)"."""
+    if row["queued_to"] is None:
+        return "-"
+    folded = row.get("folded_to") or 0
+    return f"{row['queued_to']:,}" + (f" (+{folded:,} folded)" if folded else "")
 
 
 def health(view: dict[str, Any]) -> int:

@@ -11,7 +11,8 @@ explains all of it.
 
 Modules: ``errors``, ``keys``, ``records``, ``kv``, ``kv_lmdb``,
 ``kv_memory``, ``accounts``, ``metas``, ``mailbox``, ``batch``, ``groups``,
-``outq`` (what is owed to users homed on other nodes), ``api``.
+``outq`` (what is owed to users homed on other nodes), ``nonces`` (media
+upload nonces, taken once per node), ``api``.
 """
 
 from storage.api import Storage, open_storage

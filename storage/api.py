@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any, Callable, Iterable
 
-from storage import accounts, blob_refs, groups, keydir, mailbox, outq
+from storage import accounts, blob_refs, groups, keydir, mailbox, nonces, outq, outq_fold
 from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Settles, Store, StoreStats
@@ -152,6 +152,11 @@ class Storage:
         """Items queued per destination node (those with any)."""
         return self.store.read(outq.pending)
 
+    def outq_folded(self) -> dict[str, int]:
+        """Group items folded per destination node, waiting for room past
+        ``outq_high`` (``storage.outq_fold``; nodes with any fold)."""
+        return self.store.read(outq_fold.folded)
+
     def outq_trim(self, dest: str, upto: int, high: int | None = None) -> Future[int]:
         """Forget ``dest``'s items with seq <= ``upto`` (it confirmed them);
         with ``high``, queue the group items folded for it in the room left."""
@@ -216,6 +221,17 @@ class Storage:
 
     def forget_blob_refs(self, before_ms: int) -> Future[int]:
         return self.store.submit(blob_refs.Forget(before_ms))
+
+    # -- media upload nonces (storage.nonces) -----------------------------------
+    def take_nonce(self, user: str, device: int, nonce: str, ts_ms: int,
+                   before_ms: int) -> Future[str]:
+        """"fresh" the first time a request's nonce is taken on this node,
+        "replayed" after; "stale" for a time the sweep has passed
+        (``before_ms``: the window's start by the caller's clock)."""
+        return self.store.submit(nonces.TakeNonce(user, device, nonce, ts_ms, before_ms))
+
+    def nonces_held(self) -> int:
+        return self.store.read(nonces.held)
 
     # -- presence and housekeeping ---------------------------------------------
     def set_last_seen(self, user: str, ts_ms: int) -> Future[int]:

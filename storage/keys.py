@@ -23,7 +23,7 @@ __all__ = [
     "SEP", "MAX_CLIENT_ID", "phone_bytes", "client_id_bytes", "u64", "from_u64",
     "inbox_key", "inbox_prefix", "inbox_seq", "dedup_key", "dedup_ttl_key",
     "dedup_key_of_ttl", "group_read_key", "prefix_end", "group_bytes", "member_key", "GROUP_ID",
-    "node_bytes", "outq_key", "outq_prefix", "outq_seq", "MAX_NODE",
+    "node_bytes", "outq_key", "outq_prefix", "outq_seq", "MAX_NODE", "nonce_key",
 ]
 
 SEP = b"\x00"
@@ -152,6 +152,13 @@ def outq_key(node: bytes, seq: int) -> bytes:
 
 def outq_seq(key: bytes) -> int:
     return _U64.unpack_from(key, len(key) - 8)[0]
+
+
+def nonce_key(ts_ms: int, user: bytes, device: int, nonce: bytes) -> bytes:
+    """``media_nonces``: ``ts(u64) phone \x00 device(u64) nonce(16 bytes)``:
+    every part is in the signed request, so a replay builds the same key,
+    and the time first lets the sweep take the oldest by a range."""
+    return _U64.pack(ts_ms) + user + SEP + _U64.pack(device) + nonce
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

@@ -17,6 +17,9 @@ unread MISSED per group, the counts added). An item for a pair that has a
 record folds too, even below ``high``, so the member's inbox keeps the
 group's order. Nothing is dropped silently: the member sees a MISSED with
 the count, as the protocol says of a full inbox (docs/protocol.md).
+``outq_meta`` counts the folds (``folded``) and the items folded into them
+(``folded_items``; a fold record has its own ``items``), which ``folded``
+reads for the operator's view (transport/cluster_status.py).
 
 What is left unbounded, and why it is bounded elsewhere: delivered and read
 receipts for users homed there (at most two per message that node shipped
@@ -33,7 +36,7 @@ from storage.keys import group_bytes, member_key, node_bytes, phone_bytes, prefi
 from storage.kv import Txn
 from storage.records import pack, unpack
 
-__all__ = ["put_group", "unfold", "apply_missed"]
+__all__ = ["put_group", "unfold", "apply_missed", "folded"]
 
 
 def put_group(txn: Txn, dest: str, item: tuple, high: int | None = None) -> None:
@@ -48,12 +51,13 @@ def put_group(txn: Txn, dest: str, item: tuple, high: int | None = None) -> None
         outq.put(txn, dest, item)
         return
     fold = unpack(raw) if raw is not None else {"count": 0}
-    fold.update(count=fold["count"] + (kind == "message"), name=name, by=by,
-                ts=unpack(value)["ts"])
+    fold.update(count=fold["count"] + (kind == "message"), items=fold.get("items", 0) + 1,
+                name=name, by=by, ts=unpack(value)["ts"])
     txn.put("outq_missed", key, pack(fold))
     if raw is None:
         meta["folded"] = meta.get("folded", 0) + 1
-        txn.put("outq_meta", nb, pack(meta))
+    meta["folded_items"] = meta.get("folded_items", 0) + 1
+    txn.put("outq_meta", nb, pack(meta))
 
 
 def unfold(txn: Txn, dest: str, nb: bytes, high: int) -> None:
@@ -64,15 +68,31 @@ def unfold(txn: Txn, dest: str, nb: bytes, high: int) -> None:
         return
     start = nb + b"\x00"
     done = list(txn.range("outq_missed", start, prefix_end(start), limit=room))
+    items = 0
     for key, raw in done:
         member, group = key[len(start):].decode().split("\x00")
         fold = unpack(raw)
+        items += fold.get("items", 0)
         txn.delete("outq_missed", key)
         outq.put(txn, dest, ("missed", member, group, fold["name"], fold["by"], fold["count"],
                    fold["ts"]))
     meta = outq._meta(txn, nb)
     meta["folded"] -= len(done)
+    meta["folded_items"] = max(0, meta.get("folded_items", 0) - items)
     txn.put("outq_meta", nb, pack(meta))
+
+
+def folded(txn: Txn) -> dict[str, int]:
+    """Group items folded per destination node (those with any fold), from
+    ``outq_meta``: what waits past ``high`` beside the items queued
+    (``outq.pending``); each fold is queued as one item when room comes
+    back. Folds written before ``folded_items`` was kept count as 0."""
+    held = {}
+    for key, raw in txn.range("outq_meta", b"\x01"):     # past outq's epoch key
+        meta = unpack(raw)
+        if meta.get("folded"):
+            held[key.decode()] = meta.get("folded_items", 0)
+    return held
 
 
 def apply_missed(txn: Txn, metas, item: tuple, nudges: list) -> None:

@@ -17,7 +17,8 @@ under the GIL) and the node's LMDB (a read transaction on this thread).
   counted (``shipped_items``, ``applied_items``; only the gateway, worker 0,
   ships and applies), added to the worker's ``/api/status``;
 - ``outq(federation, workers)``: the node's outbound queue: items waiting
-  per destination (``Mailbox.outq_pending``) and the workers' counters summed;
+  per destination (``Mailbox.outq_pending``), group items folded for it
+  past ``outq_high`` (``Mailbox.outq_folded``) and the workers' counters summed;
 - ``summary(view)``: a node's compact summary (pure);
 - ``cluster_part(federation, own, fetched)``: the ``cluster`` part of the
   view (pure given its inputs): one row per node, and every node's alerts
@@ -69,21 +70,26 @@ def known_nodes(federation: Any) -> dict[str, Any]:
 
 def outq(federation: Any, workers: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The node's outbound queue: ``pending`` (destination -> items waiting,
-    0 for every other known node), ``shipped_items`` / ``applied_items``
-    (summed over ``workers``' snapshots' ``federation`` counters; this
-    worker's own when ``workers`` is None), ``error`` if the store could not
-    be read."""
+    0 for every other known node), ``folded`` (destination -> group items
+    folded for it past ``outq_high``, not in ``pending``: each fold is
+    queued as one MISSED item when room comes back; only destinations with
+    a fold), ``shipped_items`` / ``applied_items`` (summed over
+    ``workers``' snapshots' ``federation`` counters; this worker's own when
+    ``workers`` is None), ``error`` if the store could not be read."""
     if federation is None:
         return None
     pending = {name: 0 for name in known_nodes(federation) if name != federation.node}
+    folded: dict[str, int] = {}
     error = None
     try:
         pending.update(federation.mail.outq_pending())
+        folded = federation.mail.outq_folded()
     except Exception as exc:               # noqa: BLE001 - a closed store must not break a page
         error = f"{type(exc).__name__}: {exc}"
     counters = [w["federation"] for w in (workers or ()) if (w or {}).get("federation")] \
         if workers is not None else [federation_counters(federation)]
-    return {"pending": dict(sorted(pending.items())), "error": error,
+    return {"pending": dict(sorted(pending.items())), "folded": dict(sorted(folded.items())),
+            "error": error,
             "shipped_items": sum(c["shipped_items"] for c in counters),
             "applied_items": sum(c["applied_items"] for c in counters)}
 
@@ -108,11 +114,14 @@ def cluster_part(federation: Any, own: dict[str, Any] | None,
     name): ``name``, ``state`` (``up``, ``down``: the directory says so,
     ``unreachable``: up in the directory but its HTTP did not answer),
     ``client`` and ``http`` ("host:port"), ``summary`` (or None), ``error``,
-    ``queued_to`` (items this node holds for it). ``fetched`` maps a node to
+    ``queued_to`` (items this node's queue holds for it) and ``folded_to``
+    (group items folded for it past ``outq_high``, beside the queue; None
+    for this node). ``fetched`` maps a node to
     ``{"summary": ..., "error": ...}``; ``asked`` is False when nobody
     wanted the other nodes lately and they were not asked."""
     here = federation.node
-    pending = ((own or {}).get("outq") or {}).get("pending") or {}
+    queue = (own or {}).get("outq") or {}
+    pending, folded = queue.get("pending") or {}, queue.get("folded") or {}
     nodes = known_nodes(federation)
     rows = []
     for name in sorted(set(nodes) | {here}, key=lambda n: (n != here, n)):
@@ -122,6 +131,7 @@ def cluster_part(federation: Any, own: dict[str, Any] | None,
                "client": _address(info.client) if info is not None else None,
                "http": _address(info.http) if info is not None else None,
                "queued_to": pending.get(name, 0) if name != here else None,
+               "folded_to": folded.get(name, 0) if name != here else None,
                "summary": None, "error": None}
         if name == here:
             row.update(state="up", summary=own)

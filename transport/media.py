@@ -17,7 +17,10 @@ Node <secret>``, for a node fetching a blob uploaded here):
   chunk past the cap). The body's SHA-256 is declared in ``X-Content-SHA256``,
   which the credential signs, and checked before the blob is committed
   (``400`` if it does not match), so a captured upload cannot carry other
-  bytes; its nonce is taken once (``401`` for a replay).
+  bytes; its nonce is taken once per node (``401`` for a replay, on any
+  worker, before or after a restart: ``storage.nonces``, one small write to
+  the node's LMDB, committed before the body is read; ``503`` if it could
+  not be written).
   Answers ``201`` (or ``200`` if it was already there) with
   ``{"sha256": ..., "size": ...}``.
 - ``HEAD /media/<sha256>``: ``200`` with its size if stored (the client can
@@ -43,6 +46,11 @@ out of sight before the second look that decides its deletion
 (``BlobStore.collect``), so a HEAD that answered 200 or an upload that
 found it stored never leaves a message naming a deleted blob.
 
+The nonce is taken on the worker's event loop (the store is that loop's):
+the HTTP thread hands it over with ``run_coroutine_threadsafe`` and waits,
+so an upload waits for one turn of that loop (the body is still read and
+written on the HTTP thread).
+
 In a cluster, the gateway's listener also owns the ``MediaFetcher``
 (transport/media_fetch.py, ``env["media_fetcher"]``) that brings blobs
 sent to users homed here from the node they were uploaded to.
@@ -63,12 +71,14 @@ from typing import Any
 from aiohttp import web
 
 from storage.blobs import BlobStore, is_blob_name
+from storage.errors import InvalidArgument, StorageError
 from transport import media_auth
 from transport.crypto import verify
 from transport.http_thread import AppThread, AppThreadActor
 from transport.media_fetch import fetcher_for
 
-__all__ = ["MediaListener", "MediaApp", "CollectBlobs", "MAX_SIZE", "DEFAULT_MEDIA_PORT"]
+__all__ = ["MediaListener", "MediaApp", "CollectBlobs", "nonce_taker", "MAX_SIZE",
+           "DEFAULT_MEDIA_PORT"]
 
 log = logging.getLogger("switchboard.media")
 
@@ -98,7 +108,8 @@ class MediaListener(AppThreadActor):
                        int(config.get("media_max_size", MAX_SIZE)),
                        node_secret=lambda: getattr(env.get("federation"), "secret", ""),
                        refs=env["mailbox"].blob_refs,
-                       fetch_wait=float(config.get("media_fetch_wait", FETCH_WAIT)))
+                       fetch_wait=float(config.get("media_fetch_wait", FETCH_WAIT)),
+                       take_nonce=nonce_taker(env["mailbox"], asyncio.get_running_loop()))
         host = config.get("bind", "127.0.0.1")
         port = int(config.get("media_port", DEFAULT_MEDIA_PORT))
         self.app = app
@@ -149,17 +160,37 @@ class MediaListener(AppThreadActor):
         return removed
 
 
+def nonce_taker(mail: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """``take_nonce`` for a ``MediaApp`` on another thread: the op is
+    submitted on ``loop`` (the worker's, whose store ``mail`` is), its
+    answer awaited on the caller's loop."""
+    async def submit(*args: Any) -> str:
+        return await mail.take_nonce(*args)
+
+    async def take(*args: Any) -> str:
+        coro = submit(*args)
+        try:
+            done = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:                    # the worker's loop is closed: stopping
+            coro.close()
+            raise
+        return await asyncio.wrap_future(done)
+    return take
+
+
 class MediaApp:
     """``node_secret()``: the cluster secret ("" outside a cluster);
-    ``refs(sha256)``: how many stored messages name a blob."""
+    ``refs(sha256)``: how many stored messages name a blob;
+    ``take_nonce(user, device, nonce, ts_ms, before_ms)``: awaitable,
+    ``Storage.take_nonce``'s answer (None: no nonce table, uploads are 503)."""
 
     def __init__(self, blobs: BlobStore, get_account: Any, max_size: int = MAX_SIZE, *,
                  node_secret: Any = lambda: "", refs: Any = lambda name: 0,
-                 fetch_wait: float = FETCH_WAIT):
+                 fetch_wait: float = FETCH_WAIT, take_nonce: Any = None):
         self.blobs, self.get_account, self.max_size = blobs, get_account, max_size
         self.node_secret, self.refs, self.fetch_wait = node_secret, refs, fetch_wait
+        self.take_nonce = take_nonce
         self.refused_after = 0          # body bytes read before the last mid-stream 413
-        self.replays = media_auth.ReplayGuard()     # upload nonces seen by this process
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.authenticate])
@@ -192,10 +223,25 @@ class MediaApp:
             if credential.nonce is None:
                 raise web.HTTPUnauthorized(text="a version 1 credential cannot upload: sign the "
                                                 "body's SHA-256 (switchboard-media-v2)")
-            if not self.replays.fresh((credential.user, credential.device, credential.nonce),
-                                      credential.ts_ms, int(now_ms)):
-                raise web.HTTPUnauthorized(text="replayed request: this nonce was used")
+            await self.take_once(credential, int(now_ms))
         return await handler(request)
+
+    async def take_once(self, credential: media_auth.Credential, now_ms: int) -> None:
+        """Take an upload's nonce for the node, or refuse the request."""
+        if self.take_nonce is None:
+            raise web.HTTPServiceUnavailable(text="this server keeps no nonce table: no uploads")
+        try:
+            outcome = await self.take_nonce(credential.user, credential.device, credential.nonce,
+                                            credential.ts_ms, now_ms - media_auth.MAX_SKEW_MS)
+        except InvalidArgument as error:
+            raise web.HTTPBadRequest(text=str(error))
+        except (StorageError, RuntimeError) as error:   # CommitFailed, StoreClosed, stopping
+            log.warning("upload nonce not taken: %r", error)
+            raise web.HTTPServiceUnavailable(text="could not record the request's nonce: try again")
+        if outcome == "replayed":
+            raise web.HTTPUnauthorized(text="replayed request: this nonce was used")
+        if outcome != "fresh":                  # "stale": below the node's sweep
+            raise web.HTTPUnauthorized(text="request time too far from the server's")
 
     async def node_request(self, request: web.Request, authorization: str,
                            handler: Any) -> web.StreamResponse:

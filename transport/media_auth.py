@@ -8,11 +8,11 @@ the server checks the signature against the stored verify key and refuses
 a time more than ``MAX_SKEW_MS`` away from its own (so a captured request
 cannot be replayed later). Because the hash is signed, a captured upload
 cannot carry other bytes: the server hashes what arrives and refuses a body
-that does not match before the blob is committed. ``ReplayGuard`` remembers
-the nonces of uploads it accepted until their time is out of the window,
-so the same captured upload is not accepted twice by one server process.
-Pure functions (and that one small class), shared by the server and the
-client SDK.
+that does not match before the blob is committed. The nonce of an upload
+is taken once per node, in its LMDB (``storage.nonces``, which every worker
+process of the node shares and a restarted one still finds), so the same
+captured upload is not accepted twice by any worker. Pure functions, shared
+by the server and the client SDK.
 
 Version 1 (``switchboard-media-v1``, no nonce, no hash: told apart by the
 absence of ``X-Switchboard-Nonce``) signed no part of the body; the server
@@ -28,7 +28,6 @@ The server compares it in constant time and allows it GET and HEAD only.
 from __future__ import annotations
 
 import base64
-import heapq
 import re
 import secrets
 import time
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 __all__ = ["USER", "DEVICE", "TIME", "SIGNATURE", "NONCE", "CONTENT", "MAX_SKEW_MS",
-           "media_challenge", "media_challenge_v1", "signed_headers", "read_headers", "Credential", "ReplayGuard",
+           "media_challenge", "media_challenge_v1", "signed_headers", "read_headers", "Credential",
            "AuthError", "node_headers", "node_secret_of"]
 
 USER, DEVICE, TIME, SIGNATURE = ("X-Switchboard-User", "X-Switchboard-Device",
@@ -115,25 +114,6 @@ def read_headers(headers: Mapping[str, str]) -> Credential:
     if nonce is not None and _NONCE.fullmatch(nonce) is None:
         raise AuthError(f"{NONCE} must be 32 lowercase hex digits")
     return Credential(user, device, ts, signature, nonce, content)
-
-
-class ReplayGuard:
-    """Nonces seen, each kept until its request's time leaves the window
-    (``ts + MAX_SKEW_MS``): ``fresh(key, ts_ms, now_ms)`` is True the first
-    time only. One per server process; not thread-safe (one event loop)."""
-
-    def __init__(self) -> None:
-        self.seen: set = set()
-        self.expiry: list[tuple[int, object]] = []      # a heap of (expires ms, key)
-
-    def fresh(self, key: object, ts_ms: int, now_ms: int) -> bool:
-        while self.expiry and self.expiry[0][0] < now_ms:
-            self.seen.discard(heapq.heappop(self.expiry)[1])
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        heapq.heappush(self.expiry, (ts_ms + MAX_SKEW_MS, key))
-        return True
 
 
 def node_headers(secret: str) -> dict[str, str]:

@@ -192,6 +192,12 @@ class ClusterCollector:
         for dest, count in queue["pending"].items():
             items.add_metric([dest], count)
         yield items
+        folded = GaugeMetricFamily(P + "outq_folded_items",
+                                   "Group items folded past outq_high for their node, beside "
+                                   "the queue", labels=["dest"])
+        for dest in sorted(set(queue["pending"]) | set(queue["folded"])):
+            folded.add_metric([dest], queue["folded"].get(dest, 0))
+        yield folded
         for name, doc in (("shipped_items", "Outbound queue items shipped (resends included)"),
                           ("applied_items", "Items from other nodes applied to local inboxes")):
             family = CounterMetricFamily(P + "outq_" + name, doc)

@@ -60,6 +60,7 @@ function fill(tableId, rows, rowClass) {
     for (const cell of cells) {
       const td = document.createElement("td");
       if (typeof cell === "string") { td.className = "text"; td.textContent = cell; td.title = cell; }
+      else if (cell && typeof cell === "object" && "text" in cell) { td.textContent = cell.text; td.title = cell.title || ""; }
       else if (cell && typeof cell === "object") td.textContent = String(cell.id ?? "–");  // ids: no separators
       else td.textContent = fmt(cell);
       tr.appendChild(td);
@@ -125,6 +126,16 @@ function render(view) {
     + `worker alert at ≥ ${fmt(th.worker_high)}, clears at ≤ ${fmt(th.worker_low)}` : "";
 }
 
+// Items queued here for node n, and the group items folded for it past outq_high
+// (beside the queue: each fold is queued as one MISSED item when room comes back).
+function queuedTo(n) {
+  if (n.queued_to === null || n.queued_to === undefined) return "–";
+  if (!n.folded_to) return n.queued_to;
+  return {text: `${fmt(n.queued_to)} (+${fmt(n.folded_to)} folded)`,
+          title: `${fmt(n.queued_to)} items queued; ${fmt(n.folded_to)} group messages and events `
+            + "folded past outq_high, queued as one MISSED per member and group when there is room"};
+}
+
 // The Cluster table: one row per node, hidden on a standalone node.
 function renderCluster(cluster) {
   $("cluster-panel").hidden = !cluster;
@@ -136,9 +147,9 @@ function renderCluster(cluster) {
       : n.state === "down" ? "down" : `${n.state}: ${n.error || "?"}`;
     return s
       ? [n.name, state, n.client || "–", s.connections, s.actors, s.max_queue,
-         `${fmt(s.messages_in)} / ${fmt(s.messages_out)}`, n.self ? "–" : n.queued_to,
+         `${fmt(s.messages_in)} / ${fmt(s.messages_out)}`, queuedTo(n),
          q ? `${fmt(q.shipped_items)} / ${fmt(q.applied_items)}` : "–", s.alerts.length]
-      : [n.name, state, n.client || "–", "", "", "", "", n.queued_to ?? "–", "", ""];
+      : [n.name, state, n.client || "–", "", "", "", "", queuedTo(n), "", ""];
   }), (i) => {
     const n = cluster.nodes[i];
     return n.state !== "up" ? "down" : (n.summary && n.summary.alerts.length ? "hot" : "");

@@ -1,7 +1,9 @@
 """The operator's view of a cluster: a real two-node cluster (``run.py node``
 subprocesses) read through node A's HTTP: ``/api/node``'s cluster part,
 ``/metrics``, ``run.py status`` / ``top``, and the dashboard in a real
-headless Chromium; node B SIGKILLed shows as down within seconds."""
+headless Chromium; node B SIGKILLed shows as down within seconds, and what
+a group says to a user homed there past ``outq_high`` shows as folded
+beside the queue."""
 
 from __future__ import annotations
 
@@ -101,8 +103,9 @@ async def test_api_metrics_status_and_top_show_both_nodes_and_the_queue(tmp_path
 @pytest.mark.skipif(missing() is not None, reason=f"headless Chromium: {missing()}")
 async def test_the_dashboard_shows_every_node_and_a_killed_one_down(tmp_path):
     from selenium.webdriver.common.by import By
-    with cluster(tmp_path, ("A", "B")) as c:
+    with cluster(tmp_path, ("A", "B"), settings=("outq_high=2",)) as c:
         a_port = http_port(c["A"])
+        alice, bob = await register(c["A"].node, ALICE), await register(c["B"].node, BOB)
         driver = headless_driver()
         try:
             text = lambda element_id: driver.find_element(By.ID, element_id).text   # noqa: E731
@@ -128,5 +131,23 @@ async def test_the_dashboard_shows_every_node_and_a_killed_one_down(tmp_path):
             wait_until(lambda: row("B").startswith("down|B|down|127.0.0.1:"), 10, 0.1)
             assert text("cluster-title") == "Cluster: 1 of 2 nodes up"
             assert row("A").startswith("|A|up")
+            # Step 3: alice makes a group with bob and says 5 things in it: past
+            # outq_high (2) what is for bob folds; B's row shows both figures.
+            ca, gid = await login(c["A"].node, alice), f"{ALICE}/crew"
+            assert isinstance(await ca.answer(ca.send(
+                wire.GroupCreate("crew", "Crew", (BOB,), ref=ca.ref())), 5), wire.Ack)
+            for i in range(5):
+                assert isinstance(await ca.answer(ca.send(
+                    wire.GroupSend(f"g{i}", gid, b"hi", ref=ca.ref())), 5), wire.Ack)
+            await ca.close()
+            # queued: "created" and g0; folded: g1..g4
+            wait_until(lambda: row("B").split("|")[8] == "2 (+4 folded)", 10, 0.1)
+            view = json.loads(get(a_port, "/api/node"))
+            b_row = {r["name"]: r for r in view["cluster"]["nodes"]}["B"]
+            assert (b_row["queued_to"], b_row["folded_to"]) == (2, 4)
+            assert view["outq"]["folded"] == {"B": 4}
+            done = run("status", "--http-port", str(a_port))
+            assert re.search(r"\nB\s+down\s+127\.0\.0\.1:\d+\s+2 \(\+4 folded\)\s+marked down",
+                             done.stdout), done.stdout
         finally:
             driver.quit()

@@ -336,12 +336,14 @@ async def test_past_outq_high_a_remote_members_group_items_fold_into_one_missed(
         assert ok                              # accepted for everyone else
     await a.group_batch(gid, [(RENAME, ALICE, "G2")], T + 50, CAP, 16, outq_high=high)
     assert a.outq_pending() == {"B": high}     # created, g0, g1; the rest folded
+    assert a.outq_folded() == {"B": 39}        # g2..g39 and the rename, in one record
     assert a.inbox_count(CAROL) == 42          # CAROL, at home, got everything
     # B is back: ship and trim; the trim queues the fold, and it ships too
     items = a.outq_peek("B")
     applied = await b.outq_apply("A", await a.outq_epoch(), items, CAP)
     await a.outq_trim("B", applied.upto, high)
     assert [item[0] for _, item in a.outq_peek("B")] == ["missed"]
+    assert a.outq_folded() == {} and a.outq_pending() == {"B": 1}
     # with room again, what follows is queued one by one, after the marker
     await a.group_batch(gid, [(GSEND, ALICE, "late", b"x")], T + 60, CAP, 16, outq_high=high)
     assert [item[0] for _, item in a.outq_peek("B")] == ["missed", "group"]
@@ -353,6 +355,25 @@ async def test_past_outq_high_a_remote_members_group_items_fold_into_one_missed(
     assert (got[3].payload.count, got[3].payload.name, got[3].payload.by) == (38, "G2", ALICE)
     audit(a, ALICE, CAROL)
     audit(b, BOB)
+
+
+async def test_the_items_folded_per_node_are_counted_until_each_fold_is_queued(cluster):
+    """What the operator's view shows beside the queue (``outq_folded``):
+    every group item folded, down by a fold's items as each is queued."""
+    a, _ = cluster
+    high, g, h = 2, f"{ALICE}/g", f"{ALICE}/h"
+    for gid in (g, h):                         # "created" for BOB, twice: the queue is full
+        await a.group_batch(gid, [(CREATE, ALICE, "G", [BOB])], T, CAP, 16, outq_high=high)
+    for i in range(3):
+        await a.group_batch(g, [(GSEND, ALICE, f"g{i}", b"x")], T, CAP, 16, outq_high=high)
+    for i in range(2):
+        await a.group_batch(h, [(GSEND, ALICE, f"h{i}", b"x")], T, CAP, 16, outq_high=high)
+    assert a.outq_pending() == {"B": 2} and a.outq_folded() == {"B": 5}
+    await a.outq_trim("B", 1, high)            # room for one: g's fold is queued
+    assert a.outq_pending() == {"B": 2} and a.outq_folded() == {"B": 2}
+    await a.outq_trim("B", 99, high)           # and then h's
+    assert a.outq_pending() == {"B": 1} and a.outq_folded() == {}
+    assert [item[5] for _, item in a.outq_peek("B")] == [2]      # h's MISSED: 2 messages
 
 
 async def test_without_remote_every_user_is_local_as_before(cluster):

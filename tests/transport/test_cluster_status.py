@@ -1,10 +1,12 @@
 """``transport.cluster_status`` and the cluster parts of ``/metrics`` and
 ``run.py status``, over a real ``Federation`` (not started: its directory
 replica is filled as the cluster directory would) and a real LMDB store
-whose outbound queue holds a message for a user homed on node B."""
+whose outbound queue holds a message for a user homed on node B (and,
+past ``outq_high``, group items folded for that user)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -14,6 +16,7 @@ from actors.federation import Federation
 from actors.monitor import Board
 from ops import console
 from storage import open_storage
+from storage.groups import CREATE, SEND as GSEND
 from supervisor.cluster_directory import NodeInfo
 from transport.cluster_status import cluster_part, outq, summary
 from transport.metrics import registry_for, render
@@ -51,7 +54,7 @@ def node_view(name: str, alerts=()) -> dict:
 
 
 async def test_outq_lists_every_other_node_and_sums_the_workers_counters(federation):
-    assert outq(federation) == {"pending": {"B": 1, "C": 0}, "error": None,
+    assert outq(federation) == {"pending": {"B": 1, "C": 0}, "folded": {}, "error": None,
                                 "shipped_items": 7, "applied_items": 3}
     workers = [{"federation": {"shipped_items": 7, "applied_items": 3}},
                {"federation": {"shipped_items": 0, "applied_items": 0}}, None]
@@ -79,6 +82,40 @@ async def test_cluster_part_rows_states_and_alerts_with_the_node_name(federation
     assert part["nodes"][1]["state"] == "unreachable" and part["nodes"][1]["error"] == "unreachable: x"
     # Nobody asked lately: the other nodes were not polled, and do not count as down.
     assert cluster_part(federation, own, {}, asked=False)["nodes"][1]["state"] == "up"
+
+
+async def test_group_items_folded_for_a_node_show_beside_its_queue(federation):
+    # Step 1: past outq_high (1: the fixture's message fills the queue to B),
+    # what a group says to BOB folds into one record instead of queuing.
+    gid = f"{ALICE}/crew"
+    await federation.mail.group_batch(gid, [(CREATE, ALICE, "Crew", [BOB])], T, 1000, 16,
+                                      outq_high=1)
+    for i in range(5):
+        await federation.mail.group_batch(gid, [(GSEND, ALICE, f"g{i}", b"x")], T, 1000, 16,
+                                          outq_high=1)
+    queue = outq(federation)
+    assert queue["pending"] == {"B": 1, "C": 0}
+    assert queue["folded"] == {"B": 6}                  # the "created" event and 5 messages
+    # Step 2: the rows: 1 queued for B, 6 folded beside it; none for C; A is this node.
+    own = {**summary(node_view("A")), "outq": queue}
+    part = cluster_part(federation, own, {"B": {"summary": summary(node_view("B")),
+                                                "error": None}})
+    rows = {r["name"]: r for r in part["nodes"]}
+    assert (rows["B"]["queued_to"], rows["B"]["folded_to"]) == (1, 6)
+    assert (rows["C"]["queued_to"], rows["C"]["folded_to"]) == (0, 0)
+    assert (rows["A"]["queued_to"], rows["A"]["folded_to"]) == (None, None)
+    # Step 3: the console shows both, in the QUEUED TO column; C shows no fold.
+    view = node_view("A")
+    view["cluster"] = part
+    text = console.render(view)
+    assert re.search(r"\nB +up +127\.0\.0\.1:5223 .* 1 \(\+6 folded\) +0\n", text), text
+    assert re.search(r"\nC +down +127\.0\.0\.1:5224 .* 0   marked down", text), text
+    # Step 4: /metrics has them too.
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(render(registry_for(Board(), federation))
+                                                       .decode()) for s in f.samples}
+    assert samples[("switchboard_outq_folded_items", (("dest", "B"),))] == 6
+    assert samples[("switchboard_outq_folded_items", (("dest", "C"),))] == 0
 
 
 async def test_console_shows_the_cluster_and_is_degraded_by_another_node(federation):

@@ -1,6 +1,7 @@
 """Media over HTTP, against a real MediaListener on 127.0.0.1: content-hash
 dedup, the size cap and 413, traversal attempts, credentials (an upload's
-signs its body's hash and is taken once), ranges."""
+signs its body's hash and is taken once: the node-wide check across worker
+processes is tests/transport/test_media_workers.py), ranges."""
 
 from __future__ import annotations
 
@@ -208,9 +209,19 @@ async def test_missing_wrong_and_stale_credentials(media):
         assert unknown_device.status == 401
 
 
-def test_replay_guard_forgets_a_nonce_once_its_time_is_out_of_the_window():
-    guard, key = media_auth.ReplayGuard(), ("+1", 1, "ab" * 16)
-    assert guard.fresh(key, 1_000, 1_000) and not guard.fresh(key, 1_000, 1_000 + 60_000)
-    assert not guard.fresh(key, 1_000, 1_000 + media_auth.MAX_SKEW_MS)     # still in the window
-    assert guard.fresh(("+1", 1, "cd" * 16), 5_000_000, 5_000_000)        # purges the first
-    assert key not in guard.seen and len(guard.expiry) == 1
+async def test_an_upload_whose_nonce_cannot_be_written_is_refused_503(media, system,
+                                                                       monkeypatch):
+    # The nonce is taken (committed) before the body is read: when the commit
+    # fails, the upload is refused whole, nothing stored, the server up.
+    def failing_commit(undo):
+        raise OSError("disk on fire")
+    store = system.env["mailbox"].store
+    real_commit = store._commit
+    monkeypatch.setattr(store, "_commit", failing_commit)
+    data = b"not now"
+    async with media.request("POST", "/media", data=data) as reply:
+        assert reply.status == 503 and "try again" in await reply.text()
+    assert media.stored() == []
+    monkeypatch.setattr(store, "_commit", real_commit)     # the disk is back: a new nonce
+    async with media.request("POST", "/media", data=data) as again:
+        assert again.status == 201
