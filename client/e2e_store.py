@@ -34,7 +34,11 @@ A profile whose ``keys.bin`` belongs to another device key (the user
 registered this profile's phone on a new device) is not used: new keys
 and no sessions, since the old ones were with the old identity; and a new
 own sender key in every group, since a copy of the profile on the old
-device would know the current ones (keys received are kept).
+device would know the current ones (keys received are kept). The same
+holds for a device key registered again (``Encryption.after_login``
+finds nothing published): its contacts dropped their sessions with it and
+retire the sender keys they had from it, so it drops its sessions and
+hands out new sender keys.
 """
 
 from __future__ import annotations
@@ -116,15 +120,9 @@ class E2EStore:
         if self.keys is not None and self.keys.identity == device_key.public:
             return self.keys, False
         self.keys = LocalKeys.generate(device_key, one_time=ONE_TIME)
-        self._sessions.clear()
-        if self.directory is not None:
-            for name in os.listdir(self._path("sessions")):
-                os.unlink(self._path("sessions", name))
+        self.drop_sessions()
         self.save_keys()
-        for group in self.group_ids():          # the old device knew these: new ones
-            if self._groups[group].own is not None:
-                self._groups[group].rekey()
-                self.save_group(group)
+        self.rekey_groups()                     # the old device knew these: new ones
         return self.keys, True
 
     def save_keys(self) -> None:
@@ -184,6 +182,15 @@ class E2EStore:
             cipher = self._groups[group] = cipher or GroupCipher(group)
         return cipher
 
+    def rekey_groups(self) -> None:
+        """A new own sender key in every group that has one (this profile
+        moved to a new device, or its key was registered again: the keys a
+        contact received from it before then retire)."""
+        for group in self.group_ids():
+            if self._groups[group].own is not None:
+                self._groups[group].rekey()
+                self.save_group(group)
+
     def group_ids(self) -> list[str]:
         """Every group this device keeps state for; the saved ones are loaded
         (and kept in memory, as ``group`` does). An unreadable file is skipped."""
@@ -220,6 +227,14 @@ class E2EStore:
 
     def replace_session(self, user: str, record: SessionRecord) -> None:
         self._sessions[user] = record
+
+    def drop_sessions(self) -> None:
+        """Forget every session (they were with this device's old
+        registration: its contacts dropped theirs at the KEY_CHANGED notice)."""
+        self._sessions.clear()
+        if self.directory is not None:
+            for name in os.listdir(self._path("sessions")):
+                os.unlink(self._path("sessions", name))
 
     def drop_session(self, user: str) -> None:
         """Forget every session with ``user`` (their device changed)."""

@@ -11,7 +11,11 @@ before it enters the outbox and opened before it becomes an event.
   only the newest ``HANDED_OUT_KEPT`` are kept. When the directory holds
   nothing for keys that are not new, the key was registered again: the
   directory forgot which one-time prekeys it had handed out, so they are
-  all replaced (one handed out twice would open one first message only).
+  all replaced (one handed out twice would open one first message only);
+  and its contacts got KEY_CHANGED: they dropped their sessions with it
+  and retire the sender keys they had from it, so it drops its sessions
+  too (the next message to each starts a new one) and makes a new own
+  sender key in every group (``rekey_groups``).
 - ``seal(to, envelope, then)``: under a per-contact lock, fetches the
   contact's bundle (KEYS_FETCH, tried again for a few seconds while the
   answer is "try again" or does not come) if there is no session, checks the identity
@@ -86,8 +90,11 @@ class Encryption:
         keys, new, self._new = self.keys, self._new, False
         held = None if new else await self.call(wire.KeysCount())
         if held is None:                        # nothing published (new keys, or a new device)
-            if not new and keys.one_time:       # this key registered again: the directory forgot
-                keys.one_time.clear()           # which of these it handed out; fresh ones only
+            if not new:                         # this key registered again: its contacts
+                self.store.drop_sessions()      # dropped their sessions with it and retire
+                self.store.rekey_groups()       # the sender keys they had from it
+            if not new and keys.one_time:       # the directory forgot which of these it
+                keys.one_time.clear()           # handed out: fresh ones only
             missing = max(0, ONE_TIME - len(keys.one_time))
             if missing:
                 keys.add_one_time(missing)

@@ -28,8 +28,11 @@ size; the server fans the ciphertext out.
   sender key is not here yet (``NoSenderKey``: on a cluster the group
   message can overtake the 1:1 message handing the key) is held, not
   acknowledged, until that key arrives (``_keep``) or ``held.timeout``
-  seconds pass (``client/group_hold.py``). A sender this device saw
-  removed is not waited for (its new key would be refused).
+  seconds pass (``client/group_hold.py``); after ``held.ask_after``
+  seconds its sender is asked for its key (``requests``,
+  ``client/group_requests.py``, which also answers such requests). A
+  sender this device saw removed is not waited for (its new key would be
+  refused).
 - ``process(sender, distribution)``: a sender key received over 1:1, for
   a group this device knows (it has the group's state: a group event or
   an earlier key made it), unless this device saw its sender removed and
@@ -53,10 +56,14 @@ size; the server fans the ciphertext out.
   handed at the next send to the current members only, over sessions with
   their current devices. Who was handed a key is saved with it
   (``GroupCipher.handed``, just before the key enters the outbox), so this
-  holds across restarts.
+  holds across restarts. The keys received from ``user`` (its old
+  device's) retire in every group (``GroupCipher.retire``): they open
+  messages for a short grace, then are dropped, and a message under one is
+  refused.
 
-Distribution is remembered in memory only; after a restart it is sent again
-(harmless: a resent key can move a chain forward, never back).
+Distribution is remembered in memory only (``holders``, for the own key it
+was made for); after a restart it is sent again (harmless: a resent key can
+move a chain forward, never back).
 """
 
 from __future__ import annotations
@@ -66,9 +73,10 @@ import logging
 from typing import Any, Iterable
 
 from transport import wire
-from transport.e2e import E2EError, NoSenderKey, SenderKey, SenderKeyMessage
+from transport.e2e import E2EError, Envelope, NoSenderKey, SenderKey, SenderKeyMessage, SenderKeyRequest
 from client.errors import ClientError, ServerError
 from client.group_hold import KeyWait
+from client.group_requests import KeyRequests
 from client.groups import GroupCodec, GroupKeysPending
 from client.ids import new_internal_id
 from client.link import checked
@@ -89,9 +97,11 @@ class SenderKeyCodec(GroupCodec):
         self.client = client
         self.store = client._e2e.store
         self.holders: dict[str, set[str]] = {}   # group -> members holding our current key
+        self._holding: dict[str, SenderKey] = {}  # group -> the own key ``holders`` is about
         self._locks: dict[str, asyncio.Lock] = {}
         self._unknown: dict[tuple[str, str], bytes] = {}   # (group, sender) -> being checked
-        self.held = KeyWait(self._open_or_wait)  # items awaiting their key (.timeout, .limit)
+        self.requests = KeyRequests(self)       # asking for keys, and answering such requests
+        self.held = KeyWait(self._open_or_wait, ask=self.requests.ask)  # awaiting their key
 
     async def prepare(self, group: str) -> None:
         async with self._locks.setdefault(group, asyncio.Lock()):
@@ -110,7 +120,10 @@ class SenderKeyCodec(GroupCodec):
         distribution = cipher.distribution_message()        # made on first use
         own = cipher.own
         self.store.save_group(group)
-        holders = self.holders.setdefault(group, set())
+        holders = self.holders.get(group)
+        if holders is None or self._holding.get(group) is not own:   # re-keyed: nobody has it
+            holders = self.holders[group] = set()
+            self._holding[group] = own
         missing = [m for m in info.members if m != client.user and m not in holders]
         results = await asyncio.gather(
             *(client._send_sealed(m, SenderKeyMessage(distribution), (), new_internal_id(),
@@ -145,12 +158,19 @@ class SenderKeyCodec(GroupCodec):
 
     def device_changed(self, user: str) -> None:
         """``user`` registered a new device: re-key every group whose current
-        own key was handed to ``user`` (to its old device)."""
+        own key was handed to ``user`` (to its old device), and retire the
+        keys received from ``user`` (made by its old device) in every group."""
         for group in self.store.group_ids():
-            if self.store.group(group).device_changed(user) is not None:
+            cipher = self.store.group(group)
+            rekeyed = cipher.device_changed(user) is not None
+            retiring = cipher.retire(user)
+            if rekeyed or retiring:
                 self.store.save_group(group)
+            if rekeyed:
                 self.holders[group] = set()         # the new key goes to every member
                 log.info("group %s: new sender key, %s has a new device", group, user)
+            if retiring:
+                log.info("group %s: the sender keys of %s's old device retire", group, user)
 
     def seal(self, group: str, body: bytes) -> bytes:
         ciphertext = self.store.group(group).encrypt(body)
@@ -206,6 +226,18 @@ class SenderKeyCodec(GroupCodec):
     def close(self) -> None:
         self.held.close()
 
+    def on_envelope(self, sender: str, envelope: Envelope) -> bool:
+        """A 1:1 envelope for the SDK itself (no app event): a sender key
+        (``process``) or a request for ours (``requests.answer``). False if
+        ``envelope`` is not one of these."""
+        if isinstance(envelope, SenderKeyMessage):
+            self.process(sender, envelope.distribution)
+        elif isinstance(envelope, SenderKeyRequest):
+            self.requests.answer(sender, envelope.group)
+        else:
+            return False
+        return True
+
     def process(self, sender: str, distribution: bytes) -> None:
         group = SenderKey.from_distribution(distribution).group
         checked(wire.GroupInfo(group))          # ValueError: not a group id at all
@@ -219,8 +251,11 @@ class SenderKeyCodec(GroupCodec):
             log.warning("group %s: sender key from %s dropped (unknown group)", group, sender)
 
     def _keep(self, group: str, sender: str, distribution: bytes) -> None:
-        self.store.group(group).process(sender, distribution)
+        kept = self.store.group(group).process(sender, distribution)
         self.store.save_group(group)
+        if not kept:                            # its device was replaced: refused
+            log.warning("group %s: a retired sender key from %s dropped", group, sender)
+            return
         self.held.key_arrived(group, sender)    # what waited for it opens now
 
     async def _check(self, group: str, sender: str) -> None:
@@ -254,6 +289,7 @@ class SenderKeyCodec(GroupCodec):
         if self.client.user in users:
             self.store.drop_group(group)
             self.holders.pop(group, None)
+            self._holding.pop(group, None)
             return
         cipher = self.store.group(group)
         for user in users:

@@ -30,11 +30,21 @@ clients wait for a missing sender key:
   oldest gives up early). An item that gives up becomes ``Undecryptable``
   (acknowledged once the app takes it, as before); the ones behind it are
   then tried, since they may be under a key that is here.
+- Asking (Signal's sender-key retry): once a pair has waited ``ask_after``
+  seconds (2) with no key, ``ask(group, sender)`` is called, then again
+  every ``ask_every`` seconds (20) while it still waits; never more often
+  per pair, even across waits (the pairs asked are remembered for
+  ``ask_every``, at most ``limit`` of them). The key may be lost (this
+  device lost its state, or the distribution never came): its sender then
+  hands its current key again (``client/group_requests.py``). That key is
+  at its current iteration, so it opens what the sender writes from then
+  on; the held items written before stay shut (``Undecryptable``).
 
-Pure bookkeeping around two callbacks: ``opener(frame)`` returns the
+Pure bookkeeping around callbacks: ``opener(frame)`` returns the
 plaintext or None (an ``Undecryptable``), or raises ``NoSenderKey`` (hold
-it); ``deliver(frame, body, why)`` turns the outcome into the app's event.
-The clock is the running loop's.
+it); ``deliver(frame, body, why)`` turns the outcome into the app's event;
+``ask(group, sender)`` asks the sender for its key. The clock is the
+running loop's.
 """
 
 from __future__ import annotations
@@ -48,15 +58,18 @@ from typing import Any, Callable
 from transport import wire
 from transport.e2e import NoSenderKey
 
-__all__ = ["KeyWait", "KEY_WAIT", "MAX_HELD"]
+__all__ = ["KeyWait", "KEY_WAIT", "MAX_HELD", "ASK_AFTER", "ASK_EVERY"]
 
 log = logging.getLogger("switchboard.client")
 
 KEY_WAIT = 60.0                 # seconds a group message waits for its sender key
 MAX_HELD = 1_000                # group messages held at a time, all groups and senders
+ASK_AFTER = 2.0                 # seconds held before the sender is asked for its key
+ASK_EVERY = 20.0                # seconds between two requests for one (group, sender), at least
 
 Opener = Callable[[wire.Message], "bytes | None"]
 Deliver = Callable[[wire.Message, "bytes | None", str], Any]
+Ask = Callable[[str, str], Any]
 
 
 @dataclass(slots=True)
@@ -67,11 +80,15 @@ class _Held:
 
 
 class KeyWait:
-    def __init__(self, opener: Opener, *, timeout: float = KEY_WAIT, limit: int = MAX_HELD):
+    def __init__(self, opener: Opener, *, timeout: float = KEY_WAIT, limit: int = MAX_HELD,
+                 ask: Ask | None = None, ask_after: float = ASK_AFTER, ask_every: float = ASK_EVERY):
         self.opener, self.timeout, self.limit = opener, timeout, limit
+        self.ask, self.ask_after, self.ask_every = ask, ask_after, ask_every
         self.queues: dict[tuple[str, str], deque[_Held]] = {}    # (group, sender) -> held, oldest first
         self.count = 0
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._next_ask: dict[tuple[str, str], float] = {}   # held pairs: when to ask (loop time)
+        self._asked: dict[tuple[str, str], float] = {}      # pairs asked: when, oldest first
 
     def receive(self, frame: wire.Message, deliver: Deliver) -> None:
         """A new group item: opened and delivered now, or held."""
@@ -83,6 +100,9 @@ class KeyWait:
                 log.debug("group %s message %s from %s held: %s", frame.group, frame.id,
                           frame.sender, error)
                 self.queues[pair] = deque()
+                now = asyncio.get_running_loop().time()
+                self._next_ask[pair] = max(now + self.ask_after,
+                                           self._asked.get(pair, -self.ask_every) + self.ask_every)
             else:
                 deliver(frame, body, "did not decrypt")
                 return
@@ -113,6 +133,7 @@ class KeyWait:
             timer.cancel()
         self._timers.clear()
         self.queues.clear()
+        self._next_ask.clear()
         self.count = 0
 
     # -- inside -------------------------------------------------------------------------------------
@@ -147,22 +168,39 @@ class KeyWait:
         held.deliver(held.frame, None, why)
 
     def _arm(self, pair: tuple[str, str]) -> None:
-        """The timer of ``pair``: at its oldest item's deadline (or none, the
-        queue gone, when nothing of ``pair`` is held any more)."""
+        """The timer of ``pair``: at its oldest item's deadline or when its
+        sender is to be asked, whichever is first (or none, the queue gone,
+        when nothing of ``pair`` is held any more)."""
         timer = self._timers.pop(pair, None)
         if timer is not None:
             timer.cancel()
         queue = self.queues.get(pair)
         if not queue:
             self.queues.pop(pair, None)
+            self._next_ask.pop(pair, None)
             return
-        loop = asyncio.get_running_loop()
-        self._timers[pair] = loop.call_at(queue[0].deadline, self._expired, pair)
+        when = queue[0].deadline if self.ask is None else min(queue[0].deadline, self._next_ask[pair])
+        self._timers[pair] = asyncio.get_running_loop().call_at(when, self._due, pair)
 
-    def _expired(self, pair: tuple[str, str]) -> None:
+    def _due(self, pair: tuple[str, str]) -> None:
         self._timers.pop(pair, None)
         queue, now = self.queues.get(pair), asyncio.get_running_loop().time()
         while queue and queue[0].deadline <= now:
             self._give_up(pair, f"no sender key from {pair[1]} within {self.timeout:g} s")
             self._release(pair)         # those behind may be under a key that is here
+        if self.queues.get(pair) and self.ask is not None and self._next_ask[pair] <= now:
+            self._ask(pair, now)
         self._arm(pair)
+
+    def _ask(self, pair: tuple[str, str], now: float) -> None:
+        """Ask ``pair``'s sender for its key; remember when (bounded)."""
+        self._next_ask[pair] = now + self.ask_every
+        self._asked.pop(pair, None)
+        self._asked[pair] = now
+        while self._asked and (len(self._asked) > self.limit
+                               or next(iter(self._asked.values())) <= now - self.ask_every):
+            del self._asked[next(iter(self._asked))]
+        try:
+            self.ask(*pair)
+        except Exception as error:  # noqa: BLE001 - a failed request must not stop the wait
+            log.warning("group %s: asking %s for its sender key failed: %r", pair[0], pair[1], error)

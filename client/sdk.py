@@ -40,7 +40,7 @@ from typing import Any, AsyncIterator, Callable, Iterable
 
 from transport import wire
 from transport.crypto import DeviceKey
-from transport.e2e import Envelope, Media, SenderKeyMessage, Text
+from transport.e2e import Envelope, Media, Text
 from client import events as ev
 from client.e2e_store import E2EStore
 from client.encryption import Encryption
@@ -336,8 +336,8 @@ class Client(Groups, Link):
         if isinstance(envelope, Media):
             return ev.FileMessage(frame.seq, frame.id, frame.sender, frame.ts, ev.MediaInfo(
                 envelope.key, envelope.mime, envelope.name, envelope.caption))
-        if isinstance(envelope, SenderKeyMessage) and isinstance(self.group_codec, SenderKeyCodec):
-            self.group_codec.process(frame.sender, envelope.distribution)
+        if isinstance(self.group_codec, SenderKeyCodec) and self.group_codec.on_envelope(
+                frame.sender, envelope):        # a sender key, or a request for ours
             return None                         # no event: the SDK's own business
         return ev.Undecryptable(frame.seq, frame.id, frame.sender, frame.ts,
                                 f"unsupported envelope {type(envelope).__name__}")

@@ -31,6 +31,7 @@ rules, safety numbers, measured speed) is docs/e2e.md.
 Modules: ``e2e_core`` (primitives, errors, the strict reader), ``e2e_keys``
 (bundles, local keys, safety numbers, trust), ``e2e_ratchet`` (Double
 Ratchet), ``e2e_session`` (X3DH, sessions), ``e2e_group`` (sender keys),
+``e2e_retire`` (the sender keys of a member's replaced device),
 ``e2e_media`` (chunked file encryption), ``e2e_envelope`` (the plaintext
 format). Import from here.
 

@@ -28,7 +28,10 @@ whoever holds its state, still knows our current sender key): the cipher
 remembers to whom its current own key was handed (``given``, cleared at
 each re-key), and ``device_changed(name)`` makes a new own key if ``name``
 was among them, as Signal resets its sender key when a recipient's device
-list loses a device. Keys received are kept: messages in flight still open.
+list loses a device. The keys received from ``name`` retire
+(``retire(name)``, ``transport.e2e_retire``): they open messages in flight
+for a short grace, then a message under one is refused, so the old device
+cannot go on posting as the member.
 
 Message format::
 
@@ -41,19 +44,21 @@ context + group + everything before it.
 from __future__ import annotations
 
 import struct
+import time
 
 from transport.crypto import DeviceKey, verify
 from transport.e2e_core import (
     KEY, SIG, DecryptError, FormatError, NoSenderKey, Reader, SenderKeyBehind, chain_step, pack_str,
     random_bytes, seal, unseal,
 )
+from transport.e2e_retire import Retirement
 
 __all__ = ["SenderKey", "GroupCipher", "MAX_GROUP_SKIP", "KEYS_PER_SENDER"]
 
 _DIST_VERSION = 1
 _MSG_VERSION = 1
 _STATE_VERSION = 1
-_CIPHER_VERSION = 3                # 2: + the members removed; 3: + given (1 and 2 still read)
+_CIPHER_VERSION = 4            # 2: + the members removed; 3: + given; 4: + retirement (1-3 still read)
 REMOVED_KEPT = 1024             # members removed remembered per group (the newest)
 MAX_GROUP_SKIP = 1000          # iterations one message may jump ahead, and skipped keys kept
 KEYS_PER_SENDER = 3            # sender keys kept per member (current + older ones)
@@ -179,16 +184,19 @@ class GroupCipher:
 
     ``given``: the members the current own key was handed to (``handed``),
     an ordered set; None when unknown (a state written before version 3
-    with an own key), which counts as everyone."""
+    with an own key), which counts as everyone. ``retirement``: the keys
+    received from members whose device changed (``retire``)."""
 
     def __init__(self, group: str, own: SenderKey | None = None,
                  keys: dict[str, list[SenderKey]] | None = None,
                  removed: dict[str, None] | None = None,
-                 given: dict[str, None] | None = None):
+                 given: dict[str, None] | None = None,
+                 retirement: Retirement | None = None):
         self.group, self.own = group, own
         self.keys: dict[str, list[SenderKey]] = keys or {}
         self.removed: dict[str, None] = removed or {}    # an ordered set, oldest first
         self.given: dict[str, None] | None = {} if given is None and own is None else given
+        self.retirement = retirement or Retirement()
 
     # -- membership and keys -------------------------------------------------------------------------
     def distribution_message(self) -> bytes:
@@ -218,10 +226,27 @@ class GroupCipher:
             return None
         return self.rekey()
 
+    def retire(self, member: str, now: float | None = None) -> bool:
+        """``member`` has a new device: the keys received from it (made by
+        its old device) retire: they open messages for a short grace, then
+        are dropped and refused (``transport.e2e_retire``). True if any
+        started retiring (save the state)."""
+        ids = [k.key_id for k in self.keys.get(member, ())]
+        return self.retirement.start(member, ids, time.time() if now is None else now)
+
+    def _drop(self, member: str, key_ids) -> None:
+        if key_ids:
+            kept = [k for k in self.keys.get(member, ()) if k.key_id not in key_ids]
+            if kept:
+                self.keys[member] = kept
+            else:
+                self.keys.pop(member, None)
+
     def member_removed(self, member: str) -> bytes:
         """The re-key rule: forget ``member``'s keys, make a new own key.
         Send the returned distribution message to the *remaining* members."""
         self.keys.pop(member, None)
+        self.retirement.end(member)
         self.removed.pop(member, None)
         self.removed[member] = None
         while len(self.removed) > REMOVED_KEPT:
@@ -232,12 +257,17 @@ class GroupCipher:
         """``member`` is a member (again): its keys are welcome."""
         self.removed.pop(member, None)
 
-    def process(self, sender: str, distribution: bytes) -> None:
+    def process(self, sender: str, distribution: bytes, now: float | None = None) -> bool:
         """Take a distribution message that came from ``sender`` over the 1:1
-        session (which is what authenticates it)."""
+        session (which is what authenticates it). False: not kept, a key of
+        ``sender``'s replaced device (retired, or past its grace); a new key
+        of a member whose keys are retiring ends their grace."""
         key = SenderKey.from_distribution(distribution)
         if key.group != self.group:
             raise FormatError(f"sender key for group {key.group!r}, not {self.group!r}")
+        if self.retirement.refused(sender, key.key_id, time.time() if now is None else now):
+            return False
+        self._drop(sender, self.retirement.arrived(sender, key.key_id))
         states = self.keys.get(sender, [])
         same = next((k for k in states if k.key_id == key.key_id and k.signing_public == key.signing_public), None)
         if same is not None:
@@ -245,9 +275,10 @@ class GroupCipher:
             # so an old copy cannot reopen message keys already used.
             if key.iteration > same.iteration:
                 same.chain_key, same.iteration = key.chain_key, key.iteration
-            return
+            return True
         states = [k for k in states if k.key_id != key.key_id]
         self.keys[sender] = [key, *states][:KEYS_PER_SENDER]
+        return True
 
     @property
     def senders(self) -> list[str]:
@@ -259,25 +290,33 @@ class GroupCipher:
             self.own = SenderKey.create(self.group)
         return self.own.encrypt(plaintext)
 
-    def decrypt(self, sender: str, ciphertext: bytes) -> bytes:
-        """DecryptError if forged, tampered or replayed; NoSenderKey if we
+    def decrypt(self, sender: str, ciphertext: bytes, now: float | None = None) -> bytes:
+        """DecryptError if forged, tampered or replayed, or under a key of
+        ``sender``'s replaced device past its grace; NoSenderKey if we
         lack ``sender``'s key (ask them for it, or wait for it); its subclass
         SenderKeyBehind if the message, signed by the key held, is too far
         ahead of its chain (a newer copy of the key would open it)."""
         if len(ciphertext) < _MIN_MESSAGE or ciphertext[0] != _MSG_VERSION:
             raise DecryptError("not a group message of a known version")
+        now = time.time() if now is None else now
         key_id = _HEADER.unpack_from(ciphertext)[1]
+        if self.retirement.refused(sender, key_id, now):
+            raise DecryptError(f"sender key {key_id} of {sender!r} retired: its device was replaced")
         key = next((k for k in self.keys.get(sender, ()) if k.key_id == key_id), None)
         if key is None:
             raise NoSenderKey(f"no sender key {key_id} from {sender!r} in this group")
-        return key.decrypt(ciphertext)
+        plaintext = key.decrypt(ciphertext)
+        self._drop(sender, self.retirement.opened(sender, key_id, now))
+        return plaintext
 
     # -- persistence ---------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """``u8 version | group | u32 n | own | u16 m | m x (member | u8 k | k x (u32 n | key))
-        | u16 r | r x member | u8 known | [u16 g | g x member]``: the members
-        removed (absent in version 1), then whether ``given`` is known and
-        its members (absent before version 3: unknown if there is an own key)"""
+        | u16 r | r x member | u8 known | [u16 g | g x member] | retirement``:
+        the members removed (absent in version 1), then whether ``given`` is
+        known and its members (absent before version 3: unknown if there is
+        an own key), then the keys retiring and retired
+        (``transport.e2e_retire``; absent before version 4: none)"""
         def blob(key: SenderKey | None) -> bytes:
             raw = key.to_bytes() if key is not None else b""
             return struct.pack(">I", len(raw)) + raw
@@ -288,6 +327,7 @@ class GroupCipher:
         parts.append(bytes((self.given is not None,)))
         if self.given is not None:
             parts += [struct.pack(">H", len(self.given)), *(pack_str(m) for m in self.given)]
+        parts.append(self.retirement.to_bytes())
         return b"".join(parts)
 
     @classmethod
@@ -314,8 +354,9 @@ class GroupCipher:
             given = {}
             for _ in range(r.u16()):
                 given[r.text()] = None
+        retirement = Retirement.read(r) if version >= 4 else None
         r.end()
         for key in [*(k for ks in keys.values() for k in ks), *([own] if own else [])]:
             if key.group != group:
                 raise FormatError("group cipher: a sender key of another group")
-        return cls(group, own, keys, removed, given)
+        return cls(group, own, keys, removed, given, retirement)

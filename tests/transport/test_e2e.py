@@ -22,6 +22,7 @@ from transport.e2e import (
 from transport.e2e_envelope import PAD
 from transport.e2e_group import KEYS_PER_SENDER, MAX_GROUP_SKIP
 from transport.e2e_keys import KEEP_SIGNED_PREKEYS
+from transport.e2e_retire import RETIRE_AFTER, RETIRE_MESSAGES
 
 pytestmark = pytest.mark.timeout(60)
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -413,6 +414,9 @@ def test_any_delivery_order_decrypts(order, plaintexts):
 MEMBERS = ["+15550000001", "+15550000002", "+15550000003", "+15550000004", "+15550000005"]
 
 
+NO_RETIREMENT = b"\x00\x00" * 2          # a GroupCipher's last section (version 4): none retiring or retired
+
+
 def make_group(members=MEMBERS) -> dict[str, GroupCipher]:
     group = {m: GroupCipher("family") for m in members}
     for sender in members:
@@ -542,6 +546,8 @@ def test_the_members_removed_are_kept_with_the_keys_and_a_version_1_state_still_
     assert GroupCipher.from_bytes(group[a].to_bytes()).removed == {}
     group[a].member_removed(c)
     current = group[a].to_bytes()
+    assert current.endswith(NO_RETIREMENT)
+    current = current[:-len(NO_RETIREMENT)]                             # as version 3 ended
     given = bytes((1,)) + b"\x00\x00"                                  # known, handed to nobody
     assert current.endswith(given)
     version_1 = bytes((1,)) + current[1:-(2 + 2 + len(c.encode()) + len(given))]  # no removed section
@@ -575,12 +581,58 @@ def test_a_device_change_rekeys_where_the_own_key_was_handed_and_a_version_2_sta
     assert group[a].device_changed(b) is None                     # the new key was not handed to b
     # Step 3: version 2 (no given section) reads as "unknown": any device change re-keys
     group[a].handed(c)
-    current = group[a].to_bytes()
+    current = group[a].to_bytes()[:-len(NO_RETIREMENT)]               # as version 3 ended
     version_2 = bytes((2,)) + current[1:-(1 + 2 + 2 + len(c.encode()))]
     old = GroupCipher.from_bytes(version_2)
     assert old.given is None and old.own.key_id == group[a].own.key_id
     assert old.device_changed(MEMBERS[4]) is not None and old.given == {}
-    assert GroupCipher.from_bytes(bytes((2,)) + GroupCipher("family").to_bytes()[1:-3]).given == {}
+    empty = GroupCipher("family").to_bytes()[1:-len(NO_RETIREMENT)]
+    assert GroupCipher.from_bytes(bytes((2,)) + empty[:-3]).given == {}
+
+
+def test_a_replaced_devices_sender_keys_retire_and_a_version_3_state_still_reads():
+    """b registers a new device: the keys a holds from b's old device open
+    messages for a grace only (until b's new key arrives, RETIRE_AFTER
+    seconds, RETIRE_MESSAGES messages), then a message or a distribution
+    under them is refused, also after a restart; b's new key, and c's keys,
+    work as before. A state written before retirement (version 3) reads."""
+    group = make_group(MEMBERS[:3])
+    a, b, c = MEMBERS[:3]
+    old_b = GroupCipher.from_bytes(group[b].to_bytes())          # what b's old device keeps
+    t = 1_000_000.0
+    # Step 1: the change is seen (twice: a notice, then the new identity): the grace starts once
+    assert group[a].retire(b, now=t) and not group[a].retire(b, now=t + 60)
+    assert not group[a].retire(MEMBERS[4], now=t)                  # nothing held from it
+    assert group[a].decrypt(b, old_b.encrypt(b"in flight"), now=t + 1) == b"in flight"
+    # Step 2: the grace ends with time, and with the messages opened, and survives a restart
+    late = old_b.encrypt(b"late")
+    restarted = GroupCipher.from_bytes(group[a].to_bytes())
+    with pytest.raises(DecryptError, match="retired"):
+        restarted.decrypt(b, late, now=t + RETIRE_AFTER)
+    assert restarted.decrypt(b, late, now=t + RETIRE_AFTER - 1) == b"late"
+    budget = GroupCipher.from_bytes(group[a].to_bytes())
+    for i in range(RETIRE_MESSAGES - 1):                           # one was opened in step 1
+        assert budget.decrypt(b, old_b.encrypt(b"%d" % i), now=t + 2) == b"%d" % i
+    with pytest.raises(DecryptError, match="retired"):
+        budget.decrypt(b, old_b.encrypt(b"one too many"), now=t + 2)
+    assert b not in budget.keys and b not in GroupCipher.from_bytes(budget.to_bytes()).keys
+    # Step 3: b's new device hands its key: the old one retires at once
+    new_b = GroupCipher("family")
+    assert group[a].process(b, new_b.distribution_message(), now=t + 2)
+    forged = old_b.encrypt(b"posted by the old device")
+    for cipher in (group[a], GroupCipher.from_bytes(group[a].to_bytes())):
+        with pytest.raises(DecryptError, match="retired"):
+            cipher.decrypt(b, forged, now=t + 3)
+        assert not cipher.process(b, old_b.distribution_message(), now=t + 3)   # not kept again
+        with pytest.raises(DecryptError, match="retired"):
+            cipher.decrypt(b, forged, now=t + 3)
+        assert cipher.decrypt(b, new_b.encrypt(b"new device"), now=t + 3) == b"new device"
+        assert cipher.decrypt(c, group[c].encrypt(b"c as before"), now=t + 3) == b"c as before"
+    # Step 4: a version 3 state (no retirement section) reads with none
+    fresh = make_group(MEMBERS[:2])[a]
+    old = GroupCipher.from_bytes(bytes((3,)) + fresh.to_bytes()[1:-len(NO_RETIREMENT)])
+    assert old.retirement.retiring == {} and old.retirement.retired == {}
+    assert old.keys.keys() == fresh.keys.keys() and old.to_bytes() == fresh.to_bytes()
 
 
 # --- media ----------------------------------------------------------------------------------------
@@ -763,6 +815,16 @@ def _group_cipher():
     return group[MEMBERS[0]]
 
 
+def _retiring_cipher():
+    cipher = _group_cipher()
+    cipher.process(MEMBERS[2], GroupCipher("family").distribution_message())
+    cipher.retire(MEMBERS[1], now=1_000_000)
+    cipher.retire(MEMBERS[2], now=1_000_000)
+    cipher.process(MEMBERS[2], GroupCipher("family").distribution_message())   # retires those
+    assert cipher.retirement.retiring and cipher.retirement.retired
+    return cipher
+
+
 def _trust():
     trust = TrustStore()
     trust.observe("+1555", DeviceKey().public)
@@ -776,6 +838,7 @@ PERSISTENT = {            # built inside the test, not at collection
     "Session(responder)": lambda: _conversation()[1],
     "SessionRecord": lambda: SessionRecord(list(_conversation())),
     "GroupCipher": _group_cipher,
+    "GroupCipher(retiring)": _retiring_cipher,
     "SenderKey(own)": lambda: _group_cipher().own,
     "SenderKey(received)": lambda: _group_cipher().keys[MEMBERS[1]][0],
     "TrustStore": _trust,
