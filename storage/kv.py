@@ -58,6 +58,7 @@ DBS: tuple[str, ...] = (
     "outq_meta",    # dest node -> next seq and items held; b"\0epoch" -> this store's epoch
     "outq_applied", # origin node -> {epoch, seq}: the last of its items applied here
     "outq_missed",  # dest node \0 phone \0 group id -> group items folded while dest's queue was full
+    "blocks",       # blocker \0 blocked -> b"" (storage.blocks)
 )
 
 T = TypeVar("T")
