@@ -350,3 +350,33 @@ class RefuseRequest:
     reason: str
     text: str
     client: Any = field(default=None, compare=False, repr=False)
+
+
+# -- blocking (actors/blocking.py) --------------------------------------------
+@dataclass(frozen=True)
+class BlockUser:
+    """Block (``on``) or unblock ``user`` for the session's user."""
+    ref: int
+    user: str
+    on: bool
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class GetBlocked:
+    """Push the block list in ``BlockedPage``s, then ACK its length."""
+    ref: int
+    client: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class BlockedPage:
+    """A page of the block list (the wire's BLOCK_LIST)."""
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BlockStored:
+    """``request`` (a ``BlockUser``) was committed or refused: ``future``."""
+    request: Any
+    future: Any

@@ -43,7 +43,9 @@ Messages: ``Attach``, ``Detach``, ``SendMessage``, ``AckInbox``, ``MarkRead``,
 by the ``actors.key_directory.KeyDirectory`` mixin. Group commands
 (``GroupCommand``: create, add, remove, leave, admin, rename, send) are
 forwarded to the group's actor (``actors.group.forward``); ``GetGroups`` is
-answered here, from LMDB.
+answered here, from LMDB. Blocking (``BlockUser``, ``GetBlocked``,
+``BlockStored``, and what a block hides) is the ``actors.blocking.Blocking``
+mixin's.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import time
 from typing import Any
 
 from actors.actor import Actor
+from actors.blocking import YOU_BLOCKED, Blocking
 from actors.exits import is_normal_exit
 from actors.counters import counters_of
 from actors.drain_batch import DrainBatch
@@ -87,7 +90,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
+class Session(RemoteHomes, KeyDirectory, Blocking, DrainBatch, Actor):
     mailbox_size = 10_000
     overflow = "crash"        # state is in LMDB: a flooded session restarts, loses nothing
 
@@ -107,6 +110,7 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         self.counters = counters_of(self.system)
         self.cap = env.get("offline_cap", 10_000)
         self.linger = env.get("linger", 5.0)
+        self.init_blocks()                      # actors/blocking.py
         self.system.registry.register(("session", self.user), self.ref)
         client = clients_of(self.system).get(self.user)
         if client is not None:                  # a restart: the connection is still there
@@ -223,6 +227,9 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         if msg.to == self.user:
             self._answer(msg, Rejected(msg.ref, INVALID, "a message to oneself"))
             return
+        if msg.to in self.blocked:
+            self._answer(msg, Rejected(msg.ref, INVALID, YOU_BLOCKED))
+            return
         waiting = self.pending.get(msg.id)
         if waiting is not None:                 # a resend while the first is in flight
             waiting.append(msg)
@@ -236,7 +243,9 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
         self._queue(msg)            # even from a closed connection: RECEIVED then BYE means it
 
     def handle_mark_read(self, msg: MarkRead) -> None:
-        if not self.read_elsewhere(msg):        # a group's messages: read where it lives
+        if msg.group is None and msg.peer in self.blocked:
+            self._answer(msg, Acked(msg.ref))   # no read receipt while blocked
+        elif not self.read_elsewhere(msg):        # a group's messages: read where it lives
             self._queue(msg)
 
     def _submit(self) -> None:
@@ -326,17 +335,20 @@ class Session(RemoteHomes, KeyDirectory, DrainBatch, Actor):
                 return
         self._answer(msg, Acked(msg.ref))       # ACK nil, then the PRESENCE frames (the spec)
         for state in states:
-            self._answer(msg, state)
+            self._answer(msg, self.presence_seen(state))
 
     def handle_presence_changed(self, msg: PresenceChanged) -> None:
-        self._push(msg)
+        if not self.hidden(msg.user):           # blocked either way: not told
+            self._push(msg)
 
     def handle_set_typing(self, msg: SetTyping) -> None:
-        route(self.system, msg.to, TypingChanged(self.user, msg.typing))
+        if msg.to not in self.blocked:
+            route(self.system, msg.to, TypingChanged(self.user, msg.typing))
         self._answer(msg, Acked(msg.ref))
 
     def handle_typing_changed(self, msg: TypingChanged) -> None:
-        self._push(msg)
+        if msg.sender not in self.blocked:
+            self._push(msg)
 
     def handle_heartbeat(self, msg: Heartbeat) -> None:
         now = now_ms()

@@ -28,6 +28,7 @@ Commands (one per line on stdin; a pipe works too):
                      group chats (client/cli_groups.py): in a group your
                      lines go to every member, and your messages show ticks
                      per member
+    /block +N, /unblock +N, /blocked   (client/cli_blocking.py)
     /help, /quit     (end of input quits too)
     anything else    a message to the current peer
 
@@ -53,6 +54,7 @@ from transport import wire
 from transport.code_sender import read_code_file
 from transport.crypto import DeviceKey
 from client import events as ev
+from client.cli_blocking import BLOCK_HELP, BlockCommands
 from client.cli_groups import GROUP_HELP, GroupCommands
 from client.cli_secure import SecureCommands
 from client.errors import ClientError, ServerError
@@ -65,7 +67,7 @@ __all__ = ["main", "build_parser"]
 HELP = """commands: /chat +NUMBER   /last +NUMBER   /typing   /send-file PATH   /get HASH [DEST]
           /safety [+NUMBER]   /help   /quit
 anything else is a message to the current chat (a person, or a group)
-""" + GROUP_HELP
+""" + GROUP_HELP + "\n" + BLOCK_HELP
 BLUE, RED, RESET = "\033[34m", "\033[31m", "\033[0m"
 
 
@@ -226,7 +228,7 @@ async def code_from_file(data_dir: str, phone: str, wait: float) -> str | None:
         await asyncio.sleep(0.1)
 
 
-class Chat(GroupCommands, SecureCommands):
+class Chat(GroupCommands, BlockCommands, SecureCommands):
     """The chat loop: commands from stdin, events from the client (group
     commands and events: ``client.cli_groups``)."""
 
@@ -292,7 +294,7 @@ class Chat(GroupCommands, SecureCommands):
             self.get_file(*rest.split(maxsplit=1))
         elif word == "/safety":
             self.spawn(self.safety(rest or self.peer))
-        elif self.group_command(word, rest):
+        elif self.group_command(word, rest) or self.block_command(word, rest):
             pass
         elif word.startswith("/"):
             self.out(f"-- unknown command {word}; /help lists them")

@@ -49,6 +49,7 @@ from client.media import MediaClient
 from client.backoff import Backoff
 from client.connection import Connection
 from client.errors import ServerError
+from client.blocking import Blocking
 from client.groups import GroupInbox, Groups
 from client.ids import app_id, new_message_id
 from client.link import Link, checked
@@ -88,7 +89,7 @@ class _Connecting:
         await self.client.close()
 
 
-class Client(Groups, Link):
+class Client(Groups, Blocking, Link):
     """One user's connection to a Switchboard server. See the module docstring.
 
     Options: ``heartbeat`` (seconds asked for in HELLO), ``request_timeout``,
@@ -303,7 +304,8 @@ class Client(Groups, Link):
 
     # -- Link's hooks ----------------------------------------------------------------------------
     def _on_push(self, frame: wire.Frame) -> None:
-        self._receiver.on_push(frame)
+        if not self._block_page(frame):         # a BLOCK_LIST: client/blocking.py
+            self._receiver.on_push(frame)
 
     def _went_online(self, conn: Connection) -> None:
         """Logged in on ``conn``: outbox first, then acks and subscriptions

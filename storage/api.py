@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any, Callable, Iterable
 
-from storage import accounts, blob_refs, groups, keydir, mailbox, nonces, outq, outq_fold
+from storage import accounts, blob_refs, blocks, groups, keydir, mailbox, nonces, outq, outq_fold
 from storage.batch import UserBatch
 from storage.errors import BadCode
 from storage.kv import Settles, Store, StoreStats
@@ -234,6 +234,17 @@ class Storage:
         return self.store.read(nonces.held)
 
     # -- presence and housekeeping ---------------------------------------------
+    def set_block(self, user: str, target: str, on: bool,
+                  limit: int = blocks.MAX_BLOCKED) -> Future[bool]:
+        """Block (``on``) or unblock ``target``; whether anything changed."""
+        return self.store.submit(blocks.SetBlock(user, target, on, limit, self.remote))
+
+    def blocked_list(self, user: str) -> list[str]:
+        return self.store.read(lambda txn: blocks.blocked_list(txn, user))
+
+    def is_blocked(self, blocker: str, blocked: str) -> bool:
+        return self.store.read(lambda txn: blocks.is_blocked(txn, blocker, blocked))
+
     def set_last_seen(self, user: str, ts_ms: int) -> Future[int]:
         return self.store.submit(mailbox.SetLastSeen(user, ts_ms))
 

@@ -23,7 +23,7 @@ __all__ = [
     "SEP", "MAX_CLIENT_ID", "phone_bytes", "client_id_bytes", "u64", "from_u64",
     "inbox_key", "inbox_prefix", "inbox_seq", "dedup_key", "dedup_ttl_key",
     "dedup_key_of_ttl", "group_read_key", "prefix_end", "group_bytes", "member_key", "GROUP_ID",
-    "node_bytes", "outq_key", "outq_prefix", "outq_seq", "MAX_NODE", "nonce_key",
+    "node_bytes", "outq_key", "outq_prefix", "outq_seq", "MAX_NODE", "nonce_key", "block_key",
 ]
 
 SEP = b"\x00"
@@ -124,6 +124,12 @@ def group_bytes(group: str) -> bytes:
 def member_key(user: bytes, group: bytes) -> bytes:
     """``user_groups`` and ``group_missed``: ``phone \x00 group``."""
     return user + SEP + group
+
+
+def block_key(blocker: bytes, blocked: bytes) -> bytes:
+    """``blocks``: ``blocker \x00 blocked``; ``blocker \x00`` prefixes one
+    user's block list, in byte order."""
+    return blocker + SEP + blocked
 
 
 # A node name (a cluster member: ``outq``, ``outq_meta``, ``outq_applied``):

@@ -59,6 +59,7 @@ DBS: tuple[str, ...] = (
     "outq_applied", # origin node -> {epoch, seq}: the last of its items applied here
     "outq_missed",  # dest node \0 phone \0 group id -> group items folded while dest's queue was full
     "media_nonces", # ts \0... : u64 ts, phone \0 u64 device, nonce -> b"" (media uploads taken once)
+    "blocks",       # blocker \0 blocked -> b"" (storage.blocks)
 )
 
 T = TypeVar("T")

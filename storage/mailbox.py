@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from storage import blob_refs, outq
+from storage.blocks import blocks_pair
 from storage.errors import DuplicateId, HomeUnknown, InvalidArgument, OfflineFull, UnknownUser
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key, from_u64,
                           group_bytes, group_read_key, inbox_key, inbox_prefix, inbox_seq,
@@ -92,7 +93,11 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
         _record_sent(txn, dk, to, 0, ts_ms)
         return Stored(0, ts_ms)
     metas.require_user(tb, to)
-    if metas[tb]["msgs"] >= cap:
+    meta = metas[tb]
+    if meta.get("blk") and blocks_pair(txn, meta, tb, sb):  # dropped unseen (storage.blocks)
+        _record_sent(txn, dk, to, 0, ts_ms, origin, blocked=True)
+        return Stored(0, ts_ms)
+    if meta["msgs"] >= cap:
         raise OfflineFull(to, cap)
     seq = metas.append_packed(tb, True, pack_message(client_id, sender, ts_ms, body,
                                                      media=media, node=origin))
@@ -105,10 +110,12 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
 
 
 def _record_sent(txn: Txn, dk: bytes, to: str, seq: int, ts_ms: int,
-                 origin: str | None = None) -> None:
+                 origin: str | None = None, blocked: bool = False) -> None:
     record = {"to": to, "seq": seq, "ts": ts_ms}
     if origin is not None:
         record["node"] = origin
+    if blocked:                             # never stored: the recipient blocked the sender
+        record["blk"] = True
     txn.put("dedup", dk, pack(record))
     txn.put("dedup_ttl", dedup_ttl_key(ts_ms, dk), b"")
 
@@ -152,6 +159,8 @@ def ack_inbox(txn: Txn, user: str, seqs: Iterable[int], ts_ms: int,
         metas[ub]["msgs"] -= 1
         if "media" in value:
             blob_refs.release(txn, value["media"], ts_ms)
+        if metas[ub].get("blk") and "group" not in value and blocks_pair(txn, metas[ub], ub, sb):
+            continue                        # no tick for a user this one blocked
         receipt = Receipt("delivered", value["id"], user, ts_ms, value.get("group"))
         routed.append(RoutedReceipt(sender, metas.append(sb, receipt, value.get("node")), receipt))
     if own:
@@ -206,8 +215,8 @@ def store_read(txn: Txn, reader: str, peer: str, ids: Iterable[str], ts_ms: int,
         dk = dedup_key(pb, client_id_bytes(cid))
         raw = txn.get("dedup", dk)
         first = None if raw is None else unpack(raw)
-        if first is None or first["to"] != to or first.get("read"):
-            continue
+        if first is None or first["to"] != to or first.get("read") or first.get("blk"):
+            continue                        # (blk: dropped unseen, storage.blocks)
         if unknown and "node" not in first:
             continue                        # only a message shipped from its home says where
         if group is None:                   # a 1:1 message is read once

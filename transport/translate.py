@@ -18,7 +18,7 @@ from actors.messages import (
 from actors.messages import (AddMembers, CreateGroup, GetGroups, LeaveGroup, RemoveMembers,
                              RenameGroup, SendGroup, SetAdmin)
 from storage.records import GroupRecord, InboxItem
-from actors.messages import CountKeys, KeysFetched
+from actors.messages import BlockedPage, BlockUser, CountKeys, GetBlocked, KeysFetched
 from transport import key_directory, wire
 from transport.flow import retry_ms
 
@@ -42,6 +42,9 @@ _COMMANDS: dict[type, Callable[[Any, Any], Any]] = {
     wire.GroupRename: lambda f, c: RenameGroup(f.ref, f.group, f.name, c),
     wire.GroupSend: lambda f, c: SendGroup(f.ref, f.id, f.group, f.body, c),
     wire.GroupInfo: lambda f, c: GetGroups(f.ref, f.group, c),
+    wire.Block: lambda f, c: BlockUser(f.ref, f.user, True, c),
+    wire.Unblock: lambda f, c: BlockUser(f.ref, f.user, False, c),
+    wire.Blocked: lambda f, c: GetBlocked(f.ref, c),
 }
 
 # storage's receipt kinds ("delivered", "read", "failed") are the wire's names in lower case
@@ -72,6 +75,7 @@ _FRAMES: dict[type, Callable[[Any], wire.Frame]] = {
     PresenceChanged: lambda e: wire.Presence(e.user, e.online, e.last_seen),
     TypingChanged: lambda e: wire.TypingEvent(e.sender, e.typing),
     KeysFetched: key_directory.fetched_ack,
+    BlockedPage: lambda e: wire.BlockList(e.users),
     GroupRecord: lambda e: wire.GroupState(e.id, e.name, e.created_by, e.admins, e.members,
                                            e.version),
 }

@@ -12,10 +12,11 @@ Frames (one frozen dataclass each; ``ref`` is keyword-only, default 0):
 
     client -> server  Hello Register Confirm Login Send Received Read
                       Subscribe Typing Ping Bye KeysPublish KeysFetch KeysCount
+                      Block Unblock Blocked
                       GroupCreate GroupAdd GroupRemove GroupLeave GroupAdmin
                       GroupRename GroupSend GroupInfo
     server -> client  HelloOk Ack Error Message Receipt Presence TypingEvent
-                      KeyChanged GroupEvent GroupState
+                      KeyChanged GroupEvent GroupState BlockList
 
 Entry points:
 
@@ -58,6 +59,7 @@ __all__ = [
     "KeysPublish", "KeysFetch", "KeysCount", "KeyChanged", "MAX_PUBLISH", "MAX_MEDIA_REFS",
     "GroupCreate", "GroupAdd", "GroupRemove", "GroupLeave", "GroupAdmin", "GroupRename",
     "GroupSend", "GroupInfo", "GroupEvent", "GroupState", "GroupEventKind", "MAX_GROUP",
+    "Block", "Unblock", "Blocked", "BlockList", "MAX_BLOCK_LIST",
     "CLIENT_FRAMES", "SERVER_FRAMES", "encode", "encode_raw", "encode_ack", "encode_message",
     "encode_receipt", "encode_send", "encode_received", "decode_body",
     "decode_client_frame", "decode_server_frame", "FrameDecoder", "validate",
@@ -103,6 +105,9 @@ class FrameType(IntEnum):
     KEYS_PUBLISH = 24
     KEYS_FETCH = 25
     KEYS_COUNT = 26
+    BLOCK = 27
+    UNBLOCK = 28
+    BLOCKED = 29
     # server -> client
     HELLO_OK = 64
     ACK = 65
@@ -114,6 +119,7 @@ class FrameType(IntEnum):
     GROUP_EVENT = 71
     GROUP_STATE = 72
     KEY_CHANGED = 76
+    BLOCK_LIST = 77
 
 
 class ErrorCode(IntEnum):
@@ -363,6 +369,8 @@ Count = Annotated[int, _int(0, _U32)]
 Bundle = Annotated[bytes, _blob(_BUNDLE_MIN, _BUNDLE_MIN + _BUNDLE_PREKEY * MAX_PUBLISH)]
 BlobHash = Annotated[str, _match(r"[0-9a-f]{64}", "a SHA-256 of 64 lowercase hex digits")]
 MediaRefs = Annotated[tuple[str, ...], _list(BlobHash.__metadata__[0], 0, MAX_MEDIA_REFS)]
+MAX_BLOCK_LIST = 1024          # user ids one BLOCK_LIST carries (a longer list takes several)
+BlockedUsers = Annotated[tuple[str, ...], _list(UserId.__metadata__[0], 0, MAX_BLOCK_LIST)]
 
 
 # --- frames --------------------------------------------------------------
@@ -752,6 +760,35 @@ class GroupState(Frame):
     def __post_init__(self) -> None:
         _as_tuple(self, "admins")
         _as_tuple(self, "members")
+
+
+# -- blocking (docs/protocol.md, "Blocking") ---------------------------------
+
+@_frame(FrameType.BLOCK)
+@dataclass(frozen=True, slots=True)
+class Block(Frame):
+    user: UserId            # ACK nil: their 1:1 messages, presence and typing stop reaching us
+
+
+@_frame(FrameType.UNBLOCK)
+@dataclass(frozen=True, slots=True)
+class Unblock(Frame):
+    user: UserId            # ACK nil (also when not blocked)
+
+
+@_frame(FrameType.BLOCKED)
+@dataclass(frozen=True, slots=True)
+class Blocked(Frame):
+    pass                    # BLOCK_LIST frames, then ACK the number of users blocked
+
+
+@_frame(FrameType.BLOCK_LIST, pushed=True)
+@dataclass(frozen=True, slots=True)
+class BlockList(Frame):
+    users: BlockedUsers     # a page of the block list, in byte order of the ids
+
+    def __post_init__(self) -> None:
+        _as_tuple(self, "users")
 
 
 CLIENT_FRAMES: Mapping[FrameType, type[Frame]] = MappingProxyType(

@@ -58,6 +58,10 @@ SAMPLES = {
                                            ALICE, (BOB,), "Team 1", 1_700_000_000_004),
     FrameType.GROUP_STATE: wire.GroupState(f"{ALICE}/team-1", "Team 1", ALICE, (ALICE,),
                                            (ALICE, BOB), 2),
+    FrameType.BLOCK: wire.Block(BOB, ref=22),
+    FrameType.UNBLOCK: wire.Unblock(BOB, ref=23),
+    FrameType.BLOCKED: wire.Blocked(ref=24),
+    FrameType.BLOCK_LIST: wire.BlockList((ALICE, BOB)),
 }
 
 
@@ -541,3 +545,16 @@ def test_the_largest_group_state_fits_a_frame():
                             members, members, 2**32 - 1)
     assert len(encode(frame)) <= MAX_FRAME
     assert decode_server_frame(encode(frame)) == frame
+
+
+def test_a_block_list_page_is_bounded_and_fits_a_frame():
+    """BLOCK_LIST carries at most MAX_BLOCK_LIST ids; a full page of the
+    longest ids fits the frame cap; one more id is MALFORMED."""
+    longest = [f"+1{i:014d}" for i in range(wire.MAX_BLOCK_LIST + 1)]
+    full = wire.BlockList(tuple(longest[:-1]))
+    assert decode_server_frame(encode(full)) == full
+    with pytest.raises(FrameError) as error:
+        decode_server_frame(raw(FrameType.BLOCK_LIST, 0, longest))
+    assert error.value.code is ErrorCode.MALFORMED
+    with pytest.raises(FrameError):                     # a user id, strictly
+        decode_client_frame(raw(FrameType.BLOCK, 1, "bob"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from transport import wire
 from transport.wire import (
     MAX_BODY, Ack, Bye, Confirm, Error, ErrorCode, Frame, FrameDecoder, FrameError, Hello,
     HelloOk, Login, Message, Ping, Presence, Read, Receipt, ReceiptKind, Received, Register,
@@ -79,6 +80,9 @@ client_frames = st.one_of(
     with_ref(GroupRename, group_ids, group_names),
     with_ref(GroupSend, msg_ids, group_ids, bodies),
     with_ref(GroupInfo, st.one_of(st.none(), group_ids)),
+    with_ref(wire.Block, users),
+    with_ref(wire.Unblock, users),
+    with_ref(wire.Blocked),
 )
 server_frames = st.one_of(
     with_ref(HelloOk, st.integers(0, 2**32 - 1), heartbeats, st.binary(min_size=32, max_size=32),
@@ -96,6 +100,7 @@ server_frames = st.one_of(
            group_names, millis, st.integers(0, 2**32 - 1)),
     pushed(GroupState, group_ids, group_names, users, group_users, group_users,
            st.integers(0, 2**32 - 1)),
+    pushed(wire.BlockList, group_users),
 )
 
 
