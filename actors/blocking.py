@@ -41,6 +41,7 @@ log = logging.getLogger("switchboard.blocking")
 
 PAGE_USERS = 1024             # user ids per BLOCK_LIST (wire.MAX_BLOCK_LIST)
 YOU_BLOCKED = "you blocked this user: unblock them first"
+_NOBODY: frozenset = frozenset()    # shared by the sessions of users who block nobody (most)
 
 
 class Blocking:
@@ -48,7 +49,8 @@ class Blocking:
     ``self.system`` and ``_answer``; ``init_blocks`` runs in ``init``."""
 
     def init_blocks(self) -> None:
-        self.blocked: set[str] = set(self.mail.blocked_list(self.user))
+        users = self.mail.blocked_list(self.user)
+        self.blocked: set[str] | frozenset = set(users) if users else _NOBODY
         config = self.system.env.get("config") or {}
         self.max_blocked = int(config.get("max_blocked", MAX_BLOCKED))
 
@@ -58,6 +60,8 @@ class Blocking:
             return
         added = msg.on and msg.user not in self.blocked
         if added:
+            if self.blocked is _NOBODY:
+                self.blocked = set()
             self.blocked.add(msg.user)
         future = self.mail.set_block(self.user, msg.user, msg.on, self.max_blocked)
         cast = self.ref.notify              # a completion we asked for: never refused
@@ -68,11 +72,11 @@ class Blocking:
         future = msg.future
         error = asyncio.CancelledError() if future.cancelled() else future.exception()
         if error is not None:
-            if added:
+            if added and request.user in self.blocked:
                 self.blocked.discard(request.user)
             self._answer(request, Rejected(request.ref, _reason(error), str(error)))
             return
-        if not request.on:
+        if not request.on and request.user in self.blocked:     # (never in _NOBODY)
             self.blocked.discard(request.user)
         self._answer(request, Acked(request.ref))
 
