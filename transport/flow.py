@@ -26,7 +26,11 @@ so that no client can take the worker down for the others.
   a refused SEND the connection refuses every other SEND until that one
   comes again, so a pipelining client cannot have a later message overtake
   the refused one; so too after a SEND the session lost in a restart
-  (``Connection.bind``, answered INTERNAL).
+  (``Connection.bind``, answered INTERNAL), and after one sealed for a
+  device its recipient has replaced (STALE_DEVICE, ``transport.device_check``;
+  the client seals it again). A client that cannot seal such a SEND again
+  gives it up by sending it once more as it was: refused STALE_DEVICE
+  again, it does not set the gate again (``gate_stale``).
 
 ``FlowConfig`` holds the limits and their defaults (docs/operations.md);
 ``Limits`` the buckets, shared by a listener's connections. The defaults
@@ -45,6 +49,7 @@ from typing import Any, Callable
 from actors.messages import ResumePushes
 from actors.rate_limit import TokenBuckets, take_all
 from transport import wire
+from transport.device_check import stale_text
 
 __all__ = ["FlowConfig", "Limits", "FlowControl", "SENDS", "CHANGES", "RATED", "retry_ms"]
 
@@ -144,6 +149,7 @@ class FlowControl:
         self.draining = False               # a drain of ``held`` is scheduled
         self.reading = True
         self.send_gate: str | None = None   # a SEND refused for rate: no other SEND until it returns
+        self.gate_stale = False             # ... or refused STALE_DEVICE
         self.out_bytes = 0                  # in ``out``, not yet written
         self.buffered = 0                   # in the transport, as last read (it only shrinks)
         self.write_paused = False           # the transport is above its high-water mark
@@ -267,11 +273,31 @@ class FlowControl:
             self.refuse(frame, wait, why)
             return False
         self.send_gate = None
+        if type(frame) is wire.Send and frame.device is not None:
+            stale = stale_text(self.system, self.user, frame)
+            if stale is not None:
+                self.refuse_stale(frame, stale, again=gate is not None and self.gate_stale)
+                return False
         return True
+
+    def refuse_stale(self, frame: wire.Send, why: str, again: bool = False) -> None:
+        """ERROR STALE_DEVICE: nothing stored; the gate holds every other SEND
+        back until this one comes again (``again``: it is the gated SEND
+        itself, refused twice: given up, nothing is gated)."""
+        if not again and self.send_gate is None:
+            self.send_gate, self.gate_stale = frame.id, True
+        self.send(wire.Error(wire.ErrorCode.STALE_DEVICE, why[:256], ref=frame.ref))
+
+    def stale_refused(self, ref: int) -> None:
+        """The session answered SEND ``ref`` STALE_DEVICE (its device was
+        replaced after ``admit_send`` checked it): gate as ``refuse_stale``."""
+        id = self.sends_out.get(ref)
+        if id is not None and self.send_gate is None:
+            self.send_gate, self.gate_stale = id, True
 
     def refuse(self, frame: wire.Frame, wait: float, why: str) -> None:
         """ERROR RATE_LIMITED: the frame had no effect; try again in ``wait`` s."""
         if type(frame) in SENDS and self.send_gate is None and self.state == "logged_in":
-            self.send_gate = frame.id
+            self.send_gate, self.gate_stale = frame.id, False
         self.send(wire.Error(wire.ErrorCode.RATE_LIMITED, f"{why}; retry in {wait:.3f} s"[:256],
                              retry_ms(wait), ref=frame.ref))
