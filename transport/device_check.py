@@ -16,7 +16,9 @@ Where the recipient is homed on another node of a cluster, its account is
 not here: the check is made at its home when the message lands there
 (``storage.outq``), which answers with a FAILED receipt. The storage
 transaction checks again (``storage.mailbox.store_message``): a device
-replaced between this check and the commit is refused there.
+replaced between this check and the commit is refused there, STALE_DEVICE
+too, but without the gate (the SENDs behind it were checked already, and
+any sealed for the same device are refused as well: ids only grow).
 
 ``stale_text(system, sender, frame)``: why the SEND is stale, or None.
 """

@@ -29,8 +29,10 @@ so that no client can take the worker down for the others.
   (``Connection.bind``, answered INTERNAL), and after one sealed for a
   device its recipient has replaced (STALE_DEVICE, ``transport.device_check``;
   the client seals it again). A client that cannot seal such a SEND again
-  gives it up by sending it once more as it was: refused STALE_DEVICE
-  again, it does not set the gate again (``gate_stale``).
+  gives it up by sending it once more as it was (naming the same device):
+  refused STALE_DEVICE again, it does not set the gate again
+  (``gate_stale``: the device the refused SEND named). Sealed again for a
+  device that was replaced too meanwhile, it sets it again.
 
 ``FlowConfig`` holds the limits and their defaults (docs/operations.md);
 ``Limits`` the buckets, shared by a listener's connections. The defaults
@@ -149,7 +151,7 @@ class FlowControl:
         self.draining = False               # a drain of ``held`` is scheduled
         self.reading = True
         self.send_gate: str | None = None   # a SEND refused for rate: no other SEND until it returns
-        self.gate_stale = False             # ... or refused STALE_DEVICE
+        self.gate_stale: int | None = None  # ... or refused STALE_DEVICE: the device it named
         self.out_bytes = 0                  # in ``out``, not yet written
         self.buffered = 0                   # in the transport, as last read (it only shrinks)
         self.write_paused = False           # the transport is above its high-water mark
@@ -276,28 +278,22 @@ class FlowControl:
         if type(frame) is wire.Send and frame.device is not None:
             stale = stale_text(self.system, self.user, frame)
             if stale is not None:
-                self.refuse_stale(frame, stale, again=gate is not None and self.gate_stale)
+                self.refuse_stale(frame, stale, gave_up=gate is not None
+                                  and self.gate_stale == frame.device)
                 return False
         return True
 
-    def refuse_stale(self, frame: wire.Send, why: str, again: bool = False) -> None:
+    def refuse_stale(self, frame: wire.Send, why: str, gave_up: bool = False) -> None:
         """ERROR STALE_DEVICE: nothing stored; the gate holds every other SEND
-        back until this one comes again (``again``: it is the gated SEND
-        itself, refused twice: given up, nothing is gated)."""
-        if not again and self.send_gate is None:
-            self.send_gate, self.gate_stale = frame.id, True
+        back until this one comes again (``gave_up``: it is the gated SEND
+        itself, as it was: nothing is gated)."""
+        if not gave_up:
+            self.send_gate, self.gate_stale = frame.id, frame.device
         self.send(wire.Error(wire.ErrorCode.STALE_DEVICE, why[:256], ref=frame.ref))
-
-    def stale_refused(self, ref: int) -> None:
-        """The session answered SEND ``ref`` STALE_DEVICE (its device was
-        replaced after ``admit_send`` checked it): gate as ``refuse_stale``."""
-        id = self.sends_out.get(ref)
-        if id is not None and self.send_gate is None:
-            self.send_gate, self.gate_stale = id, True
 
     def refuse(self, frame: wire.Frame, wait: float, why: str) -> None:
         """ERROR RATE_LIMITED: the frame had no effect; try again in ``wait`` s."""
         if type(frame) in SENDS and self.send_gate is None and self.state == "logged_in":
-            self.send_gate, self.gate_stale = frame.id, False
+            self.send_gate, self.gate_stale = frame.id, None
         self.send(wire.Error(wire.ErrorCode.RATE_LIMITED, f"{why}; retry in {wait:.3f} s"[:256],
                              retry_ms(wait), ref=frame.ref))

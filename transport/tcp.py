@@ -37,8 +37,7 @@ from typing import Any
 from actors.actor import Actor
 from actors.counters import counters_of
 from actors.exits import ActorError
-from actors.messages import (STALE_DEVICE, Acked, KeysFetched, Rejected, SendGroup, SendMessage,
-                             TypingChanged)
+from actors.messages import Acked, KeysFetched, Rejected, SendGroup, SendMessage, TypingChanged
 from actors.session_registry import REGISTRY_NAME, CloseSession
 from transport import wire
 from storage.records import InboxItem
@@ -135,8 +134,8 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         "last_heard", "counters",
         # FlowControl (transport/flow.py)
         "flow", "limits", "outstanding", "in_flight", "held", "held_error", "draining",
-        "reading", "send_gate", "gate_stale", "sends_out", "out_bytes", "buffered", "write_paused", "backed_up_since",
-        "resuming", "pushed_seq", "slow", "tokens", "tokens_at")
+        "reading", "send_gate", "gate_stale", "sends_out", "out_bytes", "buffered", "write_paused",
+        "backed_up_since", "resuming", "pushed_seq", "slow", "tokens", "tokens_at")
 
     def __init__(self, system: Any, config: ListenerConfig, registry: set,
                  limits: Limits | None = None):
@@ -294,8 +293,6 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
     def push(self, event: Any) -> bool | None:
         kind = type(event)
         if kind in ANSWERS:                 # answers (and all but the two below) go out,
-            if kind is Rejected and event.reason == STALE_DEVICE:
-                self.stale_refused(event.ref)
             if not self.answered(event.ref):
                 return None                 # once: one answer per request
         elif kind is InboxItem or kind is TypingChanged:

@@ -100,6 +100,26 @@ async def test_a_stale_send_given_up_leaves_no_gate(node):
     await a.close()
 
 
+async def test_sealed_again_for_a_device_replaced_meanwhile_it_gates_again(node):
+    alice, first = await register(node, ALICE), await register(node, BOB)
+    second = await register(node, BOB)
+    a = await login(node, alice)
+    assert (await ask(a, wire.Send("r1", BOB, b"for 1", device=first.device, ref=a.ref()))).code \
+        is E.STALE_DEVICE
+    # Step 1: sealed again for device 2, which is replaced too before it arrives
+    third = await register(node, BOB)
+    reply = await ask(a, wire.Send("r1", BOB, b"for 2", device=second.device, ref=a.ref()))
+    assert reply.code is E.STALE_DEVICE and str(third.device) in reply.message
+    reply = await ask(a, wire.Send("r2", BOB, b"x", device=third.device, ref=a.ref()))
+    assert reply.code is E.RATE_LIMITED and "r1" in reply.message, reply     # gated again
+    # Step 2: sealed for device 3, it passes, and so does what waited
+    for frame in (wire.Send("r1", BOB, b"for 3", device=third.device, ref=a.ref()),
+                  wire.Send("r2", BOB, b"x", device=third.device, ref=a.ref())):
+        assert isinstance(await ask(a, frame), wire.Ack)
+    assert inbox_ids(node, BOB) == ["r1", "r2"]
+    await a.close()
+
+
 async def test_an_id_stored_before_the_device_changed_is_still_acked_as_stored(node):
     alice, old_bob = await register(node, ALICE), await register(node, BOB)
     a = await login(node, alice)
