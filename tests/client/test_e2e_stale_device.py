@@ -100,7 +100,7 @@ async def test_a_reply_from_the_side_that_did_not_begin_names_the_device_too(nod
     await bob.send(ALICE, "hi alice")
     assert await texts(alice, 1) == ["hi alice"]
     assert mail.count_keys(ALICE) == held
-    assert bob._e2e.store.device(ALICE) == alice.test_device
+    first_device = alice.test_device
     key, device = bob.test_key, bob.test_device
     await bob.close()
     await alice.close()
@@ -113,6 +113,7 @@ async def test_a_reply_from_the_side_that_did_not_begin_names_the_device_too(nod
     await asyncio.gather(*pending)
     # Step 3: Alice's new device reads both, in order
     assert await texts(alice, 2) == ["reply 0", "reply 1"]
+    assert (first_device, bob._e2e.store.device(ALICE)) == (1, 2)
     await alice.close()
     await bob.close()
 
