@@ -174,9 +174,10 @@ class E2EStore:
             raw = None if self.directory is None else self._load(
                 os.path.join("sessions", f"{user}.dev"), bytes)
             self._devices[user] = _DEVICE.unpack(raw) if raw and len(raw) == _DEVICE.size else None
-        known = self._devices[user]
-        identity = self.session(user).peer_identity
-        return known[1] if known is not None and identity is not None and known[0] == identity else None
+        known, identity = self._devices[user], self.session(user).peer_identity
+        if known is None or identity is None or known[0] != identity:
+            return None
+        return known[1]
 
     def set_device(self, user: str, identity: bytes, device: int) -> None:
         """``user``'s device with ``identity`` (their Ed25519 key) is ``device``."""

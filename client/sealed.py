@@ -83,13 +83,14 @@ class SealedCopies:
     """Message id -> ``Sealed``, in memory or under ``directory``, whose
     files ``write`` writes (``e2e_store.write_private``: 0600, atomic)."""
 
-    def __init__(self, directory: str | None = None, write: Callable[[str, bytes], None] | None = None,
-                 kept: int = KEPT):
+    def __init__(self, directory: str | None = None,
+                 write: Callable[[str, bytes], None] | None = None, kept: int = KEPT):
         self.directory, self.write, self.kept = directory, write, kept
         self._order: OrderedDict[str, Sealed | None] = OrderedDict()    # None: on disk only
         if directory is not None:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            names = [n for n in os.listdir(directory) if n.endswith(".bin") and _ID.fullmatch(n[:-4])]
+            names = [n for n in os.listdir(directory)
+                     if n.endswith(".bin") and _ID.fullmatch(n[:-4])]
             names.sort(key=lambda n: os.stat(os.path.join(directory, n)).st_mtime_ns)
             for name in names:
                 self._order[name[:-4]] = None

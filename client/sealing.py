@@ -91,7 +91,8 @@ class Sealing:
             if joined is not None:
                 return joined
             try:
-                wire.encode(wire.Send(frame.id, to, body, media, device), max_frame=client.max_frame)
+                wire.encode(wire.Send(frame.id, to, body, media, device),
+                            max_frame=client.max_frame)
             except wire.FrameError as error:
                 raise ValueError(f"message too large: {error.message}") from None
             if sealed is not None:
