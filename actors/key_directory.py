@@ -71,14 +71,15 @@ class KeyDirectory:
             self.keys_looked_up.discard(msg)
         home = federation.remote(msg.user) if federation is not None else None
         if home is not None:                # the keys live on the user's home node
-            fetched = federation.call(home, ("fetch_keys", self.user, msg.user))
+            fetched = federation.call(home, ("fetch_keys", self.user, msg.user)
+                                      + (() if msg.one_time else (False,)))
             mail, user = self.mail, self.user
             fetched.add_done_callback(      # and "tell them when my keys change" lives here
                 lambda done: (not done.cancelled() and done.exception() is None
                               and mail.add_key_contact(user, msg.user)))
             self._keys_op(msg, fetched)
         else:
-            self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user))
+            self._keys_op(msg, self.mail.fetch_keys(self.user, msg.user, msg.one_time))
 
     def _look_up_keys(self, federation: Any, msg: FetchKeys) -> None:
         """Look ``msg.user`` up in the cluster directory, then fetch again

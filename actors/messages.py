@@ -22,6 +22,7 @@ LOGIN_FAILED = "login_failed"
 INVALID = "invalid"
 INTERNAL = "internal"
 SESSION_REPLACED = "session_replaced"
+STALE_DEVICE = "stale_device"
 
 
 class ClientPort(Protocol):
@@ -67,13 +68,16 @@ class Detach:
 @dataclass(frozen=True)
 class SendMessage:
     """Store ``body`` for ``to`` under the sender's ``id``; ack ``ref`` after commit.
-    ``media``: hex SHA-256 of the blobs the body refers to (blob references)."""
+    ``media``: hex SHA-256 of the blobs the body refers to (blob references);
+    ``device``: the device of ``to`` the body is sealed for (STALE_DEVICE
+    when it is not ``to``'s current one)."""
     ref: int
     id: str
     to: str
     body: bytes
     client: Any = field(default=None, compare=False, repr=False)
     media: tuple[str, ...] = ()
+    device: int | None = None
 
 
 @dataclass(frozen=True)
@@ -311,10 +315,12 @@ class PublishKeys:
 
 @dataclass(frozen=True)
 class FetchKeys:
-    """Hand out ``user``'s bundle with at most one one-time prekey."""
+    """Hand out ``user``'s bundle with at most one one-time prekey (none
+    unless ``one_time``: the fetcher asks which device is current)."""
     ref: int
     user: str
     client: Any = field(default=None, compare=False, repr=False)
+    one_time: bool = True
 
 
 @dataclass(frozen=True)

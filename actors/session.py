@@ -63,7 +63,7 @@ from actors.group import forward as forward_to_group, group_info
 from actors.key_directory import KeyDirectory
 from actors.last_seen import LAST_SEEN_NAME, Seen, log_failed_write
 from actors.messages import (
-    INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, UNKNOWN_USER, AckInbox,
+    INTERNAL, INVALID, OFFLINE_FULL, SESSION_REPLACED, STALE_DEVICE, UNKNOWN_USER, AckInbox,
     Acked, Attach, BatchStored, Detach, FlushInbox, Heartbeat, InboxAppended, LingerExpired,
     MarkRead, PresenceChanged, Rejected, ResumePushes, SendMessage, SetTyping, Subscribe,
     TypingChanged,
@@ -74,7 +74,7 @@ from actors.router import nudge, route
 from actors.session_homes import RemoteHomes
 from actors.session_registry import clients_of
 from storage import (DuplicateId, HomeUnknown, InboxItem, InvalidArgument, Message, OfflineFull,
-                     UnknownUser)
+                     StaleDevice, UnknownUser)
 from storage.batch import ACK, READ, SEND
 
 __all__ = ["Session", "PAGE"]
@@ -255,8 +255,11 @@ class Session(RemoteHomes, KeyDirectory, Blocking, DrainBatch, Actor):
         ops = []
         for r in requests:
             if type(r) is SendMessage:
-                ops.append((SEND, r.id, r.to, r.body, r.media) if r.media
-                           else (SEND, r.id, r.to, r.body))
+                if r.device is not None:
+                    ops.append((SEND, r.id, r.to, r.body, r.media, r.device))
+                else:
+                    ops.append((SEND, r.id, r.to, r.body, r.media) if r.media
+                               else (SEND, r.id, r.to, r.body))
             elif type(r) is AckInbox:
                 ops.append((ACK, r.seqs))
             else:
@@ -306,6 +309,8 @@ class Session(RemoteHomes, KeyDirectory, Blocking, DrainBatch, Actor):
             return OFFLINE_FULL
         if isinstance(error, UnknownUser):
             return UNKNOWN_USER
+        if isinstance(error, StaleDevice):      # sealed for a replaced device: seal it again
+            return STALE_DEVICE
         if isinstance(error, (DuplicateId, InvalidArgument)):
             return INVALID
         if isinstance(error, HomeUnknown):      # the home map lags: resent shortly

@@ -16,7 +16,9 @@ General layout:
   and the reconnect delay policy (a pure function); ``ids``: message ids,
   made in time order.
 - ``encryption`` + ``e2e_store``: end-to-end encryption (keys published,
-  a session per contact, state kept 0600); ``group_e2e``: group bodies with
+  a session per contact, state kept 0600); ``sealing`` + ``sealed``: a 1:1
+  body sealed for the recipient's device, and sealed again from its kept
+  plaintext when that device was replaced; ``group_e2e``: group bodies with
   sender keys (``group_hold``: a group message held until its sender key
   arrives); ``media``: files encrypted on the client, over HTTP.
 - ``profile``, ``cli``: the terminal client behind ``run.py client``.

@@ -5,9 +5,14 @@ per contact, in memory or in the profile directory:
     <profile>/keys.bin              LocalKeys (holds the device seed)
     <profile>/trust.bin             TrustStore
     <profile>/sessions/<user>.bin   SessionRecord with that user's device
+    <profile>/sessions/<user>.dev   which device that is: its identity (32
+                                    bytes) and device id (u64), from the
+                                    directory (KEYS_FETCH)
     <profile>/groups/<sha256>.bin   GroupCipher (sender keys), named by the
                                     SHA-256 (hex) of the group id
     <profile>/opened/<seq>.bin      a message decrypted but not yet acknowledged
+    <profile>/sealed/<id>.bin       a message sealed, not yet delivered
+                                    (``client.sealed``)
 
 Every file holds secrets like the device seed does, so the directories are
 0700 and the files 0600, each written to a temporary file, fsynced, then
@@ -30,6 +35,13 @@ Group files are named by a hash, never by the id itself: the id of a
 sender key comes from whoever sent the distribution message, and a name
 of any length or with any byte must not become a path.
 
+Devices: a SEND names the device of the recipient its body is sealed for
+(docs/e2e.md, "A recipient's replaced device"). ``device(user)`` is the id
+the directory gave with the bundle the current session began from, or that
+a lookup gave for the identity of a session the other side began; it holds
+only while that identity is the current session's, so a new identity (a
+first message from a new device) makes it unknown again.
+
 A profile whose ``keys.bin`` belongs to another device key (the user
 registered this profile's phone on a new device) is not used: new keys
 and no sessions, since the old ones were with the old identity; and a new
@@ -47,15 +59,18 @@ import hashlib
 import logging
 import os
 import re
+import struct
 from typing import Callable
 
 from transport.crypto import DeviceKey
 from transport.e2e import E2EError, GroupCipher, LocalKeys, SessionRecord, TrustStore
+from client.sealed import SealedCopies
 
 __all__ = ["E2EStore", "write_private"]
 
 ONE_TIME = 100                  # one-time prekeys generated at first
 _HASHED = re.compile(r"[0-9a-f]{64}\.bin")   # a group file's name (_group_file)
+_DEVICE = struct.Struct(">32sQ")                # a .dev file: identity, device id
 
 log = logging.getLogger("switchboard.client")
 
@@ -82,6 +97,9 @@ class E2EStore:
         self._sessions: dict[str, SessionRecord] = {}
         self._groups: dict[str, GroupCipher] = {}
         self._opened: dict[int, bytes] = {}     # in memory only: seq -> record
+        self._devices: dict[str, tuple[bytes, int] | None] = {}   # user -> (identity, device)
+        self.sealed = SealedCopies(None if directory is None else os.path.join(directory, "sealed"),
+                                   write_private)
         if directory is not None:
             os.makedirs(os.path.join(directory, "sessions"), mode=0o700, exist_ok=True)
             os.makedirs(os.path.join(directory, "groups"), mode=0o700, exist_ok=True)
@@ -146,6 +164,23 @@ class E2EStore:
     def save_session(self, user: str) -> None:
         if self.directory is not None and user in self._sessions:
             write_private(self._path("sessions", f"{user}.bin"), self._sessions[user].to_bytes())
+
+    def device(self, user: str) -> int | None:
+        """The id of ``user``'s device the current session is with, if known."""
+        if user not in self._devices:
+            raw = None if self.directory is None else self._load(
+                os.path.join("sessions", f"{user}.dev"), bytes)
+            self._devices[user] = _DEVICE.unpack(raw) if raw and len(raw) == _DEVICE.size else None
+        known, identity = self._devices[user], self.session(user).peer_identity
+        if known is None or identity is None or known[0] != identity:
+            return None
+        return known[1]
+
+    def set_device(self, user: str, identity: bytes, device: int) -> None:
+        """``user``'s device with ``identity`` (their Ed25519 key) is ``device``."""
+        self._devices[user] = (identity, device)
+        if self.directory is not None:
+            write_private(self._path("sessions", f"{user}.dev"), _DEVICE.pack(identity, device))
 
     # -- opened, not yet acknowledged -------------------------------------------------
     def remember_opened(self, seq: int, sender: str, id: str, envelope: bytes) -> None:
@@ -232,6 +267,7 @@ class E2EStore:
         """Forget every session (they were with this device's old
         registration: its contacts dropped theirs at the KEY_CHANGED notice)."""
         self._sessions.clear()
+        self._devices.clear()
         if self.directory is not None:
             for name in os.listdir(self._path("sessions")):
                 os.unlink(self._path("sessions", name))
@@ -239,11 +275,13 @@ class E2EStore:
     def drop_session(self, user: str) -> None:
         """Forget every session with ``user`` (their device changed)."""
         self._sessions[user] = SessionRecord()
+        self._devices[user] = None
         if self.directory is not None:
-            try:
-                os.unlink(self._path("sessions", f"{user}.bin"))
-            except FileNotFoundError:
-                pass
+            for name in (f"{user}.bin", f"{user}.dev"):
+                try:
+                    os.unlink(self._path("sessions", name))
+                except FileNotFoundError:
+                    pass
 
 
 def _group_file(group: str) -> str:

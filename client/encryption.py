@@ -20,19 +20,29 @@ before it enters the outbox and opened before it becomes an event.
   contact's bundle (KEYS_FETCH, tried again for a few seconds while the
   answer is "try again" or does not come) if there is no session, checks the identity
   against the trust store (``IdentityChanged`` event if it changed),
-  encrypts, saves the session, and only then calls ``then(ciphertext)``
-  (the outbox), inside the lock, so bodies enter the outbox in the order
-  they were encrypted. A resend reuses the outbox's ciphertext: same bytes,
-  no second message key.
+  encrypts, saves the session, and only then calls ``then(ciphertext,
+  device)`` (the outbox), inside the lock, so bodies enter the outbox in
+  the order they were encrypted. ``device`` is the contact's device the
+  session is with (the SEND names it): the directory's answer with the
+  bundle, or, for a session the contact began, a lookup that hands out no
+  one-time prekey (KEYS_FETCH ``one_time`` false), once per identity; a
+  lookup that finds another identity begins a new session with it. A
+  resend reuses the outbox's ciphertext: same bytes, no second message key.
+- ``reseal(to, stale, envelopes)``: the contact replaced device ``stale``:
+  a new session with the device the directory names now (as a first send:
+  the trust store decides, ``IdentityChanged``), the envelopes encrypted in
+  order; ``current_device(to)``: which device the directory names now.
 - ``open(sender, body)``: for a first message checks the identity (a new
   one: event, and a fresh session record), decrypts, decodes the envelope,
   saves the session and the keys, and returns the envelope; raises
   ``E2EError`` for anything tampered with, replayed or malformed.
   ``open_item`` (the receive path) writes the plaintext copy of the item
   before it saves the session (E2EStore, "Opened messages").
-- ``key_changed(seq, user)``: the server's KEY_CHANGED notice: forget the
-  sessions with ``user``; the next send fetches the new device's bundle.
-  Once per notice: a re-push after a restart keeps the new session.
+- ``key_changed(seq, user, device)``: the server's KEY_CHANGED notice:
+  forget the sessions with ``user``; the next send fetches the new device's
+  bundle. Once per notice: a re-push after a restart keeps the new session,
+  and so does a notice of the device a session was begun with already
+  (a message sealed again after STALE_DEVICE got there first).
 - ``on_device_changed(user)`` (set by the client): called for each
   KEY_CHANGED notice and each new identity of a contact (a bundle or a
   first message), before the event: the group codec replaces the sender
@@ -117,16 +127,41 @@ class Encryption:
             await self.call(wire.KeysPublish(part.to_bytes()))
 
     # -- sending ------------------------------------------------------------------------------
-    async def seal(self, to: str, envelope: Envelope, then: Callable[[bytes], Any]) -> Any:
-        """Encrypt ``envelope`` for ``to``, save, and return ``then(ciphertext)``."""
+    async def seal(self, to: str, envelope: Envelope, then: Callable[[bytes, int], Any]) -> Any:
+        """Encrypt ``envelope`` for ``to``, save, and return ``then(ciphertext, device)``."""
         lock = self._locks.setdefault(to, asyncio.Lock())
         async with lock:
             record = self.store.session(to)
             if record.current is None:
                 record = await self._start(to)
+            device = self.store.device(to)
+            if device is None:                  # a session ``to`` began: which device is it?
+                record, device = await self._learn_device(to, record)
             body = record.encrypt(envelope.encode())
             self.store.save_session(to)
-            return then(body)
+            return then(body, device)
+
+    async def reseal(self, to: str, stale: int, envelopes: list[bytes]) -> tuple[int, list[bytes]]:
+        """``to`` replaced device ``stale``: encrypt ``envelopes`` (plaintext,
+        in order) for the device that replaced it; (that device, bodies).
+        Raises what a first send would (NO_KEYS: the new device has not
+        published keys yet, ...); ServerError STALE_DEVICE if the directory
+        still names ``stale``."""
+        async with self._locks.setdefault(to, asyncio.Lock()):
+            record, device = self.store.session(to), self.store.device(to)
+            if record.current is None or device is None or device == stale:
+                record = await self._start(to)  # older sessions kept: messages in flight open
+                device = self.store.device(to)
+            if device == stale:
+                raise ServerError(wire.ErrorCode.STALE_DEVICE,
+                                  f"the directory still names device {stale} of {to}")
+            bodies = [record.encrypt(envelope) for envelope in envelopes]
+            self.store.save_session(to)
+            return device, bodies
+
+    async def current_device(self, to: str) -> int:
+        """The device of ``to`` the directory names now (no prekey spent)."""
+        return (await self._fetch(to, one_time=False))["device"]
 
     async def _start(self, to: str) -> SessionRecord:
         answer = await self._fetch(to)
@@ -134,9 +169,22 @@ class Encryption:
         self._observe(to, bundle.identity)
         record = self.store.session(to)
         record.initiate(self.keys, bundle)
+        self.store.set_device(to, bundle.identity, answer["device"])
         return record
 
-    async def _fetch(self, to: str) -> Any:
+    async def _learn_device(self, to: str, record: SessionRecord) -> tuple[SessionRecord, int]:
+        """The device of ``to`` whose identity ``record`` is with, asked of
+        the directory without spending a one-time prekey; if the directory
+        names another identity, ``to`` replaced that device: a new session."""
+        answer = await self._fetch(to, one_time=False)
+        bundle = KeyBundle.from_bytes(answer["bundle"]).verify()
+        if bundle.identity == record.peer_identity:
+            self.store.set_device(to, bundle.identity, answer["device"])
+            return record, answer["device"]
+        record = await self._start(to)
+        return record, self.store.device(to)
+
+    async def _fetch(self, to: str, one_time: bool = True) -> Any:
         """KEYS_FETCH ``to``'s bundle. One request already asks again while
         the answer is "try again" (INTERNAL), within the request timeout;
         a restarting cluster node can take longer than that (its directory is
@@ -149,7 +197,7 @@ class Encryption:
         delay = FETCH_BACKOFF
         for attempt in range(1, FETCH_TRIES + 1):
             try:
-                return await self.call(wire.KeysFetch(to))
+                return await self.call(wire.KeysFetch(to, one_time))
             except RequestTimeout:
                 if attempt == FETCH_TRIES:
                     raise
@@ -212,17 +260,20 @@ class Encryption:
         if prekey:
             self.store.save_keys()              # its one-time prekey is gone
 
-    def key_changed(self, seq: int, user: str) -> None:
+    def key_changed(self, seq: int, user: str, device: int | None = None) -> None:
         """KEY_CHANGED item ``seq``: replace the sender keys ``user``'s old
         device holds (``on_device_changed``), drop the sessions with ``user``, once.
         The notice is pushed again after a restart until its RECEIVED is
         confirmed; by then a new session with the new device may exist,
         so a notice already handled (remembered like an opened message,
-        after the drop) changes nothing."""
+        after the drop) changes nothing, nor does one naming ``device``
+        when the current session is with it already (``reseal`` began it,
+        and the trust store announced the change then)."""
         if self.store.opened(seq, user, _KEY_CHANGED) is not None:
             return
-        self._device_changed(user)
-        self.store.drop_session(user)
+        if device is None or self.store.device(user) != device:
+            self._device_changed(user)
+            self.store.drop_session(user)
         self.store.remember_opened(seq, user, _KEY_CHANGED, b"")
 
     def _device_changed(self, user: str) -> None:

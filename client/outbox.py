@@ -9,12 +9,16 @@ is safe because the server deduplicates SENDs by (sender, id).
 Persistence (optional, ``path``): a JSON-lines journal in the client's
 profile directory, one line per change::
 
-    {"add": "<id>", "to": "+1555...", "body": "<base64>", "at": <ms>[, "media": [<sha256>...]]}
+    {"add": "<id>", "to": "+1555...", "body": "<base64>", "at": <ms>[, "media": [<sha256>...]]
+     [, "device": <the recipient's device the body is sealed for>]}
+    {"set": "<id>", "body": "<base64>", "device": <n>}     (sealed again: same place)
     {"del": "<id>"}
 
-An ``add`` is flushed and fsync'd before ``add()`` returns, so a message the
-app was told is queued survives a crash; a ``del`` is only flushed (losing
-one means a harmless resend). Opening replays the journal, ignores a torn
+An ``add`` (and a ``set``: ``replace()``, a body sealed again for the
+recipient's new device, which keeps its place in the order) is flushed and
+fsync'd before it returns, so a message the app was told is queued
+survives a crash; a ``del`` is only flushed (losing one means a harmless
+resend). Opening replays the journal, ignores a torn
 last line, and rewrites the file compacted; it is compacted again whenever
 deletions outnumber live entries by ``COMPACT_AFTER``.
 """
@@ -45,6 +49,8 @@ class OutboxEntry:
     pos: int = 0        # position in send order (set by the outbox)
     retries: int = 0    # INTERNAL / RATE_LIMITED answers so far
     media: tuple[str, ...] = ()   # blob hashes the body refers to (SEND.media)
+    device: int | None = None     # the recipient's device the body is sealed for (SEND.device)
+    reseals: int = 0    # times sealed again after STALE_DEVICE (memory only)
 
 
 class Outbox:
@@ -73,11 +79,21 @@ class Outbox:
         return self._entries.get(id)
 
     def add(self, id: str, to: str, body: bytes, at: int | None = None,
-            media: tuple[str, ...] = ()) -> OutboxEntry:
+            media: tuple[str, ...] = (), device: int | None = None) -> OutboxEntry:
         entry = OutboxEntry(id, to, body, int(time.time() * 1000) if at is None else at,
-                            media=tuple(media))
+                            media=tuple(media), device=device)
         self._insert(entry)
         self._write(_record(entry), sync=self.fsync)
+        return entry
+
+    def replace(self, id: str, body: bytes, device: int | None) -> OutboxEntry | None:
+        """A new body for queued message ``id`` (sealed again for ``device``),
+        in the same place in the order."""
+        entry = self._entries.get(id)
+        if entry is not None:
+            entry.body, entry.device = body, device
+            self._write({"set": id, "body": base64.b64encode(body).decode(), "device": device},
+                        sync=self.fsync)
         return entry
 
     def remove(self, id: str) -> OutboxEntry | None:
@@ -113,7 +129,13 @@ class Outbox:
                         self._entries.pop(record["add"], None)
                         self._insert(OutboxEntry(record["add"], record["to"],
                                                  base64.b64decode(record["body"]), int(record["at"]),
-                                                 media=tuple(record.get("media", ()))))
+                                                 media=tuple(record.get("media", ())),
+                                                 device=_device(record.get("device"))))
+                    elif "set" in record:
+                        entry = self._entries.get(record["set"])
+                        if entry is not None:
+                            entry.body = base64.b64decode(record["body"])
+                            entry.device = _device(record["device"])
                     else:
                         self._entries.pop(record["del"], None)
                 except (ValueError, KeyError, TypeError):
@@ -145,4 +167,14 @@ def _record(e: OutboxEntry) -> dict:
     record = {"add": e.id, "to": e.to, "body": base64.b64encode(e.body).decode(), "at": e.at}
     if e.media:
         record["media"] = list(e.media)
+    if e.device is not None:
+        record["device"] = e.device
     return record
+
+
+def _device(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ValueError(f"bad device {value!r}")
+    return value

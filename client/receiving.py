@@ -14,7 +14,12 @@ arrival order, and acknowledges inbox items:
   next login if need be.
 - A RECEIPT also moves the message's status up (``on_receipt``), as soon as
   it arrives; kind FAILED makes it ``Status.FAILED`` (and takes it out of
-  the outbox: ``sending``).
+  the outbox: ``sending``). With ``on_failed`` set (end-to-end), a FAILED
+  receipt of a 1:1 message is first offered to it: if it takes the receipt
+  (the recipient's home may have refused a body sealed for a replaced
+  device: ``client.sealing`` checks), the receipt waits, unacknowledged,
+  until it says ``release`` (a real failure: as above) or ``swallow`` (the
+  message was sealed again and resent: acknowledged, no event).
 - PRESENCE and TYPING_EVENT are passed on as they come (and the last
   presence of each user is kept).
 - With end-to-end encryption, ``opener`` turns a new MESSAGE into its
@@ -47,11 +52,12 @@ RECEIPT_STATUS = {wire.ReceiptKind.DELIVERED: ev.Status.DELIVERED,
 class Receiver:
     def __init__(self, on_receipt: Callable[[str, ev.Status], Any], *, ack_delay: float = 0.005,
                  opener: Callable[[wire.Message], Any] | None = None,
-                 on_key_changed: Callable[[int, str], Any] | None = None,
+                 on_key_changed: Callable[[int, str, int], Any] | None = None,
                  on_confirmed: Callable[[list[int]], Any] | None = None):
         self.on_receipt, self.ack_delay = on_receipt, ack_delay
         self.opener, self.on_key_changed = opener, on_key_changed
         self.on_confirmed = on_confirmed            # RECEIVED acked: the server let go
+        self.on_failed: Callable[[wire.Receipt], bool] | None = None    # True: taken (above)
         self.inbox = InboxTracker()
         self.presence: dict[str, ev.Presence] = {}
         self.groups: Any = None                     # client.groups.GroupInbox, set by Client
@@ -103,27 +109,40 @@ class Receiver:
         elif kind is wire.KeyChanged:
             if self.inbox.arrived(frame.seq):
                 if self.on_key_changed is not None:
-                    self.on_key_changed(frame.seq, frame.user)
+                    self.on_key_changed(frame.seq, frame.user, frame.device)
                 self.emit(ev.KeyChanged(frame.seq, frame.user, frame.device, frame.ts))
             else:
                 self._schedule()
         elif kind is wire.Receipt:
-            status = RECEIPT_STATUS[frame.kind]
-            self.on_receipt(frame.id, status)
-            if self.inbox.arrived(frame.seq):
-                if is_internal(frame.id):           # for the SDK's own message: not shown
-                    self.inbox.handed(frame.seq)
-                    self._schedule()
-                else:
-                    self.emit(ev.Receipt(frame.seq, status, frame.id, frame.by, frame.ts))
-            else:
-                self._schedule()
+            if (frame.kind is wire.ReceiptKind.FAILED and self.on_failed is not None
+                    and frame.group is None and self.on_failed(frame)):
+                return                              # it calls release or swallow
+            self.release(frame)
         elif kind is wire.Presence:
             presence = ev.Presence(frame.user, frame.online, frame.last_seen)
             self.presence[frame.user] = presence
             self.emit(presence)
         elif kind is wire.TypingEvent:
             self.emit(ev.Typing(frame.sender, frame.typing))
+
+    def release(self, frame: wire.Receipt) -> None:
+        """A RECEIPT's status change and event (once per seq)."""
+        status = RECEIPT_STATUS[frame.kind]
+        self.on_receipt(frame.id, status)
+        if self.inbox.arrived(frame.seq):
+            if is_internal(frame.id):               # for the SDK's own message: not shown
+                self.inbox.handed(frame.seq)
+                self._schedule()
+            else:
+                self.emit(ev.Receipt(frame.seq, status, frame.id, frame.by, frame.ts))
+        else:
+            self._schedule()
+
+    def swallow(self, seq: int) -> None:
+        """Inbox item ``seq`` is the SDK's own business: acknowledged, no event."""
+        if self.inbox.arrived(seq):
+            self.inbox.handed(seq)
+        self._schedule()
 
     # -- RECEIVED ------------------------------------------------------------------------------
     def online(self, conn: Connection) -> None:

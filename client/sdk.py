@@ -55,6 +55,7 @@ from client.ids import app_id, new_message_id
 from client.link import Link, checked
 from client.outbox import Outbox
 from client.receiving import Receiver
+from client.sealing import Sealing
 from client.sending import Sender
 
 __all__ = ["Client", "new_message_id", "checked"]
@@ -125,6 +126,7 @@ class Client(Groups, Blocking, Link):
         if e2e:                                 # group bodies: sender keys (client/group_e2e.py)
             self._groups.codec = SenderKeyCodec(self)
             self._e2e.on_device_changed = self._device_changed
+            self._sealing = Sealing(self)       # 1:1 bodies, sealed again for a new device
 
     @classmethod
     def connect(cls, host: str = "127.0.0.1", port: int = 5222, **options: Any) -> _Connecting:
@@ -207,32 +209,8 @@ class Client(Groups, Blocking, Link):
 
     async def _send_sealed(self, to: str, envelope: Envelope, media: tuple[str, ...],
                            id: str | None, sealed: Callable[[], None] | None = None) -> ev.Sent:
-        """Encrypt for ``to`` and queue. A retry of a queued id (same
-        recipient and plaintext: ``Sender.join``) joins it, reusing its
-        ciphertext; a different message under that id is a ValueError.
-        ``sealed`` runs once the body is encrypted, before it is queued."""
-        self._check_open()
-        frame = checked(wire.Send(new_message_id() if id is None else id, to, b"", media))
-        if to == self.user:
-            raise ValueError("cannot send a message to yourself")
-        digest = self._sender.digest(envelope.encode(), *(m.encode() for m in media))
-        joined = self._sender.join(frame.id, to, digest)
-        if joined is not None:
-            return await joined
-
-        def queue(body: bytes) -> asyncio.Future:
-            self._check_open()                  # the session may have ended during the fetch
-            joined = self._sender.join(frame.id, to, digest)    # a retry made meanwhile
-            if joined is not None:
-                return joined
-            try:
-                wire.encode(wire.Send(frame.id, to, body, media), max_frame=self.max_frame)
-            except wire.FrameError as error:
-                raise ValueError(f"message too large: {error.message}") from None
-            if sealed is not None:
-                sealed()
-            return self._sender.add(frame.id, to, body, media, digest)
-        return await (await self._e2e.seal(to, envelope, queue))
+        """Encrypt for ``to``'s device and queue (``client.sealing``)."""
+        return await self._sealing.send(to, envelope, media, id, sealed)
 
     async def send_file(self, to: str, path: str, *, mime: str | None = None,
                         caption: str = "", id: str | None = None) -> ev.Sent:

@@ -38,6 +38,15 @@ futures ``Client.send`` awaits. Its rules:
   already. If the message is still in the outbox (its ACK was lost), it
   leaves it, so it is never resent, and a ``send`` waiting for it fails
   with ``Undelivered``; the receipt event is the report (no ``SendFailed``).
+- STALE_DEVICE (a body sealed for a device the recipient has replaced), with
+  ``on_stale`` set (end-to-end: ``client.sealing``): the SEND goes back in
+  place, and ``on_stale(entry, conn)`` seals it again (``hold``: nothing is
+  sent meanwhile, so nothing overtakes it; ``replace`` its body; ``unhold``)
+  or gives it up (``fail``). The server's send gate refuses the SENDs in
+  flight behind it (RATE_LIMITED, 1 ms), which are resent in order after
+  it. A STALE_DEVICE answer to a body that was sealed again meanwhile only
+  resends it. ``on_done(id)``: the message needs no sealing again (it was
+  delivered, or failed for good).
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ from client.errors import ClientClosed, ConnectionLost, ServerError, Undelivered
 from client.events import Event, SendFailed, Sent, Status
 from client.groups import group_frame, is_group
 from client.ids import is_internal
-from client.outbox import Outbox
+from client.outbox import Outbox, OutboxEntry
 
 __all__ = ["Sender"]
 
@@ -80,6 +89,9 @@ class Sender:
         self.closed = False
         self.closed_reason: BaseException | None = None
         self._digests: dict[str, bytes] = {}     # queued id -> digest of its plaintext (memory only)
+        self._held = 0                            # seals again in progress: nothing is sent
+        self.on_stale: Callable[[OutboxEntry, Connection], None] | None = None
+        self.on_done: Callable[[str], None] | None = None
         for entry in outbox:
             self._set_status(entry.id, Status.QUEUED)
         if not len(outbox):
@@ -95,12 +107,13 @@ class Sender:
         return h.digest()
 
     def add(self, id: str, to: str, body: bytes, media: tuple[str, ...] = (),
-            digest: bytes | None = None) -> asyncio.Future:
-        """Queue a message (or join the one already queued with this id)."""
+            digest: bytes | None = None, device: int | None = None) -> asyncio.Future:
+        """Queue a message (or join the one already queued with this id);
+        ``device``: the recipient's device an end-to-end body is sealed for."""
         self._check_open()
         entry = self.outbox.get(id)
         if entry is None:
-            entry = self.outbox.add(id, to, body, media=media)
+            entry = self.outbox.add(id, to, body, media=media, device=device)
             if digest is not None:
                 self._digests[id] = digest
             self.emptied.clear()
@@ -142,10 +155,45 @@ class Sender:
         old = self.status.get(id, Status.SENT)
         if kind is Status.FAILED:
             return self._undelivered(id, old)
+        if kind >= Status.DELIVERED and self.on_done is not None:
+            self.on_done(id)
         if kind > old:
             self._set_status(id, kind)
             return True
         return False
+
+    # -- sealing again (STALE_DEVICE, a FAILED receipt: client/sealing.py) ---------------------
+    def hold(self) -> None:
+        """Send nothing until ``unhold`` (a message is being sealed again)."""
+        self._held += 1
+
+    def unhold(self) -> None:
+        self._held -= 1
+        self.pump()
+
+    def replace(self, id: str, body: bytes, device: int | None) -> None:
+        """Queued message ``id`` sealed again for ``device``: same place."""
+        entry = self.outbox.replace(id, body, device)
+        if entry is not None:
+            entry.reseals += 1
+
+    def requeue(self, id: str, to: str, body: bytes, media: tuple[str, ...], device: int) -> None:
+        """Message ``id``, acknowledged before, sealed again for ``device``
+        (its first body was refused where the recipient lives): sent again,
+        same id, after what is queued; ``replace`` if it is still queued."""
+        if self.outbox.get(id) is not None:
+            self.replace(id, body, device)
+            return
+        self._check_open()
+        entry = self.outbox.add(id, to, body, media=media, device=device)
+        self.emptied.clear()
+        self._set_status(id, Status.QUEUED)
+        heapq.heappush(self._unsent, (entry.pos, id))
+        self.pump()
+
+    def fail(self, id: str, error: Exception) -> None:
+        """Give queued message ``id`` up: ``SendFailed``, its futures fail."""
+        self._failed(id, error)
 
     # -- the connection's side ------------------------------------------------------------
     def online(self, conn: Connection) -> None:
@@ -176,7 +224,7 @@ class Sender:
     def pump(self) -> None:
         """Write SENDs in outbox order while logged in and under the in-flight cap."""
         conn = self.conn
-        if conn is None or not conn.usable or self._hold is not None:
+        if conn is None or not conn.usable or self._hold is not None or self._held:
             return
         while self._unsent and len(self.in_flight) < self._window:
             pos, id = heapq.heappop(self._unsent)
@@ -185,8 +233,9 @@ class Sender:
                 continue
             try:
                 conn.request(group_frame(entry.id, entry.to, entry.body) if is_group(entry.to)
-                             else wire.Send(entry.id, entry.to, entry.body, entry.media),
-                             lambda ack, error, id=id, conn=conn: self._answered(id, conn, ack, error))
+                             else wire.Send(entry.id, entry.to, entry.body, entry.media, entry.device),
+                             lambda ack, error, id=id, conn=conn, device=entry.device:
+                             self._answered(id, conn, ack, error, device))
             except wire.FrameError as error:     # over this server's max_frame
                 self._failed(id, ServerError(error.code, error.message))
                 continue
@@ -196,14 +245,19 @@ class Sender:
             self.in_flight[id] = conn
 
     # -- answers -------------------------------------------------------------------------------
-    def _answered(self, id: str, conn: Connection, ack: wire.Ack | None, error: Exception | None) -> None:
+    def _answered(self, id: str, conn: Connection, ack: wire.Ack | None, error: Exception | None,
+                  device: int | None = None) -> None:
         """The SEND's ACK or ERROR, handled as it is decoded (in wire order
-        with the RECEIPTs that may follow it in the same read)."""
+        with the RECEIPTs that may follow it in the same read); ``device``:
+        the one the body sent was sealed for."""
         if self.in_flight.get(id) is conn:
             del self.in_flight[id]
         if error is None:
             self._window = min(self.max_in_flight, 2 * self._window)
             self._acked(id, ack.value)
+        elif (isinstance(error, ServerError) and error.code is E.STALE_DEVICE
+              and self.on_stale is not None and device is not None):
+            self._stale(id, conn, device)
         elif isinstance(error, ServerError) and error.code in _RETRY and conn is self.conn:
             if error.code is E.RATE_LIMITED:
                 self._window = 1
@@ -212,6 +266,17 @@ class Sender:
             self._failed(id, error)
         # else: the connection is gone or going; the next login resends it
         self.pump()
+
+    def _stale(self, id: str, conn: Connection, device: int) -> None:
+        """STALE_DEVICE for a body sealed for ``device``: back in place; seal
+        it again unless that was done already (or the connection is gone:
+        the next login resends it, and the answer comes again)."""
+        entry = self.outbox.get(id)
+        if entry is None or conn is not self.conn:
+            return
+        heapq.heappush(self._unsent, (entry.pos, id))
+        if entry.device == device:
+            self.on_stale(entry, conn)
 
     def _acked(self, id: str, ts: object) -> None:
         entry = self._remove(id)
@@ -230,6 +295,8 @@ class Sender:
         if entry is None:
             return
         log.info("message %s to %s refused: %s", id, entry.to, error)
+        if self.on_done is not None:
+            self.on_done(id)
         self._set_status(id, Status.FAILED)
         self._resolve(id, SendFailed(id, entry.to, error), error)
         self._check_empty()
@@ -237,6 +304,8 @@ class Sender:
     def _undelivered(self, id: str, old: Status) -> bool:
         if old is Status.FAILED or old >= Status.DELIVERED:
             return False                            # a contradiction: the first word stands
+        if self.on_done is not None:
+            self.on_done(id)
         self._set_status(id, Status.FAILED)
         entry = self._remove(id)
         if entry is not None:                       # its ACK was lost: never send it again

@@ -18,7 +18,7 @@ upload nonces, taken once per node), ``api``.
 from storage.api import Storage, open_storage
 from storage.errors import (BadCode, CommitFailed, DuplicateId, EventsFull, GroupFull,
                             HomeUnknown, InvalidArgument, NotAdmin, NotMember, OfflineFull,
-                            StorageError, StoreClosed, UnknownGroup, UnknownUser)
+                            StaleDevice, StorageError, StoreClosed, UnknownGroup, UnknownUser)
 from storage.kv import DBS, Store, StoreStats, Txn
 from storage.records import (Account, CodeCheck, Confirmation, GroupEvent, GroupRecord, InboxItem,
                              InboxMeta, Message, Receipt, RoutedReceipt, Stored)
@@ -27,7 +27,7 @@ __all__ = [
     "Storage", "open_storage", "Store", "Txn", "StoreStats", "DBS",
     "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull", "DuplicateId",
     "BadCode", "CommitFailed", "StoreClosed", "UnknownGroup", "NotMember", "NotAdmin",
-    "GroupFull", "EventsFull", "HomeUnknown", "GroupEvent", "GroupRecord",
+    "GroupFull", "EventsFull", "HomeUnknown", "StaleDevice", "GroupEvent", "GroupRecord",
     "Account", "CodeCheck", "Confirmation", "InboxItem", "InboxMeta", "Message", "Receipt",
     "RoutedReceipt", "Stored",
 ]

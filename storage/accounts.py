@@ -15,7 +15,9 @@ dataclasses to ``submit``):
   code (given as its hash) and, if right, register the device; a wrong code
   is answered, not raised, so its attempt is counted (``storage.api`` turns
   it into ``BadCode`` for the caller);
-- ``get_account`` (a read).
+- reads: ``get_account``; ``stale_device``, the check of a SEND that
+  names the recipient's device (``storage.mailbox.store_message`` makes it
+  again in its transaction).
 
 Codes are stored hashed (``hash_code(phone, code)``, SHA-256 of both, is the
 hash ``check_code`` expects; ``confirm_device`` takes whatever hash the
@@ -33,13 +35,14 @@ from typing import Any
 
 from storage import keydir
 from storage.errors import InvalidArgument
-from storage.keys import phone_bytes
+from storage.keys import client_id_bytes, dedup_key, phone_bytes
 from storage.kv import Txn
+from storage.metas import current_device
 from storage.records import Account, CodeCheck, Confirmation, pack, quick_pickle, unpack
 
 __all__ = [
     "hash_code", "put_code", "check_code", "confirm_device", "register_device",
-    "get_account", "PutCode", "CheckCode", "ConfirmDevice", "RegisterDevice",
+    "get_account", "stale_device", "PutCode", "CheckCode", "ConfirmDevice", "RegisterDevice",
 ]
 
 VERIFY_KEY_SIZE = 32
@@ -121,6 +124,19 @@ def get_account(txn: Txn, phone: str) -> Account | None:
         return None
     v = unpack(raw)
     return Account(phone, v["device"], v["key"], v["at"])
+
+
+def stale_device(txn: Txn, sender: str, client_id: str, to: str, device: int) -> int | None:
+    """``to``'s current device when it is not ``device`` and ``sender`` has
+    not stored message ``client_id`` yet (a resend of one stored before
+    the device changed is answered as stored); else None, as when ``to``
+    has no account here (its home, or the store, decides)."""
+    current = current_device(txn, phone_bytes(to))
+    if current is None or current == device:
+        return None
+    if txn.get("dedup", dedup_key(phone_bytes(sender), client_id_bytes(client_id))) is not None:
+        return None
+    return current
 
 
 def all_phones(txn: Txn) -> list[str]:

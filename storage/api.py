@@ -103,6 +103,10 @@ class Storage:
     def get_account(self, phone: str) -> Account | None:
         return self.store.read(lambda txn: accounts.get_account(txn, phone))
 
+    def stale_device(self, sender: str, client_id: str, to: str, device: int) -> int | None:
+        """``to``'s current device if a SEND naming ``device`` is stale (a read)."""
+        return self.store.read(lambda txn: accounts.stale_device(txn, sender, client_id, to, device))
+
     def local_users(self) -> list[str]:
         return self.store.read(accounts.all_phones)
 
@@ -195,9 +199,10 @@ class Storage:
         """One-time prekeys held after publishing; ``WrongIdentity``, ``KeysFull``."""
         return self.store.submit(keydir.PublishKeys(user, identity, signed, tuple(one_time), cap))
 
-    def fetch_keys(self, fetcher: str, user: str) -> Future[keydir.FetchedKeys]:
-        """``UnknownUser``, ``NoKeys``; pops one one-time prekey."""
-        return self.store.submit(keydir.FetchKeys(fetcher, user))
+    def fetch_keys(self, fetcher: str, user: str, one_time: bool = True
+                   ) -> Future[keydir.FetchedKeys]:
+        """``UnknownUser``, ``NoKeys``; pops one one-time prekey (``one_time``)."""
+        return self.store.submit(keydir.FetchKeys(fetcher, user, one_time))
 
     def count_keys(self, user: str) -> int | None:
         return self.store.read(lambda txn: keydir.count_keys(txn, user))

@@ -22,8 +22,10 @@ stored, and nothing of it can have been acknowledged.
 
 Requests are plain tuples (the storage layer knows nothing of actors):
 
-- ``(SEND, client_id, to, body)`` or ``(SEND, client_id, to, body, media)``
-  -> ``Stored`` (``media``: blob hashes, held until acked: ``blob_refs``)
+- ``(SEND, client_id, to, body)``, ``(SEND, client_id, to, body, media)``
+  or ``(SEND, client_id, to, body, media, device)`` -> ``Stored``
+  (``media``: blob hashes, held until acked: ``blob_refs``; ``device``:
+  the recipient's device the body is sealed for, else ``StaleDevice``)
 - ``(ACK, seqs)`` -> ``list[RoutedReceipt]`` (delivered receipts)
 - ``(READ, peer, ids)`` or ``(READ, peer, ids, group)`` ->
   ``list[RoutedReceipt]`` (read receipts; ``group`` for a group's messages)
@@ -62,8 +64,10 @@ class UserBatch:                            # the writer unpickles ~3 per messag
             kind = request[0]
             try:
                 if kind == SEND:
+                    n = len(request)
                     value = store_message(txn, user, request[1], request[2], request[3],
-                                          ts, cap, metas, request[4] if len(request) > 4 else ())
+                                          ts, cap, metas, request[4] if n > 4 else (),
+                                          device=request[5] if n > 5 else None)
                 elif kind == ACK:
                     value = ack_inbox(txn, user, request[1], ts, metas)
                 elif kind == READ:

@@ -11,6 +11,7 @@ __all__ = [
     "StorageError", "InvalidArgument", "UnknownUser", "OfflineFull",
     "DuplicateId", "BadCode", "CommitFailed", "StoreClosed",
     "UnknownGroup", "NotMember", "NotAdmin", "GroupFull", "EventsFull", "HomeUnknown",
+    "StaleDevice",
 ]
 
 
@@ -84,6 +85,17 @@ class DuplicateId(StorageError):
         super().__init__(f"{sender} already used client id {client_id!r} for a message "
                          f"to {first_to}, not {to}")
         self.sender, self.client_id, self.first_to, self.to = sender, client_id, first_to, to
+
+
+class StaleDevice(StorageError):
+    """A message sealed end to end for ``device`` of ``phone``, which has
+    registered another device since (``current``): stored, it could never
+    be opened. Nothing was written; the sender seals it again."""
+
+    def __init__(self, phone: str, device: int, current: int):
+        super().__init__(f"device {device} is not the current device of {phone} ({current}): "
+                         f"fetch their keys and seal the message again")
+        self.phone, self.device, self.current = phone, device, current
 
 
 class BadCode(StorageError):

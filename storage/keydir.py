@@ -17,6 +17,8 @@ Transactions (plain functions over a ``Txn``) and their ops:
   the lowest-numbered one-time prekey, deleted in the same transaction that
   raises ``spent`` to its id, so no two fetchers ever get the same one, not
   even after a resent publish. ``NoKeys`` if nothing is published.
+  With ``one_time`` False none is handed out (the fetcher only asks which
+  device is current, for a session the other side began).
   The fetch also records the two users as *key contacts* of each other.
 - ``count_keys``: one-time prekeys held (None: no bundle), a read.
 - ``device_replaced``: called by ``accounts.register_device`` in the
@@ -136,7 +138,7 @@ def publish_keys(txn: Txn, user: str, identity: bytes, signed: bytes,
     return held
 
 
-def fetch_keys(txn: Txn, fetcher: str, user: str) -> FetchedKeys:
+def fetch_keys(txn: Txn, fetcher: str, user: str, one_time: bool = True) -> FetchedKeys:
     fb, ub = phone_bytes(fetcher), phone_bytes(user)
     if fb == ub:
         raise InvalidArgument("fetch your own keys from your device, not the directory")
@@ -145,18 +147,18 @@ def fetch_keys(txn: Txn, fetcher: str, user: str) -> FetchedKeys:
     if raw is None:
         raise NoKeys(user)
     record = unpack(raw)
-    one_time = None
-    found = list(txn.range("otk", ub + SEP, prefix_end(ub + SEP), limit=1))
+    handed = None
+    found = list(txn.range("otk", ub + SEP, prefix_end(ub + SEP), limit=1)) if one_time else ()
     if found:
         key, value = found[0]
-        one_time = (_U32.unpack_from(key, len(key) - 4)[0], bytes(value))
+        handed = (_U32.unpack_from(key, len(key) - 4)[0], bytes(value))
         txn.delete("otk", key)
         record["otk"] -= 1
-        record["spent"] = max(record.get("spent", 0), one_time[0])
+        record["spent"] = max(record.get("spent", 0), handed[0])
         txn.put("keys", ub, pack(record))
     txn.put("key_contacts", ub + SEP + fb, b"")
     txn.put("key_contacts", fb + SEP + ub, b"")
-    return FetchedKeys(record["device"], record["signed"], one_time)
+    return FetchedKeys(record["device"], record["signed"], handed)
 
 
 def add_key_contact(txn: Txn, phone: str, contact: str) -> None:
@@ -231,6 +233,7 @@ class AddKeyContact:
 class FetchKeys:
     fetcher: str
     user: str
+    one_time: bool = True
 
     def __call__(self, txn: Txn) -> FetchedKeys:
-        return fetch_keys(txn, self.fetcher, self.user)
+        return fetch_keys(txn, self.fetcher, self.user, self.one_time)

@@ -5,7 +5,8 @@ dataclasses to ``submit``):
 
 - ``store_message`` / ``StoreMessage``: idempotent on (sender, client id);
   appends a ``message`` item to the recipient's inbox unless it holds
-  ``cap`` messages already (``OfflineFull``);
+  ``cap`` messages already (``OfflineFull``) or names a device of the
+  recipient that is not the current one (``StaleDevice``);
 - ``ack_inbox`` / ``AckInbox``: deletes acked items (idempotent) and, for
   each message deleted, appends a ``delivered`` receipt to its sender's
   inbox in the same transaction;
@@ -41,12 +42,13 @@ from typing import Iterable
 
 from storage import blob_refs, outq
 from storage.blocks import blocks_pair
-from storage.errors import DuplicateId, HomeUnknown, InvalidArgument, OfflineFull, UnknownUser
+from storage.errors import (DuplicateId, HomeUnknown, InvalidArgument, OfflineFull, StaleDevice,
+                            UnknownUser)
 from storage.keys import (client_id_bytes, dedup_key, dedup_key_of_ttl, dedup_ttl_key, from_u64,
                           group_bytes, group_read_key, inbox_key, inbox_prefix, inbox_seq,
                           member_key, phone_bytes, prefix_end, u64)
 from storage.kv import Txn
-from storage.metas import Metas as _Metas, Remote, load_meta as _load_meta
+from storage.metas import Metas as _Metas, Remote, current_device, load_meta as _load_meta
 from storage.records import (InboxItem, InboxMeta, Receipt, RoutedReceipt, Stored,
                              pack, pack_message, quick_pickle, unpack, unpack_item)
 
@@ -64,14 +66,18 @@ MAX_READ_IDS = 1000
 def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
                   ts_ms: int, cap: int, metas: _Metas | None = None,
                   media: tuple[str, ...] = (), remote: Remote | None = None,
-                  origin: str | None = None) -> Stored:
+                  origin: str | None = None, device: int | None = None) -> Stored:
     """Append a message to ``to``'s inbox. Every refusal is raised before
     anything is written (``UserBatch`` relies on it); with ``metas`` given,
     the caller saves them (and their ``remote`` is used). ``media``: blob
     hashes the message refers to, held (``blob_refs``) until the recipient
     acks it. ``to`` homed on another node: queued there (module doc).
     ``origin``: the node that shipped it (``storage.outq``), kept with the
-    message and its dedup record for its receipts (``Metas.append``)."""
+    message and its dedup record for its receipts (``Metas.append``).
+    ``device``: the device of ``to`` the body is sealed for; another than
+    the one registered is ``StaleDevice``, after the dedup check (a resend
+    of a message stored before the device changed is still a duplicate),
+    and at ``to``'s home for one queued for another node (the item carries it)."""
     sb, tb, cid = phone_bytes(sender), phone_bytes(to), client_id_bytes(client_id)
     if type(body) is not bytes:
         raise InvalidArgument("message body must be bytes")
@@ -89,10 +95,15 @@ def store_message(txn: Txn, sender: str, client_id: str, to: str, body: bytes,
         metas = _Metas.of(txn, remote)
     node = metas.node_of(tb)
     if node is not None:                    # its home applies require_user, cap, blob_refs
-        outq.put(txn, node, ("msg", sender, client_id, to, body, ts_ms, tuple(media)))
+        item = ("msg", sender, client_id, to, body, ts_ms, tuple(media))
+        outq.put(txn, node, item if device is None else (*item, device))
         _record_sent(txn, dk, to, 0, ts_ms)
         return Stored(0, ts_ms)
     metas.require_user(tb, to)
+    if device is not None:
+        current = current_device(txn, tb)
+        if current != device:
+            raise StaleDevice(to, device, current)
     meta = metas[tb]
     if meta.get("blk") and blocks_pair(txn, meta, tb, sb):  # dropped unseen (storage.blocks)
         _record_sent(txn, dk, to, 0, ts_ms, origin, blocked=True)

@@ -27,7 +27,8 @@ from storage.keys import inbox_key
 from storage.kv import Txn
 from storage.records import Message, Receipt, pack, pack_item, unpack
 
-__all__ = ["Metas", "MixedRemotes", "load_meta", "Remote", "Homes", "WRITER_HOMES"]
+__all__ = ["Metas", "MixedRemotes", "load_meta", "current_device", "Remote", "Homes",
+           "WRITER_HOMES"]
 
 Remote = Callable[[str], str | None]
 
@@ -66,6 +67,13 @@ def load_meta(txn: Txn, user: bytes) -> dict:
     meta = unpack(raw)
     meta.setdefault("evts", 0)              # written before group items were counted
     return meta
+
+
+def current_device(txn: Txn, user: bytes) -> int | None:
+    """The device id ``user`` has registered on this node last (None: no
+    account here). A SEND naming another device of ``user`` is stale."""
+    raw = txn.get("users", user)
+    return None if raw is None else unpack(raw)["device"]
 
 
 class MixedRemotes(RuntimeError):

@@ -33,12 +33,19 @@ store's forwarder is gone.)
 
 Items (msgpack-able tuples):
 
-- ``("msg", sender, client_id, to, body, ts_ms, media)``: a 1:1 message
-  accepted at the sender's home; applied with ``mailbox.store_message``
-  (dedup on (sender, client id) here too: ``store_read`` checks that
-  record later). A refusal here (``OfflineFull``, ``UnknownUser``) is not
-  an error of the shipment: a ``failed`` receipt goes back to the sender;
-  a duplicate (or a reused id, ``DuplicateId``) is skipped;
+- ``("msg", sender, client_id, to, body, ts_ms, media[, device])``: a 1:1
+  message accepted at the sender's home; applied with
+  ``mailbox.store_message`` (dedup on (sender, client id) here too:
+  ``store_read`` checks that record later). A refusal here
+  (``OfflineFull``, ``UnknownUser``, ``StaleDevice``: ``device``, the
+  recipient's device the body is sealed for, is not the one registered
+  here) is not an error of the shipment: a ``failed`` receipt goes back to
+  the sender; a duplicate (or a reused id, ``DuplicateId``) is skipped;
+- ``("unsent", sender, client_id, to)``: queued back to the origin with
+  the ``failed`` receipt of a ``StaleDevice`` refusal, ahead of it: the
+  origin forgets the id (its dedup record, if it is this shipped message),
+  so the sender's resend under the same id, sealed again, is stored and
+  shipped rather than answered as a duplicate;
 - ``("item", user, kind, packed)``: an inbox item already packed
   (``records.pack_item``), ``kind`` "message", "receipt" or "event" (a
   group item); appended as ``Metas`` does; for a user unknown here it is
@@ -67,9 +74,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.errors import DuplicateId, InvalidArgument, OfflineFull, StorageError, UnknownUser
-from storage.keys import (node_bytes, outq_key, outq_prefix, outq_seq, phone_bytes,
-                          prefix_end)
+from storage.errors import (DuplicateId, InvalidArgument, OfflineFull, StaleDevice,
+                            StorageError, UnknownUser)
+from storage.keys import (client_id_bytes, dedup_key, dedup_ttl_key, node_bytes, outq_key,
+                          outq_prefix, outq_seq, phone_bytes, prefix_end)
 from storage.group_missed import fold_missed
 from storage.kv import Txn
 from storage.records import (InboxItem, Message, Receipt, pack, quick_pickle, unpack,
@@ -82,7 +90,7 @@ log = logging.getLogger(__name__)
 
 _EPOCH = b"\x00epoch"           # in outq_meta; no node name starts with b"\x00"
 ITEM_KINDS = ("message", "receipt", "event")
-_ARITY = {"msg": 7, "item": 4, "group": 7, "missed": 7}
+_ARITY = {"msg": (7, 8), "item": (4,), "group": (7,), "missed": (7,), "unsent": (4,)}
 
 
 def epoch(txn: Txn) -> str:
@@ -97,7 +105,9 @@ def epoch(txn: Txn) -> str:
 
 
 def _check_item(item: Any) -> tuple:
-    if type(item) not in (tuple, list) or not item or _ARITY.get(item[0]) != len(item):
+    if type(item) not in (tuple, list) or not item or len(item) not in _ARITY.get(item[0], ()):
+        raise InvalidArgument(f"not an outq item: {item!r:.200}")
+    if item[0] == "msg" and len(item) == 8 and not (type(item[7]) is int and item[7] >= 1):
         raise InvalidArgument(f"not an outq item: {item!r:.200}")
     if item[0] in ("item", "group") and (item[2] not in ITEM_KINDS or type(item[3]) is not bytes):
         raise InvalidArgument(f"not an outq item: {item!r:.200}")
@@ -241,7 +251,7 @@ def apply(txn: Txn, origin: str, epoch: str, items: list[tuple[int, tuple]], cap
             from storage.outq_fold import apply_missed
             apply_missed(txn, metas, item, nudges)
         else:
-            {"item": _apply_item, "group": _apply_group}[item[0]](txn, metas, item, cap, nudges)
+            _APPLY[item[0]](txn, metas, item, cap, nudges)
     metas.save()
     txn.put("outq_applied", ob, pack({"epoch": epoch, "seq": last}))
     return Applied(last, nudges, media)
@@ -252,13 +262,15 @@ def _apply_msg(txn: Txn, metas, item: tuple, cap: int, nudges: list, origin: str
     Its receipts go to the sender's home, or back to ``origin`` while the
     home map here does not list the sender yet (``Metas.append``)."""
     from storage.mailbox import store_message
-    _, sender, client_id, to, body, ts, media = item
+    _, sender, client_id, to, body, ts, media, *device = item
     try:
         stored = store_message(txn, sender, client_id, to, body, ts, cap, metas, tuple(media),
-                               origin=origin)
-    except (OfflineFull, UnknownUser) as refused:
+                               origin=origin, device=device[0] if device else None)
+    except (OfflineFull, UnknownUser, StaleDevice) as refused:
         log.info("outq: %s refused here (%s): a failed receipt goes to %s",
                  client_id, refused, sender)
+        if isinstance(refused, StaleDevice):    # the origin lets the id be sent again
+            put(txn, origin, ("unsent", sender, client_id, to))
         _append(metas, sender, Receipt("failed", client_id, to, ts), nudges, via=origin)
         return False
     except DuplicateId as reused:
@@ -298,6 +310,22 @@ def _apply_group(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
         nudges.append((member, marker))
         return
     nudges.append((user, unpack_item(_add(metas, ub, kind, value), value)))
+
+
+def _apply_unsent(txn: Txn, metas, item: tuple, cap: int, nudges: list) -> None:
+    """Forget ``client_id``'s dedup record if it is the message shipped to
+    ``to`` from here (seq 0) that its home refused for a stale device."""
+    _, sender, client_id, to = item
+    dk = dedup_key(phone_bytes(sender), client_id_bytes(client_id))
+    raw = txn.get("dedup", dk)
+    first = unpack(raw) if raw is not None else None
+    if first is None or first["to"] != to or first["seq"] != 0:
+        return
+    txn.delete("dedup", dk)
+    txn.delete("dedup_ttl", dedup_ttl_key(first["ts"], dk))
+
+
+_APPLY = {"item": _apply_item, "group": _apply_group, "unsent": _apply_unsent}
 
 
 def _append(metas, user: str, receipt: Receipt, nudges: list, via: str | None = None) -> None:

@@ -26,7 +26,13 @@ so that no client can take the worker down for the others.
   a refused SEND the connection refuses every other SEND until that one
   comes again, so a pipelining client cannot have a later message overtake
   the refused one; so too after a SEND the session lost in a restart
-  (``Connection.bind``, answered INTERNAL).
+  (``Connection.bind``, answered INTERNAL), and after one sealed for a
+  device its recipient has replaced (STALE_DEVICE, ``transport.device_check``;
+  the client seals it again). A client that cannot seal such a SEND again
+  gives it up by sending it once more as it was (naming the same device):
+  refused STALE_DEVICE again, it does not set the gate again
+  (``gate_stale``: the device the refused SEND named). Sealed again for a
+  device that was replaced too meanwhile, it sets it again.
 
 ``FlowConfig`` holds the limits and their defaults (docs/operations.md);
 ``Limits`` the buckets, shared by a listener's connections. The defaults
@@ -45,6 +51,7 @@ from typing import Any, Callable
 from actors.messages import ResumePushes
 from actors.rate_limit import TokenBuckets, take_all
 from transport import wire
+from transport.device_check import stale_text
 
 __all__ = ["FlowConfig", "Limits", "FlowControl", "SENDS", "CHANGES", "RATED", "retry_ms"]
 
@@ -144,6 +151,7 @@ class FlowControl:
         self.draining = False               # a drain of ``held`` is scheduled
         self.reading = True
         self.send_gate: str | None = None   # a SEND refused for rate: no other SEND until it returns
+        self.gate_stale: int | None = None  # ... or refused STALE_DEVICE: the device it named
         self.out_bytes = 0                  # in ``out``, not yet written
         self.buffered = 0                   # in the transport, as last read (it only shrinks)
         self.write_paused = False           # the transport is above its high-water mark
@@ -267,11 +275,25 @@ class FlowControl:
             self.refuse(frame, wait, why)
             return False
         self.send_gate = None
+        if type(frame) is wire.Send and frame.device is not None:
+            stale = stale_text(self.system, self.user, frame)
+            if stale is not None:
+                self.refuse_stale(frame, stale, gave_up=gate is not None
+                                  and self.gate_stale == frame.device)
+                return False
         return True
+
+    def refuse_stale(self, frame: wire.Send, why: str, gave_up: bool = False) -> None:
+        """ERROR STALE_DEVICE: nothing stored; the gate holds every other SEND
+        back until this one comes again (``gave_up``: it is the gated SEND
+        itself, as it was: nothing is gated)."""
+        if not gave_up:
+            self.send_gate, self.gate_stale = frame.id, frame.device
+        self.send(wire.Error(wire.ErrorCode.STALE_DEVICE, why[:256], ref=frame.ref))
 
     def refuse(self, frame: wire.Frame, wait: float, why: str) -> None:
         """ERROR RATE_LIMITED: the frame had no effect; try again in ``wait`` s."""
         if type(frame) in SENDS and self.send_gate is None and self.state == "logged_in":
-            self.send_gate = frame.id
+            self.send_gate, self.gate_stale = frame.id, None
         self.send(wire.Error(wire.ErrorCode.RATE_LIMITED, f"{why}; retry in {wait:.3f} s"[:256],
                              retry_ms(wait), ref=frame.ref))

@@ -40,7 +40,7 @@ def publish_command(frame: wire.KeysPublish, client: Any) -> Any:
 
 
 def fetch_command(frame: wire.KeysFetch, client: Any) -> FetchKeys:
-    return FetchKeys(frame.ref, frame.user, client)
+    return FetchKeys(frame.ref, frame.user, client, frame.one_time)
 
 
 def fetched_ack(event: KeysFetched) -> wire.Ack:

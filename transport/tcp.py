@@ -139,8 +139,8 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         "last_heard", "counters",
         # FlowControl (transport/flow.py)
         "flow", "limits", "outstanding", "in_flight", "held", "held_error", "draining",
-        "reading", "send_gate", "sends_out", "out_bytes", "buffered", "write_paused", "backed_up_since",
-        "resuming", "pushed_seq", "slow", "tokens", "tokens_at")
+        "reading", "send_gate", "gate_stale", "sends_out", "out_bytes", "buffered", "write_paused",
+        "backed_up_since", "resuming", "pushed_seq", "slow", "tokens", "tokens_at")
 
     def __init__(self, system: Any, config: ListenerConfig, registry: set,
                  limits: Limits | None = None):
@@ -271,7 +271,7 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
         except ActorError:
             self.answered(command.ref)
             if type(command) in _SENDS and self.send_gate is None:
-                self.send_gate = command.id         # nothing overtakes it (``bind``)
+                self.send_gate, self.gate_stale = command.id, None   # nothing overtakes it
             self.send(wire.Error(E.INTERNAL, "session restarting; resend", ref=command.ref))
 
     def bind(self, session: Any) -> None:
@@ -288,7 +288,7 @@ class Connection(Authentication, FlowControl, asyncio.Protocol):
             lost, self.outstanding, self.sends_out = sum(self.outstanding.values()), {}, {}
             self.window_freed(lost)
             if lost_sends:          # admitted before any gate there is: it goes first
-                self.send_gate = lost_sends[0]
+                self.send_gate, self.gate_stale = lost_sends[0], None
         self.session = session
         self.pushed_seq, self.backed_up_since, self.resuming = 0, None, False  # it pushes anew
         waiting, self.waiting = self.waiting, []

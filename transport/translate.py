@@ -25,7 +25,7 @@ from transport.flow import retry_ms
 __all__ = ["command_for", "frame_for", "bytes_for"]
 
 _COMMANDS: dict[type, Callable[[Any, Any], Any]] = {
-    wire.Send: lambda f, c: SendMessage(f.ref, f.id, f.to, f.body, c, f.media),
+    wire.Send: lambda f, c: SendMessage(f.ref, f.id, f.to, f.body, c, f.media, f.device),
     wire.KeysPublish: key_directory.publish_command,
     wire.KeysFetch: key_directory.fetch_command,
     wire.KeysCount: lambda f, c: CountKeys(f.ref, c),

@@ -147,6 +147,7 @@ class ErrorCode(IntEnum):
     WRONG_IDENTITY = 25
     NO_KEYS = 26
     KEYS_FULL = 27
+    STALE_DEVICE = 28       # SEND sealed for a device the recipient has replaced: seal it again
     SLOW_CONSUMER = 30      # the client stopped reading: its queued output passed the limit
     WRONG_NODE = 31         # not this user's home node: ``redirect`` says where to go
 
@@ -330,6 +331,7 @@ VerifyKey = Annotated[bytes, _blob(32, 32)]
 Signature = Annotated[bytes, _blob(64, 64)]
 Nonce = Annotated[bytes, _blob(32, 32)]
 DeviceId = Annotated[int, _int(1, _I63)]
+MaybeDevice = Annotated[int | None, _optional(DeviceId.__metadata__[0])]
 MsgId = Annotated[str, _match(r"[A-Za-z0-9_-]{1,64}", "a message id of 1..64 [A-Za-z0-9_-]")]
 Body = Annotated[bytes, _blob(0, MAX_BODY)]
 Seq = Annotated[int, _int(1, _I63)]
@@ -496,7 +498,7 @@ class Login(Frame):
     signature: Signature    # Ed25519 over login_challenge(nonce, user, device)
 
 
-@_frame(FrameType.SEND, trim=("media",))
+@_frame(FrameType.SEND, trim=("media", "device"))
 @dataclass(frozen=True, slots=True)
 class Send(Frame):
     id: MsgId               # client-chosen; a retry with the same id is a no-op
@@ -504,6 +506,8 @@ class Send(Frame):
     body: Body
     media: MediaRefs = ()   # optional: hex SHA-256 of the blobs the (encrypted) body
                             # refers to, so the server can count references (blob GC)
+    device: MaybeDevice = None  # optional: the recipient's device the body is sealed for;
+                                # not the current one: STALE_DEVICE, nothing stored
 
     def __post_init__(self) -> None:
         _as_tuple(self, "media")
@@ -563,10 +567,11 @@ class KeysPublish(Frame):
     bundle: Bundle          # an e2e KeyBundle: replaces the signed part, adds its one-time prekeys
 
 
-@_frame(FrameType.KEYS_FETCH)
+@_frame(FrameType.KEYS_FETCH, trim=("one_time",))
 @dataclass(frozen=True, slots=True)
 class KeysFetch(Frame):
     user: UserId            # ACK {"device": int, "bundle": bin} with at most one one-time prekey
+    one_time: Flag = True   # optional: false, none is handed out (which device is current?)
 
 
 @_frame(FrameType.KEYS_COUNT)

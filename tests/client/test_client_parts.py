@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import given, strategies as st
@@ -10,7 +11,9 @@ from hypothesis import given, strategies as st
 from client.backoff import Backoff
 from client.ids import ALPHABET, new_message_id
 from client.inbox import InboxTracker
+from client.e2e_store import write_private
 from client.outbox import Outbox
+from client.sealed import Sealed, SealedCopies
 from client import outbox as outbox_module
 
 
@@ -142,6 +145,38 @@ def test_outbox_journal_replays(tmp_path):
     again.close()
     with open(path) as f:                           # compacted on open
         assert [json.loads(line)["add"] for line in f] == ["m0", "m2", "m4"]
+
+
+def test_outbox_replace_keeps_the_place_and_replays(tmp_path):
+    path = str(tmp_path / "outbox.jsonl")
+    box = Outbox(path)
+    for i in range(3):
+        box.add(f"m{i}", "+15550000002", b"for 1", device=1 if i < 2 else None)
+    box.replace("m0", b"for 2", 2)                  # sealed again: same place
+    assert box.replace("gone", b"x", 2) is None
+    box.close()
+    again = Outbox(path)
+    assert [(e.id, e.body, e.device) for e in again] == [
+        ("m0", b"for 2", 2), ("m1", b"for 1", 1), ("m2", b"for 1", None)]
+    again.close()
+    with open(path) as f:                           # compacted: the new body in the add
+        assert [json.loads(line).get("device") for line in f] == [2, 1, None]
+
+
+def test_sealed_copies_are_bounded_kept_on_disk_and_read_back(tmp_path):
+    copies = SealedCopies(str(tmp_path / "sealed"), write_private, kept=3)
+    for i in range(4):
+        copies.keep(f"m{i}", Sealed("+15550000002", 1, b"plain %d" % i, ("ab" * 32,) if i else ()))
+    assert len(copies) == 3 and copies.get("m0") is None          # the oldest went
+    copies.update("m1", device=2, failed_seq=7, reseals=1)
+    copies.keep("../escape", Sealed("+15550000002", 1, b"x"))       # not a message id: not kept
+    again = SealedCopies(str(tmp_path / "sealed"), write_private, kept=3)
+    assert again.get("m1") == Sealed("+15550000002", 2, b"plain 1", ("ab" * 32,), 7, 1)
+    assert again.get("m3").envelope == b"plain 3" and again.get("../escape") is None
+    assert sorted(os.listdir(tmp_path / "sealed")) == ["m1.bin", "m2.bin", "m3.bin"]
+    assert oct(os.stat(tmp_path / "sealed" / "m1.bin").st_mode & 0o777) == "0o600"
+    again.forget("m1")
+    assert again.get("m1") is None and len(again) == 2
 
 
 def test_outbox_survives_a_torn_last_line(tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from storage import (DuplicateId, InboxMeta, InvalidArgument, OfflineFull, Receipt, RoutedReceipt,
-                     Stored, UnknownUser)
+                     StaleDevice, Stored, UnknownUser)
 from storage.batch import ACK, READ, SEND, UserBatch
 from storage.errors import StorageError
 from storage.mailbox import recount_inbox
@@ -183,3 +183,29 @@ async def test_ops_with_different_homes_in_one_batch_each_see_the_others_appends
         audit(h, RECEIVER)
     finally:
         h.close()
+
+
+async def test_a_send_for_a_replaced_device_fails_alone_and_leaves_no_dedup(users):
+    s = users.storage
+    # RECEIVER is on device 1; a message sealed for it is stored
+    results = await s.user_batch(SENDER, [(SEND, "d1", RECEIVER, b"for 1", (), 1)], T, CAP)
+    assert results == [(True, Stored(1, T))]
+    await s.register_device(RECEIVER, bytes(32), T)              # device 2 now
+    assert s.get_account(RECEIVER).device_id == 2
+    results = await s.user_batch(SENDER, [
+        (SEND, "d1", RECEIVER, b"for 1", (), 1),       # stored before the change: a duplicate
+        (SEND, "d2", RECEIVER, b"for 1", (), 1),       # stale: refused, nothing written
+        (SEND, "d3", RECEIVER, b"no device"),          # as before
+    ], T + 1, CAP)
+    assert results[0] == (True, Stored(1, T, duplicate=True))
+    assert not results[1][0] and isinstance(results[1][1], StaleDevice)
+    assert (results[1][1].device, results[1][1].current) == (1, 2)
+    assert results[2] == (True, Stored(2, T + 1))
+    assert s.stale_device(SENDER, "d2", RECEIVER, 1) == 2      # the connection's read agrees
+    assert s.stale_device(SENDER, "d1", RECEIVER, 1) is None   # stored: answered as stored
+    assert s.stale_device(SENDER, "d2", RECEIVER, 2) is None
+    # sealed again for device 2, the same id is stored
+    results = await s.user_batch(SENDER, [(SEND, "d2", RECEIVER, b"for 2", (), 2)], T + 2, CAP)
+    assert results == [(True, Stored(3, T + 2))]
+    assert [i.payload.id for i in s.inbox_after(RECEIVER)] == ["d1", "d3", "d2"]
+    audit(users, SENDER, RECEIVER)

@@ -270,6 +270,38 @@ async def test_an_unknown_user_at_b_becomes_a_failed_receipt(cluster):
     assert [i.payload for i in a.inbox_after(ALICE)] == [Receipt("failed", "d1", DAVE, T)]
 
 
+async def test_a_message_for_a_replaced_device_comes_back_failed_and_its_id_freed(cluster):
+    a, b = cluster
+    # Step 1: BOB registers a new device at B; ALICE's message, sealed for device 1,
+    # is accepted at A (its home cannot be asked) and carries the device it names
+    await b.register_device(BOB, bytes(32), T)                   # device 2
+    assert await a.user_batch(ALICE, [(SEND, "s1", BOB, b"for 1", (), 1),
+                                      (SEND, "s2", BOB, b"no device")], T, CAP) == [
+        (True, Stored(0, T)), (True, Stored(0, T))]
+    assert [item for _, item in a.outq_peek("B")] == [
+        ("msg", ALICE, "s1", BOB, b"for 1", T, (), 1), ("msg", ALICE, "s2", BOB, b"no device", T, ())]
+    # Step 2: B refuses s1 (nothing stored for BOB) and queues back, in order, the
+    # release of its id and the failed receipt; s2 is stored
+    applied = await ship(a, "A", b, "B")
+    assert [i.payload.id for i in b.inbox_after(BOB)] == ["s2"]
+    assert [item[:2] for _, item in b.outq_peek("A")] == [("unsent", ALICE), ("item", ALICE)]
+    assert applied.upto == 2
+    # Step 3: at A, the id is free again and the failed receipt is ALICE's
+    await ship(b, "B", a, "A")
+    assert [i.payload for i in a.inbox_after(ALICE)] == [Receipt("failed", "s1", BOB, T)]
+    assert await a.store_message(ALICE, "s2", BOB, b"no device", T + 1, CAP) == Stored(0, T, True)
+    results = await a.user_batch(ALICE, [(SEND, "s1", BOB, b"for 2", (), 2)], T + 2, CAP)
+    assert results == [(True, Stored(0, T + 2))]                # queued anew, not a duplicate
+    await ship(a, "A", b, "B")
+    assert [(i.payload.id, i.payload.body) for i in b.inbox_after(BOB)] == [
+        ("s2", b"no device"), ("s1", b"for 2")]
+    # Step 4: a release that does not match a message shipped from here changes nothing
+    await b.outq_apply("A", "e9", [(1, ("unsent", ALICE, "s2", CAROL))], CAP)
+    applied = await a.outq_apply("B", "e9", [(1, ("unsent", ALICE, "s1", CAROL))], CAP)
+    assert applied.upto == 1
+    assert await a.store_message(ALICE, "s1", BOB, b"", T + 3, CAP) == Stored(0, T + 2, True)
+
+
 async def test_an_item_for_a_user_unknown_here_is_dropped_and_passed(cluster):
     _, b = cluster
     item = ("item", DAVE, "receipt", pack_item(Receipt("read", "x", ALICE, T)))
@@ -285,7 +317,9 @@ async def test_a_malformed_shipment_is_refused_whole(cluster):
     for bad in ([good[0], (3, ("what", BOB))],
                 [(2, good[0][1]), (2, good[0][1])],
                 [good[0], (2, ("item", BOB, "nope", b""))],
-                [good[0], (2, ("msg", ALICE, "m9", "bob", b"", T, ()))]):
+                [good[0], (2, ("msg", ALICE, "m9", "bob", b"", T, ()))],
+                [good[0], (2, ("msg", ALICE, "m9", BOB, b"", T, (), 0))],
+                [good[0], (2, ("unsent", ALICE, "m9"))]):
         with pytest.raises(InvalidArgument):
             await b.outq_apply("A", "e1", bad, CAP)
     assert b.inbox_count(BOB) == 0

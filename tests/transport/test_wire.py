@@ -97,8 +97,15 @@ def test_round_trip(frame_type):
 def test_wire_layout_is_type_ref_then_fields_in_order():
     frame = Send("m-1", BOB, b"hi", ref=7)
     assert encode(frame) == raw(5, 7, "m-1", BOB, b"hi")
-    assert [f.name for f in dataclasses.fields(Send)] == ["ref", "id", "to", "body", "media"]
+    assert [f.name for f in dataclasses.fields(Send)] == ["ref", "id", "to", "body", "media",
+                                                          "device"]
     assert encode(Send("m-1", BOB, b"hi", ("ab" * 32,), ref=7)) == raw(5, 7, "m-1", BOB, b"hi", ["ab" * 32])
+    # a device without media puts an empty media list before it; each is left off at its default
+    assert encode(Send("m-1", BOB, b"hi", device=3, ref=7)) == raw(5, 7, "m-1", BOB, b"hi", [], 3)
+    assert decode_client_frame(raw(5, 7, "m-1", BOB, b"hi", [], 3)).device == 3
+    assert decode_client_frame(raw(5, 7, "m-1", BOB, b"hi", [], None)) == frame
+    assert encode(KeysFetch(BOB, False, ref=7)) == raw(25, 7, BOB, False)
+    assert encode(KeysFetch(BOB, True, ref=7)) == raw(25, 7, BOB)
 
 
 def test_frames_are_frozen_and_hashable():
@@ -116,6 +123,7 @@ def test_list_fields_become_tuples():
 def test_error_codes_and_fatal_set():
     assert [c.value for c in ErrorCode if c <= 16] == list(range(1, 17))
     assert {c.value for c in ErrorCode} >= {24, 25, 26, 27}     # the key directory's
+    assert ErrorCode.STALE_DEVICE == 28 and not ErrorCode.STALE_DEVICE.fatal
     assert FATAL == {
         ErrorCode.MALFORMED, ErrorCode.TOO_LARGE, ErrorCode.UNKNOWN_TYPE,
         ErrorCode.UNSUPPORTED_VERSION, ErrorCode.OUT_OF_ORDER, ErrorCode.SESSION_REPLACED,
@@ -212,6 +220,12 @@ INVALID = [
     *[(f"SEND to {p!r}", C, [5, 1, "m", p, b"x"], M) for p in PHONE_BAD],
     ("SEND body str", C, [5, 1, "m", BOB, "x"], M),
     ("SEND body too big", C, [5, 1, "m", BOB, bytes(MAX_BODY + 1)], M),
+    ("SEND device 0", C, [5, 1, "m", BOB, b"x", [], 0], M),
+    ("SEND device str", C, [5, 1, "m", BOB, b"x", [], "1"], M),
+    ("SEND device bool", C, [5, 1, "m", BOB, b"x", [], True], M),
+    ("SEND device without media", C, [5, 1, "m", BOB, b"x", 1], M),
+    ("SEND too many after device", C, [5, 1, "m", BOB, b"x", [], 1, 1], M),
+    ("KEYS_FETCH one_time int", C, [25, 1, BOB, 0], M),
     # RECEIVED
     ("RECEIVED empty", C, [6, 1, []], M),
     ("RECEIVED too many", C, [6, 1, list(range(1, 1026))], M),
