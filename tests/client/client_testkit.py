@@ -305,6 +305,23 @@ async def next_event(client: Client, kinds: tuple = (), timeout: float = 3.0) ->
     return await asyncio.wait_for(find(), timeout)
 
 
+async def texts(client: Client, count: int, timeout: float = 15.0) -> list[str]:
+    """The bodies of the next ``count`` 1:1 messages, as text (an
+    undecryptable one fails the test)."""
+    from client.events import Message, Undecryptable
+    got: list[str] = []
+
+    async def receive() -> None:
+        async for event in client.events():
+            assert not isinstance(event, Undecryptable), event
+            if isinstance(event, Message):
+                got.append(event.body.decode())
+                if len(got) == count:
+                    return
+    await asyncio.wait_for(receive(), timeout)
+    return got
+
+
 class CliProcess:
     """``python -m client.cli`` in a subprocess, driven through its stdin
     pipe; ``expect`` waits for an output line matching a regex."""

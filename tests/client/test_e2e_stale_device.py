@@ -14,7 +14,7 @@ import pytest
 from client import Client, Message
 from client.events import IdentityChanged, SendFailed, Undecryptable
 from client.errors import ServerError
-from client_testkit import FAST, next_event
+from client_testkit import FAST, next_event, texts
 from test_e2e_sdk import sdk_user
 from tests.conftest import wait_for
 from tests.e2e.conftest import node  # noqa: F401  (the running-node fixture)
@@ -31,21 +31,6 @@ async def offline(running, profile: str, outbox: str) -> Client:
     sealed with the sessions it holds and waits in the outbox."""
     return await Client.connect(running.host, running.port, e2e_dir=profile, outbox_path=outbox,
                                 **FAST)
-
-
-async def texts(client: Client, count: int, timeout: float = 15.0) -> list[str]:
-    """The next ``count`` 1:1 messages (an undecryptable one fails the test)."""
-    got: list[str] = []
-
-    async def receive() -> None:
-        async for event in client.events():
-            assert not isinstance(event, Undecryptable), event
-            if isinstance(event, Message):
-                got.append(event.body.decode())
-                if len(got) == count:
-                    return
-    await asyncio.wait_for(receive(), timeout)
-    return got
 
 
 async def test_messages_sealed_for_a_replaced_device_reach_the_new_one_in_order(node, tmp_path):  # noqa: F811

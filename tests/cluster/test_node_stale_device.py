@@ -12,8 +12,9 @@ import asyncio
 
 import pytest
 
-from client import Client, Message
-from client.events import Receipt, Sent, Undecryptable
+from client import Client
+from client.events import Receipt, Sent
+from tests.client.client_testkit import texts
 from tests.cluster.cluster_nodes import cluster
 from tests.cluster.test_node_sdk import FAST, sdk_user
 from transport.crypto import DeviceKey
@@ -21,20 +22,6 @@ from transport.crypto import DeviceKey
 pytestmark = pytest.mark.timeout(150)
 
 ALICE, BOB = "+15553000011", "+15553000012"
-
-
-async def texts(client: Client, count: int, timeout: float = 30.0) -> list[str]:
-    got: list[str] = []
-
-    async def receive() -> None:
-        async for event in client.events():
-            assert not isinstance(event, Undecryptable), event
-            if isinstance(event, Message):
-                got.append(event.body.decode())
-                if len(got) == count:
-                    return
-    await asyncio.wait_for(receive(), timeout)
-    return got
 
 
 async def test_messages_for_a_replaced_device_on_another_node_are_sealed_again(tmp_path):
@@ -50,7 +37,7 @@ async def test_messages_for_a_replaced_device_on_another_node_are_sealed_again(t
         await alice.login(ALICE, device, key)
         bob = await sdk_user(c, "B", "B", BOB, tmp_path)
         await alice.send(BOB, "hello")
-        assert await texts(bob, 1) == ["hello"]
+        assert await texts(bob, 1, 30.0) == ["hello"]
         await alice.close()
         await bob.close()
         # Step 2: Bob registers a new device on B and logs in (its keys published)
@@ -71,7 +58,7 @@ async def test_messages_for_a_replaced_device_on_another_node_are_sealed_again(t
         await alice.login(ALICE, device, key)
         sent = await asyncio.gather(*pending)
         assert [s.id for s in sent] == ["old-0", "old-1", "old-2"]
-        assert await texts(bob, 3) == ["old 0", "old 1", "old 2"]
+        assert await texts(bob, 3, 30.0) == ["old 0", "old 1", "old 2"]
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(texts(bob, 1), 1.0)
         # Step 5: A acknowledged each twice (it cannot tell; B refused the first), and
