@@ -19,7 +19,7 @@ What a block does in storage (the rest is the session's, actors/blocking.py):
 
 Transactions and ops: ``set_block`` / ``SetBlock`` (block or unblock, at
 most ``limit`` blocked users: ``BlocksFull``); reads ``blocked_list``,
-``is_blocked``, ``blocked_by_meta`` (the pair check given a loaded meta).
+``is_blocked``, ``blocks_pair`` (the pair check given a loaded meta).
 """
 
 from __future__ import annotations
