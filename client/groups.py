@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from transport import wire
+from client.errors import ClientError
 from client.events import Status, Undecryptable
 from client.ids import app_id
 from client.link import checked
@@ -290,7 +291,12 @@ class Groups:
             self._groups.collectors.remove(collected)
         if group is None:
             return list({info.group: info for info in collected}.values())
-        return self._groups.states[group]
+        # The state this call was answered with: the cache may have lost it
+        # already, to a GROUP_EVENT pushed between the GROUP_STATE and the ACK.
+        mine = [info for info in collected if info.group == group]
+        if not mine:
+            raise ClientError(f"GROUP_INFO {group} was acknowledged without its GROUP_STATE")
+        return mine[-1]
 
     async def send_group(self, group: str, body: bytes, id: str | None = None) -> Any:
         """Send ``body`` to every other member of ``group``; returns at the

@@ -7,15 +7,15 @@ import asyncio
 
 import pytest
 
-from client import Client, ClientClosed, Disconnected, RequestTimeout, ServerError
+from client import Client, ClientClosed, ClientError, Disconnected, RequestTimeout, ServerError
 from client.groups import GroupInfo
-from client_testkit import CODE, FAST, next_event
+from client_testkit import CODE, FAST, next_event, now_ms
 from transport import wire
 from transport.crypto import DeviceKey, verify
 from transport.e2e import LocalKeys
 
 E = wire.ErrorCode
-ALICE, BOB = "+15550000001", "+15550000002"
+ALICE, BOB, CAROL = "+15550000001", "+15550000002", "+15550000003"
 CAROL, DAVE = "+15550000003", "+15550000004"
 
 
@@ -266,3 +266,27 @@ async def test_a_key_fetch_that_gets_no_answer_is_tried_again(server, logged_in,
     with pytest.raises(RequestTimeout):
         await asyncio.wait_for(alice.send(CAROL, b"hi", id="m3"), 10)
     assert len(server.frames(wire.KeysFetch)) == 4 + encryption.FETCH_TRIES
+
+
+async def test_group_info_answers_with_its_state_when_an_event_evicts_it_first(server, logged_in):
+    """GROUP_STATE, then a GROUP_EVENT of that group pushed before the ACK
+    (a member joined meanwhile): the event evicts the cached state, and the
+    call still answers with the state it got (a chaos run of a killed
+    leader raised KeyError here)."""
+    alice = await logged_in(ALICE)
+    gid = f"{ALICE}/team"
+
+    def state_event_ack(conn, frame):
+        conn.send(wire.GroupState(gid, "team", ALICE, (ALICE,), (ALICE, BOB), 3))
+        conn.send(wire.GroupEvent(1, gid, wire.GroupEventKind.ADDED, ALICE, (CAROL,), "team",
+                                  now_ms(), 0))
+        conn.ack(frame)
+    server.on(wire.GroupInfo, state_event_ack)
+    info = await asyncio.wait_for(alice.group_info(gid), 3)
+    assert info == GroupInfo(gid, "team", ALICE, (ALICE,), (ALICE, BOB), 3)
+    assert gid not in alice._groups.states          # stale: fetched again when next needed
+
+    server.on(wire.GroupInfo, lambda conn, frame: conn.ack(frame))
+    with pytest.raises(ClientError, match="without its GROUP_STATE"):
+        await asyncio.wait_for(alice.group_info(gid), 3)
+    await alice.close()
