@@ -38,7 +38,8 @@ def parse_settings(pairs: list[str], webhook: str | None = None) -> dict[str, An
     from transport.flow import FlowConfig
     known = {f.name: f.default for f in fields(MonitorSettings)}
     known.update({f.name: f.default for f in fields(FlowConfig)}, offline_cap=10_000,
-                 max_watched=2_000, max_auth_failures=5, code_budget=1_000, media_max_size=100 * 1024 * 1024,
+                 max_watched=2_000, max_auth_failures=5, code_budget=1_000, max_blocked=10_000,
+                 media_max_size=100 * 1024 * 1024,
                  outq_high=100_000, media_fetch_for=3600.0, media_fetch_wait=10.0,
                  forget_workers_after=60.0,
                  last_seen_flush=5.0, dedup_retention=30 * 86_400.0, dedup_prune_every=60.0)

@@ -29,6 +29,21 @@ def test_parse_settings_knows_the_monitor_keys():
         console.parse_settings(["alert_actor_high=lots"])
 
 
+def test_every_setting_in_the_operations_tables_can_be_set():
+    """Each setting docs/operations.md lists (a row whose first cell names
+    it) is a key ``--set`` takes: ``max_blocked`` was listed, and refused."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    names = set()
+    for row in re.findall(r"^\| ([^|]+) \|", text, re.M):
+        cells = re.findall(r"`([a-z][a-z0-9_]*)`", row)
+        if cells and not row.startswith("(fixed)") and not cells[0].startswith("switchboard_"):
+            names.update(cells)
+    assert {"max_blocked", "code_budget", "offline_cap", "frame_rate", "alert_sustain"} <= names
+    for name in sorted(names):
+        value = console._CHOICES.get(name, ("1",))[0]
+        assert name in console.parse_settings([f"{name}={value}"]), name
+
+
 def _view():
     status = {"at": time.time(), "worker": 0, "pid": 4242, "actors": 12, "queued": 1500,
               "max_queue": 1500, "connections": 3,
